@@ -1,0 +1,56 @@
+# Quick start: `make demo` then `make test`. Needs only python3.11 and access to PyPI.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+DEMO_DIR := $(CURDIR)/demo
+RELEASE ?= demo-$(shell date +%Y)
+
+.PHONY: install demo test lint format bench clean airflow-ui
+
+$(UV):
+	@command -v $(PYTHON) >/dev/null || { echo "python3.11 not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --quiet
+	@touch $@
+
+install: $(VENV)/.installed
+
+## Generate sample extracts and run the annual update DAG end to end, in-process.
+demo: install
+	$(PY) -m ctdc_harmonizer.cli generate --out $(DEMO_DIR)/landing --seed 2025
+	$(PY) scripts/run_demo.py --landing $(DEMO_DIR)/landing --out $(DEMO_DIR)/releases --release $(RELEASE)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Benchmark the CLI: make bench N=100000 (records per partner)
+N ?= 33334
+bench: install
+	$(PY) benchmarks/bench_cli.py --records-per-partner $(N)
+
+## Local Airflow UI on http://localhost:8080 (standalone, SQLite, in .airflow/)
+airflow-ui: install
+	$(VENV)/bin/airflow standalone
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .airflow demo .pytest_cache .ruff_cache

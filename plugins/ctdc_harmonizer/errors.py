@@ -1,0 +1,59 @@
+"""Errors that are safe to log: they locate a problem, never quote a value.
+
+Every message names the partner, the file, and where known the column and the
+row number. Source values are never part of a message, because a value in a
+case extract may be a name, a date of birth or a note about a survivor.
+"""
+
+from __future__ import annotations
+
+
+class CtdcError(Exception):
+    """Base class for errors raised by the pipeline."""
+
+
+class MappingError(CtdcError):
+    """A partner's mapping folder is wrong: names the file, line and column."""
+
+    def __init__(self, file: str, problem: str, line: int | None = None, column: str | None = None):
+        self.file, self.line, self.column, self.problem = file, line, column, problem
+        where = file
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {problem}")
+
+
+class ExtractError(CtdcError):
+    """A partner's delivered file cannot be processed as a whole."""
+
+    def __init__(
+        self,
+        partner: str,
+        file: str,
+        problem: str,
+        column: str | None = None,
+        row: int | None = None,
+    ):
+        self.partner, self.file, self.column, self.row, self.problem = (
+            partner,
+            file,
+            column,
+            row,
+            problem,
+        )
+        where = f"partner '{partner}', file '{file}'"
+        if column is not None:
+            where += f", column '{column}'"
+        if row is not None:
+            where += f", row {row}"
+        super().__init__(f"{where}: {problem}")
+
+
+class CoverageError(CtdcError):
+    """Too many rows carry values the partner's mapping does not know."""
+
+
+class ContractError(CtdcError):
+    """A frame does not satisfy its data contract (column/check/count, no values)."""

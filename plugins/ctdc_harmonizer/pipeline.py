@@ -1,0 +1,287 @@
+"""The annual update as steps over files: what the CLI runs in a row and the DAG runs as tasks.
+
+Each step reads its inputs from disk and returns a small dict of paths and
+counts, which is all that may travel through XCom or a log line. Frames stay
+on disk, under the run's work folder, and never hold a direct identifier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from ctdc_harmonizer import contracts
+from ctdc_harmonizer.codebook import default_codebook, load_codebook
+from ctdc_harmonizer.config import PartnerConfig, available_partners, load_partner
+from ctdc_harmonizer.errors import CoverageError, CtdcError
+from ctdc_harmonizer.harmonize import HARMONIZED, map_partner
+from ctdc_harmonizer.paths import mappings_dir
+from ctdc_harmonizer.reader import (
+    FILE,
+    ROW,
+    deidentify,
+    find_extract_files,
+    read_extract,
+    read_withdrawals,
+)
+from ctdc_harmonizer.reconcile import ERASED, MERGED, reconcile
+
+log = logging.getLogger(__name__)
+PARTNER_COLUMN = "_partner"
+
+
+def _json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def release_year_of(release: str, default: int) -> int:
+    """The year a release label names (`2025`, `ctdc-2025`, `demo-2025-rc1`), else default."""
+    digits = pd.Series([release]).str.extract(r"((?:19|20)\d{2})")[0].iloc[0]
+    return int(digits) if isinstance(digits, str) else default
+
+
+def partner_config(partner: str, mappings: str | Path | None = None) -> PartnerConfig:
+    return load_partner(Path(mappings or mappings_dir()) / partner)
+
+
+def plan_run(
+    landing: str,
+    out: str,
+    release: str,
+    partners: list[str] | None = None,
+    mappings: str | None = None,
+    release_year: int | None = None,
+) -> dict:
+    """Check the run's inputs before any work: partners known, mappings valid, landing present."""
+    root = Path(mappings or mappings_dir())
+    known = available_partners(root)
+    chosen = [p.strip() for p in partners if p.strip()] if partners else known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise CtdcError(f"unknown partner(s) {', '.join(unknown)}; mapping folders exist for {', '.join(known)}")
+    for partner in chosen:
+        partner_config(partner, root)  # raises MappingError naming file and line
+        if not (Path(landing) / partner).is_dir():
+            raise CtdcError(f"partner '{partner}': landing folder {Path(landing) / partner} not found")
+    if not release or "/" in release or release.startswith("."):
+        raise CtdcError("release label must be a plain name such as 2025 or ctdc-2025")
+    year = release_year or release_year_of(release, pd.Timestamp.now().year)
+    work = Path(out) / ".work" / release
+    if work.exists():
+        shutil.rmtree(work)  # a rerun starts from scratch: same inputs, same outputs
+    work.mkdir(parents=True)
+    plan = {
+        "release": release,
+        "release_year": year,
+        "landing": str(Path(landing).resolve()),
+        "out": str(Path(out).resolve()),
+        "mappings": str(root.resolve()),
+        "work_dir": str(work.resolve()),
+        "release_dir": str((Path(out) / release).resolve()),
+        "partners": chosen,
+    }
+    _json(work / "plan.json", plan)
+    log.info("planned release %s for %d partner(s)", release, len(chosen))
+    return plan
+
+
+def stage_partner(plan: dict, partner: str) -> dict:
+    """Read + de-identify every file of a partner; erase withdrawals; merge duplicates.
+
+    Identifiers (names, dates of birth, record ids, notes) do not leave this function.
+    """
+    config = partner_config(partner, plan["mappings"])
+    landing = Path(plan["landing"])
+    work = Path(plan["work_dir"]) / partner
+    work.mkdir(parents=True, exist_ok=True)
+    frames, files = [], {}
+    for path in find_extract_files(config, landing):
+        result = read_extract(config, path)
+        frames.append(deidentify(config, result.frame))
+        files[result.file] = {
+            "sha256": result.sha256,
+            "rows_read": len(result.frame),
+            "blank_rows_skipped": result.blank_rows,
+            "undeclared_columns_dropped": result.dropped_columns,
+        }
+    staged = pd.concat(frames, ignore_index=True)
+    fate = pd.Series("", index=staged.index, dtype="string")
+    if config.record_id:
+        ids = staged[config.record_id].astype("string").str.strip()
+        withdrawn = ids.isin(set(read_withdrawals(config, landing))).fillna(False)
+        fate[withdrawn] = ERASED
+        # The same case delivered twice (or cross-referenced between systems): the last copy stays.
+        live = fate == ""
+        dup = ids.notna() & ids[live].duplicated(keep="last").reindex(ids.index, fill_value=False)
+        fate[dup & live] = MERGED
+        staged = staged.drop(columns=[config.record_id])
+    removed = staged.loc[fate != "", [FILE, ROW]].assign(outcome=fate[fate != ""], reason="")
+    staged = staged.loc[fate == ""].reset_index(drop=True)
+    staged.to_parquet(work / "staged.parquet", index=False)
+    removed.to_parquet(work / "removed.parquet", index=False)
+    _json(work / "stage.json", {"partner": partner, "files": files})
+    counts = {
+        "partner": partner,
+        "files": len(files),
+        "rows_read": int(sum(f["rows_read"] for f in files.values())),
+        "erased": int((fate == ERASED).sum()),
+        "duplicates_merged": int((fate == MERGED).sum()),
+        "staged": str(work / "staged.parquet"),
+    }
+    log.info(
+        "partner %s: %d file(s), %d rows read, %d erased, %d duplicates merged",
+        partner, counts["files"], counts["rows_read"], counts["erased"], counts["duplicates_merged"],
+    )
+    return counts
+
+
+def check_contract(plan: dict, partner: str) -> dict:
+    """The staged frame honours the partner's field contract (pandera, no values reported)."""
+    config = partner_config(partner, plan["mappings"])
+    staged = pd.read_parquet(Path(plan["work_dir"]) / partner / "staged.parquet")
+    contracts.validate(contracts.staged_schema(config), staged, where=f"partner '{partner}' staged extract")
+    return {"partner": partner, "rows": len(staged)}
+
+
+def map_to_codebook(plan: dict, partner: str) -> dict:
+    """Harmonize a partner's staged rows; apply the coverage gate."""
+    config = partner_config(partner, plan["mappings"])
+    codebook = default_codebook()
+    work = Path(plan["work_dir"]) / partner
+    staged = pd.read_parquet(work / "staged.parquet")
+    result = map_partner(staged, config, codebook, year_max=int(plan["release_year"]))
+    result.harmonized.assign(**{PARTNER_COLUMN: partner}).to_parquet(work / "harmonized.parquet", index=False)
+    result.outcomes.to_parquet(work / "outcomes.parquet", index=False)
+    result.unmapped.to_csv(work / "unmapped.csv", index=False)
+    result.issues.to_csv(work / "issues.csv", index=False)
+    coverage = coverage_report(result.unknown_rows, len(staged), config)
+    _json(work / "coverage.json", coverage)
+    counts = {
+        "partner": partner,
+        "harmonized": len(result.harmonized),
+        "rejected": int((result.outcomes["outcome"] == "rejected").sum()),
+        "excluded": int((result.outcomes["outcome"] == "excluded").sum()),
+        "unmapped_values": len(result.unmapped),
+        "harmonized_path": str(work / "harmonized.parquet"),
+    }
+    log.info(
+        "partner %s: %d harmonized, %d rejected, %d excluded, %d unmapped value(s)",
+        partner, counts["harmonized"], counts["rejected"], counts["excluded"], counts["unmapped_values"],
+    )
+    if coverage["failing_fields"]:
+        raise CoverageError(coverage_message(coverage, result.unmapped, config))
+    return counts
+
+
+def coverage_report(unknown_rows: pd.DataFrame, rows: int, config: PartnerConfig) -> dict:
+    """Per field, the share of rows carrying a value the mapping does not know."""
+    fields = []
+    for item in unknown_rows.itertuples(index=False):  # one entry per field, not per record
+        share = item.rows / rows if rows else 0.0
+        fields.append({"field": item.field, "rows": int(item.rows), "share": round(share, 6)})
+    failing = [f["field"] for f in fields if f["share"] > config.coverage_threshold]
+    return {"partner": config.code, "rows": rows, "threshold": config.coverage_threshold, "fields": fields, "failing_fields": failing}
+
+
+def coverage_message(coverage: dict, unmapped: pd.DataFrame, config: PartnerConfig) -> str:
+    lines = [
+        f"partner '{config.code}': values unknown to the mapping exceed the coverage threshold "
+        f"({coverage['threshold']:.2%}) in {len(coverage['failing_fields'])} field(s):"
+    ]
+    coded = set(config.coded_fields)
+    for item in coverage["fields"]:
+        if item["field"] not in coverage["failing_fields"]:
+            continue
+        lines.append(f"  - {item['field']}: {item['rows']} of {coverage['rows']} rows ({item['share']:.2%})")
+        if item["field"] in coded:  # category values of coded fields only, never free text
+            for row in unmapped[unmapped["field"] == item["field"]].head(20).itertuples(index=False):
+                lines.append(f"      '{row.source_value}': {row.count}")
+    lines.append(f"Add the values to mappings/{config.code}/values.csv (or countries.csv), then rerun.")
+    return "\n".join(lines)
+
+
+def check_codebook(plan: dict, partner: str) -> dict:
+    """The partner's harmonized rows satisfy the pandera schema generated from the codebook."""
+    codebook = default_codebook()
+    frame = pd.read_parquet(Path(plan["work_dir"]) / partner / "harmonized.parquet")
+    schema = contracts.harmonized_schema_for(codebook, int(plan["release_year"]))
+    contracts.validate(schema, frame[codebook.columns], where=f"partner '{partner}' harmonized rows")
+    return {"partner": partner, "rows": len(frame)}
+
+
+def combine(plan: dict) -> dict:
+    """All partners' harmonized rows in one frame, in an order unrelated to the input order."""
+    codebook = default_codebook()
+    work = Path(plan["work_dir"])
+    frames = [pd.read_parquet(work / p / "harmonized.parquet") for p in sorted(plan["partners"])]
+    combined = pd.concat(frames, ignore_index=True)
+    combined = contracts.shuffle(combined, seed_text=plan["release"])
+    combined = combined[[*codebook.columns, PARTNER_COLUMN, FILE]]
+    combined.to_parquet(work / "combined.parquet", index=False)
+    recon = reconcile(plan)
+    _json(work / "reconciliation.json", recon)
+    log.info("release %s: %d harmonized rows from %d partner(s)", plan["release"], len(combined), len(frames))
+    return {"rows": len(combined), "combined": str(work / "combined.parquet"), "invariant_holds": recon["invariant_holds"]}
+
+
+def write_release(plan: dict) -> dict:
+    """Write the release folder: CSV, Parquet, reconciliation, unmapped values, metadata."""
+    from ctdc_harmonizer import release as release_mod
+
+    info = release_mod.write(plan)
+    log.info("release %s written to %s (%d rows)", plan["release"], info["release_dir"], info["rows"])
+    return info
+
+
+def load_warehouse(plan: dict, url: str | None = None) -> dict:
+    """Load the release into the warehouse (idempotent per release label), then tidy up."""
+    from ctdc_harmonizer import release as release_mod
+
+    counts = release_mod.load(plan, url)
+    shutil.rmtree(plan["work_dir"], ignore_errors=True)
+    log.info("warehouse: %d case records for release %s", counts["case_records"], plan["release"])
+    return counts
+
+
+def run(
+    landing: str,
+    out: str,
+    release: str,
+    partners: list[str] | None = None,
+    mappings: str | None = None,
+    warehouse_url: str | None = None,
+) -> dict:
+    """The whole annual update in one process (what `ctdc run` does)."""
+    plan = plan_run(landing, out, release, partners, mappings)
+    for partner in plan["partners"]:
+        stage_partner(plan, partner)
+        check_contract(plan, partner)
+        map_to_codebook(plan, partner)
+        check_codebook(plan, partner)
+    combine(plan)
+    info = write_release(plan)
+    info["warehouse"] = load_warehouse(plan, warehouse_url)
+    return info
+
+
+__all__ = [
+    "HARMONIZED",
+    "check_codebook",
+    "check_contract",
+    "combine",
+    "load_codebook",
+    "load_warehouse",
+    "map_to_codebook",
+    "plan_run",
+    "run",
+    "stage_partner",
+    "write_release",
+]

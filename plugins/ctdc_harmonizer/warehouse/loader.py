@@ -1,0 +1,333 @@
+"""Load one harmonized release into the warehouse, replacing it as a whole.
+
+Privacy: the rows describe trafficking survivors. Nothing here logs or raises
+with a row value: logs carry counts, errors name columns, partners and files,
+and database errors are re-raised without their driver message (which may
+quote a value, e.g. PostgreSQL's "invalid input syntax ... : <value>").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from ctdc_harmonizer.codebook import Codebook, default_codebook
+from ctdc_harmonizer.errors import ContractError
+from ctdc_harmonizer.warehouse.columns import CASE_TABLE, VALUE_LENGTH
+from ctdc_harmonizer.warehouse.models import (
+    BOOKKEEPING_COLUMNS,
+    DataRelease,
+    ExtractBatch,
+    ReportingEntity,
+    case_record_table,
+)
+from ctdc_harmonizer.warehouse.schema import migrate
+
+log = logging.getLogger(__name__)
+
+PARTNER_COLUMN = "_partner"
+FILE_COLUMN = "_file"
+BATCH_COUNT_KEYS = [
+    "rows_read",
+    "rows_harmonized",
+    "rows_rejected",
+    "rows_excluded",
+    "rows_erased",
+    "rows_duplicate",
+]
+ENTITY_KEYS = ["code", "name", "datasource_type"]
+INSERT_CHUNK_ROWS = 50_000
+
+
+class WarehouseError(ContractError):
+    """The warehouse load failed; the message never quotes a row value."""
+
+
+def load_release(
+    url: str,
+    release: str,
+    harmonized: pd.DataFrame,
+    batches: list[dict],
+    entities: list[dict],
+    metadata: dict,
+) -> dict:
+    """Replace release `release` in the warehouse at `url` with `harmonized`.
+
+    `harmonized` holds the codebook columns plus `_partner`/`_file`, which are
+    resolved to entity_id/batch_id and not stored. Everything after the schema
+    migration runs in one transaction, so a rerun replaces rather than duplicates.
+    """
+    codebook = default_codebook()
+    _check_frame(harmonized, codebook)
+    batch_frame = _batch_frame(batches)
+    _check_links(harmonized, batch_frame, entities)
+    metadata_json = json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str)
+    # Fall back to the warehouse's own codebook when the caller did not record one.
+    codebook_version = str(metadata.get("codebook_version") or codebook.version)
+
+    migrate(url)
+    # hide_parameters: SQLAlchemy would otherwise print bound row values in errors.
+    engine = sa.create_engine(url, hide_parameters=True)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+    try:
+        with engine.begin() as conn:
+            entity_ids = _upsert_entities(conn, entities)
+            _delete_release(conn, release)
+            conn.execute(
+                sa.insert(DataRelease),
+                [
+                    {
+                        "label": release,
+                        "codebook_version": codebook_version,
+                        "created_at": datetime.now(UTC),
+                        "row_count": len(harmonized),
+                        "metadata_json": metadata_json,
+                    }
+                ],
+            )
+            batch_ids = _insert_batches(conn, release, batch_frame, entity_ids)
+            rows = _case_rows(harmonized, release, batch_ids, codebook)
+            method = _insert_rows(conn, rows)
+    except sa.exc.DBAPIError as exc:
+        # Keep only the error class and SQLSTATE; the driver text may contain a value.
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        raise WarehouseError(
+            f"loading release '{release}' failed in the database: "
+            f"{type(exc.orig).__name__}" + (f" (SQLSTATE {code})" if code else "")
+        ) from None
+    finally:
+        engine.dispose()
+
+    counts = {
+        "release": release,
+        "case_records": len(rows),
+        "batches": len(batch_frame),
+        "entities": len(entities),
+        "dialect": engine.dialect.name,
+        "method": method,
+    }
+    log.info(
+        "warehouse: release %s loaded: %d case records, %d batches, %d entities (%s, %s)",
+        release,
+        counts["case_records"],
+        counts["batches"],
+        counts["entities"],
+        counts["dialect"],
+        method,
+    )
+    return counts
+
+
+def _sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:
+    # SQLite leaves FK enforcement off unless asked, per connection.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _check_frame(harmonized: pd.DataFrame, codebook: Codebook) -> None:
+    """Column presence, required year, value width: named by column and count only."""
+    expected = [*codebook.columns, PARTNER_COLUMN, FILE_COLUMN]
+    missing = [c for c in expected if c not in harmonized.columns]
+    if missing:
+        raise WarehouseError(f"harmonized frame lacks columns: {', '.join(missing)}")
+    for var in codebook.variables:
+        col = harmonized[var.name]
+        if var.type == "year" or var.required:
+            n_null = int(col.isna().sum())
+            if n_null:
+                raise WarehouseError(f"column '{var.name}': {n_null} rows are NULL")
+        else:
+            too_long = int((col.dropna().astype(str).str.len() > VALUE_LENGTH).sum())
+            if too_long:
+                raise WarehouseError(
+                    f"column '{var.name}': {too_long} values exceed {VALUE_LENGTH} characters"
+                )
+    for col in (PARTNER_COLUMN, FILE_COLUMN):
+        n_null = int(harmonized[col].isna().sum())
+        if n_null:
+            raise WarehouseError(f"column '{col}': {n_null} rows are NULL")
+
+
+def _batch_frame(batches: Sequence[dict]) -> pd.DataFrame:
+    keys = ["partner", "file", "sha256", *BATCH_COUNT_KEYS]
+    for i, batch in enumerate(batches):
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise WarehouseError(f"batch {i} lacks keys: {', '.join(missing)}")
+    frame = pd.DataFrame([{k: b[k] for k in keys} for b in batches], columns=keys)
+    frame = frame.astype({"partner": str, "file": str, "sha256": str})
+    dup = frame.duplicated(["partner", "file"])
+    if dup.any():
+        pairs = frame.loc[dup, ["partner", "file"]].itertuples(index=False)
+        raise WarehouseError(
+            "batches listed twice: " + ", ".join(f"partner '{p}', file '{f}'" for p, f in pairs)
+        )
+    return frame
+
+
+def _check_links(
+    harmonized: pd.DataFrame, batch_frame: pd.DataFrame, entities: Sequence[dict]
+) -> None:
+    """Every row must belong to a listed batch, every batch to a listed entity."""
+    for i, entity in enumerate(entities):
+        missing = [k for k in ENTITY_KEYS if k not in entity]
+        if missing:
+            raise WarehouseError(f"entity {i} lacks keys: {', '.join(missing)}")
+    codes = {str(e["code"]) for e in entities}
+    if len(codes) != len(entities):
+        raise WarehouseError("entities list a partner code twice")
+    unknown_partners = sorted(set(batch_frame["partner"]) - codes)
+    if unknown_partners:
+        raise WarehouseError(
+            "batches of partners missing from entities: "
+            + ", ".join(f"'{p}'" for p in unknown_partners)
+        )
+    # Partner codes and file names are bookkeeping, not case values: safe to name.
+    links = harmonized[[PARTNER_COLUMN, FILE_COLUMN]].astype(str).drop_duplicates()
+    known = batch_frame[["partner", "file"]].rename(
+        columns={"partner": PARTNER_COLUMN, "file": FILE_COLUMN}
+    )
+    orphans = links.merge(known, how="left", indicator=True).query("_merge == 'left_only'")
+    if len(orphans):
+        pairs = orphans[[PARTNER_COLUMN, FILE_COLUMN]].itertuples(index=False)
+        raise WarehouseError(
+            "harmonized rows link to no listed batch: "
+            + ", ".join(f"partner '{p}', file '{f}'" for p, f in pairs)
+        )
+
+
+def _upsert_entities(conn: Connection, entities: Sequence[dict]) -> dict[str, int]:
+    """Insert or update entities by code; return code -> id for all listed codes."""
+    table = ReportingEntity.__table__
+    values = [{k: str(e[k]) for k in ENTITY_KEYS} for e in entities]
+    if values:
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            stmt = dialect_insert(table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.code],
+                set_={"name": stmt.excluded.name, "datasource_type": stmt.excluded.datasource_type},
+            )
+            conn.execute(stmt, values)
+        else:
+            # Portable fallback: update the known codes, insert the others.
+            existing = set(conn.scalars(sa.select(table.c.code)))
+            new = [v for v in values if v["code"] not in existing]
+            old = [v for v in values if v["code"] in existing]
+            if old:
+                conn.execute(
+                    table.update()
+                    .where(table.c.code == sa.bindparam("b_code"))
+                    .values(name=sa.bindparam("name"), datasource_type=sa.bindparam("dst")),
+                    [
+                        {"b_code": v["code"], "name": v["name"], "dst": v["datasource_type"]}
+                        for v in old
+                    ],
+                )
+            if new:
+                conn.execute(sa.insert(table), new)
+    codes = [v["code"] for v in values]
+    rows = conn.execute(sa.select(table.c.code, table.c.id).where(table.c.code.in_(codes)))
+    return {code: entity_id for code, entity_id in rows}
+
+
+def _delete_release(conn: Connection, release: str) -> None:
+    # Children first, so the foreign keys hold throughout.
+    conn.execute(sa.delete(case_record_table).where(case_record_table.c.release_label == release))
+    conn.execute(sa.delete(ExtractBatch).where(ExtractBatch.release_label == release))
+    conn.execute(sa.delete(DataRelease).where(DataRelease.label == release))
+
+
+def _insert_batches(
+    conn: Connection, release: str, batch_frame: pd.DataFrame, entity_ids: dict[str, int]
+) -> pd.DataFrame:
+    """Insert the release's batches; return (_partner, _file, batch_id, entity_id)."""
+    frame = batch_frame.assign(
+        release_label=release, entity_id=batch_frame["partner"].map(entity_ids)
+    )
+    records = (
+        frame.rename(columns={"file": "file_name"})
+        .drop(columns=["partner"])
+        .astype(object)
+        .to_dict("records")
+    )
+    if records:
+        conn.execute(sa.insert(ExtractBatch), records)
+    table = ExtractBatch.__table__
+    stored = pd.DataFrame(
+        conn.execute(
+            sa.select(table.c.id, table.c.entity_id, table.c.file_name).where(
+                table.c.release_label == release
+            )
+        ).all(),
+        columns=["batch_id", "entity_id", FILE_COLUMN],
+    )
+    codes = pd.DataFrame(list(entity_ids.items()), columns=[PARTNER_COLUMN, "entity_id"]).astype(
+        {"entity_id": "int64"}
+    )
+    return stored.astype({"entity_id": "int64"}).merge(codes, on="entity_id", how="inner")
+
+
+def _case_rows(
+    harmonized: pd.DataFrame, release: str, batch_ids: pd.DataFrame, codebook: Codebook
+) -> pd.DataFrame:
+    """The case_record rows as an object frame with None for NULL, in table order."""
+    links = harmonized[[PARTNER_COLUMN, FILE_COLUMN]].astype(str)
+    ids = links.merge(batch_ids, on=[PARTNER_COLUMN, FILE_COLUMN], how="left", validate="m:1")
+    rows = harmonized[codebook.columns].reset_index(drop=True)
+    rows.insert(0, "entity_id", ids["entity_id"].to_numpy())
+    rows.insert(0, "batch_id", ids["batch_id"].to_numpy())
+    rows.insert(0, "release_label", release)
+    rows = rows[[*BOOKKEEPING_COLUMNS, *codebook.columns]].astype(object)
+    # Python ints/str and None are what both DBAPIs bind (numpy scalars are not).
+    return rows.where(rows.notna(), None)
+
+
+def _chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(rows), size):
+        yield rows.iloc[start : start + size]
+
+
+def _insert_rows(conn: Connection, rows: pd.DataFrame) -> str:
+    """Bulk insert case records: COPY on PostgreSQL/psycopg 3, else Core executemany."""
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_rows(conn, rows)
+        return "copy"
+    for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+        conn.execute(sa.insert(case_record_table), chunk.to_dict("records"))
+    return "insert"
+
+
+def _copy_rows(conn: Connection, rows: pd.DataFrame) -> None:
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(CASE_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns)
+    )
+    # The driver connection of this SQLAlchemy connection: same transaction.
+    dbapi_conn = conn.connection.driver_connection
+    try:
+        with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
+            for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+                for row in chunk.itertuples(index=False, name=None):
+                    copy.write_row(row)  # None -> NULL
+    except Exception as exc:
+        # psycopg's message can quote the offending value; keep class and SQLSTATE only.
+        code = getattr(exc, "sqlstate", None)
+        raise WarehouseError(
+            f"COPY into {CASE_TABLE} failed: {type(exc).__name__}"
+            + (f" (SQLSTATE {code})" if code else "")
+        ) from None
