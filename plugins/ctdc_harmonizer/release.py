@@ -112,7 +112,7 @@ def write(plan: dict) -> dict:
 
 
 def load(plan: dict, url: str | None = None) -> dict:
-    from ctdc_harmonizer.warehouse.loader import default_warehouse_url, load_release
+    from ctdc_harmonizer.warehouse import default_warehouse_url, load_release
 
     target = Path(plan["release_dir"])
     recon = json.loads((target / "reconciliation.json").read_text(encoding="utf-8"))
