@@ -131,6 +131,8 @@ class PartnerConfig:
 
 def _read_table(path: Path, columns: list[str], required: list[str]) -> pd.DataFrame:
     """A mapping CSV as strings, with `line` = its line number in the file."""
+    if not path.exists():
+        raise MappingError(path.name, f"file not found in {path.parent}")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

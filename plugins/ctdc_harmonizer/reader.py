@@ -85,8 +85,8 @@ def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
         frame = pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)
         return frame, 1
     except UnicodeDecodeError as exc:
-        raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from exc
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
+    except Exception as exc:  # every reader library raises its own types
         # The library's message may quote file content, so only its type is kept.
         raise ExtractError(
             config.code, path.name, f"cannot be read as {spec.format} ({type(exc).__name__})"
