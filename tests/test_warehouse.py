@@ -155,7 +155,7 @@ def test_sqlite_load(sqlite_url: str) -> None:
         "batches": len(FILES),
         "entities": len(ENTITIES),
         "dialect": "sqlite",
-        "method": "insert",
+        "method": "executemany",
     }
     assert counts(sqlite_url) == {
         "reporting_entity": 2,

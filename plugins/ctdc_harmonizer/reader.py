@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.config import PartnerConfig
@@ -60,19 +61,28 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
     return files
 
 
+def _read_excel(path: Path, sheet: str | int, header_row: int, data_start_row: int) -> tuple[pd.DataFrame, int]:
+    """Read a sheet with calamine directly: pandas' wrapper converts cell by cell in Python,
+    which is most of the cost on large workbooks."""
+    from python_calamine import CalamineWorkbook
+
+    book = CalamineWorkbook.from_path(str(path))
+    grid = (
+        book.get_sheet_by_name(sheet) if isinstance(sheet, str) else book.get_sheet_by_index(sheet)
+    ).to_python(skip_empty_area=False)
+    if len(grid) < header_row:
+        return pd.DataFrame(), data_start_row
+    header = [str(c).strip() if c not in (None, "") else f"Unnamed: {i}" for i, c in enumerate(grid[header_row - 1])]
+    frame = pd.DataFrame(grid[data_start_row - 1 :], columns=header, dtype=object)
+    return frame.replace("", None), data_start_row
+
+
 def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
     """The file as an object frame plus the row number of its first data row."""
     spec = config.reader
     try:
         if spec.format == "excel":
-            # Rows above the header and between header and data (HTCDS: a label row) are skipped.
-            skip = list(range(spec.header_row - 1)) + list(
-                range(spec.header_row, spec.data_start_row - 1)
-            )
-            frame = pd.read_excel(
-                path, sheet_name=spec.sheet, header=0, skiprows=skip, dtype=object, engine="calamine"
-            )
-            return frame, spec.data_start_row
+            return _read_excel(path, spec.sheet, spec.header_row, spec.data_start_row)
         if spec.format == "csv":
             frame = pd.read_csv(
                 path,
@@ -83,6 +93,11 @@ def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
             )
             return frame, 2
         frame = pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)
+        for name in frame.columns[frame.dtypes == object]:
+            # JSON arrays (several citizenships) become delimited text, as in CSV exports
+            is_list = frame[name].map(type).eq(list)  # JSON records only: a type check per cell
+            if is_list.any():
+                frame[name] = frame[name].where(~is_list, frame[name].str.join(";"))
         return frame, 1
     except UnicodeDecodeError as exc:
         raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
@@ -93,55 +108,54 @@ def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
         ) from None
 
 
-def _as_strings(column: pd.Series) -> pd.Series:
-    """Object cells (str, int, float, list from JSON) as trimmed pandas strings."""
-    if column.map(type).eq(list).any():
-        column = column.where(~column.map(type).eq(list), column.str.join(";"))
-    text = column.astype("string").str.strip()
-    # Excel hands whole numbers back as floats: 34.0 -> 34.
-    return text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
+def _as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
+    """Object cells (str, int, float) as trimmed pandas strings, nulls as NA; converted once
+    per distinct value. Excel hands whole numbers back as floats: 34.0 -> 34."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).replace(nulls, pd.NA)
+    spread = np.append(text.to_numpy(dtype=object, na_value=None), None)[codes]
+    return pd.Series(spread, index=column.index, dtype="string")
 
 
-def read_extract(config: PartnerConfig, path: Path) -> ReadResult:
-    """Read one file: declared columns only, nulls normalized, row numbers attached."""
+def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -> ReadResult:
+    """Read one file: declared columns only, nulls normalized, row numbers attached.
+
+    Only the columns needed downstream are converted (all declared ones with
+    all_columns=True, for profiling); identifier columns are checked for presence
+    and dropped. Wholly empty rows are not records and are counted apart.
+    """
     raw, first_row = _read_raw(config, path)
     raw.columns = [str(c).strip() for c in raw.columns]
-    raw[ROW] = range(first_row, first_row + len(raw))
-    declared = [f.name for f in config.fields]
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
             raise ExtractError(config.code, path.name, "required column is missing", column=spec.name)
+    declared = [f.name for f in config.fields]
     present = [name for name in declared if name in raw.columns]
     # Unnamed and undeclared columns are dropped unread: they may hold anything.
-    dropped = len([c for c in raw.columns if c not in present and c != ROW])
-    frame = pd.DataFrame({ROW: raw[ROW].to_numpy()})
-    date_fields = {f.name for f in config.fields_with_role("date")}
+    dropped = len([c for c in raw.columns if c not in present])
     nulls = list(config.null_values)
-    for name in present:
-        if name in date_fields:
-            frame[name] = raw[name].where(~raw[name].astype("string").str.strip().isin(nulls))
+    blank = (raw[present].isna() | raw[present].isin(nulls)).all(axis=1).to_numpy()
+    wanted = declared if all_columns else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
+    date_fields = {f.name for f in config.fields_with_role("date")}
+    frame = pd.DataFrame({FILE: path.name, ROW: np.arange(first_row, first_row + len(raw))})
+    for name in wanted:
+        if name not in raw.columns:
+            frame[name] = pd.Series(pd.NA, index=frame.index, dtype="string")
+        elif name in date_fields:
+            frame[name] = raw[name].where(~raw[name].isin(nulls)).to_numpy()
         else:
-            frame[name] = _as_strings(raw[name]).replace(nulls, pd.NA)
-    for spec in config.fields:
-        if spec.name not in frame.columns:
-            frame[spec.name] = pd.Series(pd.NA, index=frame.index, dtype="string")
-    data_columns = [c for c in frame.columns if c != ROW]
-    blank = frame[data_columns].isna().all(axis=1)
+            frame[name] = _as_strings(raw[name], nulls).to_numpy()
     frame = frame.loc[~blank].reset_index(drop=True)
-    frame.insert(0, FILE, path.name)
     return ReadResult(frame, path.name, sha256_of(path), int(blank.sum()), dropped)
 
 
 def _parse_dates(values: pd.Series, fmt: str) -> pd.Series:
+    """Dates from text (ISO 8601 unless the field declares a format) or from Excel date
+    cells, which arrive as date objects and parse whatever the format."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
-    text = values.astype("string")
-    parsed = pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601")
-    # Excel cells already typed as dates arrive as datetime objects.
-    is_stamp = values.map(lambda v: isinstance(v, pd.Timestamp)).astype(bool)
-    if is_stamp.any():
-        parsed = parsed.where(~is_stamp, pd.to_datetime(values.where(is_stamp), errors="coerce"))
-    return parsed
+    return pd.to_datetime(values, errors="coerce", format=fmt or "ISO8601")
 
 
 def whole_years_between(born: pd.Series, at: pd.Series) -> pd.Series:

@@ -306,6 +306,16 @@ def _insert_rows(conn: Connection, rows: pd.DataFrame) -> str:
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         _copy_rows(conn, rows)
         return "copy"
+    if conn.dialect.name == "sqlite":
+        # The DBAPI's executemany on plain tuples: Core's per-row parameter dicts cost
+        # several times more than the insert itself at a million rows.
+        columns = ", ".join(f'"{c}"' for c in rows.columns)
+        marks = ", ".join("?" for _ in rows.columns)
+        statement = f'INSERT INTO "{CASE_TABLE}" ({columns}) VALUES ({marks})'
+        cursor = conn.connection.driver_connection.cursor()
+        for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+            cursor.executemany(statement, chunk.itertuples(index=False, name=None))
+        return "executemany"
     for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
         conn.execute(sa.insert(case_record_table), chunk.to_dict("records"))
     return "insert"
