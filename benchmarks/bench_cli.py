@@ -40,8 +40,18 @@ def main() -> int:
     generated = time.perf_counter() - started
 
     command = [
-        sys.executable, "-m", "ctdc_harmonizer.cli", "run", "--landing", str(landing),
-        "--out", str(out), "--release", "bench-2025", "--partners", ",".join(partners),
+        sys.executable,
+        "-m",
+        "ctdc_harmonizer.cli",
+        "run",
+        "--landing",
+        str(landing),
+        "--out",
+        str(out),
+        "--release",
+        "bench-2025",
+        "--partners",
+        ",".join(partners),
     ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)

@@ -19,8 +19,20 @@ def landing(tmp_path_factory):
 
 
 def run(landing, out, *extra):
-    return cli.main(["run", "--landing", str(landing), "--out", str(out), "--release", "2025",
-                     "--partners", "case_management", *extra])
+    return cli.main(
+        [
+            "run",
+            "--landing",
+            str(landing),
+            "--out",
+            str(out),
+            "--release",
+            "2025",
+            "--partners",
+            "case_management",
+            *extra,
+        ]
+    )
 
 
 def digest(folder):
@@ -53,8 +65,13 @@ def test_run_writes_a_reconciled_release_and_is_idempotent(landing, tmp_path, ca
 
 def test_rows_are_not_in_input_order(landing, tmp_path):
     assert run(landing, tmp_path) == 0
-    years = [r["yearOfRegistration"] for r in csv.DictReader((tmp_path / "2025" / "harmonized.csv").open())]
-    book = openpyxl.load_workbook(next((landing / "case_management").glob("*.xlsx")), read_only=True)
+    years = [
+        r["yearOfRegistration"]
+        for r in csv.DictReader((tmp_path / "2025" / "harmonized.csv").open())
+    ]
+    book = openpyxl.load_workbook(
+        next((landing / "case_management").glob("*.xlsx")), read_only=True
+    )
     assert years != sorted(years) and len(book.sheetnames) == 1
 
 
@@ -82,5 +99,7 @@ def test_unreadable_file_names_partner_and_file(tmp_path, capsys):
 
 
 def test_unknown_partner_exit_code(landing, tmp_path, capsys):
-    code = cli.main(["run", "--landing", str(landing), "--out", str(tmp_path), "--partners", "nobody"])
+    code = cli.main(
+        ["run", "--landing", str(landing), "--out", str(tmp_path), "--partners", "nobody"]
+    )
     assert code == 1 and "unknown partner" in capsys.readouterr().err

@@ -8,12 +8,35 @@ from ctdc_harmonizer.contracts import validate
 from ctdc_harmonizer.errors import ContractError
 
 # Section 5 of the codebook v3, in order.
-CODEBOOK_V3_LIST = """yearOfRegistration gender ageBroad citizenship CountryOfExploitation traffickMonths
-meansDebtBondageEarnings meansThreats meansAbusePsyPhySex meansFalsePromises meansDrugsAlcohol
-meansDenyBasicNeeds meansExcessiveWorkHours meansWithholdDocs isForcedLabour isSexualExploit
-isOtherExploit typeOfLabourAgriculture typeOfLabourConstruction typeOfLabourDomesticWork
-typeOfLabourHospitality typeOfSexProstitution typeOfSexPornography recruiterRelationIntimatePartner
-recruiterRelationFriend recruiterRelationFamily recruiterRelationOther""".split()
+CODEBOOK_V3_LIST = [
+    "yearOfRegistration",
+    "gender",
+    "ageBroad",
+    "citizenship",
+    "CountryOfExploitation",
+    "traffickMonths",
+    "meansDebtBondageEarnings",
+    "meansThreats",
+    "meansAbusePsyPhySex",
+    "meansFalsePromises",
+    "meansDrugsAlcohol",
+    "meansDenyBasicNeeds",
+    "meansExcessiveWorkHours",
+    "meansWithholdDocs",
+    "isForcedLabour",
+    "isSexualExploit",
+    "isOtherExploit",
+    "typeOfLabourAgriculture",
+    "typeOfLabourConstruction",
+    "typeOfLabourDomesticWork",
+    "typeOfLabourHospitality",
+    "typeOfSexProstitution",
+    "typeOfSexPornography",
+    "recruiterRelationIntimatePartner",
+    "recruiterRelationFriend",
+    "recruiterRelationFamily",
+    "recruiterRelationOther",
+]
 
 # Appendix II, as printed.
 APPENDIX_II = {

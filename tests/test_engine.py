@@ -27,10 +27,24 @@ def harmonize(tmp_path, rows, **mapping_files):
 @pytest.mark.parametrize(
     ("age", "expected"),
     [
-        ("0", "0–8"), ("8", "0–8"), ("9", "9–17"), ("17", "9–17"), ("18", "18–20"),
-        ("20", "18–20"), ("21", "21–23"), ("23", "21–23"), ("24", "24–26"), ("26", "24–26"),
-        ("27", "27–29"), ("29", "27–29"), ("30", "30–38"), ("38", "30–38"), ("39", "39–47"),
-        ("47", "39–47"), ("48", "48+"), ("97", "48+"),
+        ("0", "0–8"),
+        ("8", "0–8"),
+        ("9", "9–17"),
+        ("17", "9–17"),
+        ("18", "18–20"),
+        ("20", "18–20"),
+        ("21", "21–23"),
+        ("23", "21–23"),
+        ("24", "24–26"),
+        ("26", "24–26"),
+        ("27", "27–29"),
+        ("29", "27–29"),
+        ("30", "30–38"),
+        ("38", "30–38"),
+        ("39", "39–47"),
+        ("47", "39–47"),
+        ("48", "48+"),
+        ("97", "48+"),
     ],
 )
 def test_age_bin_edges(tmp_path, age, expected):
@@ -69,8 +83,14 @@ def test_exact_age_wins_over_birthdate(tmp_path):
 
 @pytest.mark.parametrize(
     ("months", "expected"),
-    [("0", "0–12 (0-1 yr)"), ("12", "0–12 (0-1 yr)"), ("13", "13–24 (1-2 yrs)"),
-     ("24", "13–24 (1-2 yrs)"), ("25", "25+ (2+ yrs)"), ("240", "25+ (2+ yrs)")],
+    [
+        ("0", "0–12 (0-1 yr)"),
+        ("12", "0–12 (0-1 yr)"),
+        ("13", "13–24 (1-2 yrs)"),
+        ("24", "13–24 (1-2 yrs)"),
+        ("25", "25+ (2+ yrs)"),
+        ("240", "25+ (2+ yrs)"),
+    ],
 )
 def test_months_bin_edges(tmp_path, months, expected):
     frame, _ = harmonize(tmp_path, [row(months=months)])
@@ -80,7 +100,11 @@ def test_months_bin_edges(tmp_path, months, expected):
 def test_means_of_control_merge_and_binary_coding(tmp_path):
     frame, _ = harmonize(
         tmp_path,
-        [row(controls="debt|earnings"), row(controls=" Threats | documents"), row(controls="other")],
+        [
+            row(controls="debt|earnings"),
+            row(controls=" Threats | documents"),
+            row(controls="other"),
+        ],
     )
     assert frame["meansDebtBondageEarnings"].tolist()[0] == "1"
     assert frame.loc[1, ["meansThreats", "meansWithholdDocs"]].tolist() == ["1", "1"]
@@ -90,8 +114,16 @@ def test_means_of_control_merge_and_binary_coding(tmp_path):
 
 @pytest.mark.parametrize(
     ("nationality", "expected"),
-    [("Kosovo", "SRB"), ("XK", "SRB"), ("Tibet", "CHN"), ("Kosovo;Albania", "SRB"),
-     ("Albania; Kosovo", "ALB"), ("viet nam", "VNM"), ("VN", "VNM"), ("USA", "USA")],
+    [
+        ("Kosovo", "SRB"),
+        ("XK", "SRB"),
+        ("Tibet", "CHN"),
+        ("Kosovo;Albania", "SRB"),
+        ("Albania; Kosovo", "ALB"),
+        ("viet nam", "VNM"),
+        ("VN", "VNM"),
+        ("USA", "USA"),
+    ],
 )
 def test_countries_iso3_with_codebook_rules(tmp_path, nationality, expected):
     frame, _ = harmonize(tmp_path, [row(nationality=nationality, exploited_in=nationality)])
@@ -130,8 +162,12 @@ def test_exclusion_rules_are_counted_by_name(tmp_path):
 
 @pytest.mark.parametrize(
     ("registered_on", "reason"),
-    [("", "missing_year_of_registration"), ("2020-13-45", "invalid_registration_date"),
-     ("2001-12-31", "year_out_of_range"), ("2026-01-01", "year_out_of_range")],
+    [
+        ("", "missing_year_of_registration"),
+        ("2020-13-45", "invalid_registration_date"),
+        ("2001-12-31", "year_out_of_range"),
+        ("2026-01-01", "year_out_of_range"),
+    ],
 )
 def test_rows_without_a_usable_year_are_rejected_with_a_reason(tmp_path, registered_on, reason):
     frame, result = harmonize(tmp_path, [row(registered_on=registered_on), row()])

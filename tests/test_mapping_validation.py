@@ -56,7 +56,9 @@ def test_missing_required_key(tmp_path):
 
 
 def test_missing_year_source(tmp_path):
-    broken = PARTNER_YAML.replace("  yearOfRegistration:\n    - {method: date, field: registered_on}\n", "")
+    broken = PARTNER_YAML.replace(
+        "  yearOfRegistration:\n    - {method: date, field: registered_on}\n", ""
+    )
     with pytest.raises(MappingError, match="derive.yearOfRegistration"):
         load_with(tmp_path, **{"partner.yaml": broken})
 

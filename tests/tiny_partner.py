@@ -67,8 +67,20 @@ controls,documents,meansWithholdDocuments,1,exact,alias of meansWithholdDocs
 controls,other,,,exact,not exported in v3
 """
 COLUMNS = [
-    "case_id", "full_name", "note", "consent", "status", "born_on", "registered_on", "age",
-    "gender", "controls", "nationality", "exploited_in", "found_in", "months",
+    "case_id",
+    "full_name",
+    "note",
+    "consent",
+    "status",
+    "born_on",
+    "registered_on",
+    "age",
+    "gender",
+    "controls",
+    "nationality",
+    "exploited_in",
+    "found_in",
+    "months",
 ]
 
 

@@ -34,7 +34,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"release {info['release']}: {info['rows']} harmonized rows in {info['release_dir']}")
     print(
         "reconciliation: "
-        + ", ".join(f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in totals.items())
+        + ", ".join(
+            f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in totals.items()
+        )
     )
     print(f"warehouse: {info['warehouse']['case_records']} case records loaded")
     return 0
@@ -43,7 +45,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ctdc_harmonizer import samples
 
-    written = samples.generate_all(Path(args.out), args.records, args.seed, _partners(args.partners))
+    written = samples.generate_all(
+        Path(args.out), args.records, args.seed, _partners(args.partners)
+    )
     for partner, paths in written.items():
         print(f"{partner}: " + ", ".join(str(p) for p in paths))
     return 0
@@ -74,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=2025)
     gen.add_argument("--partners")
     gen.set_defaults(func=_cmd_generate)
-    prof = sub.add_parser("profile", help="profile a partner's extract and write a mapping template")
+    prof = sub.add_parser(
+        "profile", help="profile a partner's extract and write a mapping template"
+    )
     prof.add_argument("--landing", required=True)
     prof.add_argument("--partner", required=True)
     prof.add_argument("--out", required=True)

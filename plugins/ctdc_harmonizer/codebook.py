@@ -202,5 +202,7 @@ def harmonized_schema(codebook: Codebook, year_max: int, year_min: int | None = 
                 "string", checks=pa.Check.isin(sorted(iso3_codes())), nullable=True
             )
         else:
-            columns[var.name] = pa.Column("string", checks=pa.Check.isin(var.allowed), nullable=True)
+            columns[var.name] = pa.Column(
+                "string", checks=pa.Check.isin(var.allowed), nullable=True
+            )
     return pa.DataFrameSchema(columns, strict=True, ordered=True, name="ctdc_harmonized_v3")

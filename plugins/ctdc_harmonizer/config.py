@@ -226,7 +226,10 @@ def _load_values(folder: Path, fields: tuple[FieldSpec, ...], codebook: Codebook
         if not row.variable:  # known value that feeds no v3 variable (e.g. 'Other')
             if row.value:
                 raise MappingError(
-                    VALUES_FILE, "a value is given without a variable", line=row.line, column="value"
+                    VALUES_FILE,
+                    "a value is given without a variable",
+                    line=row.line,
+                    column="value",
                 )
             continue
         if not codebook.has_variable(row.variable):
@@ -251,11 +254,10 @@ def _load_values(folder: Path, fields: tuple[FieldSpec, ...], codebook: Codebook
                 line=row.line,
                 column="value",
             )
-    table["variable"] = table["variable"].map(
-        lambda v: codebook.variable(v).name if v else ""
-    )
+    table["variable"] = table["variable"].map(lambda v: codebook.variable(v).name if v else "")
     table["value"] = [
-        codebook.canonical(var, val) if var else "" for var, val in zip(table["variable"], table["value"])
+        codebook.canonical(var, val) if var else ""
+        for var, val in zip(table["variable"], table["value"], strict=True)
     ]
     table["key"] = normalize_series(table["source_value"])
     _check_conflicts(table)
@@ -270,7 +272,9 @@ def _check_conflicts(table: pd.DataFrame) -> None:
     if not conflicts.empty:
         field_name, key, variable = conflicts.index[0]
         rows = mapped[
-            (mapped["field"] == field_name) & (mapped["key"] == key) & (mapped["variable"] == variable)
+            (mapped["field"] == field_name)
+            & (mapped["key"] == key)
+            & (mapped["variable"] == variable)
         ]
         raise MappingError(
             VALUES_FILE,
@@ -300,12 +304,20 @@ def _load_countries(folder: Path) -> pd.DataFrame:
     for row in table.itertuples(index=False):
         if row.iso3 and row.iso3 not in codes:
             raise MappingError(
-                COUNTRIES_FILE, f"'{row.iso3}' is not an ISO 3166-1 alpha-3 code", line=row.line, column="iso3"
+                COUNTRIES_FILE,
+                f"'{row.iso3}' is not an ISO 3166-1 alpha-3 code",
+                line=row.line,
+                column="iso3",
             )
     table["key"] = normalize_series(table["source_value"])
     dupes = table[table.duplicated("key", keep="first")]
     if not dupes.empty:
-        raise MappingError(COUNTRIES_FILE, "source value is listed twice", line=int(dupes["line"].iloc[0]), column="source_value")
+        raise MappingError(
+            COUNTRIES_FILE,
+            "source value is listed twice",
+            line=int(dupes["line"].iloc[0]),
+            column="source_value",
+        )
     return table[["key", "iso3", "line"]]
 
 
@@ -318,23 +330,37 @@ def _load_age_ranges(folder: Path) -> pd.DataFrame:
         numbers = pd.to_numeric(table[col].replace("", None), errors="coerce")
         bad = table[(numbers.isna() & (table[col] != "")) | (numbers < 0)]
         if not bad.empty:
-            raise MappingError(AGE_RANGES_FILE, "not a whole number of years", line=int(bad["line"].iloc[0]), column=col)
+            raise MappingError(
+                AGE_RANGES_FILE,
+                "not a whole number of years",
+                line=int(bad["line"].iloc[0]),
+                column=col,
+            )
         table[col] = numbers
     missing_min = table[table["min_age"].isna()]
     if not missing_min.empty:
-        raise MappingError(AGE_RANGES_FILE, "min_age is required", line=int(missing_min["line"].iloc[0]), column="min_age")
+        raise MappingError(
+            AGE_RANGES_FILE,
+            "min_age is required",
+            line=int(missing_min["line"].iloc[0]),
+            column="min_age",
+        )
     table["key"] = normalize_series(table["source_value"])
     return table[["key", "min_age", "max_age", "line"]]
 
 
-def _load_derive(raw: dict, text: str, fields: tuple[FieldSpec, ...]) -> dict[str, tuple[DeriveSource, ...]]:
+def _load_derive(
+    raw: dict, text: str, fields: tuple[FieldSpec, ...]
+) -> dict[str, tuple[DeriveSource, ...]]:
     declared = {f.name: f for f in fields}
     derive: dict[str, tuple[DeriveSource, ...]] = {}
     for variable, sources in (raw.get("derive") or {}).items():
         line = _yaml_line(text, variable)
         if variable not in DERIVE_METHODS:
             raise MappingError(
-                PARTNER_FILE, f"'{variable}' cannot be derived (allowed: {', '.join(DERIVE_METHODS)})", line=line
+                PARTNER_FILE,
+                f"'{variable}' cannot be derived (allowed: {', '.join(DERIVE_METHODS)})",
+                line=line,
             )
         parsed = []
         for source in sources or []:
@@ -350,13 +376,25 @@ def _load_derive(raw: dict, text: str, fields: tuple[FieldSpec, ...]) -> dict[st
                 name = source.get(key)
                 if name and name not in declared:
                     raise MappingError(
-                        PARTNER_FILE, f"derive.{variable}: field '{name}' is not declared in fields.csv", line=line
+                        PARTNER_FILE,
+                        f"derive.{variable}: field '{name}' is not declared in fields.csv",
+                        line=line,
                     )
             if not source.get("field"):
-                raise MappingError(PARTNER_FILE, f"derive.{variable}: required key 'field' is missing", line=line)
+                raise MappingError(
+                    PARTNER_FILE, f"derive.{variable}: required key 'field' is missing", line=line
+                )
             if method == "birthdate" and not source.get("reference"):
-                raise MappingError(PARTNER_FILE, f"derive.{variable}: method birthdate needs 'reference'", line=line)
-            parsed.append(DeriveSource(method=method, field=source["field"], reference=source.get("reference", "")))
+                raise MappingError(
+                    PARTNER_FILE,
+                    f"derive.{variable}: method birthdate needs 'reference'",
+                    line=line,
+                )
+            parsed.append(
+                DeriveSource(
+                    method=method, field=source["field"], reference=source.get("reference", "")
+                )
+            )
         derive[variable] = tuple(parsed)
     if not derive.get("yearOfRegistration"):
         raise MappingError(PARTNER_FILE, "required key 'derive.yearOfRegistration' is missing")
@@ -375,12 +413,18 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise MappingError(PARTNER_FILE, "not valid YAML", line=mark.line + 1 if mark else None) from exc
+        raise MappingError(
+            PARTNER_FILE, "not valid YAML", line=mark.line + 1 if mark else None
+        ) from exc
     code = str(_require(raw, "partner", PARTNER_FILE))
     reader_raw = _require(raw, "reader", PARTNER_FILE)
     reader_format = str(_require(reader_raw, "format", PARTNER_FILE, "reader."))
     if reader_format not in READER_FORMATS:
-        raise MappingError(PARTNER_FILE, f"reader.format must be one of {sorted(READER_FORMATS)}", line=_yaml_line(text, "format"))
+        raise MappingError(
+            PARTNER_FILE,
+            f"reader.format must be one of {sorted(READER_FORMATS)}",
+            line=_yaml_line(text, "format"),
+        )
     files = _require(reader_raw, "files", PARTNER_FILE, "reader.")
     reader = ReaderSpec(
         format=reader_format,
@@ -388,21 +432,37 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         encoding=reader_raw.get("encoding", "utf-8"),
         sheet=reader_raw.get("sheet", 0),
         header_row=int(reader_raw.get("header_row", 1)),
-        data_start_row=int(reader_raw.get("data_start_row", int(reader_raw.get("header_row", 1)) + 1)),
+        data_start_row=int(
+            reader_raw.get("data_start_row", int(reader_raw.get("header_row", 1)) + 1)
+        ),
         csv_delimiter=reader_raw.get("csv_delimiter", ","),
     )
     fields = _load_fields(folder)
     declared = {f.name for f in fields}
     record_id = str(raw.get("record_id") or "")
     if record_id and record_id not in declared:
-        raise MappingError(PARTNER_FILE, f"record_id field '{record_id}' is not declared in fields.csv", line=_yaml_line(text, "record_id"))
+        raise MappingError(
+            PARTNER_FILE,
+            f"record_id field '{record_id}' is not declared in fields.csv",
+            line=_yaml_line(text, "record_id"),
+        )
     rules = []
     for rule in raw.get("inclusion") or []:
         for key in ("rule", "field", "exclude"):
             _require(rule, key, PARTNER_FILE, "inclusion[].")
         if rule["field"] not in declared:
-            raise MappingError(PARTNER_FILE, f"inclusion rule field '{rule['field']}' is not declared in fields.csv", line=_yaml_line(text, "inclusion"))
-        rules.append(InclusionRule(rule=str(rule["rule"]), field=rule["field"], exclude=tuple(str(v) for v in rule["exclude"])))
+            raise MappingError(
+                PARTNER_FILE,
+                f"inclusion rule field '{rule['field']}' is not declared in fields.csv",
+                line=_yaml_line(text, "inclusion"),
+            )
+        rules.append(
+            InclusionRule(
+                rule=str(rule["rule"]),
+                field=rule["field"],
+                exclude=tuple(str(v) for v in rule["exclude"]),
+            )
+        )
     years = raw.get("year_range") or {}
     coverage = raw.get("coverage") or {}
     return PartnerConfig(
@@ -423,7 +483,9 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         coverage_threshold=float(coverage.get("threshold", 0.0)),
         datasource=str(raw.get("datasource", "")),
         mapping_hash=mapping_folder_hash(folder),
-        extra={k: v for k, v in raw.items() if k not in {"partner", "reader", "derive", "inclusion"}},
+        extra={
+            k: v for k, v in raw.items() if k not in {"partner", "reader", "derive", "inclusion"}
+        },
     )
 
 

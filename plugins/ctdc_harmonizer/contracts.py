@@ -63,7 +63,9 @@ def _describe(cases: pd.DataFrame | None, frame: pd.DataFrame, where: str) -> st
             else (index + 1).tolist()
         )
         shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-        lines.append(f"  - column '{column}', check {check}: {len(group)} failure(s); rows {shown or 'n/a'}")
+        lines.append(
+            f"  - column '{column}', check {check}: {len(group)} failure(s); rows {shown or 'n/a'}"
+        )
     return "\n".join(lines)
 
 

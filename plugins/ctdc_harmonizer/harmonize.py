@@ -97,9 +97,7 @@ def _country_table(keys: pd.Series, config: PartnerConfig, codebook: Codebook) -
 def _split_multi(values: pd.Series, delimiter: str, mapped: pd.DataFrame, field: str) -> pd.Series:
     """Split multi-select cells, keeping intact the known values that contain the delimiter
     (two ISIC section labels in the HTCDS picklist contain ';')."""
-    protected = [
-        k for k in mapped.loc[mapped["field"] == field, "key"].unique() if delimiter in k
-    ]
+    protected = [k for k in mapped.loc[mapped["field"] == field, "key"].unique() if delimiter in k]
     placeholders = {f"\x00{i}\x00": key for i, key in enumerate(protected)}
     for placeholder, key in placeholders.items():
         parts = (r"\s+".join(map(re.escape, part.split())) for part in key.split(delimiter))
@@ -117,12 +115,18 @@ def per_distinct(values: pd.Series, func) -> pd.Series:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     if len(uniques) == 0:
         return pd.Series(pd.NA, index=values.index, dtype="string")
-    mapped = func(pd.Series(uniques, dtype="string")).astype("string").to_numpy(dtype=object, na_value=None)
+    mapped = (
+        func(pd.Series(uniques, dtype="string"))
+        .astype("string")
+        .to_numpy(dtype=object, na_value=None)
+    )
     spread = np.append(mapped, None)[codes]  # code -1 (missing) picks the trailing None
     return pd.Series(spread, index=values.index, dtype="string")
 
 
-def _tokens(frame: pd.DataFrame, config: PartnerConfig, fields: list[str]) -> tuple[pd.DataFrame, dict]:
+def _tokens(
+    frame: pd.DataFrame, config: PartnerConfig, fields: list[str]
+) -> tuple[pd.DataFrame, dict]:
     """Long table of the tokens of every DISTINCT cell value per field.
 
     Returns (long, codes): long has field, uid (the distinct cell), pos (token position),
@@ -167,7 +171,9 @@ def _tokens(frame: pd.DataFrame, config: PartnerConfig, fields: list[str]) -> tu
 def _spread_hits(hits: pd.DataFrame, codes_by_field: dict, index: pd.Index) -> dict[str, pd.Series]:
     """Per-distinct-cell hits back onto rows; for each variable the earliest field wins."""
     columns: dict[str, pd.Series] = {}
-    hits = hits.sort_values(["order", "uid", "pos"], kind="stable").drop_duplicates(["field", "uid", "variable"])
+    hits = hits.sort_values(["order", "uid", "pos"], kind="stable").drop_duplicates(
+        ["field", "uid", "variable"]
+    )
     for (_, field, variable), group in hits.groupby(["order", "field", "variable"], sort=True):
         codes = codes_by_field[field]
         per_uid = np.full(codes.max() + 2 if len(codes) else 1, None, dtype=object)
@@ -190,7 +196,10 @@ def _count_unknown(unknown: pd.DataFrame, partner: str) -> tuple[pd.DataFrame, p
     unmapped.loc[looks_like_contact, "source_value"] = REDACTED
     unmapped = unmapped.groupby(["partner", "field", "source_value"], as_index=False)["count"].sum()
     rows = (
-        unknown.drop_duplicates(["field", "gid"]).groupby("field")["weight"].sum().reset_index(name="rows")
+        unknown.drop_duplicates(["field", "gid"])
+        .groupby("field")["weight"]
+        .sum()
+        .reset_index(name="rows")
     )
     return unmapped[UNMAPPED_COLUMNS], rows
 
@@ -199,7 +208,12 @@ def _unknown_rows(values: pd.Series, unknown: pd.Series, field: str) -> pd.DataF
     """Unknown values of a derived field, one entry per row (gid = the row)."""
     picked = values[unknown.fillna(False)]
     return pd.DataFrame(
-        {"field": field, "token": picked.to_numpy(), "gid": -1 - picked.index.to_numpy(), "weight": 1}
+        {
+            "field": field,
+            "token": picked.to_numpy(),
+            "gid": -1 - picked.index.to_numpy(),
+            "weight": 1,
+        }
     )
 
 
@@ -272,9 +286,13 @@ def _derive_age(
             issues.add(source.field, "invalid_age", invalid)
             candidates.append(_bin(numbers, bins))
         elif source.method == "age_range":
-            candidates.append(_age_from_ranges(values, source.field, config, bins, issues, unknown_parts))
+            candidates.append(
+                _age_from_ranges(values, source.field, config, bins, issues, unknown_parts)
+            )
         else:  # codebook spellings, e.g. '18--20' in previous CTDC releases
-            candidates.append(_codebook_spelling(values, source.field, "ageBroad", codebook, unknown_parts))
+            candidates.append(
+                _codebook_spelling(values, source.field, "ageBroad", codebook, unknown_parts)
+            )
     return _first_valid(candidates, frame.index)
 
 
@@ -300,7 +318,11 @@ def _age_from_ranges(
 
 
 def _codebook_spelling(
-    values: pd.Series, field: str, variable: str, codebook: Codebook, unknown_parts: list[pd.DataFrame]
+    values: pd.Series,
+    field: str,
+    variable: str,
+    codebook: Codebook,
+    unknown_parts: list[pd.DataFrame],
 ) -> pd.Series:
     spellings = codebook.spelling_map(variable)
     mapped = per_distinct(values, lambda v: normalize_series(v).map(spellings))
@@ -324,7 +346,9 @@ def _derive_months(
             candidates.append(_bin(numbers, codebook.bins("traffickMonths")))
         else:
             candidates.append(
-                _codebook_spelling(frame[source.field], source.field, "traffickMonths", codebook, unknown_parts)
+                _codebook_spelling(
+                    frame[source.field], source.field, "traffickMonths", codebook, unknown_parts
+                )
             )
     return _first_valid(candidates, frame.index)
 
@@ -363,7 +387,9 @@ def map_partner(
     frame = staged.reset_index(drop=True)
     year_min = int(config.year_min) if config.year_min is not None else codebook.year_min
     year_max = min(int(config.year_max), year_max) if config.year_max is not None else year_max
-    outcome = pd.DataFrame({FILE: frame[FILE], ROW: frame[ROW], "outcome": HARMONIZED, "reason": "", "column": ""})
+    outcome = pd.DataFrame(
+        {FILE: frame[FILE], ROW: frame[ROW], "outcome": HARMONIZED, "reason": "", "column": ""}
+    )
     _apply_inclusion(frame, config, outcome)
     year = _registration_year(frame, config, outcome, year_min, year_max)
     issues = _Issues(config.code)
@@ -373,23 +399,33 @@ def map_partner(
             issues.add(spec.name, "invalid_date", frame[spec.name] == INVALID)
 
     # Value-mapped variables (gender, means of control, exploitation, labour, sex, recruiter).
-    long, codes_by_field = _tokens(frame, config, [f.name for f in config.fields_with_role("coded")])
+    long, codes_by_field = _tokens(
+        frame, config, [f.name for f in config.fields_with_role("coded")]
+    )
     known = pd.MultiIndex.from_frame(long[["field", "key"]]).isin(
         pd.MultiIndex.from_frame(config.values[["field", "key"]])
     )
-    unknown_parts = [long.loc[~known, ["field", "token", "weight"]].assign(gid=long.loc[~known, "uid"])]
+    unknown_parts = [
+        long.loc[~known, ["field", "token", "weight"]].assign(gid=long.loc[~known, "uid"])
+    ]
     merged = long[known].merge(config.values, on=["field", "key"], how="inner")
     coded = _spread_hits(merged[merged["variable"] != ""], codes_by_field, frame.index)
 
     result = pd.DataFrame(index=frame.index)
     derived: dict[str, pd.Series] = {"yearOfRegistration": year}
     if config.derive.get("ageBroad"):
-        derived["ageBroad"] = _derive_age(frame, config.derive["ageBroad"], config, codebook, issues, unknown_parts)
+        derived["ageBroad"] = _derive_age(
+            frame, config.derive["ageBroad"], config, codebook, issues, unknown_parts
+        )
     if config.derive.get("traffickMonths"):
-        derived["traffickMonths"] = _derive_months(frame, config.derive["traffickMonths"], codebook, issues, unknown_parts)
+        derived["traffickMonths"] = _derive_months(
+            frame, config.derive["traffickMonths"], codebook, issues, unknown_parts
+        )
     for variable in ("citizenship", "CountryOfExploitation"):
         if config.derive.get(variable):
-            derived[variable] = _derive_country(frame, config.derive[variable], config, codebook, unknown_parts)
+            derived[variable] = _derive_country(
+                frame, config.derive[variable], config, codebook, unknown_parts
+            )
 
     for var in codebook.variables:
         column = derived.get(var.name, coded.get(var.name))
@@ -402,7 +438,8 @@ def map_partner(
 
     # Unknown values are reported whatever the row's outcome: the mapping should know them.
     unknown_long = pd.concat(
-        [p for p in unknown_parts if not p.empty] or [pd.DataFrame(columns=["field", "token", "gid", "weight"])],
+        [p for p in unknown_parts if not p.empty]
+        or [pd.DataFrame(columns=["field", "token", "gid", "weight"])],
         ignore_index=True,
     )
     unmapped, unknown_rows = _count_unknown(unknown_long, config.code)

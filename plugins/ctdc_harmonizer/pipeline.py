@@ -66,11 +66,15 @@ def plan_run(
     chosen = [p.strip() for p in partners if p.strip()] if partners else known
     unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise CtdcError(f"unknown partner(s) {', '.join(unknown)}; mapping folders exist for {', '.join(known)}")
+        raise CtdcError(
+            f"unknown partner(s) {', '.join(unknown)}; mapping folders exist for {', '.join(known)}"
+        )
     for partner in chosen:
         partner_config(partner, root)  # raises MappingError naming file and line
         if not (Path(landing) / partner).is_dir():
-            raise CtdcError(f"partner '{partner}': landing folder {Path(landing) / partner} not found")
+            raise CtdcError(
+                f"partner '{partner}': landing folder {Path(landing) / partner} not found"
+            )
     if not release or "/" in release or release.startswith("."):
         raise CtdcError("release label must be a plain name such as 2025 or ctdc-2025")
     year = release_year or release_year_of(release, pd.Timestamp.now().year)
@@ -138,7 +142,11 @@ def stage_partner(plan: dict, partner: str) -> dict:
     }
     log.info(
         "partner %s: %d file(s), %d rows read, %d erased, %d duplicates merged",
-        partner, counts["files"], counts["rows_read"], counts["erased"], counts["duplicates_merged"],
+        partner,
+        counts["files"],
+        counts["rows_read"],
+        counts["erased"],
+        counts["duplicates_merged"],
     )
     return counts
 
@@ -147,7 +155,9 @@ def check_contract(plan: dict, partner: str) -> dict:
     """The staged frame honours the partner's field contract (pandera, no values reported)."""
     config = partner_config(partner, plan["mappings"])
     staged = pd.read_parquet(Path(plan["work_dir"]) / partner / "staged.parquet")
-    contracts.validate(contracts.staged_schema(config), staged, where=f"partner '{partner}' staged extract")
+    contracts.validate(
+        contracts.staged_schema(config), staged, where=f"partner '{partner}' staged extract"
+    )
     return {"partner": partner, "rows": len(staged)}
 
 
@@ -158,7 +168,9 @@ def map_to_codebook(plan: dict, partner: str) -> dict:
     work = Path(plan["work_dir"]) / partner
     staged = pd.read_parquet(work / "staged.parquet")
     result = map_partner(staged, config, codebook, year_max=int(plan["release_year"]))
-    result.harmonized.assign(**{PARTNER_COLUMN: partner}).to_parquet(work / "harmonized.parquet", index=False)
+    result.harmonized.assign(**{PARTNER_COLUMN: partner}).to_parquet(
+        work / "harmonized.parquet", index=False
+    )
     result.outcomes.to_parquet(work / "outcomes.parquet", index=False)
     result.unmapped.to_csv(work / "unmapped.csv", index=False)
     result.issues.to_csv(work / "issues.csv", index=False)
@@ -174,7 +186,11 @@ def map_to_codebook(plan: dict, partner: str) -> dict:
     }
     log.info(
         "partner %s: %d harmonized, %d rejected, %d excluded, %d unmapped value(s)",
-        partner, counts["harmonized"], counts["rejected"], counts["excluded"], counts["unmapped_values"],
+        partner,
+        counts["harmonized"],
+        counts["rejected"],
+        counts["excluded"],
+        counts["unmapped_values"],
     )
     if coverage["failing_fields"]:
         raise CoverageError(coverage_message(coverage, result.unmapped, config))
@@ -188,7 +204,13 @@ def coverage_report(unknown_rows: pd.DataFrame, rows: int, config: PartnerConfig
         share = item.rows / rows if rows else 0.0
         fields.append({"field": item.field, "rows": int(item.rows), "share": round(share, 6)})
     failing = [f["field"] for f in fields if f["share"] > config.coverage_threshold]
-    return {"partner": config.code, "rows": rows, "threshold": config.coverage_threshold, "fields": fields, "failing_fields": failing}
+    return {
+        "partner": config.code,
+        "rows": rows,
+        "threshold": config.coverage_threshold,
+        "fields": fields,
+        "failing_fields": failing,
+    }
 
 
 def coverage_message(coverage: dict, unmapped: pd.DataFrame, config: PartnerConfig) -> str:
@@ -200,11 +222,17 @@ def coverage_message(coverage: dict, unmapped: pd.DataFrame, config: PartnerConf
     for item in coverage["fields"]:
         if item["field"] not in coverage["failing_fields"]:
             continue
-        lines.append(f"  - {item['field']}: {item['rows']} of {coverage['rows']} rows ({item['share']:.2%})")
+        lines.append(
+            f"  - {item['field']}: {item['rows']} of {coverage['rows']} rows ({item['share']:.2%})"
+        )
         if item["field"] in coded:  # category values of coded fields only, never free text
-            for row in unmapped[unmapped["field"] == item["field"]].head(20).itertuples(index=False):
+            for row in (
+                unmapped[unmapped["field"] == item["field"]].head(20).itertuples(index=False)
+            ):
                 lines.append(f"      '{row.source_value}': {row.count}")
-    lines.append(f"Add the values to mappings/{config.code}/values.csv (or countries.csv), then rerun.")
+    lines.append(
+        f"Add the values to mappings/{config.code}/values.csv (or countries.csv), then rerun."
+    )
     return "\n".join(lines)
 
 
@@ -213,7 +241,9 @@ def check_codebook(plan: dict, partner: str) -> dict:
     codebook = default_codebook()
     frame = pd.read_parquet(Path(plan["work_dir"]) / partner / "harmonized.parquet")
     schema = contracts.harmonized_schema_for(codebook, int(plan["release_year"]))
-    contracts.validate(schema, frame[codebook.columns], where=f"partner '{partner}' harmonized rows")
+    contracts.validate(
+        schema, frame[codebook.columns], where=f"partner '{partner}' harmonized rows"
+    )
     return {"partner": partner, "rows": len(frame)}
 
 
@@ -228,8 +258,17 @@ def combine(plan: dict) -> dict:
     combined.to_parquet(work / "combined.parquet", index=False)
     recon = reconcile(plan)
     _json(work / "reconciliation.json", recon)
-    log.info("release %s: %d harmonized rows from %d partner(s)", plan["release"], len(combined), len(frames))
-    return {"rows": len(combined), "combined": str(work / "combined.parquet"), "invariant_holds": recon["invariant_holds"]}
+    log.info(
+        "release %s: %d harmonized rows from %d partner(s)",
+        plan["release"],
+        len(combined),
+        len(frames),
+    )
+    return {
+        "rows": len(combined),
+        "combined": str(work / "combined.parquet"),
+        "invariant_holds": recon["invariant_holds"],
+    }
 
 
 def write_release(plan: dict) -> dict:
@@ -237,7 +276,9 @@ def write_release(plan: dict) -> dict:
     from ctdc_harmonizer import release as release_mod
 
     info = release_mod.write(plan)
-    log.info("release %s written to %s (%d rows)", plan["release"], info["release_dir"], info["rows"])
+    log.info(
+        "release %s written to %s (%d rows)", plan["release"], info["release_dir"], info["rows"]
+    )
     return info
 
 

@@ -61,7 +61,9 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
     return files
 
 
-def _read_excel(path: Path, sheet: str | int, header_row: int, data_start_row: int) -> tuple[pd.DataFrame, int]:
+def _read_excel(
+    path: Path, sheet: str | int, header_row: int, data_start_row: int
+) -> tuple[pd.DataFrame, int]:
     """Read a sheet with calamine directly: pandas' wrapper converts cell by cell in Python,
     which is most of the cost on large workbooks."""
     from python_calamine import CalamineWorkbook
@@ -72,7 +74,10 @@ def _read_excel(path: Path, sheet: str | int, header_row: int, data_start_row: i
     ).to_python(skip_empty_area=False)
     if len(grid) < header_row:
         return pd.DataFrame(), data_start_row
-    header = [str(c).strip() if c not in (None, "") else f"Unnamed: {i}" for i, c in enumerate(grid[header_row - 1])]
+    header = [
+        str(c).strip() if c not in (None, "") else f"Unnamed: {i}"
+        for i, c in enumerate(grid[header_row - 1])
+    ]
     frame = pd.DataFrame(grid[data_start_row - 1 :], columns=header, dtype=object)
     return frame.replace("", None), data_start_row
 
@@ -93,13 +98,15 @@ def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
             )
             return frame, 2
         frame = pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)
-        for name in frame.columns[frame.dtypes == object]:
+        delimiters = {f.name: f.delimiter or ";" for f in config.fields}
+        for name in frame.select_dtypes(include="object").columns:
             # JSON arrays (several citizenships) become delimited text, as in CSV exports
-            is_list = frame[name].map(type).eq(list)  # JSON records only: a type check per cell
+            is_list = frame[name].map(lambda cell: isinstance(cell, list))
             if is_list.any():
-                frame[name] = frame[name].where(~is_list, frame[name].str.join(";"))
+                joined = frame[name].str.join(delimiters.get(name, ";"))
+                frame[name] = frame[name].where(~is_list, joined)
         return frame, 1
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
     except Exception as exc:  # every reader library raises its own types
         # The library's message may quote file content, so only its type is kept.
@@ -129,14 +136,20 @@ def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -
     raw.columns = [str(c).strip() for c in raw.columns]
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
-            raise ExtractError(config.code, path.name, "required column is missing", column=spec.name)
+            raise ExtractError(
+                config.code, path.name, "required column is missing", column=spec.name
+            )
     declared = [f.name for f in config.fields]
     present = [name for name in declared if name in raw.columns]
     # Unnamed and undeclared columns are dropped unread: they may hold anything.
     dropped = len([c for c in raw.columns if c not in present])
     nulls = list(config.null_values)
     blank = (raw[present].isna() | raw[present].isin(nulls)).all(axis=1).to_numpy()
-    wanted = declared if all_columns else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
+    wanted = (
+        declared
+        if all_columns
+        else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
+    )
     date_fields = {f.name for f in config.fields_with_role("date")}
     frame = pd.DataFrame({FILE: path.name, ROW: np.arange(first_row, first_row + len(raw))})
     for name in wanted:

@@ -52,7 +52,15 @@ def _by(outcomes: pd.DataFrame, kind: str) -> dict[str, int]:
 
 
 def _totals(files: dict) -> dict:
-    totals = {"rows_read": 0, "harmonized": 0, "rejected": 0, "excluded": 0, "erased": 0, "duplicates_merged": 0, "unaccounted": 0}
+    totals = {
+        "rows_read": 0,
+        "harmonized": 0,
+        "rejected": 0,
+        "excluded": 0,
+        "erased": 0,
+        "duplicates_merged": 0,
+        "unaccounted": 0,
+    }
     for entry in files.values():
         for key in totals:
             value = entry[key]

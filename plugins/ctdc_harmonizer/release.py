@@ -20,7 +20,9 @@ MARKER = "metadata.json"  # a folder holding it is a release this pipeline may r
 
 
 def _csv_frames(work: Path, partners: list[str], name: str, columns: list[str]) -> pd.DataFrame:
-    frames = [pd.read_csv(work / p / name, dtype={"count": int}, keep_default_na=False) for p in partners]
+    frames = [
+        pd.read_csv(work / p / name, dtype={"count": int}, keep_default_na=False) for p in partners
+    ]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=columns)
@@ -82,7 +84,8 @@ def write(plan: dict) -> dict:
     partners = sorted(plan["partners"])
     recon = json.loads((work / "reconciliation.json").read_text(encoding="utf-8"))
     if not recon["invariant_holds"]:
-        raise CtdcError(f"release {plan['release']}: row counts do not reconcile; see {work / 'reconciliation.json'}")
+        where = work / "reconciliation.json"
+        raise CtdcError(f"release {plan['release']}: row counts do not reconcile; see {where}")
     combined = pd.read_parquet(work / "combined.parquet")
     harmonized = combined[codebook.columns]
 
@@ -92,12 +95,22 @@ def write(plan: dict) -> dict:
     staging.mkdir()
     harmonized.to_csv(staging / "harmonized.csv", index=False, na_rep="", encoding="utf-8")
     harmonized.to_parquet(staging / "harmonized.parquet", index=False)
-    (staging / "reconciliation.json").write_text(json.dumps(recon, indent=2, sort_keys=True), encoding="utf-8")
-    _csv_frames(work, partners, "unmapped.csv", UNMAPPED_COLUMNS).to_csv(staging / "unmapped.csv", index=False)
-    _csv_frames(work, partners, "issues.csv", ISSUE_COLUMNS).to_csv(staging / "value_issues.csv", index=False)
+    (staging / "reconciliation.json").write_text(
+        json.dumps(recon, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    _csv_frames(work, partners, "unmapped.csv", UNMAPPED_COLUMNS).to_csv(
+        staging / "unmapped.csv", index=False
+    )
+    _csv_frames(work, partners, "issues.csv", ISSUE_COLUMNS).to_csv(
+        staging / "value_issues.csv", index=False
+    )
     _rejects(work, partners).to_csv(staging / "rejects.csv", index=False)
-    coverage = {p: json.loads((work / p / "coverage.json").read_text(encoding="utf-8")) for p in partners}
-    (staging / "coverage.json").write_text(json.dumps(coverage, indent=2, sort_keys=True), encoding="utf-8")
+    coverage = {
+        p: json.loads((work / p / "coverage.json").read_text(encoding="utf-8")) for p in partners
+    }
+    (staging / "coverage.json").write_text(
+        json.dumps(coverage, indent=2, sort_keys=True), encoding="utf-8"
+    )
     meta = metadata(plan, len(harmonized), recon)
     (staging / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
@@ -108,7 +121,12 @@ def write(plan: dict) -> dict:
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(staging), str(target))
-    return {"release": plan["release"], "release_dir": str(target), "rows": len(harmonized), "totals": recon["totals"]}
+    return {
+        "release": plan["release"],
+        "release_dir": str(target),
+        "rows": len(harmonized),
+        "totals": recon["totals"],
+    }
 
 
 def load(plan: dict, url: str | None = None) -> dict:
@@ -121,7 +139,11 @@ def load(plan: dict, url: str | None = None) -> dict:
     batches, entities = [], []
     for partner, entry in recon["partners"].items():
         entities.append(
-            {"code": partner, "name": meta["partners"][partner]["name"], "datasource_type": meta["partners"][partner]["datasource"]}
+            {
+                "code": partner,
+                "name": meta["partners"][partner]["name"],
+                "datasource_type": meta["partners"][partner]["datasource"],
+            }
         )
         for name, f in entry["files"].items():
             batches.append(

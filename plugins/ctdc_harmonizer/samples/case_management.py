@@ -12,52 +12,173 @@ from ctdc_harmonizer.samples import fake
 
 # Row 1 of the real template: column A and the outgoing-referral reason have no field name.
 FIELD_ROW = [
-    None, "cas_CaseOwner", "prs_Salutation", "prs_FirstName", "prs_SecondName", "con_Consent",
-    "prs_Birthdate", "prs_Gender", "prs_Citizenship", "prs_Title", "prs_Email", "prs_HomePhone",
-    "prs_MobilePhone", "prs_MailingCity", "prs_MailingCountry", "prs_MailingState",
-    "prs_MailingStreet", "prs_MailingPostalCode", "vic_TraffickingStatus",
-    "vic_TraffickinStatusDecisionMakingOrg", "vic_MethodOfRecruitment", "vic_LocationOfRecruitment",
-    "vic_MethodsOfControl", "vic_TypeOfExploitation", "vic_ForcedLabourIndustry",
-    "vic_TypeOfSexExploitation", "vic_LocationOfExploitation", "cas_Status",
-    "cas_ReferringOrganisation", "cas_IncomingReferralDate", "cas_ReferringPrimaryCaseWorker",
-    "cas_ReasonForIncomingReferral", "cas_IncomingReferralDetails", "cas_ReferredOrganisation",
-    "cas_ReferredPrimaryCaseWorker", None, "cas_OutgoingReferralDate",
-    "cas_OutgoingReferralDetails", "cas_ReasonForCaseClosure",
+    None,
+    "cas_CaseOwner",
+    "prs_Salutation",
+    "prs_FirstName",
+    "prs_SecondName",
+    "con_Consent",
+    "prs_Birthdate",
+    "prs_Gender",
+    "prs_Citizenship",
+    "prs_Title",
+    "prs_Email",
+    "prs_HomePhone",
+    "prs_MobilePhone",
+    "prs_MailingCity",
+    "prs_MailingCountry",
+    "prs_MailingState",
+    "prs_MailingStreet",
+    "prs_MailingPostalCode",
+    "vic_TraffickingStatus",
+    "vic_TraffickinStatusDecisionMakingOrg",
+    "vic_MethodOfRecruitment",
+    "vic_LocationOfRecruitment",
+    "vic_MethodsOfControl",
+    "vic_TypeOfExploitation",
+    "vic_ForcedLabourIndustry",
+    "vic_TypeOfSexExploitation",
+    "vic_LocationOfExploitation",
+    "cas_Status",
+    "cas_ReferringOrganisation",
+    "cas_IncomingReferralDate",
+    "cas_ReferringPrimaryCaseWorker",
+    "cas_ReasonForIncomingReferral",
+    "cas_IncomingReferralDetails",
+    "cas_ReferredOrganisation",
+    "cas_ReferredPrimaryCaseWorker",
+    None,
+    "cas_OutgoingReferralDate",
+    "cas_OutgoingReferralDetails",
+    "cas_ReasonForCaseClosure",
 ]
 # Row 2: labels. The mailing labels are in a different order than the field names above.
 LABEL_ROW = [
-    None, "Case Owner", "Salutation", "First Name", "Second Name", "Consent", "Birthdate", "Gender",
-    "Citizenship", "Title", "Email", "Home Phone", "Mobile Phone", "Mailing Street", "Mailing City",
-    "Mailing State/Province", "Mailing Zip/Postal Code", "Mailing Country", "Trafficking Status",
-    "Trafficking Status Decision Making Organization", "Method of Recruitment",
-    "Location of Recruitment", "Methods of Control", "Type of Exploitation",
-    "Forced Labour Industry", "Type of Sex Exploitation", "Location of Exploitation", "Status",
-    "Referring Organisation", "Incoming Referral Date", "Referring Primary Case Worker",
-    "Reason for Incoming Referral", "Incoming Referral Details", "Referred Organisation",
-    "Referred Primary Case Worker", "Reason for Outgoing Referral", "Outgoing Referral Date",
-    "Outgoing Referral Details", "Reason for Case Closure",
+    None,
+    "Case Owner",
+    "Salutation",
+    "First Name",
+    "Second Name",
+    "Consent",
+    "Birthdate",
+    "Gender",
+    "Citizenship",
+    "Title",
+    "Email",
+    "Home Phone",
+    "Mobile Phone",
+    "Mailing Street",
+    "Mailing City",
+    "Mailing State/Province",
+    "Mailing Zip/Postal Code",
+    "Mailing Country",
+    "Trafficking Status",
+    "Trafficking Status Decision Making Organization",
+    "Method of Recruitment",
+    "Location of Recruitment",
+    "Methods of Control",
+    "Type of Exploitation",
+    "Forced Labour Industry",
+    "Type of Sex Exploitation",
+    "Location of Exploitation",
+    "Status",
+    "Referring Organisation",
+    "Incoming Referral Date",
+    "Referring Primary Case Worker",
+    "Reason for Incoming Referral",
+    "Incoming Referral Details",
+    "Referred Organisation",
+    "Referred Primary Case Worker",
+    "Reason for Outgoing Referral",
+    "Outgoing Referral Date",
+    "Outgoing Referral Details",
+    "Reason for Case Closure",
 ]
-GENDERS = ["Feminine", "Masculine", "TransgenderFeminine", "TransgenderMasculine", "NonConforming",
-           "NonSpecifiedUnknown", "Female", "Male", "Transgender/NonConforming", "Unknown"]
+GENDERS = [
+    "Feminine",
+    "Masculine",
+    "TransgenderFeminine",
+    "TransgenderMasculine",
+    "NonConforming",
+    "NonSpecifiedUnknown",
+    "Female",
+    "Male",
+    "Transgender/NonConforming",
+    "Unknown",
+]
 GENDER_P = [0.42, 0.28, 0.01, 0.01, 0.01, 0.03, 0.12, 0.08, 0.01, 0.03]
-COUNTRIES = ["UA", "VN", "NG", "RO", "PH", "BO", "KH", "TR", "MD", "ET", "Ukraine", "Viet Nam",
-             "Nigeria", "Bolivia (Plurinational State of)", "Turkey", "Philippines",
-             "Congo, Democratic Republic of the", "Iran (Islamic Republic of)"]
-CONTROLS = ["Physical threats", "Threats of law enforcement", "Threatens children/family",
-            "Debt bondage ", "False promises", "Physical abuse", "Sexual abuse", "Takes earnings",
-            "Restricts financial access", "Restricts medical care", "Withholds necessities",
-            "Psychological abuse", "Psychoactive substance", "Excessive working hours",
-            "Withholds documents", "Other"]
-EXPLOITATION = ["Forced labour", "Sexual exploitation", "Child labour", "Forced marriage",
-                "Servitude", "Forced military (by non-state actors)", "Organ removal",
-                "Forced begging", "Forced adoption", "Surrogacy", "Other"]
-INDUSTRIES = ["Agriculture, forestry and fishing", "Construction", "Manufacturing",
-              "Accommodation and food service activities",
-              "Activities of households as employers; undifferentiated goods- and services- "
-              "producing activities of households for own use", "Mining and quarrying",
-              "Wholesale and retail trade; repair of motor vehicles and motorcycles"]
-SEX_TYPES = ["Prostitution", "Pornography", "Remote Interactive Services", "Private Sexual Services"]
-STATUS = ["Possible victim of trafficking", "Actual victim of trafficking", "Not a victim of trafficking"]
+COUNTRIES = [
+    "UA",
+    "VN",
+    "NG",
+    "RO",
+    "PH",
+    "BO",
+    "KH",
+    "TR",
+    "MD",
+    "ET",
+    "Ukraine",
+    "Viet Nam",
+    "Nigeria",
+    "Bolivia (Plurinational State of)",
+    "Turkey",
+    "Philippines",
+    "Congo, Democratic Republic of the",
+    "Iran (Islamic Republic of)",
+]
+CONTROLS = [
+    "Physical threats",
+    "Threats of law enforcement",
+    "Threatens children/family",
+    "Debt bondage ",
+    "False promises",
+    "Physical abuse",
+    "Sexual abuse",
+    "Takes earnings",
+    "Restricts financial access",
+    "Restricts medical care",
+    "Withholds necessities",
+    "Psychological abuse",
+    "Psychoactive substance",
+    "Excessive working hours",
+    "Withholds documents",
+    "Other",
+]
+EXPLOITATION = [
+    "Forced labour",
+    "Sexual exploitation",
+    "Child labour",
+    "Forced marriage",
+    "Servitude",
+    "Forced military (by non-state actors)",
+    "Organ removal",
+    "Forced begging",
+    "Forced adoption",
+    "Surrogacy",
+    "Other",
+]
+INDUSTRIES = [
+    "Agriculture, forestry and fishing",
+    "Construction",
+    "Manufacturing",
+    "Accommodation and food service activities",
+    "Activities of households as employers; undifferentiated goods- and services- "
+    "producing activities of households for own use",
+    "Mining and quarrying",
+    "Wholesale and retail trade; repair of motor vehicles and motorcycles",
+]
+SEX_TYPES = [
+    "Prostitution",
+    "Pornography",
+    "Remote Interactive Services",
+    "Private Sexual Services",
+]
+STATUS = [
+    "Possible victim of trafficking",
+    "Actual victim of trafficking",
+    "Not a victim of trafficking",
+]
 
 
 def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
@@ -85,8 +206,12 @@ def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
         "prs_MailingStreet": fake.streets(rng, n),
         "prs_MailingPostalCode": rng.integers(10000, 99999, n).astype(str),
         "vic_TraffickingStatus": rng.choice(np.array(STATUS), n, p=[0.35, 0.6, 0.05]),
-        "vic_TraffickinStatusDecisionMakingOrg": rng.choice(np.array(["Police", "NGO", "Court or prosecution"]), n),
-        "vic_MethodOfRecruitment": rng.choice(np.array(["Through friends or social events", "At work", "Other"]), n),
+        "vic_TraffickinStatusDecisionMakingOrg": rng.choice(
+            np.array(["Police", "NGO", "Court or prosecution"]), n
+        ),
+        "vic_MethodOfRecruitment": rng.choice(
+            np.array(["Through friends or social events", "At work", "Other"]), n
+        ),
         "vic_LocationOfRecruitment": rng.choice(np.array(COUNTRIES[:10]), n),
         "vic_MethodsOfControl": fake.multi_select(rng, CONTROLS, n, 4, 0.15, seps),
         "vic_TypeOfExploitation": fake.multi_select(rng, EXPLOITATION, n, 2, 0.05, seps),
@@ -94,10 +219,14 @@ def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
         "vic_TypeOfSexExploitation": fake.multi_select(rng, SEX_TYPES, n, 2, 0.6, seps),
         "vic_LocationOfExploitation": rng.choice(np.array(COUNTRIES + ["RS", "TH", "MY"]), n),
         "cas_Status": rng.choice(np.array(["Active", "Follow up", "Closed", "Closed Referred"]), n),
-        "cas_ReferringOrganisation": rng.choice(np.array(["Police", "Shelter network", "Embassy"]), n),
+        "cas_ReferringOrganisation": rng.choice(
+            np.array(["Police", "Shelter network", "Embassy"]), n
+        ),
         "cas_IncomingReferralDate": referral.dt.to_pydatetime(),
         "cas_ReferringPrimaryCaseWorker": np.char.add("Officer ", rng.choice(fake.LAST_NAMES, n)),
-        "cas_ReasonForIncomingReferral": rng.choice(np.array(["Additional Services Required", "Other"]), n),
+        "cas_ReasonForIncomingReferral": rng.choice(
+            np.array(["Additional Services Required", "Other"]), n
+        ),
         "cas_IncomingReferralDetails": fake.notes(rng, n),
         "cas_ReferredOrganisation": "",
         "cas_ReferredPrimaryCaseWorker": np.char.add("Officer ", rng.choice(fake.LAST_NAMES, n)),
@@ -121,7 +250,10 @@ def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
     sheet.append(LABEL_ROW)
     values = frame[[c for c in order if c]].to_numpy(dtype=object)
     for row in values:  # writing a sample workbook, not processing records
-        cells = [None, *[None if (isinstance(v, float) and np.isnan(v)) or v == "" else v for v in row]]
+        cells = [
+            None,
+            *[None if (isinstance(v, float) and np.isnan(v)) or v == "" else v for v in row],
+        ]
         sheet.append(cells)
     workbook.save(path)
     return [path]

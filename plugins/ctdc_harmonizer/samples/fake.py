@@ -11,34 +11,120 @@ import numpy as np
 import pandas as pd
 
 FIRST_NAMES = np.array(
-    ["Amara", "Bogdana", "Chidinma", "Dolores", "Esperanza", "Farida", "Galina", "Hoa", "Ifeoma",
-     "Jovana", "Kateryna", "Leticia", "Mariam", "Nkechi", "Oksana", "Perla", "Quyen", "Rosalind",
-     "Svetlana", "Thanh", "Ulyana", "Valentina", "Wanjiru", "Ximena", "Yesenia", "Zainab",
-     "Arturo", "Bilal", "Cornelius", "Dmytro", "Emeka", "Florin", "Goran", "Hamidou", "Ismail",
-     "Jaroslav", "Kwabena", "Lucian", "Mihail", "Nnamdi", "Octavio", "Pavlo", "Radu", "Sokha"]
+    [
+        "Amara",
+        "Bogdana",
+        "Chidinma",
+        "Dolores",
+        "Esperanza",
+        "Farida",
+        "Galina",
+        "Hoa",
+        "Ifeoma",
+        "Jovana",
+        "Kateryna",
+        "Leticia",
+        "Mariam",
+        "Nkechi",
+        "Oksana",
+        "Perla",
+        "Quyen",
+        "Rosalind",
+        "Svetlana",
+        "Thanh",
+        "Ulyana",
+        "Valentina",
+        "Wanjiru",
+        "Ximena",
+        "Yesenia",
+        "Zainab",
+        "Arturo",
+        "Bilal",
+        "Cornelius",
+        "Dmytro",
+        "Emeka",
+        "Florin",
+        "Goran",
+        "Hamidou",
+        "Ismail",
+        "Jaroslav",
+        "Kwabena",
+        "Lucian",
+        "Mihail",
+        "Nnamdi",
+        "Octavio",
+        "Pavlo",
+        "Radu",
+        "Sokha",
+    ]
 )
 LAST_NAMES = np.array(
-    ["Abernathy-Quist", "Balogun", "Castellanos", "Dragomirova", "Eze", "Fonseca", "Gheorghiu",
-     "Hakimova", "Ilunga", "Jankovic", "Kovalenko", "Lindqvist", "Mbeki", "Nguyen-Tran",
-     "Okonkwo", "Petrescu", "Quintanilla", "Rasulova", "Sandoval", "Tkachenko", "Umarov",
-     "Vasquez-Orozco", "Wieczorek", "Yilmazer", "Zhakupova"]
+    [
+        "Abernathy-Quist",
+        "Balogun",
+        "Castellanos",
+        "Dragomirova",
+        "Eze",
+        "Fonseca",
+        "Gheorghiu",
+        "Hakimova",
+        "Ilunga",
+        "Jankovic",
+        "Kovalenko",
+        "Lindqvist",
+        "Mbeki",
+        "Nguyen-Tran",
+        "Okonkwo",
+        "Petrescu",
+        "Quintanilla",
+        "Rasulova",
+        "Sandoval",
+        "Tkachenko",
+        "Umarov",
+        "Vasquez-Orozco",
+        "Wieczorek",
+        "Yilmazer",
+        "Zhakupova",
+    ]
 )
 STREETS = np.array(
-    ["Acacia Lane", "Boulevard of Lindens", "Cobble Row", "Dockside Terrace", "Elm Crescent",
-     "Foundry Street", "Granary Court", "Harbour View Road", "Ironwood Close", "Juniper Walk"]
+    [
+        "Acacia Lane",
+        "Boulevard of Lindens",
+        "Cobble Row",
+        "Dockside Terrace",
+        "Elm Crescent",
+        "Foundry Street",
+        "Granary Court",
+        "Harbour View Road",
+        "Ironwood Close",
+        "Juniper Walk",
+    ]
 )
 CITIES = np.array(
     ["Northhaven", "Riverbend", "Eastmoor", "Saltcliff", "Westmarch", "Greyford", "Ashbury"]
 )
 NOTE_OPENERS = np.array(
-    ["Client disclosed that", "Referred after", "Caseworker observed that", "Survivor reported that",
-     "Follow-up call noted that", "Intake interview recorded that"]
+    [
+        "Client disclosed that",
+        "Referred after",
+        "Caseworker observed that",
+        "Survivor reported that",
+        "Follow-up call noted that",
+        "Intake interview recorded that",
+    ]
 )
 NOTE_BODIES = np.array(
-    ["her passport was kept by the agency in the capital", "he worked nights at a car wash near the port",
-     "the recruiter was a cousin from the home village", "wages were withheld for seven months",
-     "she was moved between three apartments", "a neighbour alerted the hotline",
-     "documents were confiscated on arrival", "the employer threatened to call immigration"]
+    [
+        "her passport was kept by the agency in the capital",
+        "he worked nights at a car wash near the port",
+        "the recruiter was a cousin from the home village",
+        "wages were withheld for seven months",
+        "she was moved between three apartments",
+        "a neighbour alerted the hotline",
+        "documents were confiscated on arrival",
+        "the employer threatened to call immigration",
+    ]
 )
 
 
@@ -54,12 +140,16 @@ def phones(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def emails(rng: np.random.Generator, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     number = rng.integers(10, 99, len(first)).astype(str)
-    local = np.char.add(np.char.add(np.char.lower(first.astype(str)), "."), np.char.lower(last.astype(str)))
+    local = np.char.add(
+        np.char.add(np.char.lower(first.astype(str)), "."), np.char.lower(last.astype(str))
+    )
     return np.char.add(np.char.add(local, number), "@example.org")
 
 
 def streets(rng: np.random.Generator, n: int) -> np.ndarray:
-    return np.char.add(np.char.add(rng.integers(1, 400, n).astype(str), " "), rng.choice(STREETS, n))
+    return np.char.add(
+        np.char.add(rng.integers(1, 400, n).astype(str), " "), rng.choice(STREETS, n)
+    )
 
 
 def notes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -68,13 +158,21 @@ def notes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def dates_between(rng: np.random.Generator, start: str, end: str, n: int) -> pd.Series:
     """n random calendar dates in [start, end]."""
-    lo, hi = pd.Timestamp(start).value // 86_400_000_000_000, pd.Timestamp(end).value // 86_400_000_000_000
+    lo, hi = (
+        pd.Timestamp(start).value // 86_400_000_000_000,
+        pd.Timestamp(end).value // 86_400_000_000_000,
+    )
     days = rng.integers(lo, hi + 1, n)
     return pd.Series(pd.to_datetime(days, unit="D"))
 
 
 def multi_select(
-    rng: np.random.Generator, choices: list[str], n: int, max_k: int, p_empty: float, seps: list[str]
+    rng: np.random.Generator,
+    choices: list[str],
+    n: int,
+    max_k: int,
+    p_empty: float,
+    seps: list[str],
 ) -> np.ndarray:
     """n multi-select cells: 0..max_k distinct choices joined by a separator."""
     k = rng.integers(1, max_k + 1, n)
