@@ -14,6 +14,7 @@ from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, UNMAPPED_COLUMNS
+from ctdc_harmonizer.quality import validate_release
 from ctdc_harmonizer.reader import FILE, ROW
 
 MARKER = "metadata.json"  # a folder holding it is a release this pipeline may replace
@@ -111,7 +112,16 @@ def write(plan: dict) -> dict:
     (staging / "coverage.json").write_text(
         json.dumps(coverage, indent=2, sort_keys=True), encoding="utf-8"
     )
+    # Dataset-level quality (Great Expectations) on what is about to be released.
+    quality = validate_release(harmonized, codebook, int(plan["release_year"]), staging)
+    if not quality["success"]:
+        failed = quality["failed"] - quality["warnings"]
+        raise CtdcError(
+            f"release {plan['release']}: {failed} codebook expectation(s) failed; "
+            f"see {staging / quality['summary']}"
+        )
     meta = metadata(plan, len(harmonized), recon)
+    meta["quality"] = quality
     (staging / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
     target = Path(plan["release_dir"])
@@ -126,6 +136,7 @@ def write(plan: dict) -> dict:
         "release_dir": str(target),
         "rows": len(harmonized),
         "totals": recon["totals"],
+        "quality": quality,
     }
 
 

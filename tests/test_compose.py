@@ -1,0 +1,133 @@
+"""docker-compose.yml: the local Airflow 3 + PostgreSQL stack is complete and valid."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+AIRFLOW_SERVICES = {
+    "airflow-init": None,
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+}
+MOUNTS = {
+    "./dags": "/opt/ctdc/dags",
+    "./plugins": "/opt/ctdc/plugins",
+    "./schemas": "/opt/ctdc/schemas",
+    "./mappings": "/opt/ctdc/mappings",
+    "./data/landing": "/opt/ctdc/data/landing",
+    "./data/releases": "/opt/ctdc/data/releases",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def _mounts(service: dict) -> dict[str, tuple[str, str]]:
+    """host path -> (container path, mode) for the bind mounts of a service."""
+    out = {}
+    for entry in service.get("volumes", []):
+        host, container, *mode = entry.split(":")
+        out[host] = (container, mode[0] if mode else "rw")
+    return out
+
+
+def _airflow_pin() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["dependencies"]
+    (pin,) = [d for d in deps if d.startswith("apache-airflow==")]
+    return pin.split("==")[1]
+
+
+def test_services_exist(compose):
+    assert set(compose["services"]) == {"postgres", *AIRFLOW_SERVICES}
+    for name, command in AIRFLOW_SERVICES.items():
+        service = compose["services"][name]
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        if command:
+            assert service["command"] == command
+            assert "healthcheck" in service
+            assert service["depends_on"]["airflow-init"]["condition"] == (
+                "service_completed_successfully"
+            )
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "8080" in compose["services"]["airflow-apiserver"]["ports"][0]
+
+
+def test_airflow_services_mount_the_project_folders(compose):
+    for name in AIRFLOW_SERVICES:
+        mounts = _mounts(compose["services"][name])
+        for host, container in MOUNTS.items():
+            assert mounts[host][0] == container, (name, host)
+        assert mounts["./data/landing"][1] == "ro"  # extracts are only ever read
+    for name in AIRFLOW_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert env["CTDC_LANDING"] == MOUNTS["./data/landing"]
+        assert env["CTDC_OUT"] == MOUNTS["./data/releases"]
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == MOUNTS["./dags"]
+        # Airflow imports every module of its plugins folder by file name: not the package.
+        assert env.get("AIRFLOW__CORE__PLUGINS_FOLDER") != MOUNTS["./plugins"]
+
+
+def test_environment(compose):
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
+    assert env["CTDC_WAREHOUSE_URL"].startswith("postgresql+psycopg://")
+    assert env["CTDC_WAREHOUSE_URL"].endswith("@postgres:5432/ctdc")
+    assert env["GX_ANALYTICS_ENABLED"] == "false"
+    init_env = compose["services"]["airflow-init"]["environment"]
+    assert init_env["_AIRFLOW_DB_MIGRATE"] == "true"
+
+
+def test_postgres_creates_the_warehouse(compose):
+    postgres = compose["services"]["postgres"]
+    assert postgres["image"] == "postgres:16"
+    assert "healthcheck" in postgres
+    mounts = _mounts(postgres)
+    script = "./docker/postgres/init-ctdc-warehouse.sh"
+    assert mounts[script][0].startswith("/docker-entrypoint-initdb.d/")
+    assert "CREATE DATABASE ctdc" in (ROOT / script).read_text(encoding="utf-8")
+
+
+def test_image_matches_the_airflow_pin():
+    base = re.search(r"^FROM\s+(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.M).group(1)
+    assert base == f"apache/airflow:{_airflow_pin()}-python3.11"
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_docker_compose_config_is_valid():
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    result = subprocess.run(
+        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,218 @@
+"""Great Expectations suite from the codebook, release validation, Data Docs without values."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ctdc_harmonizer import quality
+from ctdc_harmonizer.codebook import default_codebook, iso3_codes
+
+CODEBOOK = default_codebook()
+RELEASE_YEAR = 2025
+SENTINEL = "Zq-SENTINEL"  # planted in bad cells; must never reach any output or log
+ROWS = 12
+
+
+def make_frame() -> pd.DataFrame:
+    """A valid harmonized frame: every codebook column, cycling allowed values and NULLs."""
+    data: dict[str, pd.Series] = {}
+    for var in CODEBOOK.variables:
+        if var.type == "year":
+            data[var.name] = pd.Series([2018 + i % 5 for i in range(ROWS)], dtype="Int64")
+            continue
+        pool = ["USA", "PHL", "UKR"] if var.type == "country" else var.allowed
+        values = [pd.NA if i % 4 == 0 else pool[i % len(pool)] for i in range(ROWS)]
+        data[var.name] = pd.Series(values, dtype="string")
+    return pd.DataFrame(data)
+
+
+def make_bad_frame() -> pd.DataFrame:
+    frame = make_frame()
+    frame.loc[1, "gender"] = f"{SENTINEL}-Name"
+    frame.loc[2, "citizenship"] = f"{SENTINEL}-Country"
+    frame.loc[3, "yearOfRegistration"] = RELEASE_YEAR + 1
+    frame.loc[5, "meansThreats"] = "0"  # binary variables are 1 or NULL, never 0
+    return frame
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Validate three frames once (GX is slow to import), from an empty working directory."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    handler = _Records()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        out = {}
+        sparse = make_frame()
+        sparse["gender"] = pd.Series(pd.NA, index=sparse.index, dtype="string")
+        for name, frame in (("good", make_frame()), ("bad", make_bad_frame()), ("sparse", sparse)):
+            release_dir = tmp_path_factory.mktemp(name)
+            info = quality.validate_release(frame, CODEBOOK, RELEASE_YEAR, release_dir)
+            out[name] = {"info": info, "dir": release_dir}
+    finally:
+        os.chdir(previous)
+        root.removeHandler(handler)
+    out["cwd"] = cwd
+    out["logs"] = handler.messages
+    return out
+
+
+def _summary(run: dict) -> dict:
+    return json.loads((run["dir"] / quality.QUALITY_DIR / quality.SUMMARY_FILE).read_text("utf-8"))
+
+
+def test_suite_is_generated_from_the_codebook():
+    suite = quality.build_suite(CODEBOOK, RELEASE_YEAR)
+    by_type: dict[str, list] = {}
+    for exp in suite.expectations:
+        by_type.setdefault(exp.expectation_type, []).append(exp)
+
+    (ordered,) = by_type["expect_table_columns_to_match_ordered_list"]
+    assert ordered.column_list == CODEBOOK.columns and len(CODEBOOK.columns) == 27
+    (row_count,) = by_type["expect_table_row_count_to_be_between"]
+    assert row_count.min_value == 1
+
+    covered = {exp.column for exp in suite.expectations if getattr(exp, "column", None)}
+    assert covered == set(CODEBOOK.columns)
+
+    (year,) = by_type["expect_column_values_to_be_between"]
+    assert (year.column, year.min_value, year.max_value) == ("yearOfRegistration", 2002, 2025)
+    assert "yearOfRegistration" in {
+        e.column for e in by_type["expect_column_values_to_not_be_null"]
+    }
+
+    in_set = {e.column: e.value_set for e in by_type["expect_column_values_to_be_in_set"]}
+    for var in CODEBOOK.variables:
+        if var.type == "country":
+            assert set(in_set[var.name]) == set(iso3_codes())
+        elif var.type == "binary":
+            assert list(in_set[var.name]) == ["1"]
+        elif var.type == "categorical":
+            assert list(in_set[var.name]) == var.allowed
+    # Completeness is a warning, not a gate.
+    for exp in by_type["expect_column_proportion_of_non_null_values_to_be_between"]:
+        assert quality._severity(exp) == "warning"
+
+
+def test_valid_frame_passes(runs):
+    info = runs["good"]["info"]
+    assert info["success"] is True
+    assert info["failed"] == 0
+    assert info["evaluated"] == len(quality.build_suite(CODEBOOK, RELEASE_YEAR).expectations)
+    release_dir = runs["good"]["dir"]
+    assert (release_dir / info["data_docs"]).is_file()
+    assert (release_dir / info["summary"]).is_file()
+    assert list((release_dir / "quality/data_docs/validations").rglob("*.html"))
+    assert _summary(runs["good"])["success"] is True
+
+
+def test_out_of_codebook_values_fail_by_column(runs):
+    info = runs["bad"]["info"]
+    assert info["success"] is False
+    summary = _summary(runs["bad"])
+    failed = {r["column"]: r for r in summary["results"] if not r["success"]}
+    assert set(failed) == {"gender", "citizenship", "yearOfRegistration", "meansThreats"}
+    assert info["failed"] == 4
+    for row in failed.values():
+        assert row["severity"] == "critical"
+        assert row["unexpected_count"] == 1
+        assert row["unexpected_percent"] > 0
+
+
+def test_no_value_reaches_summary_docs_or_logs(runs):
+    written = [p for p in (runs["bad"]["dir"] / quality.QUALITY_DIR).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".html" for p in written)
+    for path in written:
+        assert SENTINEL.encode() not in path.read_bytes(), path
+    summary_text = (runs["bad"]["dir"] / quality.QUALITY_DIR / quality.SUMMARY_FILE).read_text()
+    for key in ("partial_unexpected", "unexpected_list", "unexpected_index", "unexpected_rows"):
+        assert key not in summary_text
+    assert not any(SENTINEL in message for message in runs["logs"])
+
+
+def test_nothing_is_written_outside_the_release_folder(runs):
+    assert list(runs["cwd"].iterdir()) == []
+
+
+def test_completeness_is_a_warning_only(runs):
+    info = runs["sparse"]["info"]
+    assert info["success"] is True
+    assert info["failed"] == info["warnings"] == 1
+    (row,) = [r for r in _summary(runs["sparse"])["results"] if not r["success"]]
+    assert (row["column"], row["severity"], row["observed_value"]) == ("gender", "warning", 0.0)
+
+
+def test_scrub_keeps_counts_and_withholds_exception_messages():
+    quality._gx()
+    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    result = ExpectationValidationResult(
+        success=False,
+        expectation_config=ExpectationConfiguration(
+            type="expect_column_values_to_be_in_set",
+            kwargs={"column": "gender", "value_set": ["Man"]},
+        ),
+        result={
+            "element_count": 3,
+            "unexpected_count": 1,
+            "unexpected_percent": 33.3,
+            "observed_value": f"{SENTINEL}-observed",
+            "partial_unexpected_list": [f"{SENTINEL}-a"],
+            "partial_unexpected_counts": [{"value": f"{SENTINEL}-b", "count": 1}],
+            "partial_unexpected_index_list": [0],
+            "unexpected_rows": f"{SENTINEL}-row",
+        },
+        exception_info={
+            "metric": {
+                "exception_message": f"could not convert {SENTINEL}-c",
+                "exception_traceback": f"Traceback ... {SENTINEL}-d",
+            }
+        },
+    )
+    quality._scrub(result)
+    assert result.result == {"element_count": 3, "unexpected_count": 1, "unexpected_percent": 33.3}
+    assert result.exception_info["raised_exception"] is True
+    assert SENTINEL not in json.dumps(result.to_json_dict(), default=str)
+
+
+def test_gx_log_messages_are_withheld():
+    """A GX error reaches the log handlers as level + logger name only."""
+    quality._gx()
+    handler = _Records()
+    logging.getLogger().addHandler(handler)  # where Airflow's and the CLI's handlers live
+    try:
+        logging.getLogger("great_expectations.validator.validation_graph").error(
+            "Caught exception could not convert %s", SENTINEL
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert handler.messages, "the GX error must still be visible, redacted"
+    assert all(SENTINEL not in message for message in handler.messages)
+    assert "withheld" in handler.messages[-1]
+
+
+def test_docs_and_summary_paths_are_relative(runs):
+    info = runs["good"]["info"]
+    assert not Path(info["data_docs"]).is_absolute()
+    assert info["data_docs"] == "quality/data_docs/index.html"
