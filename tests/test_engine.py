@@ -209,7 +209,7 @@ def run_tiny(tmp_path, rows, **mapping_files):
 
 def test_withdrawals_erased_duplicates_merged_and_reconciled(tmp_path):
     rows = [
-        row(case_id="A1", full_name="Zorana Withdrawn"),
+        row(case_id="CASE-WITHDRAWN-7731", full_name="Zorana Withdrawn"),
         row(case_id="B2"),
         row(case_id="B2"),
         row(case_id="C3", consent="No"),
@@ -217,7 +217,9 @@ def test_withdrawals_erased_duplicates_merged_and_reconciled(tmp_path):
         row(case_id=""),
     ]
     (tmp_path / "landing" / "tiny").mkdir(parents=True)
-    (tmp_path / "landing" / "tiny" / "withdrawals.csv").write_text("record_id\nA1\n")
+    (tmp_path / "landing" / "tiny" / "withdrawals.csv").write_text(
+        "record_id\nCASE-WITHDRAWN-7731\n"
+    )
     info = run_tiny(tmp_path, rows)
     recon = json.loads((tmp_path / "out" / "2025" / "reconciliation.json").read_text())
     file = recon["partners"]["tiny"]["files"]["extract.csv"]
@@ -230,7 +232,7 @@ def test_withdrawals_erased_duplicates_merged_and_reconciled(tmp_path):
     assert file["unaccounted"] == 0 and recon["invariant_holds"]
     assert info["rows"] == 2
     released = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert b"Zorana" not in released and b"A1" not in released
+    assert b"Zorana" not in released and b"CASE-WITHDRAWN-7731" not in released
 
 
 def test_coverage_gate_fails_on_unknown_value_then_passes_once_mapped(tmp_path):

@@ -8,6 +8,7 @@ become whole-year ages at the reference date, other dates become years.
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import hashlib
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.config import PartnerConfig, ReaderSpec
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.text import normalize_series, normalize_token
 
 ROW = "_row"  # the row number a partner's data officer sees in the file (1-based)
 FILE = "_file"
@@ -82,30 +84,83 @@ def _read_excel(
     return frame.replace("", None), data_start_row
 
 
-def _read_raw(config: PartnerConfig, path: Path) -> tuple[pd.DataFrame, int]:
-    """The file as an object frame plus the row number of its first data row."""
+@dataclass(frozen=True)
+class RawFile:
+    frame: pd.DataFrame  # the wanted columns (excel: every column)
+    columns: list[str]  # every column name in the file, in file order
+    first_row: int  # row number of the first record
+    blank: np.ndarray | None  # wholly empty rows (spreadsheets only)
+
+
+def _csv_header(path: Path, encoding: str, delimiter: str) -> list[str]:
+    with path.open(encoding=encoding, newline="") as handle:
+        return [c.strip() for c in next(csv.reader(handle, delimiter=delimiter), [])]
+
+
+def _read_csv(path: Path, spec: ReaderSpec, wanted: list[str] | None) -> RawFile:
+    """pyarrow's multi-threaded parser, every column as text, only the wanted columns kept."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    header = _csv_header(path, spec.encoding, spec.csv_delimiter)
+    keep = header if wanted is None else [c for c in wanted if c in header]
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=spec.encoding),
+        parse_options=pacsv.ParseOptions(delimiter=spec.csv_delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=False,
+            include_columns=keep,
+        ),
+    )
+    # Row numbers count records (header = 1): a note with a line break is still one record.
+    return RawFile(_arrow_to_frame(table), header, 2, None)
+
+
+def _read_jsonl(
+    path: Path, spec: ReaderSpec, wanted: list[str] | None, delimiters: dict
+) -> RawFile:
+    """JSON lines through pyarrow; arrays (several citizenships) become delimited text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import json as pajson
+
+    table = pajson.read_json(path)
+    columns = list(table.column_names)
+    keep = {}
+    for name in columns if wanted is None else [c for c in wanted if c in columns]:
+        column = table[name]
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pc.binary_join(column.cast(pa.list_(pa.string())), delimiters.get(name, ";"))
+        elif not pa.types.is_string(column.type):
+            column = column.cast(pa.string())
+        keep[name] = column
+    return RawFile(_arrow_to_frame(pa.table(keep)), columns, 1, None)
+
+
+def _arrow_to_frame(table) -> pd.DataFrame:
+    frame = table.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
+    return frame if len(frame.columns) else pd.DataFrame(index=range(table.num_rows))
+
+
+def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None) -> RawFile:
+    """A delivered file as text columns: `wanted` ones only, or all (None; for profiling).
+    Spreadsheets always come whole. Errors name partner and file, never content."""
     spec = config.reader
     try:
         if spec.format == "excel":
-            return _read_excel(path, spec.sheet, spec.header_row, spec.data_start_row)
+            frame, first_row = _read_excel(path, spec.sheet, spec.header_row, spec.data_start_row)
+            frame.columns = [str(c).strip() for c in frame.columns]
+            declared = [f.name for f in config.fields if f.name in frame.columns]
+            nulls = list(config.null_values)
+            # Template sheets carry formatted but empty rows: not records.
+            blank = (frame[declared].isna() | frame[declared].isin(nulls)).all(axis=1)
+            return RawFile(frame, list(frame.columns), first_row, blank.to_numpy())
         if spec.format == "csv":
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                encoding=spec.encoding,
-                sep=spec.csv_delimiter,
-            )
-            return frame, 2
-        frame = pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)
+            return _read_csv(path, spec, wanted)
         delimiters = {f.name: f.delimiter or ";" for f in config.fields}
-        for name in frame.select_dtypes(include="object").columns:
-            # JSON arrays (several citizenships) become delimited text, as in CSV exports
-            is_list = frame[name].map(lambda cell: isinstance(cell, list))
-            if is_list.any():
-                joined = frame[name].str.join(delimiters.get(name, ";"))
-                frame[name] = frame[name].where(~is_list, joined)
-        return frame, 1
+        return _read_jsonl(path, spec, wanted, delimiters)
     except UnicodeDecodeError:
         raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
     except Exception as exc:  # every reader library raises its own types
@@ -120,7 +175,8 @@ def _as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
     per distinct value. Excel hands whole numbers back as floats: 34.0 -> 34."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     text = pd.Series(uniques, dtype=object).astype("string").str.strip()
-    text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).replace(nulls, pd.NA)
+    text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
+    text = text.where(~normalize_series(text).isin([normalize_token(v) for v in nulls]))
     spread = np.append(text.to_numpy(dtype=object, na_value=None), None)[codes]
     return pd.Series(spread, index=column.index, dtype="string")
 
@@ -130,35 +186,34 @@ def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -
 
     Only the columns needed downstream are converted (all declared ones with
     all_columns=True, for profiling); identifier columns are checked for presence
-    and dropped. Wholly empty rows are not records and are counted apart.
+    and never read into the frame where the format allows it.
     """
-    raw, first_row = _read_raw(config, path)
-    raw.columns = [str(c).strip() for c in raw.columns]
-    for spec in config.fields:
-        if spec.required and spec.name not in raw.columns:
-            raise ExtractError(
-                config.code, path.name, "required column is missing", column=spec.name
-            )
     declared = [f.name for f in config.fields]
-    present = [name for name in declared if name in raw.columns]
-    # Unnamed and undeclared columns are dropped unread: they may hold anything.
-    dropped = len([c for c in raw.columns if c not in present])
-    nulls = list(config.null_values)
-    blank = (raw[present].isna() | raw[present].isin(nulls)).all(axis=1).to_numpy()
     wanted = (
         declared
         if all_columns
         else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
     )
+    raw = read_raw(config, path, wanted)
+    for spec in config.fields:
+        if spec.required and spec.name not in raw.columns:
+            raise ExtractError(
+                config.code, path.name, "required column is missing", column=spec.name
+            )
+    # Unnamed and undeclared columns are dropped unread: they may hold anything.
+    dropped = len([c for c in raw.columns if c not in declared])
+    nulls = list(config.null_values)
     date_fields = {f.name for f in config.fields_with_role("date")}
-    frame = pd.DataFrame({FILE: path.name, ROW: np.arange(first_row, first_row + len(raw))})
+    rows = len(raw.frame)
+    frame = pd.DataFrame({FILE: path.name, ROW: np.arange(raw.first_row, raw.first_row + rows)})
     for name in wanted:
-        if name not in raw.columns:
+        if name not in raw.frame.columns:
             frame[name] = pd.Series(pd.NA, index=frame.index, dtype="string")
-        elif name in date_fields:
-            frame[name] = raw[name].where(~raw[name].isin(nulls)).to_numpy()
+        elif name in date_fields and raw.frame[name].dtype == object:
+            frame[name] = raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy()
         else:
-            frame[name] = _as_strings(raw[name], nulls).to_numpy()
+            frame[name] = _as_strings(raw.frame[name], nulls).to_numpy()
+    blank = np.zeros(rows, dtype=bool) if raw.blank is None else raw.blank
     frame = frame.loc[~blank].reset_index(drop=True)
     return ReadResult(frame, path.name, sha256_of(path), int(blank.sum()), dropped)
 

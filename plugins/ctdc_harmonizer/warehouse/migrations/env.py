@@ -7,8 +7,9 @@ Config in code and may hand over an open connection in `config.attributes`.
 from __future__ import annotations
 
 from alembic import context
-from ctdc_harmonizer.warehouse.models import Base
 from sqlalchemy import Connection, create_engine, pool
+
+from ctdc_harmonizer.warehouse.models import Base
 
 config = context.config
 target_metadata = Base.metadata

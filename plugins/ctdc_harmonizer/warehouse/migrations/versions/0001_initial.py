@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
 from ctdc_harmonizer.warehouse.columns import (
     BATCH_TABLE,
     CASE_TABLE,
