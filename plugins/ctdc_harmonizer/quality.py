@@ -49,8 +49,9 @@ DOCS_DIR = "data_docs"
 SUMMARY_FILE = "summary.json"
 
 # Counts only: no unexpected values, no value counts, no row indexes, no rows.
+# BASIC gives the counts at about half the cost of SUMMARY on large releases.
 RESULT_FORMAT = {
-    "result_format": "SUMMARY",
+    "result_format": "BASIC",
     "partial_unexpected_count": 0,
     "include_unexpected_rows": False,
     "exclude_unexpected_values": True,

@@ -80,8 +80,9 @@ def _read_excel(
         str(c).strip() if c not in (None, "") else f"Unnamed: {i}"
         for i, c in enumerate(grid[header_row - 1])
     ]
-    frame = pd.DataFrame(grid[data_start_row - 1 :], columns=header, dtype=object)
-    return frame.replace("", None), data_start_row
+    cells = np.array(grid[data_start_row - 1 :], dtype=object).reshape(-1, len(header))
+    cells[cells == ""] = None  # calamine gives "" for an empty cell
+    return pd.DataFrame(cells, columns=header), data_start_row
 
 
 @dataclass(frozen=True)
