@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -63,7 +64,12 @@ def plan_run(
     """Check the run's inputs before any work: partners known, mappings valid, landing present."""
     root = Path(mappings or mappings_dir())
     known = available_partners(root)
-    chosen = [p.strip() for p in partners if p.strip()] if partners else known
+    named = [p.strip() for p in partners or [] if p.strip()]
+    # Not naming partners means "every partner that delivered": one that did not send an
+    # extract this year is skipped (and listed in the plan), not an error.
+    chosen = named or [p for p in known if (Path(landing) / p).is_dir()]
+    if not chosen:
+        raise CtdcError(f"no partner folder found in {landing} (mapped: {', '.join(known)})")
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise CtdcError(
@@ -91,10 +97,27 @@ def plan_run(
         "work_dir": str(work.resolve()),
         "release_dir": str((Path(out) / release).resolve()),
         "partners": chosen,
+        "partners_without_delivery": sorted(set(known) - set(chosen)) if not named else [],
     }
     _json(work / "plan.json", plan)
     log.info("planned release %s for %d partner(s)", release, len(chosen))
     return plan
+
+
+def plan_scheduled_run(
+    release: str, landing: str, out: str, partners: list[str] | None, run_date
+) -> dict:
+    """plan_run with the DAG's defaults: an empty param means the default.
+
+    The release is labelled by the year before the run date (a run on 1 January 2026
+    is the 2025 release; a manual run later in 2026 is a 2026 update); landing and out
+    come from $CTDC_LANDING / $CTDC_OUT, else from under $AIRFLOW_HOME/ctdc/.
+    """
+    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
+    label = release or str((pd.Timestamp(run_date) - pd.Timedelta(days=1)).year)
+    landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
+    out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
+    return plan_run(landing, out, label, partners or None)
 
 
 def stage_partner(plan: dict, partner: str) -> dict:

@@ -1,0 +1,277 @@
+"""The annual-update DAG end to end in Airflow: once with dag.test(), once with the CLI.
+
+Then the privacy check: no identifier from the sample extracts (names, phones, e-mails,
+addresses, case ids, notes, dates of birth) may be found in the release folder, the
+warehouse, the task logs, XCom or anywhere in the Airflow metadata database.
+Two DAG runs for the whole module (the first task of a run costs ~10 s): keep it so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.airflow
+
+DAG_ID = "ctdc_annual_update"
+RELEASE = "test-2025"
+CLI_RELEASE = "cli-2025"
+ASSET_URI = "ctdc://harmonized-release/"  # normalized by Airflow
+MIN_LENGTH = 6  # shorter identifier values (initials, "Ms.") could match by chance
+WORD = re.compile(r"\w+")
+
+
+@dataclass
+class Run:
+    state: str
+    run_id: str
+    out: Path
+    output: str  # what the run printed (logs), "" when pytest capture is off
+
+
+@pytest.fixture(scope="module")
+def metadata_db(airflow_home: Path) -> Path:
+    """`airflow db migrate` on the isolated AIRFLOW_HOME (see conftest.py)."""
+    from airflow.utils import db
+
+    db.upgradedb()
+    return airflow_home / "airflow.db"
+
+
+@pytest.fixture(scope="module")
+def partners(sample_landing: Path) -> list[str]:
+    """Partners with both a sample generator and a mapping folder (others are being added)."""
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.config import available_partners
+
+    chosen = sorted(set(samples.available()) & set(available_partners()))
+    assert chosen, "no partner has both a sample generator and a mapping folder"
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("releases")
+
+
+def conf(landing: Path, out: Path, release: str, partners: list[str]) -> dict:
+    return {"landing": str(landing), "out": str(out), "release": release, "partners": partners}
+
+
+@pytest.fixture(scope="module")
+def dag_run(request, repo_root, metadata_db, sample_landing, out_dir, partners) -> Run:
+    """One in-process run with dag.test(); its log output is taken from pytest's capture."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(repo_root / "dags"))
+    assert not bag.import_errors
+    dag = bag.dags[DAG_ID]
+    for task in dag.tasks:
+        task.retries = 0  # fail at once instead of waiting for the retry delay
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    capturing = capman is not None and capman.is_globally_capturing()
+    if capturing:
+        capman.read_global_capture()  # start from an empty buffer
+    run = dag.test(run_conf=conf(sample_landing, out_dir, RELEASE, partners))
+    output = "".join(capman.read_global_capture()) if capturing else ""
+    return Run(str(getattr(run.state, "value", run.state)), run.run_id, out_dir, output)
+
+
+@pytest.fixture(scope="module")
+def cli_run(dag_run, sample_landing, out_dir, partners) -> Run:
+    """One run through `airflow dags test` in a subprocess (after the in-process run)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    command = [str(airflow), "dags", "test", DAG_ID, "-c"]
+    command.append(json.dumps(conf(sample_landing, out_dir, CLI_RELEASE, partners)))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ)
+    state = "success" if done.returncode == 0 else f"failed (exit {done.returncode})"
+    return Run(state, "", out_dir, done.stdout + done.stderr)
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+def task_states(db: Path, run_id: str) -> dict[tuple[str, int], str]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (DAG_ID, run_id),
+        ).fetchall()
+    return {(task, index): state for task, index, state in rows}
+
+
+def test_dag_test_run_succeeds_for_every_partner(dag_run, metadata_db, partners):
+    states = task_states(metadata_db, dag_run.run_id)
+    failed = sorted(f"{t}[{i}]={s}" for (t, i), s in states.items() if s != "success")
+    assert dag_run.state == "success", f"task states: {failed}"
+    assert not failed
+    # The partner task group is mapped: one instance of each of its tasks per partner.
+    mapped = Counter(task for task, index in states if index >= 0)
+    steps = ("read", "validate_contract", "map", "validate_codebook")
+    assert mapped == {f"partner.{step}": len(partners) for step in steps}
+
+
+def test_release_folder(dag_run, partners):
+    from ctdc_harmonizer.codebook import default_codebook
+
+    release = dag_run.out / RELEASE
+    harmonized = pd.read_csv(release / "harmonized.csv", dtype=str, keep_default_na=False)
+    columns = default_codebook().columns
+    assert len(columns) == 27
+    assert list(harmonized.columns) == columns
+    assert len(harmonized) > 0
+    recon = json.loads((release / "reconciliation.json").read_text(encoding="utf-8"))
+    assert recon["invariant_holds"] is True
+    assert sorted(recon["partners"]) == partners
+    assert recon["totals"]["harmonized"] == len(harmonized)
+    assert not (dag_run.out / ".work" / RELEASE).exists(), "work folder left behind"
+
+
+def test_warehouse_holds_the_release(dag_run):
+    rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
+    with sqlite3.connect(dag_run.out / "warehouse.sqlite") as conn:
+        loaded = conn.execute(
+            "SELECT count(*) FROM case_record WHERE release_label = ?", (RELEASE,)
+        ).fetchone()[0]
+    assert loaded == rows > 0
+
+
+def test_asset_event_emitted(dag_run, metadata_db):
+    with sqlite3.connect(metadata_db) as conn:
+        events = conn.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ?",
+            (ASSET_URI,),
+        ).fetchall()
+    extras = [json.loads(extra) for (extra,) in events]
+    assert any(extra.get("release") == RELEASE for extra in extras), extras
+
+
+def test_cli_dags_test_succeeds(cli_run):
+    assert cli_run.state == "success", cli_run.output[-3000:]
+    recon = json.loads((cli_run.out / CLI_RELEASE / "reconciliation.json").read_text("utf-8"))
+    assert recon["invariant_holds"] is True
+    with sqlite3.connect(cli_run.out / "warehouse.sqlite") as conn:
+        labels = {row[0] for row in conn.execute("SELECT DISTINCT release_label FROM case_record")}
+    assert {RELEASE, CLI_RELEASE} <= labels
+
+
+# --- privacy --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def identifiers(sample_landing, partners) -> dict[str, str]:
+    """Every identifying value in the sample extracts, casefolded -> 'partner.field'.
+
+    Fields with role identifier, free_text or record_id, withdrawn record ids, dates of
+    birth as delivered, and every date as ISO yyyy-mm-dd (only years and ages may leave the
+    reader). Values that also occur in a kept (non-identifying) field, such as a country in
+    a postal address, are left out.
+    """
+    from ctdc_harmonizer.config import load_partner
+    from ctdc_harmonizer.paths import mappings_dir
+    from ctdc_harmonizer.reader import WITHDRAWALS_FILE, find_extract_files, read_extract
+
+    found: dict[str, str] = {}
+    kept: set[str] = set()
+
+    def add(values: pd.Series, where: str, min_length: int = MIN_LENGTH) -> None:
+        text = values.dropna().astype(str).str.strip().str.casefold()
+        for value in text[text.str.len() >= min_length].unique():
+            found.setdefault(value, where)
+
+    for partner in partners:
+        config = load_partner(mappings_dir() / partner)
+        sources = [s for derived in config.derive.values() for s in derived]
+        birthdates = {s.field for s in sources if s.method == "birthdate"}
+        for path in find_extract_files(config, sample_landing):
+            frame = read_extract(config, path, all_columns=True).frame
+            for spec in config.fields:
+                column = frame[spec.name]
+                where = f"{partner}.{spec.name}"
+                if spec.role in {"identifier", "free_text", "record_id"}:
+                    add(column, where)
+                elif spec.role == "date":
+                    if spec.name in birthdates:
+                        add(column, where)
+                    fmt = spec.format or "mixed"
+                    dates = pd.to_datetime(column.astype("string"), format=fmt, errors="coerce")
+                    add(dates.dt.strftime("%Y-%m-%d"), where, min_length=10)
+                elif spec.role != "ignored":
+                    kept.update(column.dropna().astype(str).str.strip().str.casefold())
+        withdrawals = sample_landing / partner / WITHDRAWALS_FILE
+        if withdrawals.exists():
+            add(pd.read_csv(withdrawals, dtype=str)["record_id"], f"{partner}.withdrawals")
+    for value in kept & found.keys():
+        del found[value]
+    assert len(found) > 100, "too few identifier values collected: the check would be vacuous"
+    return found
+
+
+def leaks(identifiers: dict[str, str], text: str) -> list[str]:
+    """Fields whose values occur in text (case-insensitive), with counts; values not shown."""
+    text = text.casefold()
+    words = Counter(WORD.findall(text))
+    hits: Counter[str] = Counter()
+    for value, where in identifiers.items():
+        tokens = WORD.findall(value)
+        # Cheap pre-filter: every word of the value must occur in the text at all.
+        if tokens and all(words[t] for t in tokens) and value in text:
+            hits[where] += 1
+    return [f"{where}: {n} value(s)" for where, n in sorted(hits.items())]
+
+
+def file_text(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).astype(str).to_csv(index=False)
+    if path.suffix in {".sqlite", ".db"}:
+        return sqlite_text(path)
+    return path.read_bytes().decode("utf-8", errors="ignore")
+
+
+def sqlite_text(path: Path) -> str:
+    """Every table dumped as SQL, plus the raw bytes of the file (free pages included)."""
+    with sqlite3.connect(path) as conn:
+        dump = "\n".join(conn.iterdump())
+    return dump + "\n" + path.read_bytes().decode("utf-8", errors="ignore")
+
+
+def test_no_identifier_in_release_folders(cli_run, identifiers):
+    files = [p for r in (RELEASE, CLI_RELEASE) for p in (cli_run.out / r).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert leaks(identifiers, "\n".join(file_text(p) for p in files)) == []
+
+
+def test_no_identifier_in_warehouse(cli_run, identifiers):
+    assert leaks(identifiers, sqlite_text(cli_run.out / "warehouse.sqlite")) == []
+
+
+def test_no_identifier_in_task_logs(dag_run, cli_run, airflow_home, identifiers):
+    if not dag_run.output:
+        pytest.skip("pytest output capture is off (-s): the dag.test() logs were not captured")
+    # dag.test() runs tasks in-process: their logs go to stdout, not to files.
+    for run in (dag_run, cli_run):
+        assert "planned release" in run.output, "pipeline log lines missing from the capture"
+        assert "Done. Returned value was" in run.output, "task log lines missing"
+    log_files = [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
+    texts = [dag_run.output, cli_run.output, *(file_text(p) for p in log_files)]
+    assert leaks(identifiers, "\n".join(texts)) == []
+
+
+def test_no_identifier_in_xcom_or_metadata_db(dag_run, cli_run, metadata_db, identifiers):
+    with sqlite3.connect(metadata_db) as conn:
+        xcoms = conn.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = ?", (DAG_ID,)
+        ).fetchall()
+    assert {"plan", "partner.read", "load_warehouse"} <= {task for task, _ in xcoms}
+    assert leaks(identifiers, "\n".join(str(value) for _, value in xcoms)) == []
+    assert leaks(identifiers, sqlite_text(metadata_db)) == []

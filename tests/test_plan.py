@@ -1,0 +1,49 @@
+"""Run planning: defaults of scheduled runs, partners that did not deliver, bad labels."""
+
+import pandas as pd
+import pytest
+
+from ctdc_harmonizer import pipeline, samples
+from ctdc_harmonizer.errors import CtdcError
+
+
+@pytest.fixture
+def landing(tmp_path):
+    samples.generate("case_management", tmp_path / "landing", n=20, seed=1)
+    return tmp_path / "landing"
+
+
+@pytest.mark.parametrize(
+    ("run_date", "label"),
+    [("2026-01-01T00:00:00Z", "2025"), ("2026-11-21T09:30:00Z", "2026")],
+)
+def test_scheduled_release_is_labelled_by_the_year_before_the_run(
+    landing, tmp_path, run_date, label
+):
+    plan = pipeline.plan_scheduled_run("", str(landing), str(tmp_path / "out"), [], run_date)
+    assert plan["release"] == label and plan["release_year"] == int(label)
+
+
+def test_environment_gives_default_folders(landing, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTDC_LANDING", str(landing))
+    monkeypatch.setenv("CTDC_OUT", str(tmp_path / "releases"))
+    plan = pipeline.plan_scheduled_run("r1", "", "", [], pd.Timestamp("2026-03-01"))
+    assert plan["out"] == str((tmp_path / "releases").resolve())
+    assert plan["release_dir"].endswith("/releases/r1")
+
+
+def test_partners_without_delivery_are_skipped_and_listed(landing, tmp_path):
+    plan = pipeline.plan_run(str(landing), str(tmp_path / "out"), "2025")
+    assert plan["partners"] == ["case_management"]
+    assert "iom" in plan["partners_without_delivery"]
+
+
+def test_a_named_partner_without_delivery_is_an_error(landing, tmp_path):
+    with pytest.raises(CtdcError, match="partner 'iom': landing folder"):
+        pipeline.plan_run(str(landing), str(tmp_path / "out"), "2025", ["iom"])
+
+
+@pytest.mark.parametrize("label", ["", "../x", ".hidden"])
+def test_release_label_must_be_a_plain_name(landing, tmp_path, label):
+    with pytest.raises(CtdcError, match="release label"):
+        pipeline.plan_run(str(landing), str(tmp_path / "out"), label, ["case_management"])
