@@ -47,3 +47,32 @@ def test_a_named_partner_without_delivery_is_an_error(landing, tmp_path):
 def test_release_label_must_be_a_plain_name(landing, tmp_path, label):
     with pytest.raises(CtdcError, match="release label"):
         pipeline.plan_run(str(landing), str(tmp_path / "out"), label, ["case_management"])
+
+
+def test_errors_survive_a_process_boundary():
+    import pickle
+
+    from ctdc_harmonizer.errors import CoverageError, ExtractError, MappingError
+
+    for error in (
+        MappingError("values.csv", "bad", line=3, column="value"),
+        ExtractError("iom", "x.csv", "required column is missing", column="sex", row=4),
+        CoverageError("too many unknown values"),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert copy.__dict__ == error.__dict__
+
+
+def test_partners_run_in_parallel_processes(tmp_path):
+    landing = tmp_path / "landing"
+    samples.generate_all(landing, 60, 3, ["case_management", "ctdc_legacy"])
+    info = pipeline.run(
+        str(landing),
+        str(tmp_path / "out"),
+        "2025",
+        workers=2,
+        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+    )
+    assert info["totals"]["unaccounted"] == 0
+    assert info["warehouse"]["case_records"] == info["rows"] > 0

@@ -8,8 +8,19 @@ case extract may be a name, a date of birth or a note about a survivor.
 from __future__ import annotations
 
 
+def _rebuild(cls: type, message: str, state: dict) -> Exception:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
 class CtdcError(Exception):
     """Base class for errors raised by the pipeline."""
+
+    def __reduce__(self):
+        # Picklable whatever the subclass's __init__ takes: they cross process boundaries.
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
 
 
 class MappingError(CtdcError):

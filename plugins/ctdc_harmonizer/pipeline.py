@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -315,6 +317,19 @@ def load_warehouse(plan: dict, url: str | None = None) -> dict:
     return counts
 
 
+def _worker_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def partner_chain(plan: dict, partner: str) -> dict:
+    """read -> validate contract -> map -> validate against the codebook, for one partner."""
+    stage_partner(plan, partner)
+    check_contract(plan, partner)
+    mapped = map_to_codebook(plan, partner)
+    check_codebook(plan, partner)
+    return mapped
+
+
 def run(
     landing: str,
     out: str,
@@ -322,14 +337,26 @@ def run(
     partners: list[str] | None = None,
     mappings: str | None = None,
     warehouse_url: str | None = None,
+    workers: int | None = None,
 ) -> dict:
-    """The whole annual update in one process (what `ctdc run` does)."""
+    """The whole annual update from the command line (what `ctdc run` does).
+
+    Partners are independent until `combine`, so their chains run in parallel processes
+    (one per core by default), as the DAG's mapped task groups do.
+    """
     plan = plan_run(landing, out, release, partners, mappings)
-    for partner in plan["partners"]:
-        stage_partner(plan, partner)
-        check_contract(plan, partner)
-        map_to_codebook(plan, partner)
-        check_codebook(plan, partner)
+    workers = workers or min(len(plan["partners"]), os.cpu_count() or 1)
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_worker_logging
+        ) as pool:
+            futures = [pool.submit(partner_chain, plan, p) for p in plan["partners"]]
+            for future in futures:
+                future.result()  # re-raises the partner's error, in partner order
+    else:
+        for partner in plan["partners"]:
+            partner_chain(plan, partner)
     combine(plan)
     info = write_release(plan)
     info["warehouse"] = load_warehouse(plan, warehouse_url)

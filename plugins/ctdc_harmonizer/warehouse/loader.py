@@ -291,14 +291,16 @@ def _case_rows(
     rows.insert(0, "entity_id", ids["entity_id"].to_numpy())
     rows.insert(0, "batch_id", ids["batch_id"].to_numpy())
     rows.insert(0, "release_label", release)
-    rows = rows[[*BOOKKEEPING_COLUMNS, *codebook.columns]].astype(object)
-    # Python ints/str and None are what both DBAPIs bind (numpy scalars are not).
-    return rows.where(rows.notna(), None)
+    return rows[[*BOOKKEEPING_COLUMNS, *codebook.columns]]
 
 
 def _chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    """Chunks as object frames with None for NULL: Python ints/str and None are what the
+    DBAPIs bind (numpy scalars are not). Converting per chunk keeps memory flat: a million
+    rows as Python objects at once would cost more than the rest of the run."""
     for start in range(0, len(rows), size):
-        yield rows.iloc[start : start + size]
+        chunk = rows.iloc[start : start + size].astype(object)
+        yield chunk.where(chunk.notna(), None)
 
 
 def _insert_rows(conn: Connection, rows: pd.DataFrame) -> str:
