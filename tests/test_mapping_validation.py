@@ -97,3 +97,10 @@ def test_missing_column_in_values_file(tmp_path):
     with pytest.raises(MappingError) as err:
         load_with(tmp_path, **{"values.csv": values})
     assert (err.value.line, err.value.column) == (1, "source_value")
+
+
+def test_unreviewed_template_row_is_refused(tmp_path):
+    values = VALUES_CSV + "gender,W,,,,TO MAP: seen 3 time(s) in the extract\n"
+    with pytest.raises(MappingError) as err:
+        load_with(tmp_path, **{"values.csv": values})
+    assert (err.value.line, err.value.column) == (VALUES_CSV.count("\n") + 1, "match")

@@ -216,7 +216,15 @@ def _load_values(folder: Path, fields: tuple[FieldSpec, ...], codebook: Codebook
                 line=row.line,
                 column="field",
             )
-        if row.match and row.match not in MATCH_TYPES:
+        if not row.match:  # every row is a reviewed decision; template rows have none yet
+            raise MappingError(
+                VALUES_FILE,
+                "match type is empty: review the row (exact, broader, narrower, approximate, "
+                "unmappable)",
+                line=row.line,
+                column="match",
+            )
+        if row.match not in MATCH_TYPES:
             raise MappingError(
                 VALUES_FILE,
                 f"unknown match type '{row.match}' (allowed: {', '.join(sorted(MATCH_TYPES))})",
@@ -302,6 +310,10 @@ def _load_countries(folder: Path) -> pd.DataFrame:
     table = _read_table(path, COUNTRIES_COLUMNS, ["source_value", "iso3"])
     codes = iso3_codes()
     for row in table.itertuples(index=False):
+        if not row.match:
+            raise MappingError(
+                COUNTRIES_FILE, "match type is empty: review the row", line=row.line, column="match"
+            )
         if row.iso3 and row.iso3 not in codes:
             raise MappingError(
                 COUNTRIES_FILE,
