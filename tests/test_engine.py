@@ -251,3 +251,14 @@ def pipeline_yaml_with_threshold(threshold: float) -> str:
     from tiny_partner import PARTNER_YAML
 
     return PARTNER_YAML.replace("threshold: 1.0", f"threshold: {threshold}")
+
+
+def test_release_unmapped_csv_lists_unknown_values_with_counts(tmp_path):
+    rows = [row(case_id=str(i), controls="kidnapping|debt" if i < 3 else "debt") for i in range(5)]
+    run_tiny(tmp_path, rows)  # the tiny partner tolerates unknown values (threshold 1.0)
+    unmapped = pd.read_csv(tmp_path / "out" / "2025" / "unmapped.csv")
+    assert unmapped.to_dict("records") == [
+        {"partner": "tiny", "field": "controls", "source_value": "kidnapping", "count": 3}
+    ]
+    coverage = json.loads((tmp_path / "out" / "2025" / "coverage.json").read_text())
+    assert coverage["tiny"]["fields"] == [{"field": "controls", "rows": 3, "share": 0.6}]
