@@ -12,6 +12,7 @@ import csv
 import fnmatch
 import hashlib
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -63,26 +64,52 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
     return files
 
 
+EXCEL_CHUNK_ROWS = 50_000
+
+
 def _read_excel(
-    path: Path, sheet: str | int, header_row: int, data_start_row: int
-) -> tuple[pd.DataFrame, int]:
-    """Read a sheet with calamine directly: pandas' wrapper converts cell by cell in Python,
-    which is most of the cost on large workbooks."""
+    path: Path, spec: ReaderSpec, wanted: list[str] | None, declared: list[str], nulls: list[str]
+) -> RawFile:
+    """Read a sheet with calamine, 50,000 rows at a time, keeping only the wanted columns.
+
+    pandas' own wrapper converts cell by cell in Python, and materialising a whole sheet
+    as Python objects costs gigabytes at a few hundred thousand rows.
+    """
     from python_calamine import CalamineWorkbook
 
     book = CalamineWorkbook.from_path(str(path))
-    grid = (
-        book.get_sheet_by_name(sheet) if isinstance(sheet, str) else book.get_sheet_by_index(sheet)
-    ).to_python(skip_empty_area=False)
-    if len(grid) < header_row:
-        return pd.DataFrame(), data_start_row
+    sheet = (
+        book.get_sheet_by_name(spec.sheet)
+        if isinstance(spec.sheet, str)
+        else book.get_sheet_by_index(spec.sheet)
+    )
+    rows = sheet.iter_rows()
+    top = list(islice(rows, spec.data_start_row - 1))
+    if len(top) < spec.header_row:
+        return RawFile(pd.DataFrame(), [], spec.data_start_row, np.zeros(0, dtype=bool))
     header = [
         str(c).strip() if c not in (None, "") else f"Unnamed: {i}"
-        for i, c in enumerate(grid[header_row - 1])
+        for i, c in enumerate(top[spec.header_row - 1])
     ]
-    cells = np.array(grid[data_start_row - 1 :], dtype=object).reshape(-1, len(header))
-    cells[cells == ""] = None  # calamine gives "" for an empty cell
-    return pd.DataFrame(cells, columns=header), data_start_row
+    keep = [i for i, name in enumerate(header) if wanted is None or name in wanted]
+    # Blank rows are judged on the declared columns (all columns when none are declared yet).
+    checked = [i for i, name in enumerate(header) if name in declared] or list(range(len(header)))
+    frames, blanks = [], []
+    while chunk := list(islice(rows, EXCEL_CHUNK_ROWS)):
+        cells = np.array(chunk, dtype=object).reshape(len(chunk), len(header))
+        empty = (cells == "") | pd.isna(cells)  # calamine gives "" for an empty cell
+        cells[empty] = None
+        in_nulls = pd.DataFrame(cells[:, checked]).isin(nulls).to_numpy(dtype=bool)
+        # Template sheets carry formatted but empty rows: not records.
+        blanks.append((empty[:, checked] | in_nulls).all(axis=1))
+        frames.append(pd.DataFrame(cells[:, keep], columns=[header[i] for i in keep]))
+    frame = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[header[i] for i in keep])
+    )
+    blank = np.concatenate(blanks) if blanks else np.zeros(0, dtype=bool)
+    return RawFile(frame, header, spec.data_start_row, blank)
 
 
 @dataclass(frozen=True)
@@ -151,13 +178,8 @@ def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None)
     spec = config.reader
     try:
         if spec.format == "excel":
-            frame, first_row = _read_excel(path, spec.sheet, spec.header_row, spec.data_start_row)
-            frame.columns = [str(c).strip() for c in frame.columns]
-            declared = [f.name for f in config.fields if f.name in frame.columns]
-            nulls = list(config.null_values)
-            # Template sheets carry formatted but empty rows: not records.
-            blank = (frame[declared].isna() | frame[declared].isin(nulls)).all(axis=1)
-            return RawFile(frame, list(frame.columns), first_row, blank.to_numpy())
+            declared = [f.name for f in config.fields]
+            return _read_excel(path, spec, wanted, declared, list(config.null_values))
         if spec.format == "csv":
             return _read_csv(path, spec, wanted)
         delimiters = {f.name: f.delimiter or ";" for f in config.fields}
