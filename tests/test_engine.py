@@ -9,8 +9,7 @@ from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CoverageError
-from ctdc_harmonizer.harmonize import REDACTED, map_partner
-from ctdc_harmonizer.reader import deidentify, read_extract
+from ctdc_harmonizer.harmonize import REDACTED
 from tiny_partner import VALUES_CSV, row, write_extract, write_partner
 
 
@@ -19,8 +18,7 @@ def harmonize(tmp_path, rows, **mapping_files):
     folder = write_partner(tmp_path, **mapping_files)
     config = load_partner(folder)
     path = write_extract(tmp_path, rows)
-    staged = deidentify(config, read_extract(config, path).frame)
-    result = map_partner(staged, config, default_codebook(), year_max=2025)
+    result = pipeline.harmonize_file(config, path, year_max=2025)
     return result.harmonized, result
 
 

@@ -12,9 +12,8 @@ import yaml
 from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
-from ctdc_harmonizer.harmonize import map_partner
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import deidentify, find_extract_files, read_extract
+from ctdc_harmonizer.reader import find_extract_files
 from ctdc_harmonizer.samples import ctdc_legacy
 
 CODEBOOK = default_codebook()
@@ -33,8 +32,7 @@ def harmonize_rows(tmp_path: Path, rows: list[dict], missing: str = "-99"):
     frame.to_csv(folder / "ctdc_global_2019_kanon.csv", index=False)
     config = load_partner(MAPPING)
     (path,) = find_extract_files(config, tmp_path / "land")
-    staged = deidentify(config, read_extract(config, path).frame)
-    return map_partner(staged, config, CODEBOOK, year_max=int(RELEASE))
+    return pipeline.harmonize_file(config, path, year_max=int(RELEASE))
 
 
 def run_pipeline(landing: Path, out: Path, partner: str = PARTNER, mappings: str | None = None):

@@ -11,7 +11,6 @@ import pytest
 from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
-from ctdc_harmonizer.harmonize import map_partner
 from ctdc_harmonizer.reader import deidentify, read_extract
 from ctdc_harmonizer.samples import fake, hotline
 
@@ -79,8 +78,7 @@ def write_jsonl(folder: Path, rows: list[dict], name: str = "hotline_reports_tes
 
 def harmonize(tmp_path: Path, rows: list[dict]):
     path = write_jsonl(tmp_path / "landing" / "hotline", rows)
-    staged = deidentify(CONFIG, read_extract(CONFIG, path).frame)
-    result = map_partner(staged, CONFIG, CODEBOOK, year_max=2025)
+    result = pipeline.harmonize_file(CONFIG, path, year_max=2025)
     assert result.unmapped.empty, result.unmapped
     return result
 

@@ -11,8 +11,6 @@ import pytest
 from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
-from ctdc_harmonizer.harmonize import map_partner
-from ctdc_harmonizer.reader import deidentify, read_extract
 from ctdc_harmonizer.samples import fake, iom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +79,7 @@ def write_csv(folder: Path, rows: list[dict], name: str = "iom_case_export_test.
 def harmonize(tmp_path: Path, rows: list[dict]):
     """Rows -> (mapping result, per-row frame of all 27 columns in input order)."""
     path = write_csv(tmp_path / "landing" / "iom", rows)
-    staged = deidentify(CONFIG, read_extract(CONFIG, path).frame)
-    result = map_partner(staged, CONFIG, CODEBOOK, year_max=2025)
+    result = pipeline.harmonize_file(CONFIG, path, year_max=2025)
     assert result.unmapped.empty, result.unmapped
     return result
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.warehouse import default_warehouse_url, load_release, migrate
 from ctdc_harmonizer.warehouse import loader as loader_module

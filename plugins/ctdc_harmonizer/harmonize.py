@@ -29,6 +29,8 @@ OUTCOME_COLUMNS = [FILE, ROW, "outcome", "reason", "column"]
 UNMAPPED_COLUMNS = ["partner", "field", "source_value", "count"]
 ISSUE_COLUMNS = ["partner", "field", "issue", "count"]
 REDACTED = "<redacted: looks like contact data>"
+# An e-mail or a phone number typed into a picklist column: never reported as is.
+CONTACT_PATTERN = r"@|\d{5,}"
 
 
 @dataclass
@@ -75,7 +77,7 @@ def _pycountry_lookup(key: str) -> str | None:
         return None
 
 
-def _country_table(keys: pd.Series, config: PartnerConfig, codebook: Codebook) -> pd.Series:
+def country_table(keys: pd.Series, config: PartnerConfig, codebook: Codebook) -> pd.Series:
     """Distinct normalized country spellings -> ISO alpha-3 ('' = known unknown, NA = unknown).
 
     Order: the partner's countries.csv, the codebook's Appendix II rules (Kosovo, Tibet),
@@ -94,7 +96,7 @@ def _country_table(keys: pd.Series, config: PartnerConfig, codebook: Codebook) -
     return pd.Series(resolved, dtype="string")
 
 
-def _split_multi(values: pd.Series, delimiter: str, mapped: pd.DataFrame, field: str) -> pd.Series:
+def split_multi(values: pd.Series, delimiter: str, mapped: pd.DataFrame, field: str) -> pd.Series:
     """Split multi-select cells, keeping intact the known values that contain the delimiter
     (two ISIC section labels in the HTCDS picklist contain ';')."""
     protected = [k for k in mapped.loc[mapped["field"] == field, "key"].unique() if delimiter in k]
@@ -140,7 +142,7 @@ def _tokens(
         codes_by_field[name] = codes
         distinct = pd.Series(uniques, dtype="string")
         if spec.multi:
-            tokens = _split_multi(distinct, spec.delimiter, config.values, name)
+            tokens = split_multi(distinct, spec.delimiter, config.values, name)
         else:
             tokens = distinct
         tokens = tokens.astype("string").str.strip()
@@ -191,8 +193,7 @@ def _count_unknown(unknown: pd.DataFrame, partner: str) -> tuple[pd.DataFrame, p
     unmapped = per_cell.groupby(["field", "token"])["weight"].sum().reset_index(name="count")
     unmapped = unmapped.rename(columns={"token": "source_value"})
     unmapped.insert(0, "partner", partner)
-    # A phone number or e-mail typed into a picklist column is never reported as is.
-    looks_like_contact = unmapped["source_value"].str.contains(r"@|\d{5,}", regex=True)
+    looks_like_contact = unmapped["source_value"].str.contains(CONTACT_PATTERN, regex=True)
     unmapped.loc[looks_like_contact, "source_value"] = REDACTED
     unmapped = unmapped.groupby(["partner", "field", "source_value"], as_index=False)["count"].sum()
     rows = (
@@ -369,7 +370,7 @@ def _derive_country(
         if spec.multi:
             values = values.str.split(spec.delimiter, regex=False).str[0].str.strip()
         iso3 = per_distinct(
-            values, lambda v: (k := normalize_series(v)).map(_country_table(k, config, codebook))
+            values, lambda v: (k := normalize_series(v)).map(country_table(k, config, codebook))
         )
         unknown = values.notna() & iso3.isna()
         unknown_parts.append(_unknown_rows(values, unknown, source.field))

@@ -51,6 +51,13 @@ def release_year_of(release: str, default: int) -> int:
     return int(digits) if isinstance(digits, str) else default
 
 
+def harmonize_file(config: PartnerConfig, path: str | Path, year_max: int):
+    """Read, de-identify and map one delivered file in memory (no release, no warehouse):
+    for a data officer checking a mapping against a file, and for tests."""
+    result = read_extract(config, Path(path))
+    return map_partner(deidentify(config, result.frame), config, default_codebook(), year_max)
+
+
 def partner_config(partner: str, mappings: str | Path | None = None) -> PartnerConfig:
     return load_partner(Path(mappings or mappings_dir()) / partner)
 

@@ -39,7 +39,7 @@ from ctdc_harmonizer.config import (
     load_partner,
 )
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.harmonize import REDACTED, _country_table, _split_multi
+from ctdc_harmonizer.harmonize import CONTACT_PATTERN, REDACTED, country_table, split_multi
 from ctdc_harmonizer.paths import mappings_dir
 from ctdc_harmonizer.reader import WITHDRAWALS_FILE, find_extract_files, read_raw
 from ctdc_harmonizer.text import normalize_series
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 MIN_COUNT = 5  # values seen fewer times are not listed in profile_values.csv
 LISTABLE_ROLES = {"coded", "country", "age_range", "number"}
 CODED_MAX_DISTINCT = 50  # a text column with at most this many distinct values looks coded
-CONTACT_PATTERN = r"@|\d{5,}"  # the same test harmonize uses before reporting a value
 INTEGER = r"^[+-]?\d+$"
 DECIMAL = r"^[+-]?(\d+[.,]\d*|[.,]\d+)$"
 DATE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
@@ -173,7 +172,7 @@ def _tokens(values: pd.Series, config: PartnerConfig, field: str) -> pd.Series:
     """The values of one listable field, split into tokens when the field is multi-valued."""
     spec = config.field(field)
     if spec.multi and spec.role == "coded":
-        values = _split_multi(values, spec.delimiter, config.values, field)
+        values = split_multi(values, spec.delimiter, config.values, field)
     elif spec.multi:
         values = values.str.split(spec.delimiter, regex=False).explode()
     tokens = values.astype("string").str.strip()
@@ -353,7 +352,7 @@ def _template_countries(config: PartnerConfig, counts: pd.DataFrame) -> pd.DataF
     if seen.empty:
         return current
     first = _first_spelling(seen.groupby("value", as_index=False)["count"].sum(), [])
-    resolved = first["key"].map(_country_table(first["key"], config, default_codebook()))
+    resolved = first["key"].map(country_table(first["key"], config, default_codebook()))
     new = first[resolved.isna().to_numpy()].sort_values("value")
     added = pd.DataFrame(
         {
