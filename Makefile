@@ -49,7 +49,7 @@ bench: install
 
 ## Local Airflow UI on http://localhost:8080 (standalone, SQLite, in .airflow/)
 airflow-ui: install
-	$(VENV)/bin/airflow standalone
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/airflow standalone
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .airflow demo .pytest_cache .ruff_cache
