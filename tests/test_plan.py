@@ -76,3 +76,19 @@ def test_partners_run_in_parallel_processes(tmp_path):
     )
     assert info["totals"]["unaccounted"] == 0
     assert info["warehouse"]["case_records"] == info["rows"] > 0
+
+
+def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):
+    folder = landing / "case_management"
+    (folder / "~$htcds_case_export.xlsx").write_bytes(b"lock")
+    (folder / ".htcds_case_export.xlsx.swp").write_bytes(b"swap")
+    info = pipeline.run(
+        str(landing),
+        str(tmp_path / "out"),
+        "2025",
+        ["case_management"],
+        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+    )
+    assert info["totals"]["rows_read"] == 20 and info["totals"]["unaccounted"] == 0
+    recon = (tmp_path / "out" / "2025" / "reconciliation.json").read_text()
+    assert "~$" not in recon and "swp" not in recon

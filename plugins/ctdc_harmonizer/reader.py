@@ -56,6 +56,7 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file()
         and p.name != WITHDRAWALS_FILE
+        and not p.name.startswith(("~$", "."))  # Office lock files, hidden files
         and any(fnmatch.fnmatch(p.name, pattern) for pattern in config.reader.files)
     )
     if not files:

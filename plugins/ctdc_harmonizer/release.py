@@ -122,6 +122,7 @@ def write(plan: dict) -> dict:
         )
     meta = metadata(plan, len(harmonized), recon)
     meta["quality"] = quality
+    meta["partners_without_delivery"] = plan.get("partners_without_delivery", [])
     (staging / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
     target = Path(plan["release_dir"])
