@@ -45,6 +45,7 @@ class Variable:
     binning: str | None = None
     required: bool = False
     definition: str = ""
+    expect_known_share: float | None = None  # quality warning below this share of non-NULLs
 
     @property
     def allowed(self) -> list[str]:
@@ -148,6 +149,7 @@ def _variable_from_dict(raw: dict) -> Variable:
         binning=raw.get("binning"),
         required=bool(raw.get("required", False)),
         definition=str(raw.get("definition", "")),
+        expect_known_share=raw.get("expect_known_share"),
     )
 
 

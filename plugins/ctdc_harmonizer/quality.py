@@ -69,11 +69,6 @@ COUNT_KEYS = (
 )
 WITHHELD = "metric computation failed; message withheld (it may quote a cell value)"
 
-# Dataset-level completeness of the core demographic profile. A warning, not a
-# gate: a release is still valid with more unknowns, but the team should look.
-MIN_KNOWN_SHARE = 0.5
-COMPLETENESS_COLUMNS = ("gender", "ageBroad", "citizenship", "CountryOfExploitation")
-
 
 class _Withheld(logging.Handler):
     """Forwards GX warnings and errors without their text (it can quote a cell value)."""
@@ -146,15 +141,18 @@ def build_suite(codebook: Codebook, release_year: int | None = None) -> gx.Expec
                     column=var.name, value_set=var.allowed, notes=note
                 )
             )
-    for name in COMPLETENESS_COLUMNS:
-        if codebook.has_variable(name):
+    # Dataset-level completeness (codebook file: expect_known_share). A warning, not a
+    # gate: a release is still valid with more unknowns, but the team should look.
+    for var in codebook.variables:
+        if var.expect_known_share is not None:
+            share = var.expect_known_share
             expectations.append(
                 expect.ExpectColumnProportionOfNonNullValuesToBeBetween(
-                    column=name,
-                    min_value=MIN_KNOWN_SHARE,
+                    column=var.name,
+                    min_value=share,
                     max_value=1.0,
                     severity="warning",
-                    notes=f"Completeness: {name} known in {MIN_KNOWN_SHARE:.0%}+ of records.",
+                    notes=f"Completeness: {var.name} known in {share:.0%}+ of records.",
                 )
             )
     return gx.ExpectationSuite(
