@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.reader import deidentify, read_extract
 from ctdc_harmonizer.samples import fake, hotline
+from harness import all_harmonized, mapped, run_partner
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
@@ -77,27 +77,15 @@ def write_jsonl(folder: Path, rows: list[dict], name: str = "hotline_reports_tes
 
 
 def harmonize(tmp_path: Path, rows: list[dict]):
-    path = write_jsonl(tmp_path / "landing" / "hotline", rows)
-    result = pipeline.harmonize_file(CONFIG, path, year_max=2025)
-    assert result.unmapped.empty, result.unmapped
-    return result
+    return mapped(CONFIG, write_jsonl(tmp_path / "landing" / "hotline", rows))
 
 
 def harmonized(tmp_path: Path, rows: list[dict]) -> pd.DataFrame:
-    result = harmonize(tmp_path, rows)
-    assert (result.outcomes["outcome"] == "harmonized").all()
-    return result.harmonized
+    return all_harmonized(CONFIG, write_jsonl(tmp_path / "landing" / "hotline", rows))
 
 
 def run(landing: Path, tmp_path: Path) -> dict:
-    return pipeline.run(
-        str(landing),
-        str(tmp_path / "out"),
-        "2025",
-        partners=["hotline"],
-        mappings=str(MAPPINGS),
-        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
-    )
+    return run_partner(landing, tmp_path, "hotline", MAPPINGS)
 
 
 def release_file(info: dict, name: str) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.samples import fake, iom
+from harness import all_harmonized, mapped, run_partner
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
@@ -77,29 +77,15 @@ def write_csv(folder: Path, rows: list[dict], name: str = "iom_case_export_test.
 
 
 def harmonize(tmp_path: Path, rows: list[dict]):
-    """Rows -> (mapping result, per-row frame of all 27 columns in input order)."""
-    path = write_csv(tmp_path / "landing" / "iom", rows)
-    result = pipeline.harmonize_file(CONFIG, path, year_max=2025)
-    assert result.unmapped.empty, result.unmapped
-    return result
+    return mapped(CONFIG, write_csv(tmp_path / "landing" / "iom", rows))
 
 
 def harmonized(tmp_path: Path, rows: list[dict]) -> pd.DataFrame:
-    result = harmonize(tmp_path, rows)
-    assert (result.outcomes["outcome"] == "harmonized").all()
-    return result.harmonized
+    return all_harmonized(CONFIG, write_csv(tmp_path / "landing" / "iom", rows))
 
 
 def run(landing: Path, tmp_path: Path) -> dict:
-    info = pipeline.run(
-        str(landing),
-        str(tmp_path / "out"),
-        "2025",
-        partners=["iom"],
-        mappings=str(MAPPINGS),
-        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
-    )
-    return info
+    return run_partner(landing, tmp_path, "iom", MAPPINGS)
 
 
 def release_file(info: dict, name: str) -> Path:

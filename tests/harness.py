@@ -1,0 +1,36 @@
+"""Helpers shared by the partner test modules: map one file, run one partner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ctdc_harmonizer import pipeline
+from ctdc_harmonizer.config import PartnerConfig
+
+
+def mapped(config: PartnerConfig, path: Path, year_max: int = 2025):
+    """The mapping result of one file; the partner's mapping must know every value."""
+    result = pipeline.harmonize_file(config, path, year_max=year_max)
+    assert result.unmapped.empty, result.unmapped
+    return result
+
+
+def all_harmonized(config: PartnerConfig, path: Path, year_max: int = 2025) -> pd.DataFrame:
+    """The harmonized rows of a file whose rows must all be harmonized (input order)."""
+    result = mapped(config, path, year_max)
+    assert (result.outcomes["outcome"] == "harmonized").all()
+    return result.harmonized
+
+
+def run_partner(landing: Path, tmp_path: Path, partner: str, mappings: Path) -> dict:
+    """`ctdc run` for one partner into tmp_path/out, with a SQLite warehouse in tmp_path."""
+    return pipeline.run(
+        str(landing),
+        str(tmp_path / "out"),
+        "2025",
+        partners=[partner],
+        mappings=str(mappings),
+        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+    )
