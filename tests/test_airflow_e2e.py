@@ -3,7 +3,8 @@
 Then the privacy check: no identifier from the sample extracts (names, phones, e-mails,
 addresses, case ids, notes, dates of birth) may be found in the release folder, the
 warehouse, the task logs, XCom or anywhere in the Airflow metadata database.
-Two DAG runs for the whole module (the first task of a run costs ~10 s): keep it so.
+Three DAG runs for the whole module (the first task of a run costs ~10 s): two that succeed
+and one where a partner delivers a broken file. Keep it at that.
 """
 
 from __future__ import annotations
@@ -275,3 +276,53 @@ def test_no_identifier_in_xcom_or_metadata_db(dag_run, cli_run, metadata_db, ide
     assert {"plan", "partner.read", "load_warehouse"} <= {task for task, _ in xcoms}
     assert leaks(identifiers, "\n".join(str(value) for _, value in xcoms)) == []
     assert leaks(identifiers, sqlite_text(metadata_db)) == []
+
+
+# --- a partner's bad file ---------------------------------------------------------------------
+
+FAILED_RELEASE = "broken-2025"
+
+
+@pytest.fixture(scope="module")
+def failed_run(request, dag_run, repo_root, sample_landing, tmp_path_factory) -> Run:
+    """A run where one partner's file lacks a required column: that partner's read task
+    fails with a located, value-free error; the other partners' chains still complete."""
+    import shutil
+
+    import openpyxl
+    from airflow.dag_processing.dagbag import DagBag
+
+    landing = tmp_path_factory.mktemp("broken_landing")
+    for partner in ("case_management", "iom"):
+        shutil.copytree(sample_landing / partner, landing / partner)
+    workbook_path = next((landing / "case_management").glob("*.xlsx"))
+    book = openpyxl.load_workbook(workbook_path)
+    book.active.delete_cols(8)  # prs_Gender
+    book.save(workbook_path)
+    dag = DagBag(dag_folder=str(repo_root / "dags")).dags[DAG_ID]
+    for task in dag.tasks:
+        task.retries = 0
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    capturing = capman is not None and capman.is_globally_capturing()
+    if capturing:
+        capman.read_global_capture()
+    out = tmp_path_factory.mktemp("broken_out")
+    run = dag.test(run_conf=conf(landing, out, FAILED_RELEASE, ["case_management", "iom"]))
+    output = "".join(capman.read_global_capture()) if capturing else ""
+    return Run(str(getattr(run.state, "value", run.state)), run.run_id, out, output)
+
+
+def test_bad_file_fails_its_partner_only_with_a_located_error(failed_run, metadata_db, identifiers):
+    assert failed_run.state == "failed"
+    states = task_states(metadata_db, failed_run.run_id)
+    reads = {index: state for (task, index), state in states.items() if task == "partner.read"}
+    assert sorted(reads.values()) == ["failed", "success"]  # case_management, iom
+    codebook_checks = [s for (t, _), s in states.items() if t == "partner.validate_codebook"]
+    assert "success" in codebook_checks  # iom went all the way through its chain
+    assert states[("combine", -1)] == "upstream_failed"
+    assert not (failed_run.out / FAILED_RELEASE).exists(), "no release from a failed run"
+    if not failed_run.output:
+        pytest.skip("pytest output capture is off (-s): the run's logs were not captured")
+    assert "partner 'case_management', file 'htcds_case_export.xlsx'" in failed_run.output
+    assert "column 'prs_Gender': required column is missing" in failed_run.output
+    assert leaks(identifiers, failed_run.output) == []
