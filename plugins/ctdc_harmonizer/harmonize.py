@@ -88,11 +88,10 @@ def country_table(keys: pd.Series, config: PartnerConfig, codebook: Codebook) ->
     rules = {normalize_token(k): v for k, v in codebook.country_rules.items()}
     resolved = {}
     for key in distinct:  # distinct spellings (a few hundred at most), not records
-        resolved[key] = partner.get(key, rules.get(key)) or (
-            None if key in partner else _pycountry_lookup(key)
-        )
-        if key in partner and partner[key] == "":
-            resolved[key] = ""
+        if key in partner:
+            resolved[key] = partner[key]  # may be "": a spelling the partner uses for unknown
+        else:
+            resolved[key] = rules.get(key) or _pycountry_lookup(key)
     return pd.Series(resolved, dtype="string")
 
 
@@ -368,7 +367,8 @@ def _derive_country(
         spec = config.field(source.field)
         values = frame[source.field]
         if spec.multi:
-            values = values.str.split(spec.delimiter, regex=False).str[0].str.strip()
+            first = values.str.split(spec.delimiter, regex=False).str[0].str.strip()
+            values = first.replace("", pd.NA)
         iso3 = per_distinct(
             values, lambda v: (k := normalize_series(v)).map(country_table(k, config, codebook))
         )
