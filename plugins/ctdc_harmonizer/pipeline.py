@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from ctdc_harmonizer import contracts
-from ctdc_harmonizer.codebook import default_codebook, load_codebook
+from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import PartnerConfig, available_partners, load_partner
 from ctdc_harmonizer.errors import CoverageError, CtdcError
-from ctdc_harmonizer.harmonize import HARMONIZED, map_partner
+from ctdc_harmonizer.harmonize import EXCLUDED, REJECTED, map_partner
 from ctdc_harmonizer.paths import mappings_dir
 from ctdc_harmonizer.reader import (
     FILE,
@@ -211,8 +211,8 @@ def map_to_codebook(plan: dict, partner: str) -> dict:
     counts = {
         "partner": partner,
         "harmonized": len(result.harmonized),
-        "rejected": int((result.outcomes["outcome"] == "rejected").sum()),
-        "excluded": int((result.outcomes["outcome"] == "excluded").sum()),
+        "rejected": int((result.outcomes["outcome"] == REJECTED).sum()),
+        "excluded": int((result.outcomes["outcome"] == EXCLUDED).sum()),
         "unmapped_values": len(result.unmapped),
         "harmonized_path": str(work / "harmonized.parquet"),
     }
@@ -368,18 +368,3 @@ def run(
     info = write_release(plan)
     info["warehouse"] = load_warehouse(plan, warehouse_url)
     return info
-
-
-__all__ = [
-    "HARMONIZED",
-    "check_codebook",
-    "check_contract",
-    "combine",
-    "load_codebook",
-    "load_warehouse",
-    "map_to_codebook",
-    "plan_run",
-    "run",
-    "stage_partner",
-    "write_release",
-]
