@@ -20,7 +20,7 @@ import pycountry
 from ctdc_harmonizer.codebook import BINARY_TRUE, Codebook
 from ctdc_harmonizer.config import DeriveSource, PartnerConfig
 from ctdc_harmonizer.reader import FILE, INVALID, ROW
-from ctdc_harmonizer.text import normalize_series, normalize_token
+from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
 
 HARMONIZED = "harmonized"
 EXCLUDED = "excluded"
@@ -42,11 +42,11 @@ class MappingResult:
     unknown_rows: pd.DataFrame  # field, rows (rows carrying >= 1 unknown value), for the gate
 
 
-def _first_valid(candidates: list[pd.Series], index: pd.Index) -> pd.Series:
+def _first_valid(candidates: list[pd.Series], index: pd.Index, dtype: str = "string") -> pd.Series:
     """Coalesce: the first non-null candidate, in the configured order of preference."""
-    result = pd.Series(pd.NA, index=index, dtype="string")
+    result = pd.Series(pd.NA, index=index, dtype=dtype)
     for candidate in candidates:
-        result = result.fillna(candidate.astype("string"))
+        result = result.fillna(candidate.astype(dtype))
     return result
 
 
@@ -108,21 +108,6 @@ def split_multi(values: pd.Series, delimiter: str, mapped: pd.DataFrame, field: 
     for placeholder, key in placeholders.items():
         tokens = tokens.str.replace(placeholder, key, regex=False)
     return tokens
-
-
-def per_distinct(values: pd.Series, func) -> pd.Series:
-    """Apply a vectorised `func` to the distinct values only, then spread the result back.
-    Case extracts repeat the same picklist values endlessly; this is where speed comes from."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    if len(uniques) == 0:
-        return pd.Series(pd.NA, index=values.index, dtype="string")
-    mapped = (
-        func(pd.Series(uniques, dtype="string"))
-        .astype("string")
-        .to_numpy(dtype=object, na_value=None)
-    )
-    spread = np.append(mapped, None)[codes]  # code -1 (missing) picks the trailing None
-    return pd.Series(spread, index=values.index, dtype="string")
 
 
 def _tokens(
@@ -250,11 +235,9 @@ def _registration_year(
     candidates, invalid_any = [], pd.Series(False, index=frame.index)
     for source in sources:
         numbers, invalid = _numbers(frame[source.field])
-        candidates.append(numbers.astype("Int64"))
+        candidates.append(numbers)
         invalid_any |= invalid
-    year = pd.Series(pd.NA, index=frame.index, dtype="Int64")
-    for candidate in candidates:
-        year = year.fillna(candidate)
+    year = _first_valid(candidates, frame.index, dtype="Int64")
     first_field = sources[0].field
     open_rows = outcome["outcome"] == HARMONIZED
     missing = open_rows & year.isna() & ~invalid_any

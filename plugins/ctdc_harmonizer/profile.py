@@ -21,7 +21,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -41,7 +40,7 @@ from ctdc_harmonizer.config import (
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.harmonize import CONTACT_PATTERN, REDACTED, country_table, split_multi
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import WITHDRAWALS_FILE, find_extract_files, read_raw
+from ctdc_harmonizer.reader import WITHDRAWALS_FILE, as_strings, find_extract_files, read_raw
 from ctdc_harmonizer.text import normalize_series
 
 log = logging.getLogger(__name__)
@@ -110,20 +109,6 @@ def _config(partner: str, landing: Path, mappings: str | Path | None) -> tuple[P
     return _provisional_config(partner, landing), False
 
 
-def _text(column: pd.Series) -> pd.Series:
-    """Cells (str, int, float, date, list from JSON) as trimmed strings, NA when empty;
-    converted once per distinct value. Excel hands whole numbers back as floats: 34.0 -> 34."""
-    if column.dtype == object:
-        is_list = column.map(type).eq(list)  # JSON arrays: a type check per cell, as the reader
-        if is_list.any():
-            column = column.where(~is_list, column.str.join(";"))
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
-    text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).replace("", pd.NA)
-    spread = np.append(text.to_numpy(dtype=object, na_value=None), None)[codes]
-    return pd.Series(spread, index=column.index, dtype="string")
-
-
 def _read_files(config: PartnerConfig, landing: Path) -> tuple[pd.DataFrame, dict, dict]:
     """All delivered files as one frame of trimmed strings (every column, declared or not),
     the per-file counts and, per column: files holding it, their rows, whether typed as dates."""
@@ -132,7 +117,7 @@ def _read_files(config: PartnerConfig, landing: Path) -> tuple[pd.DataFrame, dic
         raw = read_raw(config, path).frame
         raw.columns = [str(c).strip() for c in raw.columns]
         raw = raw.loc[:, ~pd.Index(raw.columns).duplicated()]
-        text = pd.DataFrame({c: _text(raw[c]) for c in raw.columns}, index=raw.index)
+        text = pd.DataFrame({c: as_strings(raw[c], [""]) for c in raw.columns}, index=raw.index)
         blank = text.isna().all(axis=1)
         rows = int((~blank).sum())
         for column in raw.columns:  # columns, not records

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ctdc_harmonizer.config import PartnerConfig, ReaderSpec
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.text import normalize_series, normalize_token
+from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
 
 ROW = "_row"  # the row number a partner's data officer sees in the file (1-based)
 FILE = "_file"
@@ -194,15 +194,16 @@ def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None)
         ) from None
 
 
-def _as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
-    """Object cells (str, int, float) as trimmed pandas strings, nulls as NA; converted once
+def as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
+    """Cells (str, int, float, date) as trimmed pandas strings, nulls as NA; converted once
     per distinct value. Excel hands whole numbers back as floats: 34.0 -> 34."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
-    text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
-    text = text.where(~normalize_series(text).isin([normalize_token(v) for v in nulls]))
-    spread = np.append(text.to_numpy(dtype=object, na_value=None), None)[codes]
-    return pd.Series(spread, index=column.index, dtype="string")
+    null_keys = [normalize_token(v) for v in nulls]
+
+    def convert(text: pd.Series) -> pd.Series:
+        text = text.str.strip().str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
+        return text.where(~normalize_series(text).isin(null_keys))
+
+    return per_distinct(column, convert)
 
 
 def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -> ReadResult:
@@ -236,7 +237,7 @@ def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -
         elif name in date_fields and raw.frame[name].dtype == object:
             frame[name] = raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy()
         else:
-            frame[name] = _as_strings(raw.frame[name], nulls).to_numpy()
+            frame[name] = as_strings(raw.frame[name], nulls).to_numpy()
     blank = np.zeros(rows, dtype=bool) if raw.blank is None else raw.blank
     frame = frame.loc[~blank].reset_index(drop=True)
     return ReadResult(frame, path.name, sha256_of(path), int(blank.sum()), dropped)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 _SPACES = re.compile(r"\s+")
@@ -18,3 +20,15 @@ def normalize_token(value: str) -> str:
 def normalize_series(values: pd.Series) -> pd.Series:
     """The vectorised twin of normalize_token."""
     return values.astype("string").str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
+
+
+def per_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """Apply a vectorised `func` to the distinct values only, then spread the result back.
+    Case extracts repeat the same picklist values endlessly; this is where speed comes from."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return pd.Series(pd.NA, index=values.index, dtype="string")
+    distinct = pd.Series(uniques, dtype=object).astype("string")
+    mapped = func(distinct).astype("string").to_numpy(dtype=object, na_value=None)
+    spread = np.append(mapped, None)[codes]  # code -1 (missing) picks the trailing None
+    return pd.Series(spread, index=values.index, dtype="string")
