@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctdc_harmonizer.harmonize import EXCLUDED, HARMONIZED, REJECTED
 from ctdc_harmonizer.reader import FILE
 
 ERASED = "erased"
@@ -28,9 +29,9 @@ def _partner_files(work: Path) -> dict:
         gone = removed[removed[FILE] == name]
         entry = {
             **meta,
-            "harmonized": int((mine["outcome"] == "harmonized").sum()),
-            "rejected": _by(mine, "rejected"),
-            "excluded": _by(mine, "excluded"),
+            "harmonized": int((mine["outcome"] == HARMONIZED).sum()),
+            "rejected": _by(mine, REJECTED),
+            "excluded": _by(mine, EXCLUDED),
             "erased": int((gone["outcome"] == ERASED).sum()),
             "duplicates_merged": int((gone["outcome"] == MERGED).sum()),
         }

@@ -13,7 +13,7 @@ from ctdc_harmonizer import __version__
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, UNMAPPED_COLUMNS
+from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, REJECTED, UNMAPPED_COLUMNS
 from ctdc_harmonizer.quality import validate_release
 from ctdc_harmonizer.reader import FILE, ROW
 
@@ -34,7 +34,7 @@ def _rejects(work: Path, partners: list[str]) -> pd.DataFrame:
     parts = []
     for partner in partners:
         outcomes = pd.read_parquet(work / partner / "outcomes.parquet")
-        rejected = outcomes[outcomes["outcome"] == "rejected"]
+        rejected = outcomes[outcomes["outcome"] == REJECTED]
         parts.append(
             pd.DataFrame(
                 {
