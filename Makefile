@@ -20,7 +20,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --quiet
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --compile-bytecode --quiet
 	@touch $@
 
 install: $(VENV)/.installed
