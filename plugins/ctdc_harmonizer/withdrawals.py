@@ -154,7 +154,8 @@ def _read_table(config: PartnerConfig, path: Path) -> pd.DataFrame:
     try:
         text = path.read_text(encoding=encoding)
     except UnicodeDecodeError:
-        raise ExtractError(config.code, path.name, f"not readable as {encoding}") from None
+        shown = encoding.removesuffix("-sig")
+        raise ExtractError(config.code, path.name, f"not readable as {shown}") from None
     except (OSError, LookupError) as exc:
         raise ExtractError(
             config.code, path.name, f"cannot be read ({type(exc).__name__})"
