@@ -55,7 +55,6 @@ ROLES = {
 }
 KEPT_ROLES = {"date", "coded", "country", "number", "age_range"}
 MATCH_TYPES = {"exact", "broader", "narrower", "approximate", "unmappable"}
-READER_FORMATS = {"excel", "csv", "jsonl"}
 DERIVE_METHODS = {
     "yearOfRegistration": {"date", "year"},
     "ageBroad": {"age_years", "birthdate", "age_range", "codebook"},
