@@ -20,6 +20,7 @@ partner, the file, the column and the line; never a value.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import pandas as pd
 
 from ctdc_harmonizer.config import PartnerConfig
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.text import per_distinct
 
 WITHDRAWALS_FILE = "withdrawals.csv"
 RECORD_ID_COLUMN = "record_id"
@@ -47,11 +49,9 @@ def is_withdrawals_file(path: str | Path) -> bool:
 # --- the normaliser: one key per person, for matching (and, later, for pseudonyms) --------
 
 
-def normalized_text(values: pd.Series) -> pd.Series:
-    """Names as comparable text: Unicode NFKD with accents stripped, case-folded, spaces
-    collapsed. `Zoë  Núñez`, `ZOE NUNEZ` and ` zoe nunez ` are equal; empty is missing."""
+def _fold(text: pd.Series) -> pd.Series:
     text = (
-        values.astype("string")
+        text.astype("string")
         .str.normalize("NFKD")
         .str.replace(_COMBINING, "", regex=True)
         .str.casefold()
@@ -61,17 +61,34 @@ def normalized_text(values: pd.Series) -> pd.Series:
     return text.where(text != "")
 
 
+def normalized_text(values: pd.Series) -> pd.Series:
+    """Names as comparable text: Unicode NFKD with accents stripped, case-folded, spaces
+    collapsed. `Zoë  Núñez`, `ZOE NUNEZ` and ` zoe nunez ` are equal; empty is missing.
+    Names repeat (first names above all): each distinct value is folded once."""
+    return per_distinct(values, _fold)
+
+
+def _parse_text_dates(text: pd.Series, fmt: str) -> pd.Series:
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    if fmt:
+        parsed = parsed.fillna(pd.to_datetime(text, errors="coerce", format=fmt))
+    return parsed
+
+
 def normalized_date(values: pd.Series, fmt: str = "") -> pd.Series:
     """Dates as ISO `YYYY-MM-DD` text: Excel date cells, ISO 8601 text, or text in the
-    field's declared `format` (fields.csv). Unreadable or empty is missing."""
+    field's declared `format` (fields.csv). Unreadable, a bare number, or empty is missing."""
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
+    elif values.dtype == object:  # spreadsheet cells: date objects and text side by side
+        kinds = values.map(type)
+        text = kinds.map(lambda kind: issubclass(kind, str))
+        cells = kinds.map(lambda kind: issubclass(kind, dt.date))  # not numbers
+        parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+        parsed[text] = _parse_text_dates(values[text].astype("string").str.strip(), fmt)
+        parsed[cells] = pd.to_datetime(values[cells], errors="coerce")
     else:
-        # Date objects become ISO text here, so one parser reads every kind of cell.
-        text = values.astype("string").str.strip()
-        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
-        if fmt:
-            parsed = parsed.fillna(pd.to_datetime(text, errors="coerce", format=fmt))
+        parsed = _parse_text_dates(values.astype("string").str.strip(), fmt)
     return parsed.dt.strftime("%Y-%m-%d").astype("string")
 
 
