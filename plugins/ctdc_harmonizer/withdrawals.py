@@ -82,8 +82,9 @@ def normalized_date(values: pd.Series, fmt: str = "") -> pd.Series:
         parsed = values
     elif values.dtype == object:  # spreadsheet cells: date objects and text side by side
         kinds = values.map(type)
-        text = kinds.map(lambda kind: issubclass(kind, str))
-        cells = kinds.map(lambda kind: issubclass(kind, dt.date))  # not numbers
+        distinct = kinds.unique()  # a handful of cell types: judged once each
+        text = kinds.map({kind: issubclass(kind, str) for kind in distinct})
+        cells = kinds.map({kind: issubclass(kind, dt.date) for kind in distinct})  # no numbers
         parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         parsed[text] = _parse_text_dates(values[text].astype("string").str.strip(), fmt)
         parsed[cells] = pd.to_datetime(values[cells], errors="coerce")
