@@ -180,7 +180,8 @@ def identifiers(sample_landing, partners) -> dict[str, str]:
     """
     from ctdc_harmonizer.config import load_partner
     from ctdc_harmonizer.paths import mappings_dir
-    from ctdc_harmonizer.reader import WITHDRAWALS_FILE, find_extract_files, read_extract
+    from ctdc_harmonizer.reader import find_extract_files, read_extract
+    from ctdc_harmonizer.withdrawals import find_withdrawals_file
 
     found: dict[str, str] = {}
     kept: set[str] = set()
@@ -209,9 +210,9 @@ def identifiers(sample_landing, partners) -> dict[str, str]:
                     add(dates.dt.strftime("%Y-%m-%d"), where, min_length=10)
                 elif spec.role != "ignored":
                     kept.update(column.dropna().astype(str).str.strip().str.casefold())
-        withdrawals = sample_landing / partner / WITHDRAWALS_FILE
-        if withdrawals.exists():
-            add(pd.read_csv(withdrawals, dtype=str)["record_id"], f"{partner}.withdrawals")
+        withdrawals = find_withdrawals_file(config, sample_landing)
+        if withdrawals:  # record ids, or names and dates of birth
+            add(pd.read_csv(withdrawals, dtype=str).stack(), f"{partner}.withdrawals")
     for value in kept & found.keys():
         del found[value]
     assert len(found) > 100, "too few identifier values collected: the check would be vacuous"

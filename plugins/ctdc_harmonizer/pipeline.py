@@ -23,15 +23,9 @@ from ctdc_harmonizer.config import PartnerConfig, available_partners, load_partn
 from ctdc_harmonizer.errors import CoverageError, CtdcError
 from ctdc_harmonizer.harmonize import EXCLUDED, REJECTED, map_partner
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import (
-    FILE,
-    ROW,
-    deidentify,
-    find_extract_files,
-    read_extract,
-    read_withdrawals,
-)
+from ctdc_harmonizer.reader import FILE, ROW, deidentify, find_extract_files, read_extract
 from ctdc_harmonizer.reconcile import ERASED, MERGED, reconcile
+from ctdc_harmonizer.withdrawals import erased_rows, load_withdrawals, match_columns, match_keys
 
 log = logging.getLogger(__name__)
 PARTNER_COLUMN = "_partner"
@@ -138,9 +132,11 @@ def stage_partner(plan: dict, partner: str) -> dict:
     landing = Path(plan["landing"])
     work = Path(plan["work_dir"]) / partner
     work.mkdir(parents=True, exist_ok=True)
-    frames, files = [], {}
+    withdrawals = load_withdrawals(config, landing)  # None when none were delivered
+    frames, keys, files = [], [], {}
     for path in find_extract_files(config, landing):
-        result = read_extract(config, path)
+        result = read_extract(config, path, also=match_columns(withdrawals))
+        keys.append(match_keys(withdrawals, result.frame))  # before identifiers are dropped
         frames.append(deidentify(config, result.frame))
         files[result.file] = {
             "sha256": result.sha256,
@@ -150,10 +146,9 @@ def stage_partner(plan: dict, partner: str) -> dict:
         }
     staged = pd.concat(frames, ignore_index=True)
     fate = pd.Series("", index=staged.index, dtype="string")
+    fate[erased_rows(withdrawals, keys)] = ERASED
     if config.record_id:
         ids = staged[config.record_id].astype("string").str.strip()
-        withdrawn = ids.isin(set(read_withdrawals(config, landing))).fillna(False)
-        fate[withdrawn] = ERASED
         # The same case delivered twice (or cross-referenced between systems): the last copy stays.
         live = fate == ""
         dup = ids.notna() & ids[live].duplicated(keep="last").reindex(ids.index, fill_value=False)

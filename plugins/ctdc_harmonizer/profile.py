@@ -40,8 +40,9 @@ from ctdc_harmonizer.config import (
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.harmonize import CONTACT_PATTERN, REDACTED, country_table, split_multi
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import WITHDRAWALS_FILE, as_strings, find_extract_files, read_raw
+from ctdc_harmonizer.reader import as_strings, find_extract_files, read_raw
 from ctdc_harmonizer.text import normalize_series
+from ctdc_harmonizer.withdrawals import is_withdrawals_file
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _provisional_config(partner: str, landing: Path) -> PartnerConfig:
     if not folder.is_dir():
         raise CtdcError(f"partner '{partner}': landing folder {folder} not found")
     suffixes = {
-        p.suffix.lower() for p in folder.iterdir() if p.is_file() and p.name != WITHDRAWALS_FILE
+        p.suffix.lower() for p in folder.iterdir() if p.is_file() and not is_withdrawals_file(p)
     }
     formats = [FORMATS_BY_SUFFIX[s] for s in sorted(suffixes) if s in FORMATS_BY_SUFFIX]
     if not formats:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -21,11 +22,11 @@ import pandas as pd
 from ctdc_harmonizer.config import PartnerConfig, ReaderSpec
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
+from ctdc_harmonizer.withdrawals import is_withdrawals_file
 
 ROW = "_row"  # the row number a partner's data officer sees in the file (1-based)
 FILE = "_file"
 INVALID = "<invalid>"  # marks a value that was present but unreadable (the value itself is gone)
-WITHDRAWALS_FILE = "withdrawals.csv"
 MAX_AGE = 120
 
 
@@ -55,7 +56,7 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
         p
         for p in folder.iterdir()
         if p.is_file()
-        and p.name != WITHDRAWALS_FILE
+        and not is_withdrawals_file(p)
         and not p.name.startswith(("~$", "."))  # Office lock files, hidden files
         and any(fnmatch.fnmatch(p.name, pattern) for pattern in config.reader.files)
     )
@@ -206,12 +207,15 @@ def as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
     return per_distinct(column, convert)
 
 
-def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -> ReadResult:
+def read_extract(
+    config: PartnerConfig, path: Path, all_columns: bool = False, also: Sequence[str] = ()
+) -> ReadResult:
     """Read one file: declared columns only, nulls normalized, row numbers attached.
 
     Only the columns needed downstream are converted (all declared ones with
     all_columns=True, for profiling); identifier columns are checked for presence
-    and never read into the frame where the format allows it.
+    and never read into the frame where the format allows it, except those named in
+    `also` (the fields a delivered withdrawal is matched on; deidentify drops them).
     """
     declared = [f.name for f in config.fields]
     wanted = (
@@ -219,6 +223,7 @@ def read_extract(config: PartnerConfig, path: Path, all_columns: bool = False) -
         if all_columns
         else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
     )
+    wanted = [*wanted, *(name for name in also if name not in wanted)]
     raw = read_raw(config, path, wanted)
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
@@ -291,18 +296,3 @@ def deidentify(config: PartnerConfig, frame: pd.DataFrame) -> pd.DataFrame:
     if config.record_id:
         keep.append(config.record_id)
     return out[keep]
-
-
-def read_withdrawals(config: PartnerConfig, landing: Path) -> pd.Series:
-    """Record ids whose survivors withdrew consent: erased before anything else happens."""
-    path = landing / config.code / WITHDRAWALS_FILE
-    if not path.exists():
-        return pd.Series([], dtype="string")
-    if not config.record_id:
-        raise ExtractError(
-            config.code, WITHDRAWALS_FILE, "withdrawals need 'record_id' in partner.yaml"
-        )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "record_id" not in table.columns:
-        raise ExtractError(config.code, WITHDRAWALS_FILE, "required column is missing", "record_id")
-    return table["record_id"].astype("string").str.strip()

@@ -1,4 +1,10 @@
-"""Sample extract: an NGO's case export in the HTCDS 2.0 Excel template layout."""
+"""Sample extract: an NGO's case export in the HTCDS 2.0 Excel template layout.
+
+The template has no case id, so withdrawals.csv names withdrawn survivors by the identifying
+fields the NGO holds (first name, second name, date of birth; partner.yaml `withdrawals:`).
+One of them was referred twice (two records of the same person: both are erased), and the
+request is typed as people type: other case, extra spaces, a different date notation.
+"""
 
 from __future__ import annotations
 
@@ -239,6 +245,7 @@ def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
     # A few records miss a birthdate or a referral date, as real extracts do.
     frame.loc[rng.random(n) < 0.05, "prs_Birthdate"] = None
     frame.loc[rng.random(n) < 0.01, "cas_IncomingReferralDate"] = None
+    withdrawals = _withdrawals(frame, np.random.default_rng([seed, 1]))
     order = [name if name else ("_no_name" if i else None) for i, name in enumerate(FIELD_ROW)]
 
     out = out_dir / "case_management"
@@ -256,4 +263,34 @@ def generate(out_dir: Path, n: int, seed: int) -> list[Path]:
         ]
         sheet.append(cells)
     workbook.save(path)
-    return [path]
+    if withdrawals is None:
+        return [path]
+    withdrawals.to_csv(out / "withdrawals.csv", index=False)
+    return [path, out / "withdrawals.csv"]
+
+
+def _withdrawals(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame | None:
+    """Two survivors who withdrew; the first also has a second record (referred again).
+    Edits `frame` in place; returns the withdrawals table (None when too few records)."""
+    with_birthdate = np.flatnonzero(frame["prs_Birthdate"].notna().to_numpy())
+    if len(with_birthdate) < 3:
+        return None
+    first, second, again = rng.choice(with_birthdate, 3, replace=False)
+    person = ["prs_FirstName", "prs_SecondName", "prs_Birthdate", "prs_Gender", "prs_Citizenship"]
+    frame.loc[again, person] = frame.loc[first, person].to_numpy()
+    chosen = frame.loc[[first, second], ["prs_FirstName", "prs_SecondName", "prs_Birthdate"]]
+    born = pd.to_datetime(chosen["prs_Birthdate"])
+    return pd.DataFrame(
+        {
+            # As typed in a request: `  AMARA ` for `Amara`, 1990-03-05 for the date cell.
+            "prs_FirstName": [
+                "  " + chosen["prs_FirstName"].iloc[0].upper() + " ",
+                chosen["prs_FirstName"].iloc[1],
+            ],
+            "prs_SecondName": [
+                chosen["prs_SecondName"].iloc[0].lower(),
+                chosen["prs_SecondName"].iloc[1],
+            ],
+            "prs_Birthdate": [born.iloc[0].strftime("%Y-%m-%d"), born.iloc[1].strftime("%Y-%m-%d")],
+        }
+    )
