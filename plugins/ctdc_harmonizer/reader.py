@@ -23,7 +23,7 @@ import pandas as pd
 
 from ctdc_harmonizer.config import PartnerConfig
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
+from ctdc_harmonizer.text import nfc, normalize_series, normalize_token, per_distinct
 
 ROW = "_row"  # the row number a partner's data officer sees in the file (1-based)
 FILE = "_file"
@@ -245,10 +245,18 @@ def _read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Ra
     from pyarrow import csv as pacsv
 
     spec = config.reader
-    header = _header(_csv_header(path, spec.encoding, spec.csv_delimiter), config.code, path.name)
+    try:
+        cells = _csv_header(path, spec.encoding, spec.csv_delimiter)
+    except UnicodeDecodeError:  # Python decodes ahead of the header line: find the bad line
+        cells = None
+    if cells is None:
+        _raise_csv_problem(config, path, 0)
+        raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}")
+    header = _header(cells, config.code, path.name)
     if not header:
         return RawFile(pd.DataFrame(), [], np.zeros(0, dtype=np.int64), None)
     keep = header if wanted is None else [c for c in wanted if c in header]
+    refused = None
     try:
         table = pacsv.read_csv(
             path,
@@ -263,9 +271,11 @@ def _read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Ra
                 include_columns=keep,
             ),
         )
-    except pa.ArrowInvalid:
+    except pa.ArrowInvalid as exc:
+        refused = exc
+    if refused is not None:  # outside the except block: no library text chained to our error
         _raise_csv_problem(config, path, len(header))
-        raise
+        raise refused
     data = path.read_bytes()
     if data.count(b'"') % 2:
         _raise_csv_problem(config, path, len(header))  # a stray quote inside a cell is fine
@@ -576,7 +586,7 @@ def as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
 
     def convert(text: pd.Series) -> pd.Series:
         # NFC: a country name typed on a Mac (decomposed accents) matches its usual spelling.
-        text = text.str.normalize("NFC").str.strip()
+        text = nfc(text).str.strip()
         text = text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
         return text.where(~normalize_series(text).isin(null_keys))
 

@@ -19,9 +19,19 @@ def normalize_token(value: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFC", str(value))).strip().casefold()
 
 
+def nfc(values: pd.Series) -> pd.Series:
+    """Text in Unicode NFC, through pyarrow's kernel (pandas' str.normalize loops in Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrow = pa.array(values.astype(pd.StringDtype("pyarrow")).array)
+    composed = pc.utf8_normalize(arrow, form="NFC")
+    return pd.Series(pd.array(composed, dtype=pd.StringDtype("pyarrow")), index=values.index)
+
+
 def normalize_series(values: pd.Series) -> pd.Series:
     """The vectorised twin of normalize_token."""
-    text = values.astype("string").str.normalize("NFC")
+    text = nfc(values)
     return text.str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
 
 
