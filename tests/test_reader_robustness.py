@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from ctdc_harmonizer import pipeline
+from ctdc_harmonizer import cli, pipeline
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.reader import (
@@ -437,3 +437,29 @@ def test_unlistable_partner_folder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", denied)
     with pytest.raises(ExtractError, match=r"cannot be listed \(permission denied\)"):
         find_extract_files(config, tmp_path / "landing")
+
+
+def test_cli_reports_a_located_parse_error_without_traceback_or_values(tmp_path, capsys):
+    lines = [json.dumps(report(1)), "", json.dumps(report(2)).replace('"Female"', "Female")]
+    hotline_file(tmp_path, lines)
+    code = cli.main(
+        [
+            "run",
+            "--landing",
+            str(tmp_path / "landing"),
+            "--out",
+            str(tmp_path / "out"),
+            "--release",
+            "2025",
+            "--partners",
+            "hotline",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip().endswith(
+        "ctdc: error: partner 'hotline', file 'hotline_reports_2020.jsonl', row 3: "
+        "this line is not valid JSON"
+    )
+    output = captured.out + captured.err
+    assert "Traceback" not in output and NAME not in output and PHONE not in output

@@ -36,6 +36,7 @@ MAX_AGE = 120
 REJECT = "_reject"
 REJECT_COLUMN = "_reject_column"
 WRONG_TYPE = "wrong_type"
+REJECT_REASONS = [WRONG_TYPE]
 SYMLINK_PROBLEM = (
     "is a symbolic link: files are read only from inside the landing folder "
     "(copy the file in instead)"
