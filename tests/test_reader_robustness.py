@@ -255,6 +255,15 @@ def test_json_line_that_is_not_an_object_is_located(tmp_path, caplog):
     assert error.row == 2 and "not a JSON object" in error.problem
 
 
+@pytest.mark.parametrize("wrong", [False, True])
+def test_json_keys_padded_with_spaces_are_read(tmp_path, wrong):
+    records = [{f" {k} ": v for k, v in report(1).items()}, report(2)]
+    if wrong:  # the line-by-line path too
+        records.append(report(3, victim_gender={"x": NAME}))
+    frame = read_extract(HOTLINE, hotline_file(tmp_path, [json.dumps(r) for r in records])).frame
+    assert frame["victim_gender"].tolist()[:2] == ["Female", "Female"]
+
+
 def test_json_blank_lines_keep_physical_row_numbers(tmp_path):
     lines = ["", json.dumps(report(1)), "   ", "", json.dumps(report(2)), json.dumps(report(3))]
     frame = read_extract(HOTLINE, hotline_file(tmp_path, lines)).frame

@@ -414,7 +414,9 @@ def _read_jsonl(config: PartnerConfig, path: Path, wanted: list[str] | None) -> 
         table = pajson.read_json(path)
     except pa.ArrowInvalid:
         table = None
-    if table is not None:
+    clean = [_header([c], "", "")[0] for c in table.column_names] if table is not None else []
+    if table is not None and len(set(clean)) == len(clean):  # else: keys padded differently
+        table = table.rename_columns(clean)
         names = [
             c for c in (table.column_names if wanted is None else wanted) if c in table.column_names
         ]
@@ -489,6 +491,7 @@ def _read_jsonl_by_line(
 
     columns: dict[str, list] = {}
     seen: dict[str, None] = {}  # every key met, in file order
+    keys: dict[str, str] = {}  # a key as written -> trimmed, NFC (as for CSV headers)
     delimiters = {f.name: f.delimiter or ";" for f in config.fields}
     lines, reasons, reason_columns = [], [], []
     with path.open("rb") as handle:
@@ -513,7 +516,18 @@ def _read_jsonl_by_line(
                     row=number,
                 )
             index, reason, reason_column = len(lines), None, None
-            for name, value in record.items():
+            met: set[str] = set()
+            for key, value in record.items():
+                name = keys.get(key) or keys.setdefault(key, _header([key], "", "")[0])
+                if name in met:  # ' age' and 'age' in one record: which one is meant?
+                    raise ExtractError(
+                        config.code,
+                        path.name,
+                        "a key appears more than once in this record",
+                        column=name,
+                        row=number,
+                    )
+                met.add(name)
                 seen.setdefault(name)
                 if wanted is not None and name not in wanted:
                     continue
