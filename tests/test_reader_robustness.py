@@ -353,15 +353,23 @@ def test_json_rejects_reconcile_in_a_full_run(tmp_path, caplog):
 # --- Excel: the HTCDS label row -----------------------------------------------------------
 
 
-def htcds_workbook(tmp_path: Path, delete_label_row: bool) -> Path:
+def htcds_workbook(tmp_path: Path, delete_label_row: bool, duplicate: bool = False) -> Path:
     (path,) = case_management.generate(tmp_path / "landing", 20, 3)
     book = load_workbook(path)
     sheet = book.active
     sheet.cell(row=3, column=4, value=NAME)  # prs_FirstName of the first record
+    if duplicate:  # prs_Salutation renamed: two columns now claim to be the first name
+        sheet.cell(row=1, column=3, value=" prs_FirstName ")
     if delete_label_row:
         sheet.delete_rows(2)
     book.save(path)
     return path
+
+
+def test_duplicate_column_name_in_a_sheet_is_an_error(tmp_path, caplog):
+    path = htcds_workbook(tmp_path, delete_label_row=False, duplicate=True)
+    error = read_error(CASE_MANAGEMENT, path, caplog)
+    assert error.column == "prs_FirstName" and "more than once" in error.problem
 
 
 def test_htcds_sheet_without_its_label_row_is_a_clear_error(tmp_path, caplog):
