@@ -480,3 +480,11 @@ def test_cli_reports_a_located_parse_error_without_traceback_or_values(tmp_path,
     )
     output = captured.out + captured.err
     assert "Traceback" not in output and NAME not in output and PHONE not in output
+
+
+def test_folder_named_like_an_extract_is_an_error_not_skipped(tmp_path):
+    config = tiny(tmp_path)
+    write_extract(tmp_path, [row()])
+    (tmp_path / "landing" / "tiny" / "more.csv").mkdir()
+    with pytest.raises(ExtractError, match="is not a file"):
+        find_extract_files(config, tmp_path / "landing")

@@ -95,8 +95,9 @@ def find_extract_files(config: PartnerConfig, landing: Path) -> list[Path]:
             continue
         if p.is_symlink():
             raise ExtractError(config.code, p.name, SYMLINK_PROBLEM)
-        if p.is_file():
-            files.append(p)
+        if not p.is_file():  # a folder or a pipe named like an extract: not skipped unseen
+            raise ExtractError(config.code, p.name, "matches the file patterns but is not a file")
+        files.append(p)
     if not files:
         patterns = ", ".join(config.reader.files)
         raise ExtractError(config.code, str(folder), f"no file matches {patterns}")
