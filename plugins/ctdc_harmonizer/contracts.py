@@ -18,7 +18,7 @@ from pandera.errors import SchemaError, SchemaErrors
 from ctdc_harmonizer.codebook import Codebook, harmonized_schema
 from ctdc_harmonizer.config import PartnerConfig
 from ctdc_harmonizer.errors import ContractError
-from ctdc_harmonizer.reader import FILE, INVALID, ROW
+from ctdc_harmonizer.reader import FILE, INVALID, REJECT, REJECT_COLUMN, REJECT_REASONS, ROW
 
 YEAR_OR_AGE = rf"^(\d{{1,4}}|{INVALID})$"
 
@@ -27,6 +27,12 @@ def staged_schema(config: PartnerConfig) -> pa.DataFrameSchema:
     """What may leave the reader: declared non-identifying fields only, dates reduced to
     years or ages. strict=True makes any extra column (an identifier) a failure."""
     columns = {FILE: pa.Column(str), ROW: pa.Column(int, pa.Check.ge(1))}
+    # The reader's reject reason and column: codes and declared names only, never a value.
+    reject_checks = {REJECT: REJECT_REASONS, REJECT_COLUMN: [f.name for f in config.fields]}
+    for name, allowed in reject_checks.items():
+        columns[name] = pa.Column(
+            "string", pa.Check.isin(allowed), nullable=True, coerce=True, required=False
+        )
     for name in config.kept_fields:
         spec = config.field(name)
         checks = [pa.Check.str_matches(YEAR_OR_AGE)] if spec.role == "date" else []

@@ -19,7 +19,7 @@ import pycountry
 
 from ctdc_harmonizer.codebook import BINARY_TRUE, Codebook
 from ctdc_harmonizer.config import DeriveSource, PartnerConfig
-from ctdc_harmonizer.reader import FILE, INVALID, ROW
+from ctdc_harmonizer.reader import FILE, INVALID, MAX_AGE, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
 
 HARMONIZED = "harmonized"
@@ -218,6 +218,17 @@ class _Issues:
         return pd.DataFrame(self.rows, columns=ISSUE_COLUMNS)
 
 
+def _apply_reader_rejects(frame: pd.DataFrame, outcome: pd.DataFrame) -> None:
+    """Rows the reader could not read whole (e.g. wrong_type) are rejected with its reason."""
+    if REJECT not in frame.columns:
+        return
+    hit = frame[REJECT].notna().to_numpy()
+    if hit.any():
+        outcome.loc[hit, "outcome"] = REJECTED
+        outcome.loc[hit, "reason"] = frame.loc[hit, REJECT].astype(str).to_numpy()
+        outcome.loc[hit, "column"] = frame.loc[hit, REJECT_COLUMN].fillna("").astype(str).to_numpy()
+
+
 def _apply_inclusion(frame: pd.DataFrame, config: PartnerConfig, outcome: pd.DataFrame) -> None:
     for rule in config.inclusion:
         excluded_keys = {normalize_token(v) for v in rule.exclude}
@@ -266,7 +277,10 @@ def _derive_age(
         values = frame[source.field]
         if source.method in {"age_years", "birthdate"}:
             numbers, invalid = _numbers(values)
-            issues.add(source.field, "invalid_age", invalid)
+            # 999 or 150 is a typo or a missing-value code, not a person in the 48+ bin.
+            implausible = (numbers > MAX_AGE).fillna(False)
+            numbers = numbers.where(~implausible)
+            issues.add(source.field, "invalid_age", invalid | implausible)
             candidates.append(_bin(numbers, bins))
         elif source.method == "age_range":
             candidates.append(
@@ -374,6 +388,7 @@ def map_partner(
     outcome = pd.DataFrame(
         {FILE: frame[FILE], ROW: frame[ROW], "outcome": HARMONIZED, "reason": "", "column": ""}
     )
+    _apply_reader_rejects(frame, outcome)
     _apply_inclusion(frame, config, outcome)
     year = _registration_year(frame, config, outcome, year_min, year_max)
     issues = _Issues(config.code)

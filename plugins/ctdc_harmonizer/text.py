@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 import numpy as np
@@ -12,14 +13,26 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalize_token(value: str) -> str:
-    """Key used to match a source value against a mapping table: trimmed, single-spaced,
-    case-folded. `Debt bondage ` (HTCDS, trailing space) and `debt bondage` match."""
-    return _SPACES.sub(" ", str(value)).strip().casefold()
+    """Key used to match a source value against a mapping table: NFC, trimmed, single-spaced,
+    case-folded. `Debt bondage ` (HTCDS, trailing space) and `debt bondage` match, and so do
+    a decomposed `Co\u0302te d'Ivoire` (as macOS may write it) and the composed form."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", str(value))).strip().casefold()
+
+
+def nfc(values: pd.Series) -> pd.Series:
+    """Text in Unicode NFC, through pyarrow's kernel (pandas' str.normalize loops in Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrow = pa.array(values.astype(pd.StringDtype("pyarrow")).array)
+    composed = pc.utf8_normalize(arrow, form="NFC")
+    return pd.Series(pd.array(composed, dtype=pd.StringDtype("pyarrow")), index=values.index)
 
 
 def normalize_series(values: pd.Series) -> pd.Series:
     """The vectorised twin of normalize_token."""
-    return values.astype("string").str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
+    text = nfc(values)
+    return text.str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
 
 
 def per_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
