@@ -100,7 +100,7 @@ def airflow_boundary(step: Callable[..., Any]) -> Callable[..., Any]:
             message = describe(exc, step.__name__)
             if is_infrastructure(exc):
                 raise RetryableStepError(message) from None
-            from airflow.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(message) from None
 
@@ -153,10 +153,13 @@ def formula_safe(values: pd.Series) -> pd.Series:
 
 
 def write_report_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Every report CSV is written here: formula-safe text cells, UTF-8, no index."""
+    """Every report CSV is written here: formula-safe text cells, UTF-8, no index.
+
+    CRLF line ends (RFC 4180): with them a cell holding a bare CR or LF is quoted, so it
+    cannot split a row in a reader (with "\n" pandas leaves a bare CR unquoted)."""
     path = Path(path)
     safe = frame.apply(formula_safe) if len(frame.columns) else frame
-    safe.to_csv(path, index=False, encoding="utf-8")
+    safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
     return path
 
 
