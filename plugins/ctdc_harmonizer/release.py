@@ -255,7 +255,8 @@ def warehouse_hashes(url: str) -> dict[str, str | None]:
 
     from ctdc_harmonizer.warehouse.columns import RELEASE_TABLE
 
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         return {}  # do not create an empty database just to look into it
     engine = sa.create_engine(url, hide_parameters=True)
     try:
