@@ -322,9 +322,10 @@ def wait_for_load(process: subprocess.Popen) -> str:
 
 
 def hold_database(path: Path) -> sqlite3.Connection:
-    """An exclusive transaction on the warehouse: a loader blocks until it ends."""
+    """A write transaction on the warehouse: readers (the plan's check) pass, a loader's
+    first write blocks until it ends."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
+    conn.execute("BEGIN IMMEDIATE")
     return conn
 
 

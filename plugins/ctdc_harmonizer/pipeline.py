@@ -155,23 +155,25 @@ def plan_run(
     year = release_year or release_year_of(release, pd.Timestamp.now().year)
     out_path = Path(out)
     _prepare_out(out_path)
-    # Checked before this run changes anything: did the last run publish consistently?
-    previous = release_mod.release_states(out_path, warehouse_url, only=release)[release]
-    if previous["state"] in release_mod.BAD_STATES:
-        log.warning(
-            "release %s: folder and warehouse disagree (%s); this run replaces both",
-            release,
-            previous["state"],
-        )
-    lock = locks.acquire(out_path, release, lock_owner)
+    lock = locks.acquire(out_path, release, lock_owner)  # a rival run fails here, at once
     try:
+        # Checked before this run changes anything: did the last run publish consistently?
+        previous = release_mod.release_states(out_path, warehouse_url, only=release)[release]
+        if previous["state"] in release_mod.BAD_STATES:
+            log.warning(
+                "release %s: folder and warehouse disagree (%s); this run replaces both",
+                release,
+                previous["state"],
+            )
         work = out_path / ".work" / release
         if work.exists():
             shutil.rmtree(work)  # a rerun starts from scratch: same inputs, same outputs
         _private_folder(work)
-    except OSError as exc:
+    except BaseException as exc:
         locks.release(lock)
-        raise OutputError(str(exc.filename or out_path), os_reason(exc)) from None
+        if isinstance(exc, OSError):
+            raise OutputError(str(exc.filename or out_path), os_reason(exc)) from None
+        raise
     plan = {
         "release": release,
         "release_year": year,
