@@ -4,12 +4,9 @@
 Harmonizes each mapped partner's extract onto the CTDC codebook v3 (de-identified), writes the
 release folder, loads the warehouse, then emits the asset `ctdc://harmonized-release` (schedule a
 synthesis DAG on it). Each task is one call into `ctdc_harmonizer.pipeline`; frames stay on disk
-in `<out>/.work/<release>/` (owner-only), XCom holds only paths and counts. Rerun from `plan`
-(it resets). The release folder is staged by `write_release` and published by `load_warehouse`
-together with the warehouse load. `plan` takes a lease on the release (`<out>/.locks/`) for
-this DAG run; the teardown `cleanup` removes the work folder and frees the lease, also when
-the run failed. Data and mapping errors fail their task at once; infrastructure errors (disk,
-database) are retried.
+in `<out>/.work/<release>/` (owner-only), XCom holds only paths and counts. Rerun from `plan`.
+`load_warehouse` publishes the staged release with the load; `plan` leases the release for this
+run, the teardown `cleanup` frees it and deletes the work folder. Data errors fail at once.
 
 **Params** (empty = default): `release` (the year before the run date: the 1 January run makes
 the previous year's release), `landing` (`$CTDC_LANDING`, else `$AIRFLOW_HOME/ctdc/landing`),
@@ -27,8 +24,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task, task_group
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
-# Only infrastructure errors are retried: the package turns data errors into
-# AirflowFailException (safety.airflow_boundary). Steps rewrite their own files.
+# Infrastructure errors only: data errors raise AirflowFailException (safety.airflow_boundary)
 RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}
 
 
