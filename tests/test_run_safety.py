@@ -142,6 +142,9 @@ def test_formula_values_are_escaped_in_reports(tmp_path):
     text = (tmp_path / "out" / RELEASE / "unmapped.csv").read_text()
     assert "'=HYPERLINK" in text
     assert not [line for line in text.splitlines() if line.split(",")[2:3] == ["=HYPERLINK("]]
+    # Only the restricted report may hold a source value: coverage and value issues count.
+    for name in ("coverage.json", "value_issues.csv", "rejects.csv", "metadata.json"):
+        assert "HYPERLINK" not in (tmp_path / "out" / RELEASE / name).read_text(), name
 
 
 # --- the out folder and the landing --------------------------------------------------------

@@ -485,7 +485,11 @@ def finish_run(plan: dict) -> dict:
 
 
 def _worker_logging() -> None:
+    from ctdc_harmonizer.safety import ValueFreeTracebacks
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ValueFreeTracebacks())
 
 
 def partner_chain(plan: dict, partner: str) -> dict:
