@@ -393,3 +393,21 @@ def test_sigkill_during_the_warehouse_load_keeps_the_old_release(tmp_path):
     assert cli.main(argv(tmp_path)) == 0
     assert release_mod.release_states(tmp_path / "out", url) == {RELEASE: {"state": "consistent"}}
     assert not (tmp_path / "out" / ".work" / RELEASE).exists()
+
+
+def test_check_reports_a_release_missing_on_either_side(tmp_path, capsys):
+    """A crash between renaming the old folder aside and the new one in leaves the warehouse
+    ahead of the folder; a folder copied in by hand is not in the warehouse."""
+    import shutil
+
+    setup(tmp_path, good_rows())
+    assert cli.main(argv(tmp_path)) == 0
+    out = tmp_path / "out"
+    shutil.copytree(out / RELEASE, out / "copied-by-hand")
+    shutil.rmtree(out / RELEASE)
+    capsys.readouterr()
+    assert cli.main(["check", "--out", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert f"release {RELEASE}: warehouse_only" in printed.out
+    assert "release copied-by-hand: folder_only" in printed.out
+    assert "ctdc: error: 2 release(s)" in printed.err

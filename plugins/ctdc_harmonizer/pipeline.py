@@ -451,8 +451,6 @@ def combine(plan: dict) -> dict:
 def write_release(plan: dict) -> dict:
     """Build the release folder aside (CSV, Parquet, reconciliation, restricted unmapped
     values, metadata); `load_warehouse` publishes it together with the warehouse load."""
-    from ctdc_harmonizer import release as release_mod
-
     locks.check(plan["lock"], plan["release"])
     info = release_mod.write(plan)
     log.info(
@@ -464,8 +462,6 @@ def write_release(plan: dict) -> dict:
 def load_warehouse(plan: dict, url: str | None = None) -> dict:
     """Load the staged release into the warehouse (one transaction, idempotent per release
     label), then publish the release folder; then drop the work folder."""
-    from ctdc_harmonizer import release as release_mod
-
     locks.check(plan["lock"], plan["release"])
     counts = release_mod.load(plan, url)
     shutil.rmtree(plan["work_dir"], ignore_errors=True)

@@ -153,7 +153,6 @@ def write(plan: dict) -> dict:
     meta["quality"] = quality
     meta["partners_without_delivery"] = plan.get("partners_without_delivery", [])
     meta["unmapped_partner_folders"] = plan.get("unmapped_partner_folders", [])
-    meta["previous_release_state"] = plan.get("previous_release_state", "")
     (staging / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     return {
         "release": plan["release"],
