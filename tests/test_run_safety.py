@@ -411,3 +411,21 @@ def test_check_reports_a_release_missing_on_either_side(tmp_path, capsys):
     assert f"release {RELEASE}: warehouse_only" in printed.out
     assert "release copied-by-hand: folder_only" in printed.out
     assert "ctdc: error: 2 release(s)" in printed.err
+
+
+def test_a_dag_run_leases_its_release_across_tasks(tmp_path):
+    """plan (one task process) leases the release for the DAG run; the run's later tasks
+    still own it; another DAG run is refused until the first one's teardown frees it."""
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.errors import ReleaseLockedError
+
+    samples.generate("case_management", tmp_path / "landing", n=20, seed=1)
+    args = ("r1", str(tmp_path / "landing"), str(tmp_path / "out"), [], "2026-03-01")
+    plan = pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_1")
+    locks.check(plan["lock"], "r1")  # what write_release and load_warehouse do first
+    with pytest.raises(ReleaseLockedError, match="ctdc_annual_update/run_1"):
+        pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
+    assert Path(plan["work_dir"]).is_dir()  # the refused run did not touch the first one's
+    assert pipeline.finish_run(plan)["work_folder_removed"] is True
+    second = pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
+    pipeline.finish_run(second)
