@@ -4,7 +4,9 @@
 Harmonizes each mapped partner's extract onto the CTDC codebook v3 (de-identified), writes the
 release folder, loads the warehouse, then emits the asset `ctdc://harmonized-release` (schedule a
 synthesis DAG on it). Each task is one call into `ctdc_harmonizer.pipeline`; frames stay on disk
-in `<out>/.work/<release>/`, XCom holds only paths and counts. Rerun from `plan` (it resets).
+in `<out>/.work/<release>/` (owner-only), XCom holds only paths and counts. Rerun from `plan`.
+`load_warehouse` publishes the staged release with the load; `plan` leases the release for this
+run, the teardown `cleanup` frees it and deletes the work folder. Data errors fail at once.
 
 **Params** (empty = default): `release` (the year before the run date: the 1 January run makes
 the previous year's release), `landing` (`$CTDC_LANDING`, else `$AIRFLOW_HOME/ctdc/landing`),
@@ -22,13 +24,14 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task, task_group
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
-RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}  # steps rewrite their own files
+# Infrastructure errors only: data errors raise AirflowFailException (safety.airflow_boundary)
+RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}
 
 
 def _pipeline():
-    from ctdc_harmonizer import pipeline  # at run time only: parsing the DAG stays light
+    from ctdc_harmonizer.safety import airflow_steps  # at run time only: parsing stays light
 
-    return pipeline
+    return airflow_steps()
 
 
 def _log_failure(context) -> None:
@@ -56,7 +59,8 @@ def ctdc_annual_update():
     @task
     def plan(params=None, logical_date=None, dag_run=None) -> dict:
         run_date = logical_date or dag_run.run_after
-        return _pipeline().plan_scheduled_run(**params, run_date=run_date)
+        owner = f"{dag_run.dag_id}/{dag_run.run_id}"
+        return _pipeline().plan_scheduled_run(**params, run_date=run_date, lock_owner=owner)
 
     @task
     def partners(plan: dict) -> list[str]:  # Airflow maps only over a whole return value
@@ -97,11 +101,15 @@ def ctdc_annual_update():
         outlet_events[HARMONIZED_RELEASE].extra = {k: written[k] for k in ("release", "rows")}
         return counts
 
+    @task
+    def cleanup(plan: dict) -> dict:
+        return _pipeline().finish_run(plan)
+
     planned = plan()
     chains = partner_chain.partial(plan=planned).expand(partner=partners(planned))
     written = write_release(planned)
     chains >> combine(planned) >> written
-    load_warehouse(planned, written)
+    load_warehouse(planned, written) >> cleanup(planned).as_teardown(setups=planned)
 
 
 ctdc_annual_update()

@@ -103,6 +103,12 @@ def print_summary(release_dir: Path) -> bool:
     for row in [header, *rows]:
         print(line(row))
     print(f"Invariant holds: {recon['invariant_holds']}")
+    meta = json.loads((release_dir / "metadata.json").read_text(encoding="utf-8"))
+    if meta.get("unmapped_partner_folders"):
+        print(
+            "Landing folders without a mapping (not read): "
+            + ", ".join(meta["unmapped_partner_folders"])
+        )
     return bool(recon["invariant_holds"])
 
 
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     partners = [p for p in args.partners.split(",") if p] or mapped_partners_with_data(landing)
     dag = load_dag()
     for task in dag.tasks:
-        task.retries = 0  # a demo fails fast instead of waiting for the retry delay
+        task.retries = 0  # data errors fail at once anyway; a demo does not wait on infra ones
     conf = {"landing": str(landing), "out": str(out), "release": args.release, "partners": partners}
     print(f"Running DAG {DAG_ID} (AIRFLOW_HOME={home}) for {', '.join(partners)} ...", flush=True)
     started = time.monotonic()

@@ -53,7 +53,7 @@ def test_run_writes_a_reconciled_release_and_is_idempotent(landing, tmp_path, ca
     assert recon["invariant_holds"] and recon["totals"]["unaccounted"] == 0
     assert recon["totals"]["rows_read"] == 400
     assert recon["totals"]["excluded"] > 0
-    assert (release / "unmapped.csv").read_text().strip() == "partner,field,source_value,count"
+    assert (release / "unmapped.csv").read_text().strip() == "partner,field,source_value,count,note"
     meta = json.loads((release / "metadata.json").read_text())
     assert meta["codebook"]["version"] == "3"
     assert len(meta["partners"]["case_management"]["mapping_sha256"]) == 64

@@ -22,6 +22,7 @@ TASK_IDS = {
     "combine",
     "write_release",
     "load_warehouse",
+    "cleanup",
 }
 
 
@@ -70,7 +71,10 @@ def test_tasks_and_wiring(dag):
     assert "partner.validate_codebook" in dag.get_task("combine").upstream_task_ids
     assert "combine" in dag.get_task("write_release").upstream_task_ids
     assert "write_release" in dag.get_task("load_warehouse").upstream_task_ids
-    assert [t.task_id for t in dag.leaves] == ["load_warehouse"]
+    assert "load_warehouse" in dag.get_task("cleanup").upstream_task_ids
+    # The teardown frees the release lease and deletes the work folder, also after a failure.
+    assert dag.get_task("cleanup").is_teardown and dag.get_task("plan").is_setup
+    assert [t.task_id for t in dag.leaves] == ["cleanup"]
 
 
 def test_last_task_emits_the_release_asset(dag):

@@ -239,7 +239,9 @@ def test_coverage_gate_fails_on_unknown_value_then_passes_once_mapped(tmp_path):
     with pytest.raises(CoverageError) as err:
         run_tiny(tmp_path, rows, **{"partner.yaml": strict})
     message = str(err.value)
-    assert "controls: 1 of 4 rows" in message and "'kidnapping': 1" in message
+    assert "controls: 1 of 4 rows (25.00%), 1 distinct unknown value(s)" in message
+    assert "kidnapping" not in message  # counts only: the value may be a misplaced name
+    assert "ctdc unmapped --partner tiny" in message
     fixed = VALUES_CSV + "controls,kidnapping,meansAbusePsyPhySex,1,approximate,abduction\n"
     info = run_tiny(tmp_path, rows, **{"partner.yaml": strict, "values.csv": fixed})
     assert info["rows"] == 4
@@ -252,11 +254,33 @@ def pipeline_yaml_with_threshold(threshold: float) -> str:
 
 
 def test_release_unmapped_csv_lists_unknown_values_with_counts(tmp_path):
-    rows = [row(case_id=str(i), controls="kidnapping|debt" if i < 3 else "debt") for i in range(5)]
+    # 5 rows of 16 hold "kidnapping" (k = 5: listed), 2 hold "Zarqa Plantedname" (withheld).
+    rows = [
+        row(
+            case_id=str(i),
+            controls="kidnapping|debt" if i < 5 else "Zarqa Plantedname" if i < 7 else "debt",
+        )
+        for i in range(16)
+    ]
     run_tiny(tmp_path, rows)  # the tiny partner tolerates unknown values (threshold 1.0)
-    unmapped = pd.read_csv(tmp_path / "out" / "2025" / "unmapped.csv")
+    text = (tmp_path / "out" / "2025" / "unmapped.csv").read_text()
+    assert "plantedname" not in text.casefold()
+    unmapped = pd.read_csv(tmp_path / "out" / "2025" / "unmapped.csv", keep_default_na=False)
     assert unmapped.to_dict("records") == [
-        {"partner": "tiny", "field": "controls", "source_value": "kidnapping", "count": 3}
+        {
+            "partner": "tiny",
+            "field": "controls",
+            "source_value": "kidnapping",
+            "count": 5,
+            "note": "",
+        },
+        {
+            "partner": "tiny",
+            "field": "controls",
+            "source_value": "",
+            "count": 2,
+            "note": "1 value(s) seen fewer than 5 times withheld",
+        },
     ]
     coverage = json.loads((tmp_path / "out" / "2025" / "coverage.json").read_text())
-    assert coverage["tiny"]["fields"] == [{"field": "controls", "rows": 3, "share": 0.6}]
+    assert coverage["tiny"]["fields"] == [{"field": "controls", "rows": 7, "share": 0.4375}]

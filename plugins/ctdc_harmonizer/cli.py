@@ -3,9 +3,13 @@
     ctdc run --landing DIR --out DIR [--partners a,b] [--release LABEL] [--warehouse URL]
     ctdc generate --out DIR [--records N] [--seed S] [--partners a,b]
     ctdc profile --landing DIR --partner NAME --out DIR
+    ctdc check --out DIR [--release LABEL] [--warehouse URL]
+    ctdc unmapped --landing DIR --partner NAME --out FILE
 
-Exit 0 on success; otherwise 1 (bad input, mapping or coverage) or 2 (usage),
-with a message that names partner, file, column and row, never a value.
+Exit 0 on success; otherwise 1 (bad input, mapping, coverage, out folder, a release being
+written by another run, a release folder and warehouse that disagree) or 2 (usage), with a
+message that names partner, file, column and row, never a value. Any unexpected exception is
+reported by type only (`safety.describe`): no traceback, no library message.
 """
 
 from __future__ import annotations
@@ -39,6 +43,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     )
     print(f"warehouse: {info['warehouse']['case_records']} case records loaded")
+    if info.get("unmapped_partner_folders"):
+        print("not read (no mapping): " + ", ".join(info["unmapped_partner_folders"]))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer import release
+
+    states = release.release_states(args.out, args.warehouse, only=args.release)
+    bad = 0
+    for label, entry in states.items():
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        print(f"release {label}: {entry['state']}{reason}")
+        bad += entry["state"] in release.BAD_STATES or entry["state"] == release.UNREACHABLE
+    if bad:
+        print(
+            f"ctdc: error: {bad} release(s) whose folder and warehouse disagree or cannot be "
+            "compared; rerun them to replace both",
+            file=sys.stderr,
+        )
+    return 1 if bad else 0
+
+
+def _cmd_unmapped(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer import pipeline
+
+    info = pipeline.unmapped_report(args.landing, args.partner, args.out, args.mappings)
+    print(
+        f"partner {info['partner']}: {info['values_listed']} value(s) listed in the restricted "
+        f"report {info['report']} ({info['rows']} rows read)"
+    )
     return 0
 
 
@@ -86,20 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", required=True)
     prof.add_argument("--mappings")
     prof.set_defaults(func=_cmd_profile)
+    check = sub.add_parser(
+        "check", help="compare each release folder with the warehouse (content hash)"
+    )
+    check.add_argument("--out", required=True)
+    check.add_argument("--release", help="one release label (default: every release)")
+    check.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    check.set_defaults(func=_cmd_check)
+    unmapped = sub.add_parser(
+        "unmapped",
+        help="write a partner's restricted unmapped-values report (after a coverage failure)",
+    )
+    unmapped.add_argument("--landing", required=True)
+    unmapped.add_argument("--partner", required=True)
+    unmapped.add_argument("--out", required=True, help="report file (created owner-only)")
+    unmapped.add_argument("--mappings")
+    unmapped.set_defaults(func=_cmd_unmapped)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ctdc_harmonizer.safety import ValueFreeTracebacks, describe
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ValueFreeTracebacks) for f in handler.filters):
+            handler.addFilter(ValueFreeTracebacks())
     for noisy in ("great_expectations", "alembic", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    from ctdc_harmonizer.errors import CtdcError
-
     try:
         return args.func(args)
-    except CtdcError as exc:
-        print(f"ctdc: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # the boundary: whatever failed, a value-free line, no traceback
+        print(f"ctdc: error: {describe(exc)}", file=sys.stderr)
         return 1
 
 

@@ -33,6 +33,7 @@ from pydantic import (
 from ctdc_harmonizer.codebook import Codebook, default_codebook, iso3_codes
 from ctdc_harmonizer.errors import MappingError
 from ctdc_harmonizer.paths import mappings_dir
+from ctdc_harmonizer.safety import DEFAULT_MIN_ROWS
 from ctdc_harmonizer.text import normalize_series
 
 PARTNER_FILE = "partner.yaml"
@@ -126,6 +127,7 @@ class PartnerConfig:
     year_min: int | None = None
     year_max: int | None = None
     coverage_threshold: float = 0.0
+    unmapped_min_rows: int = DEFAULT_MIN_ROWS
     datasource: str = ""
     mapping_hash: str = ""
 
@@ -261,6 +263,8 @@ class YearRangeModel(_Model):
 
 class CoverageModel(_Model):
     threshold: float = Field(0.0, ge=0.0, le=1.0)
+    # k: an unknown value is listed in the restricted unmapped report only from k rows on.
+    report_min_rows: int = Field(DEFAULT_MIN_ROWS, ge=1)
 
 
 class WithdrawalsModel(_Model):
@@ -719,6 +723,7 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         year_min=model.year_range.min,
         year_max=model.year_range.max,
         coverage_threshold=model.coverage.threshold,
+        unmapped_min_rows=model.coverage.report_min_rows,
         datasource=model.datasource,
         mapping_hash=mapping_folder_hash(folder),
     )

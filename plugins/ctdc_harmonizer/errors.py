@@ -68,3 +68,19 @@ class CoverageError(CtdcError):
 
 class ContractError(CtdcError):
     """A frame does not satisfy its data contract (column/check/count, no values)."""
+
+
+class InfrastructureError(CtdcError):
+    """The machine, disk or database failed, not the data: worth retrying (Airflow does)."""
+
+
+class OutputError(CtdcError):
+    """The out folder cannot be used: names the path and the OS reason (errno), no content."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"out folder problem at '{path}': {reason}")
+
+
+class ReleaseLockedError(CtdcError):
+    """Another run is writing the same release into the same out folder."""

@@ -11,20 +11,23 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from ctdc_harmonizer import contracts
+from ctdc_harmonizer import contracts, locks
+from ctdc_harmonizer import release as release_mod
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import PartnerConfig, available_partners, load_partner
-from ctdc_harmonizer.errors import CoverageError, CtdcError
+from ctdc_harmonizer.errors import CoverageError, CtdcError, OutputError
 from ctdc_harmonizer.harmonize import EXCLUDED, REJECTED, map_partner
 from ctdc_harmonizer.paths import mappings_dir
 from ctdc_harmonizer.reader import FILE, ROW, deidentify, find_extract_files, read_extract
 from ctdc_harmonizer.reconcile import ERASED, MERGED, reconcile
+from ctdc_harmonizer.safety import os_reason, restrict_unmapped, write_report_csv
 from ctdc_harmonizer.withdrawals import erased_rows, load_withdrawals, match_columns, match_keys
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,50 @@ def partner_config(partner: str, mappings: str | Path | None = None) -> PartnerC
     return load_partner(Path(mappings or mappings_dir()) / partner)
 
 
+RELEASE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_release_label(release: str) -> None:
+    """Letters, digits, '.', '_', '-'; at most 64 characters (the warehouse's label width)."""
+    if not isinstance(release, str) or not RELEASE_LABEL.fullmatch(release):
+        raise CtdcError(
+            "release label must be a plain name such as 2025 or ctdc-2025: 1 to 64 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+
+
+def _private_folder(path: Path) -> None:
+    """Create path (and parents) readable by the pipeline's user only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def _prepare_out(out: Path) -> None:
+    """The out folder is usable: a clear OutputError (path, errno name) instead of a traceback."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(str(out), "ENOTDIR (it is a file, not a folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _private_folder(out / ".work")
+        probe = out / ".work" / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(str(exc.filename or out), os_reason(exc)) from None
+
+
+def unmapped_partner_folders(landing: str | Path, known: list[str]) -> list[str]:
+    """Folders in the landing that no mapping describes: reported, not read, not an error."""
+    root = Path(landing)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in known
+    )
+
+
 def plan_run(
     landing: str,
     out: str,
@@ -63,8 +110,15 @@ def plan_run(
     partners: list[str] | None = None,
     mappings: str | None = None,
     release_year: int | None = None,
+    lock_owner: str | None = None,
+    warehouse_url: str | None = None,
 ) -> dict:
-    """Check the run's inputs before any work: partners known, mappings valid, landing present."""
+    """Check the run's inputs before any work: partners known, mappings valid, landing present,
+    out folder usable; then take the release's lock and reset its private work folder.
+
+    lock_owner: None for a process lock held by this process (the CLI); an Airflow DAG run's
+    id for a lease that holds across its tasks (released by `finish_run`).
+    """
     root = Path(mappings or mappings_dir())
     known = available_partners(root)
     named = [p.strip() for p in partners or [] if p.strip()]
@@ -84,23 +138,49 @@ def plan_run(
             raise CtdcError(
                 f"partner '{partner}': landing folder {Path(landing) / partner} not found"
             )
-    if not release or "/" in release or release.startswith("."):
-        raise CtdcError("release label must be a plain name such as 2025 or ctdc-2025")
+    check_release_label(release)
+    strays = unmapped_partner_folders(landing, known)
+    if strays:
+        log.warning(
+            "landing folder(s) without a mapping, not read: %s (add mappings/<name>/ to "
+            "include them)",
+            ", ".join(strays),
+        )
     year = release_year or release_year_of(release, pd.Timestamp.now().year)
-    work = Path(out) / ".work" / release
-    if work.exists():
-        shutil.rmtree(work)  # a rerun starts from scratch: same inputs, same outputs
-    work.mkdir(parents=True)
+    out_path = Path(out)
+    _prepare_out(out_path)
+    lock = locks.acquire(out_path, release, lock_owner)  # a rival run fails here, at once
+    try:
+        # Checked before this run changes anything: did the last run publish consistently?
+        previous = release_mod.release_states(out_path, warehouse_url, only=release)[release]
+        if previous["state"] in release_mod.BAD_STATES:
+            log.warning(
+                "release %s: folder and warehouse disagree (%s); this run replaces both",
+                release,
+                previous["state"],
+            )
+        work = out_path / ".work" / release
+        if work.exists():
+            shutil.rmtree(work)  # a rerun starts from scratch: same inputs, same outputs
+        _private_folder(work)
+    except BaseException as exc:
+        locks.release(lock)
+        if isinstance(exc, OSError):
+            raise OutputError(str(exc.filename or out_path), os_reason(exc)) from None
+        raise
     plan = {
         "release": release,
         "release_year": year,
         "landing": str(Path(landing).resolve()),
-        "out": str(Path(out).resolve()),
+        "out": str(out_path.resolve()),
         "mappings": str(root.resolve()),
         "work_dir": str(work.resolve()),
-        "release_dir": str((Path(out) / release).resolve()),
+        "release_dir": str((out_path / release).resolve()),
         "partners": chosen,
         "partners_without_delivery": sorted(set(known) - set(chosen)) if not named else [],
+        "unmapped_partner_folders": strays,
+        "previous_release_state": previous["state"],
+        "lock": lock,
     }
     _json(work / "plan.json", plan)
     log.info("planned release %s for %d partner(s)", release, len(chosen))
@@ -108,7 +188,12 @@ def plan_run(
 
 
 def plan_scheduled_run(
-    release: str, landing: str, out: str, partners: list[str] | None, run_date
+    release: str,
+    landing: str,
+    out: str,
+    partners: list[str] | None,
+    run_date,
+    lock_owner: str | None = None,
 ) -> dict:
     """plan_run with the DAG's defaults: an empty param means the default.
 
@@ -120,7 +205,10 @@ def plan_scheduled_run(
     label = release or str((pd.Timestamp(run_date) - pd.Timedelta(days=1)).year)
     landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
     out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
-    return plan_run(landing, out, label, partners or None)
+    warehouse = os.environ.get("CTDC_WAREHOUSE_URL") or None
+    return plan_run(
+        landing, out, label, partners or None, lock_owner=lock_owner, warehouse_url=warehouse
+    )
 
 
 def stage_partner(plan: dict, partner: str) -> dict:
@@ -199,7 +287,15 @@ def map_to_codebook(plan: dict, partner: str) -> dict:
         work / "harmonized.parquet", index=False
     )
     result.outcomes.to_parquet(work / "outcomes.parquet", index=False)
-    result.unmapped.to_csv(work / "unmapped.csv", index=False)
+    # Only the restricted list ever reaches a file (k rows, coded fields, not shifted).
+    restricted = restrict_unmapped(
+        result.unmapped,
+        result.unknown_rows,
+        len(staged),
+        config.coded_fields,
+        unmapped_min_rows(config),
+    )
+    restricted.to_csv(work / "unmapped.csv", index=False)
     result.issues.to_csv(work / "issues.csv", index=False)
     coverage = coverage_report(result.unknown_rows, len(staged), config)
     _json(work / "coverage.json", coverage)
@@ -240,27 +336,73 @@ def coverage_report(unknown_rows: pd.DataFrame, rows: int, config: PartnerConfig
     }
 
 
+def unmapped_min_rows(config: PartnerConfig) -> int:
+    """k: an unknown value is listed in the unmapped report only when this many rows hold it
+    (partner.yaml `coverage.report_min_rows`, default 5)."""
+    return config.unmapped_min_rows
+
+
 def coverage_message(coverage: dict, unmapped: pd.DataFrame, config: PartnerConfig) -> str:
+    """Which fields fail the gate, with counts and shares only, and where the values are.
+
+    Never a value: a "category" the mapping does not know may be a name typed into the
+    wrong column. The values go to the restricted report (`ctdc unmapped`), under its rules.
+    """
     lines = [
         f"partner '{config.code}': values unknown to the mapping exceed the coverage threshold "
         f"({coverage['threshold']:.2%}) in {len(coverage['failing_fields'])} field(s):"
     ]
-    coded = set(config.coded_fields)
+    distinct = unmapped.groupby("field").size() if len(unmapped) else pd.Series(dtype=int)
     for item in coverage["fields"]:
         if item["field"] not in coverage["failing_fields"]:
             continue
         lines.append(
-            f"  - {item['field']}: {item['rows']} of {coverage['rows']} rows ({item['share']:.2%})"
+            f"  - {item['field']}: {item['rows']} of {coverage['rows']} rows ({item['share']:.2%}),"
+            f" {int(distinct.get(item['field'], 0))} distinct unknown value(s)"
         )
-        if item["field"] in coded:  # category values of coded fields only, never free text
-            for row in (
-                unmapped[unmapped["field"] == item["field"]].head(20).itertuples(index=False)
-            ):
-                lines.append(f"      '{row.source_value}': {row.count}")
     lines.append(
-        f"Add the values to mappings/{config.code}/values.csv (or countries.csv), then rerun."
+        f"The values (coded fields, seen in at least {unmapped_min_rows(config)} rows) are "
+        f"in the restricted report: ctdc unmapped --partner {config.code} --landing <landing> "
+        f"--out <file>. Add them to mappings/{config.code}/values.csv (or countries.csv), "
+        "then rerun."
     )
     return "\n".join(lines)
+
+
+def unmapped_report(
+    landing: str | Path,
+    partner: str,
+    out_file: str | Path,
+    mappings: str | None = None,
+    release_year: int | None = None,
+) -> dict:
+    """Write the restricted unmapped-values report of a partner's delivery to out_file
+    (readable by its owner only): for the data officer whose run failed the coverage gate.
+    Nothing else of the run is kept."""
+    config = partner_config(partner, mappings)
+    year = release_year or pd.Timestamp.now().year
+    unmapped, unknown, rows = [], [], 0
+    for path in find_extract_files(config, Path(landing)):
+        result = harmonize_file(config, path, year)
+        unmapped.append(result.unmapped)
+        unknown.append(result.unknown_rows)
+        rows += len(result.outcomes)
+    merged = pd.concat(unmapped, ignore_index=True) if unmapped else pd.DataFrame()
+    if len(merged):
+        merged = merged.groupby(["partner", "field", "source_value"], as_index=False)["count"].sum()
+    unknown_rows = pd.concat(unknown, ignore_index=True) if unknown else pd.DataFrame()
+    if len(unknown_rows):
+        unknown_rows = unknown_rows.groupby("field", as_index=False)["rows"].sum()
+    report = restrict_unmapped(
+        merged, unknown_rows, rows, config.coded_fields, unmapped_min_rows(config)
+    )
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.touch(mode=0o600)
+    out_file.chmod(0o600)
+    write_report_csv(report, out_file)
+    listed = int((report["note"] == "").sum()) if len(report) else 0
+    return {"partner": partner, "report": str(out_file), "rows": rows, "values_listed": listed}
 
 
 def check_codebook(plan: dict, partner: str) -> dict:
@@ -299,28 +441,43 @@ def combine(plan: dict) -> dict:
 
 
 def write_release(plan: dict) -> dict:
-    """Write the release folder: CSV, Parquet, reconciliation, unmapped values, metadata."""
-    from ctdc_harmonizer import release as release_mod
-
+    """Build the release folder aside (CSV, Parquet, reconciliation, restricted unmapped
+    values, metadata); `load_warehouse` publishes it together with the warehouse load."""
+    locks.check(plan["lock"], plan["release"])
     info = release_mod.write(plan)
     log.info(
-        "release %s written to %s (%d rows)", plan["release"], info["release_dir"], info["rows"]
+        "release %s staged for %s (%d rows)", plan["release"], info["release_dir"], info["rows"]
     )
     return info
 
 
 def load_warehouse(plan: dict, url: str | None = None) -> dict:
-    """Load the release into the warehouse (idempotent per release label), then tidy up."""
-    from ctdc_harmonizer import release as release_mod
-
+    """Load the staged release into the warehouse (one transaction, idempotent per release
+    label), then publish the release folder; then drop the work folder."""
+    locks.check(plan["lock"], plan["release"])
     counts = release_mod.load(plan, url)
     shutil.rmtree(plan["work_dir"], ignore_errors=True)
     log.info("warehouse: %d case records for release %s", counts["case_records"], plan["release"])
     return counts
 
 
+def finish_run(plan: dict) -> dict:
+    """End of a run, successful or not: remove the private work folder (staged frames, the
+    unmapped list) and give the release's lock back. Idempotent; the DAG's teardown task."""
+    work = Path(plan["work_dir"])
+    removed = work.exists()
+    shutil.rmtree(work, ignore_errors=True)
+    locks.release(plan["lock"])
+    log.info("release %s: work folder removed, lock released", plan["release"])
+    return {"release": plan["release"], "work_folder_removed": removed}
+
+
 def _worker_logging() -> None:
+    from ctdc_harmonizer.safety import ValueFreeTracebacks
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ValueFreeTracebacks())
 
 
 def partner_chain(plan: dict, partner: str) -> dict:
@@ -346,7 +503,15 @@ def run(
     Partners are independent until `combine`, so their chains run in parallel processes
     (one per core by default), as the DAG's mapped task groups do.
     """
-    plan = plan_run(landing, out, release, partners, mappings)
+    plan = plan_run(landing, out, release, partners, mappings, warehouse_url=warehouse_url)
+    try:
+        info = _run_planned(plan, warehouse_url, workers)
+    finally:
+        finish_run(plan)  # on failure too: no staged frame or unmapped list stays behind
+    return info
+
+
+def _run_planned(plan: dict, warehouse_url: str | None, workers: int | None) -> dict:
     workers = workers or min(len(plan["partners"]), os.cpu_count() or 1)
     if workers > 1:
         context = multiprocessing.get_context("spawn")
@@ -362,4 +527,5 @@ def run(
     combine(plan)
     info = write_release(plan)
     info["warehouse"] = load_warehouse(plan, warehouse_url)
+    info["unmapped_partner_folders"] = plan["unmapped_partner_folders"]
     return info

@@ -1,9 +1,20 @@
-"""The release folder and the warehouse load."""
+"""The release folder and the warehouse load, published together.
+
+`write` builds the complete release folder aside, in the run's private work folder (on the
+same file system as the out folder). `load` loads the warehouse in one transaction that
+records the folder's content hash (`folder_sha256` in the data_release row's metadata),
+and only after the commit renames the folder into place. So a crash leaves either the old
+release (folder and warehouse) or a new warehouse load whose hash the folder does not
+match, which `release_state` (the plan step and `ctdc check`) detects and reports. A folder
+holding part of a release never appears under its release name.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -13,21 +24,27 @@ from ctdc_harmonizer import __version__
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, REJECTED, UNMAPPED_COLUMNS
+from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, REJECTED
 from ctdc_harmonizer.quality import validate_release
 from ctdc_harmonizer.reader import FILE, ROW
+from ctdc_harmonizer.safety import UNMAPPED_REPORT_COLUMNS, write_report_csv
+
+log = logging.getLogger(__name__)
 
 MARKER = "metadata.json"  # a folder holding it is a release this pipeline may replace
 
 
-def _csv_frames(work: Path, partners: list[str], name: str, columns: list[str]) -> pd.DataFrame:
+def _csv_frames(
+    work: Path, partners: list[str], name: str, columns: list[str], order: list[str]
+) -> pd.DataFrame:
     frames = [
-        pd.read_csv(work / p / name, dtype={"count": int}, keep_default_na=False) for p in partners
+        pd.read_csv(work / p / name, dtype=str, keep_default_na=False).astype({"count": int})
+        for p in partners
     ]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns].sort_values(columns[:-1], kind="stable")
+    return pd.concat(frames, ignore_index=True)[columns].sort_values(order, kind="stable")
 
 
 def _rejects(work: Path, partners: list[str]) -> pd.DataFrame:
@@ -80,8 +97,12 @@ def metadata(plan: dict, rows: int, recon: dict) -> dict:
 
 
 def write(plan: dict) -> dict:
+    """Build the complete release folder aside (`<work>/release`); `load` publishes it."""
     codebook = default_codebook()
     work = Path(plan["work_dir"])
+    target = Path(plan["release_dir"])
+    if target.exists() and not (target / MARKER).is_file():
+        raise CtdcError(f"{target} exists and is not a release folder; not replacing it")
     partners = sorted(plan["partners"])
     recon = json.loads((work / "reconciliation.json").read_text(encoding="utf-8"))
     if not recon["invariant_holds"]:
@@ -99,13 +120,21 @@ def write(plan: dict) -> dict:
     (staging / "reconciliation.json").write_text(
         json.dumps(recon, indent=2, sort_keys=True), encoding="utf-8"
     )
-    _csv_frames(work, partners, "unmapped.csv", UNMAPPED_COLUMNS).to_csv(
-        staging / "unmapped.csv", index=False
+    write_report_csv(
+        _csv_frames(
+            work,
+            partners,
+            "unmapped.csv",
+            UNMAPPED_REPORT_COLUMNS,
+            ["partner", "field", "note", "source_value"],
+        ),
+        staging / "unmapped.csv",
     )
-    _csv_frames(work, partners, "issues.csv", ISSUE_COLUMNS).to_csv(
-        staging / "value_issues.csv", index=False
+    write_report_csv(
+        _csv_frames(work, partners, "issues.csv", ISSUE_COLUMNS, ISSUE_COLUMNS[:-1]),
+        staging / "value_issues.csv",
     )
-    _rejects(work, partners).to_csv(staging / "rejects.csv", index=False)
+    write_report_csv(_rejects(work, partners), staging / "rejects.csv")
     coverage = {
         p: json.loads((work / p / "coverage.json").read_text(encoding="utf-8")) for p in partners
     }
@@ -123,31 +152,60 @@ def write(plan: dict) -> dict:
     meta = metadata(plan, len(harmonized), recon)
     meta["quality"] = quality
     meta["partners_without_delivery"] = plan.get("partners_without_delivery", [])
+    meta["unmapped_partner_folders"] = plan.get("unmapped_partner_folders", [])
     (staging / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-
-    target = Path(plan["release_dir"])
-    if target.exists():
-        if not (target / MARKER).exists():
-            raise CtdcError(f"{target} exists and is not a release folder; not replacing it")
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), str(target))
     return {
         "release": plan["release"],
         "release_dir": str(target),
+        "staged_dir": str(staging),
+        "folder_sha256": folder_digest(staging),
         "rows": len(harmonized),
         "totals": recon["totals"],
         "quality": quality,
     }
 
 
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over every file's relative path and content hash: the release's identity."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        file_hash = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                file_hash.update(block)
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def publish(staging: Path, target: Path, aside: Path) -> None:
+    """Rename the complete staged folder into place (same file system: atomic renames).
+
+    The old release is renamed aside first (then deleted): between the two renames the
+    release name is absent, never half-written."""
+    if aside.exists():
+        shutil.rmtree(aside)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        if not (target / MARKER).is_file():
+            raise CtdcError(f"{target} exists and is not a release folder; not replacing it")
+        os.rename(target, aside)
+    os.rename(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def load(plan: dict, url: str | None = None) -> dict:
+    """Load the staged release into the warehouse (one transaction, recording the folder's
+    content hash), then publish the folder. See the module docstring for crash behaviour."""
     from ctdc_harmonizer.warehouse import default_warehouse_url, load_release
 
+    work = Path(plan["work_dir"])
+    staging = work / "release"
     target = Path(plan["release_dir"])
-    recon = json.loads((target / "reconciliation.json").read_text(encoding="utf-8"))
-    meta = json.loads((target / MARKER).read_text(encoding="utf-8"))
-    combined = pd.read_parquet(Path(plan["work_dir"]) / "combined.parquet")
+    recon = json.loads((staging / "reconciliation.json").read_text(encoding="utf-8"))
+    meta = json.loads((staging / MARKER).read_text(encoding="utf-8"))
+    meta["folder_sha256"] = folder_digest(staging)
+    combined = pd.read_parquet(work / "combined.parquet")
     batches, entities = [], []
     for partner, entry in recon["partners"].items():
         entities.append(
@@ -172,4 +230,69 @@ def load(plan: dict, url: str | None = None) -> dict:
                 }
             )
     url = url or default_warehouse_url(plan["out"])
-    return load_release(url, plan["release"], combined, batches, entities, meta)
+    log.info("release %s: loading the warehouse", plan["release"])
+    counts = load_release(url, plan["release"], combined, batches, entities, meta)
+    publish(staging, target, work / "previous-release")
+    counts["folder_sha256"] = meta["folder_sha256"]
+    return counts
+
+
+# --- folder and warehouse agree? ---------------------------------------------------------------
+
+CONSISTENT = "consistent"
+ABSENT = "absent"
+MISMATCH = "mismatch"
+FOLDER_ONLY = "folder_only"
+WAREHOUSE_ONLY = "warehouse_only"
+UNVERIFIED = "unverified"  # loaded before hashes were recorded
+UNREACHABLE = "warehouse_unreachable"
+BAD_STATES = {MISMATCH, FOLDER_ONLY, WAREHOUSE_ONLY}
+
+
+def warehouse_hashes(url: str) -> dict[str, str | None]:
+    """release label -> folder_sha256 recorded at load time (None when not recorded)."""
+    import sqlalchemy as sa
+
+    from ctdc_harmonizer.warehouse.columns import RELEASE_TABLE
+
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return {}  # do not create an empty database just to look into it
+    engine = sa.create_engine(url, hide_parameters=True)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(RELEASE_TABLE):
+                return {}
+            rows = conn.execute(sa.text(f"SELECT label, metadata_json FROM {RELEASE_TABLE}"))
+            return {label: json.loads(meta or "{}").get("folder_sha256") for label, meta in rows}
+    finally:
+        engine.dispose()
+
+
+def release_states(out: str | Path, url: str | None = None, only: str | None = None) -> dict:
+    """Per release label in the out folder or the warehouse: does the folder's content hash
+    match the one the warehouse recorded? Counts and labels only."""
+    from ctdc_harmonizer.safety import describe
+    from ctdc_harmonizer.warehouse import default_warehouse_url
+
+    out = Path(out)
+    folders = {p.name: p for p in (out.iterdir() if out.is_dir() else []) if (p / MARKER).is_file()}
+    try:
+        recorded = warehouse_hashes(url or default_warehouse_url(str(out)))
+    except Exception as exc:  # a check must not crash on an unreachable database
+        labels = [only] if only else sorted(folders)
+        return {label: {"state": UNREACHABLE, "reason": describe(exc)} for label in labels}
+    labels = [only] if only else sorted(set(folders) | set(recorded))
+    states = {}
+    for label in labels:
+        folder, in_warehouse = folders.get(label), label in recorded
+        if folder is None:
+            state = WAREHOUSE_ONLY if in_warehouse else ABSENT
+        elif not in_warehouse:
+            state = FOLDER_ONLY
+        elif recorded[label] is None:
+            state = UNVERIFIED
+        else:
+            state = CONSISTENT if folder_digest(folder) == recorded[label] else MISMATCH
+        states[label] = {"state": state}
+    return states

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
-from ctdc_harmonizer.errors import ContractError
+from ctdc_harmonizer.errors import ContractError, InfrastructureError
 from ctdc_harmonizer.warehouse.columns import CASE_TABLE, VALUE_LENGTH
 from ctdc_harmonizer.warehouse.models import (
     BOOKKEEPING_COLUMNS,
@@ -50,6 +50,21 @@ class WarehouseError(ContractError):
     """The warehouse load failed; the message never quotes a row value."""
 
 
+class WarehouseUnavailableError(InfrastructureError):
+    """The database could not be reached or was busy: retrying may help (Airflow retries)."""
+
+
+def _database_error(release: str, exc: sa.exc.DBAPIError) -> Exception:
+    # Keep only the error class and SQLSTATE; the driver text may contain a value.
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    text = f"loading release '{release}' failed in the database: {type(exc.orig).__name__}" + (
+        f" (SQLSTATE {code})" if code else ""
+    )
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return WarehouseUnavailableError(text)
+    return WarehouseError(text)
+
+
 def load_release(
     url: str,
     release: str,
@@ -72,7 +87,10 @@ def load_release(
     # Fall back to the warehouse's own codebook when the caller did not record one.
     codebook_version = str(metadata.get("codebook_version") or codebook.version)
 
-    migrate(url)
+    try:
+        migrate(url)
+    except sa.exc.DBAPIError as exc:
+        raise _database_error(release, exc) from None
     # hide_parameters: SQLAlchemy would otherwise print bound row values in errors.
     engine = sa.create_engine(url, hide_parameters=True)
     if engine.dialect.name == "sqlite":
@@ -97,12 +115,7 @@ def load_release(
             rows = _case_rows(harmonized, release, batch_ids, codebook)
             method = _insert_rows(conn, rows)
     except sa.exc.DBAPIError as exc:
-        # Keep only the error class and SQLSTATE; the driver text may contain a value.
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        raise WarehouseError(
-            f"loading release '{release}' failed in the database: "
-            f"{type(exc.orig).__name__}" + (f" (SQLSTATE {code})" if code else "")
-        ) from None
+        raise _database_error(release, exc) from None
     finally:
         engine.dispose()
 

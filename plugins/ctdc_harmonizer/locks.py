@@ -1,0 +1,131 @@
+"""One writer per release and out folder: `<out>/.locks/<release>.lock`.
+
+Two kinds of holder, one file:
+
+- a process (`ctdc run`): holds an exclusive `flock` on the file for its whole run. The
+  kernel drops it when the process ends, however it ends (SIGKILL included), so a crashed
+  run never blocks the next one;
+- an Airflow DAG run (a *lease*): its tasks are separate processes, so no process can hold
+  the flock for the run. The `plan` task writes the run's id into the file under the flock
+  (check-and-write is atomic), every publishing step checks it still owns the lease, and the
+  run's teardown task clears it, whether the run succeeded or failed. A lease left by a
+  deployment that died without running its teardown is reported with its owner and start
+  time; the data team deletes the file once they know that run is gone.
+
+A second writer fails at once with a `ReleaseLockedError`; nobody waits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ctdc_harmonizer.errors import ReleaseLockedError
+
+LOCK_FOLDER = ".locks"
+PROCESS, LEASE = "process", "lease"
+_held: dict[str, int] = {}  # lock path -> open fd holding the flock (process locks)
+
+
+def lock_path(out: str | Path, release: str) -> Path:
+    return Path(out) / LOCK_FOLDER / f"{release}.lock"
+
+
+def process_owner() -> str:
+    return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+def _read(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 65536)
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {}
+
+
+def _write(fd: int, content: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(content, sort_keys=True).encode())
+    os.fsync(fd)
+
+
+def _open_locked(path: Path, release: str) -> int:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ReleaseLockedError(
+            f"release '{release}' is being written into this out folder by another run "
+            f"(lock {path}); not starting a second one"
+        ) from None
+    return fd
+
+
+def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> dict:
+    """Take the release's lock: a flock held by this process (lease_owner None) or an
+    Airflow lease for `lease_owner` (a DAG run id). Returns {"path", "owner", "kind"}."""
+    path = lock_path(out, release)
+    fd = _open_locked(path, release)
+    try:
+        current = _read(fd)
+        owner = lease_owner or process_owner()
+        # A process holder's flock died with it: its file content is stale. A lease is not.
+        if current.get("kind") == LEASE and current.get("owner") != owner:
+            raise ReleaseLockedError(
+                f"release '{release}' is locked by Airflow run '{current.get('owner')}' since "
+                f"{current.get('since')} (lock {path}); if that run has ended without its "
+                "cleanup task, delete the lock file"
+            )
+        kind = LEASE if lease_owner else PROCESS
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        _write(fd, {"owner": owner, "kind": kind, "since": since})
+    except BaseException:
+        os.close(fd)
+        raise
+    if kind == LEASE:
+        os.close(fd)  # the lease lives in the file; the flock only made check-and-write atomic
+    else:
+        _held[str(path)] = fd
+    return {"path": str(path), "owner": owner, "kind": kind}
+
+
+def check(lock: dict, release: str) -> None:
+    """The run still owns its lock (a step about to publish checks this first)."""
+    path = Path(lock["path"])
+    try:
+        content = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        content = {}
+    if content.get("owner") != lock["owner"]:
+        raise ReleaseLockedError(
+            f"release '{release}': this run no longer holds its lock ({path}); not publishing"
+        )
+
+
+def release(lock: dict) -> None:
+    """Give the lock back (idempotent; a lock now owned by someone else is left alone)."""
+    path = Path(lock["path"])
+    fd = _held.pop(str(path), None)
+    if fd is None:
+        if not path.exists():
+            return
+        try:
+            fd = os.open(path, os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a process run holds it now: not ours any more
+            os.close(fd)
+            return
+    try:
+        if _read(fd).get("owner") == lock["owner"]:
+            # Emptied, not deleted: unlinking a flocked file lets two runs lock two inodes.
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

@@ -1,0 +1,131 @@
+"""A DAG run where iom's first names were pasted into a coded column.
+
+The coverage gate fails the `map` task, at once (a data error is not retried), and none of
+the planted names may be found in the task logs, XCom, the Airflow metadata database or
+anywhere under the out folder (which the run's teardown leaves without a work folder and
+with its release lease freed). One DAG run for the module.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.airflow
+
+DAG_ID = "ctdc_annual_update"
+RELEASE = "shifted-2025"
+# Invented first names, each on many rows: were the shifted column not detected, the k-rule
+# alone would let them into the unmapped report.
+PLANTED = ["Zarqaplanta", "Oyelfictia", "Brunmadeup", "Quillonymus", "Fennigrasso"]
+
+
+@dataclass
+class Run:
+    state: str
+    run_id: str
+    out: Path
+    output: str
+
+
+@pytest.fixture(scope="module")
+def metadata_db(airflow_home: Path) -> Path:
+    from airflow.utils import db
+
+    db.upgradedb()
+    return airflow_home / "airflow.db"
+
+
+@pytest.fixture(scope="module")
+def shifted_run(request, repo_root, metadata_db, sample_landing, tmp_path_factory) -> Run:
+    from airflow.dag_processing.dagbag import DagBag
+
+    landing = tmp_path_factory.mktemp("shifted_landing")
+    (landing / "iom").mkdir()
+    source = next((sample_landing / "iom").glob("iom_case_export_*.csv"))
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    names = [PLANTED[i % len(PLANTED)] for i in range(len(frame))]
+    frame["mimosa_gender"] = names  # the first-name column, pasted one place off
+    frame["beneficiary_first_name"] = ""
+    frame.to_csv(landing / "iom" / source.name, index=False)
+
+    dag = DagBag(dag_folder=str(repo_root / "dags")).dags[DAG_ID]
+    for task in dag.tasks:
+        # A retry would show as try_number 2 one second later; fail-fast means none.
+        task.retries = 1
+        task.retry_delay = timedelta(seconds=1)
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    capturing = capman is not None and capman.is_globally_capturing()
+    if capturing:
+        capman.read_global_capture()
+    out = tmp_path_factory.mktemp("shifted_out")
+    conf = {"landing": str(landing), "out": str(out), "release": RELEASE, "partners": ["iom"]}
+    run = dag.test(run_conf=conf)
+    output = "".join(capman.read_global_capture()) if capturing else ""
+    return Run(str(getattr(run.state, "value", run.state)), run.run_id, out, output)
+
+
+def tasks(db: Path, run_id: str) -> dict[str, tuple[str, int]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (DAG_ID, run_id),
+        ).fetchall()
+    return {task: (state, tries) for task, state, tries in rows}
+
+
+def found(text: str) -> list[str]:
+    folded = text.casefold()
+    return [name for name in PLANTED if name.casefold() in folded]
+
+
+def test_map_fails_at_once_and_the_run_is_cleaned_up(shifted_run, metadata_db):
+    from ctdc_harmonizer import locks
+
+    assert shifted_run.state == "failed"
+    states = tasks(metadata_db, shifted_run.run_id)
+    assert states["partner.map"] == ("failed", 1), states  # no retry of a data error
+    assert states["partner.read"][0] == "success"
+    assert states["cleanup"][0] == "success", states  # the teardown ran on failure
+    assert not (shifted_run.out / ".work" / RELEASE).exists()
+    assert not (shifted_run.out / RELEASE).exists()
+    assert locks.lock_path(shifted_run.out, RELEASE).read_text() == ""
+    if shifted_run.output:
+        assert "mimosa_gender:" in shifted_run.output  # the gate names the field, with counts
+
+
+def test_no_planted_name_in_logs(shifted_run, airflow_home):
+    if not shifted_run.output:
+        pytest.skip("pytest output capture is off (-s): the dag.test() logs were not captured")
+    assert "planned release" in shifted_run.output, "pipeline log lines missing from capture"
+    log_files = [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
+    texts = [shifted_run.output, *(p.read_bytes().decode("utf-8", "ignore") for p in log_files)]
+    assert found("\n".join(texts)) == []
+
+
+def test_no_planted_name_in_xcom_or_metadata_db(shifted_run, metadata_db):
+    with sqlite3.connect(metadata_db) as conn:
+        xcoms = conn.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ?",
+            (DAG_ID, shifted_run.run_id),
+        ).fetchall()
+        dump = "\n".join(conn.iterdump())
+    assert {"plan", "partner.read"} <= {task for task, _ in xcoms}
+    assert found("\n".join(str(value) for _, value in xcoms)) == []
+    raw = metadata_db.read_bytes().decode("utf-8", errors="ignore")
+    assert found(dump + raw) == []
+
+
+def test_no_planted_name_in_the_out_folder(shifted_run):
+    files = [p for p in shifted_run.out.rglob("*") if p.is_file()]
+    texts = []
+    for path in files:
+        if path.suffix == ".parquet":
+            texts.append(pd.read_parquet(path).astype(str).to_csv(index=False))
+        texts.append(path.read_bytes().decode("utf-8", errors="ignore"))
+    assert found("\n".join(texts)) == []
