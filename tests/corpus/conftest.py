@@ -24,3 +24,9 @@ def corpus_env(pristine_landing: Path, tmp_path: Path):
         return new_env(pristine_landing, tmp_path / "case", case)
 
     return make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "corpus_process: corpus case run through the real ctdc binary (subprocess)"
+    )

@@ -288,9 +288,9 @@ CASES = [
         "hotline-not-utf8",
         P,
         not_utf8,
-        1,
+        None,
         [*FILE_AND, line(11)],
-        promise="not UTF-8: located error (line 11)",
+        promise="a Latin-1 byte in a dropped field (open): if refused, located (line 11)",
     ),
     Case(
         "hotline-duplicate-key",

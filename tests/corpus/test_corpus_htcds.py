@@ -125,11 +125,14 @@ def missing_label_row(env: Env) -> None:
 
 
 def duplicate_header(env: Env) -> None:
+    """A second `prs_Gender` column added right of the template, holding other values."""
     w = book(env)
-    w.sheet.cell(row=1, column=w.col("prs_Title")).value = "prs_Gender"
-    for row in range(FIRST, w.last_row + 1):
-        w.sheet.cell(row=row, column=w.fields.index("prs_Title") + 1).value = f"Zorbtitle{row}"
-    env.plant(*[f"Zorbtitle{row}" for row in range(FIRST, w.last_row + 1)])
+    column = len(w.fields) + 1
+    w.sheet.cell(row=1, column=column).value = "prs_Gender"
+    titles = [f"Zorbtitle{row}" for row in range(FIRST, w.last_row + 1)]
+    for row, title in zip(range(FIRST, w.last_row + 1), titles, strict=True):
+        w.sheet.cell(row=row, column=column).value = title
+    env.plant(*titles)
     w.save()
 
 

@@ -101,8 +101,13 @@ def unclosed_quote(env: Env) -> None:
 
 
 def duplicate_header(env: Env) -> None:
+    """A second `gender` column appended, holding names."""
     t = table(env)
-    t.header[t.col("majorityStatus")] = "gender"
+    t.header.append("gender")
+    names = [f"Zorbgender{i}" for i in range(len(t.rows))]
+    for r, name in zip(t.rows, names, strict=True):
+        r.append(name)
+    env.plant(*names)
     t.write()
 
 

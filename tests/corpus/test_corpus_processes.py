@@ -249,7 +249,9 @@ def test_killed_during_warehouse_load_then_rerun(corpus_env):
     assert killed, "the run ended before the warehouse load could be interrupted"
     folder = env.out / env.release
     check_no_half_release(folder)
-    agree = folder.exists() and warehouse_rows(env.out, env.release) == harmonized_rows(folder)
+    agree = release_is_complete(folder) and warehouse_rows(env.out, env.release) == (
+        harmonized_rows(folder)
+    )
     rerun = run_subprocess(env)
     check_promises(Case("kill-rerun", P, case.mutate, None), rerun)
     if not agree:
@@ -257,6 +259,7 @@ def test_killed_during_warehouse_load_then_rerun(corpus_env):
             "release folder and warehouse disagreed after the kill and the rerun did not say so"
         )
     if rerun.code == 0:
+        assert release_is_complete(folder), "the rerun exited 0 without a complete release"
         assert warehouse_rows(env.out, env.release) == harmonized_rows(folder)
         assert harmonized_rows(folder) < harmonized_rows_before(first)
 
