@@ -270,10 +270,19 @@ def header_only(env: Env) -> None:
 # --- values where they do not belong: the coverage gate must not quote them --------------------
 
 
+def included(env: Env, t: CsvTable, i: int) -> None:
+    """Make row i a record the pipeline keeps: consent, a victim, a case id of its own."""
+    legacy = t.get(i, "data_system") == "LEGACY"
+    t.set(i, "consent_to_share_data", "Y" if legacy else "Yes")
+    t.set(i, "beneficiary_category", "Victim of trafficking")
+    t.set(i, "case_id", env.plant(f"{'LGC' if legacy else 'MIM'}-2010-ZQ{i:04d}"))
+
+
 def in_cell(column: str, value: str, system: str | None = None):
     def mutate(env: Env) -> None:
         t = table(env)
         i = first_row(t, system) if system else 4
+        included(env, t, i)
         t.set(i, column, env.plant(value))
         t.write()
 

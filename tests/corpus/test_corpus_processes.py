@@ -33,6 +33,7 @@ from corpus_kit import (
     line,
     new_env,
     release_is_complete,
+    run_in_process,
     run_subprocess,
 )
 
@@ -205,21 +206,29 @@ def test_two_concurrent_runs_of_one_release(corpus_env):
 # --- SIGKILL during the warehouse load, then a rerun --------------------------------------------
 
 
-def kill_during_warehouse_load(proc: subprocess.Popen, out: Path, release: str) -> bool:
-    """SIGKILL as soon as the warehouse or the release folder starts to change."""
-    warehouse = out / "warehouse.sqlite"
-    metadata = out / release / "metadata.json"
+def kill_when(proc: subprocess.Popen, out: Path, release: str, point: str) -> bool:
+    """SIGKILL as soon as the warehouse (point "warehouse") or the published release folder
+    (point "release-folder") starts to change."""
+    watched = (
+        [out / "warehouse.sqlite"]
+        if point == "warehouse"
+        else [out / release / "metadata.json", out / release / "harmonized.csv"]
+    )
+    journals = [out / f"warehouse.sqlite{s}" for s in ("-journal", "-wal")]
 
-    def stamp(path: Path) -> float | None:
-        try:
-            return path.stat().st_mtime_ns
-        except OSError:
-            return None
+    def stamps() -> list:
+        found = []
+        for path in watched:
+            try:
+                found.append(path.stat().st_mtime_ns)
+            except OSError:
+                found.append(None)
+        return found
 
-    before = (stamp(warehouse), stamp(metadata))
+    before = stamps()
     while proc.poll() is None:
-        journals = [out / f"warehouse.sqlite{s}" for s in ("-journal", "-wal")]
-        if any(j.exists() for j in journals) or (stamp(warehouse), stamp(metadata)) != before:
+        journal = point == "warehouse" and any(j.exists() for j in journals)
+        if journal or stamps() != before:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return True
@@ -233,26 +242,28 @@ MISMATCH = re.compile(
 
 
 @pytest.mark.corpus_process
-def test_killed_during_warehouse_load_then_rerun(corpus_env):
+@pytest.mark.parametrize("point", ["warehouse", "release-folder"])
+def test_killed_mid_run_then_rerun(point, corpus_env, capsys, caplog):
     """A rerun with changed input is killed during the load: no release folder looks complete
-    without being so; the release and the warehouse agree, or the next run says they do not."""
+    without being so; the release and the warehouse agree, or the next run says they do not.
+    The first run and the rerun are in-process (speed); the killed run is the real binary."""
     case = Case("kill-mid-load", P, lambda env: None, None)
     env = corpus_env(case)
-    first = run_subprocess(env)
+    first = run_in_process(env, capsys, caplog)
     assert first.code == 0, first.stderr[-300:]
     path = env.path(P, IOM_FILE)
     t = CsvTable(path)
     t.rows = t.rows[:-12]  # a changed delivery: 12 records fewer
     t.write()
     proc = start(env)
-    killed = kill_during_warehouse_load(proc, env.out, env.release)
-    assert killed, "the run ended before the warehouse load could be interrupted"
+    killed = kill_when(proc, env.out, env.release, point)
+    assert killed, f"the run ended before the {point} step could be interrupted"
     folder = env.out / env.release
     check_no_half_release(folder)
     agree = release_is_complete(folder) and warehouse_rows(env.out, env.release) == (
         harmonized_rows(folder)
     )
-    rerun = run_subprocess(env)
+    rerun = run_in_process(env, capsys, caplog)
     check_promises(Case("kill-rerun", P, case.mutate, None), rerun)
     if not agree:
         assert MISMATCH.search(rerun.stdout + rerun.stderr), (

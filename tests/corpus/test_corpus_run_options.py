@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -91,10 +93,12 @@ def landing_missing(env: Env) -> None:
 def in_process_run(env: Env) -> int:
     from ctdc_harmonizer import cli
 
-    try:
-        return cli.main(argv_for(env))
-    except BaseException:  # noqa: BLE001 - the case run reports tracebacks; here only setup
-        return -1
+    # A setup run: its own output is not the case's (the case judges the run that follows).
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return cli.main(argv_for(env))
+        except BaseException:  # noqa: BLE001 - the case run reports tracebacks; here only setup
+            return -1
 
 
 def digest(folder: Path) -> dict:
