@@ -222,6 +222,26 @@ def withdrawals_header_only(env: Env) -> None:
     env.path(P, "withdrawals.csv").write_text("record_id\n", encoding="utf-8")
 
 
+def symlinked_extract(env: Env) -> None:
+    elsewhere = env.root / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / HOTLINE_FILE
+    j = lines_file(env)
+    j.records[3]["victim_gender"] = env.plant(NAME)
+    j.path = target
+    j.write()
+    env.path(P, HOTLINE_FILE).unlink()
+    env.path(P, HOTLINE_FILE).symlink_to(target)
+
+
+def long_narrative(env: Env) -> None:
+    """A 3 MB free-text answer on one line: longer than a reader's default block."""
+    j = lines_file(env)
+    j.records[20]["narrative"] = ("Zorblongnote " * 250_000).strip()
+    env.plant("Zorblongnote")
+    j.write()
+
+
 CASES = [
     Case("hotline-blank-lines", P, blank_lines, 0, promise="blank lines: rows stay physical"),
     Case("hotline-crlf", P, crlf, 0, promise="CRLF line ends read"),
@@ -331,6 +351,22 @@ CASES = [
         1,
         [f"'{P}'", "victim_gender"],
         promise="names pasted into a coded field never reach the message",
+    ),
+    Case(
+        "hotline-symlinked-extract",
+        P,
+        symlinked_extract,
+        1,
+        FILE_AND,
+        promise="extract symlinked from outside the landing refused",
+    ),
+    Case(
+        "hotline-3mb-line",
+        P,
+        long_narrative,
+        None,
+        [*FILE_AND, line(21)],
+        promise="a 3 MB line (open): read in full, or a located error",
     ),
     Case("hotline-formulas-escaped", P, formulas, 0, promise="formula values escaped"),
     Case("hotline-rare-unknowns", P, rare_unknowns, 0, promise="rare unknown values withheld"),

@@ -437,6 +437,12 @@ def second_extract_via_symlink(env: Env) -> None:
     env.path(P, "iom_case_export_2024.csv").symlink_to(target)
 
 
+def nul_byte(env: Env) -> None:
+    t = table(env)
+    t.set(6, "case_notes", f"before\x00after {env.plant(NAME)}")
+    t.write()
+
+
 FILE_AND = [f"'{P}'", IOM_FILE]
 
 CASES = [
@@ -546,6 +552,14 @@ CASES = [
         None,
         FILE_AND,
         promise="semicolon CSV: error naming the file, or handled (open)",
+    ),
+    Case(
+        "iom-nul-byte-in-note",
+        P,
+        nul_byte,
+        None,
+        [*FILE_AND, line(8)],
+        promise="a NUL byte in a dropped note (open): no traceback, no leak",
     ),
     Case("iom-empty-file", P, empty_file, None, FILE_AND, promise="0-byte file (open)"),
     Case("iom-header-only", P, header_only, None, FILE_AND, promise="no data rows (open)"),

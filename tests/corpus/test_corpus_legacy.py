@@ -159,6 +159,19 @@ def rare_unknowns(env: Env) -> None:
     t.write()
 
 
+def symlinked_2021(env: Env) -> None:
+    import shutil
+
+    elsewhere = env.root / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / LEGACY_2021
+    shutil.move(env.path(P, LEGACY_2021), target)
+    t = CsvTable(target)
+    t.set(1, "gender", env.plant(NAME))
+    t.write()
+    env.path(P, LEGACY_2021).symlink_to(target)
+
+
 FILE_2020 = [f"'{P}'", LEGACY_2020]
 FILE_2021 = [f"'{P}'", LEGACY_2021]
 
@@ -247,6 +260,14 @@ CASES = [
         1,
         [f"'{P}'", "withdrawals"],
         promise="withdrawals for a partner without record id: error",
+    ),
+    Case(
+        "legacy-symlinked-2021-file",
+        P,
+        symlinked_2021,
+        1,
+        FILE_2021,
+        promise="second delivery symlinked from outside refused",
     ),
     Case("legacy-formulas-escaped", P, formulas, 0, promise="formula values escaped"),
     Case("legacy-rare-unknowns", P, rare_unknowns, 0, promise="rare unknown values withheld"),
