@@ -324,6 +324,17 @@ def load_warehouse(plan: dict, url: str | None = None) -> dict:
     return counts
 
 
+def hand_off(plan: dict) -> dict:
+    """Write the release's hand-off folder for synthesis (table + manifest): synthesis.handoff."""
+    from ctdc_harmonizer.synthesis.handoff import write_handoff
+
+    info = write_handoff(plan["release_dir"])
+    log.info(
+        "release %s handed off in %s (%d rows)", plan["release"], info["handoff"], info["rows"]
+    )
+    return info
+
+
 def _worker_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -367,4 +378,5 @@ def run(
     combine(plan)
     info = write_release(plan)
     info["warehouse"] = load_warehouse(plan, warehouse_url)
+    info["handoff"] = hand_off(plan)
     return info
