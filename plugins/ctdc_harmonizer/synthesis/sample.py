@@ -51,8 +51,8 @@ class AggregateTables:
         self.values = {c: [EMPTY] for c in self.columns}
         for column, group in values.groupby("column"):
             self.values[column] += group["value"].tolist()
-        code = {(c, v): i for c, vs in self.values.items() for i, v in enumerate(vs)}
-        pairs["code"] = [code[(c, v)] for c, v in zip(pairs["column"], pairs["value"])]
+        values["code"] = values.groupby("column").cumcount() + 1  # 0 is the empty value
+        pairs = pairs.merge(values, on=["column", "value"], how="left")
         pairs["pos"] = pairs["column"].map(self.position)
         pairs = pairs.sort_values(["row", "pos"], kind="stable")
         # One dense array per column set, holding the released (non-empty) counts.
