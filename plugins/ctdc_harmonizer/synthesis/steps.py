@@ -45,6 +45,24 @@ def default_out() -> str:
     return os.environ.get("CTDC_OUT") or str(home / "releases")
 
 
+def event_release(extras: list[dict]) -> dict | None:
+    """The asset event a run acts on: the newest one, provided all name the same release.
+
+    Several events are queued when the annual update ran more than once before this run; they
+    may only be reruns of one release (a rerun rewrites the hand-off, so the newest is it).
+    """
+    extras = [e for e in extras if e]
+    if not extras:
+        return None
+    releases = sorted({str(e.get("release")) for e in extras})
+    if len(releases) > 1:
+        raise CtdcError(
+            f"the run was triggered by asset events of {len(releases)} releases "
+            f"({', '.join(releases)}); trigger the synthesis of each release by hand"
+        )
+    return dict(extras[-1])
+
+
 def plan_synthesis(
     release: str | None = None,
     handoff: str | None = None,
