@@ -3,6 +3,7 @@
     ctdc run --landing DIR --out DIR [--partners a,b] [--release LABEL] [--warehouse URL]
     ctdc generate --out DIR [--records N] [--seed S] [--partners a,b]
     ctdc profile --landing DIR --partner NAME --out DIR
+    ctdc synthesize --release LABEL [--out DIR | --handoff DIR] [--epsilon E] [--warehouse URL]
 
 Exit 0 on success; otherwise 1 (bad input, mapping or coverage) or 2 (usage),
 with a message that names partner, file, column and row, never a value.
@@ -61,6 +62,31 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.synthesis.steps import run_all
+
+    result = run_all(
+        release=args.release,
+        handoff=args.handoff,
+        out=args.out,
+        epsilon=args.epsilon,
+        delta=args.delta,
+        reporting_length=args.reporting_length,
+        seed=args.seed,
+        warehouse_url=args.warehouse,
+    )
+    fitted, evaluated = result["fit_aggregates"], result["evaluate"]
+    print(f"public dataset: {result['publish']['public_dir']} ({result['publish']['rows']} rows)")
+    print(
+        f"epsilon spent now: {fitted['epsilon_spent_now']:g} "
+        f"(release total {fitted['epsilon_spent_release']:g}; "
+        f"aggregates {'reused' if fitted['reused'] else 'fitted'})"
+    )
+    print(f"mean abs. error vs DP aggregates by length: {evaluated['mae_vs_dp_by_length']}")
+    print(f"comparability report (restricted): {evaluated['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctdc", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", required=True)
     prof.add_argument("--mappings")
     prof.set_defaults(func=_cmd_profile)
+    syn = sub.add_parser("synthesize", help="DP synthesis of a handed-off release (public data)")
+    syn.add_argument("--release", required=True, help="release label")
+    syn.add_argument("--out", help="folder holding the releases (default: $CTDC_OUT)")
+    syn.add_argument("--handoff", help="hand-off folder (default: <out>/<release>/handoff)")
+    syn.add_argument("--epsilon", type=float, help="default: schemas/synthesis_v1.yaml")
+    syn.add_argument("--delta", type=float)
+    syn.add_argument("--reporting-length", type=int)
+    syn.add_argument("--seed", type=int)
+    syn.add_argument("--warehouse", help="SQLAlchemy URL of the ledger (default: as ctdc run)")
+    syn.set_defaults(func=_cmd_synthesize)
     return parser
 
 
