@@ -30,7 +30,7 @@ def make_release(rows: int, seed: int) -> Path:
     from ctdc_harmonizer import pipeline, samples
 
     root = OUT / "releases" / f"n{rows}"
-    release = f"bench-{rows}"
+    release = f"bench{rows // 1000}k-2025"  # no digits a year could be read from
     if (root / release / "handoff" / "manifest.json").is_file():
         return root
     per_partner = rows // len(samples.available()) + 1
@@ -46,7 +46,7 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
     from ctdc_harmonizer.synthesis import steps
 
     os.environ["CTDC_BENCH"] = "1"
-    release = f"bench-{rows}"
+    release = f"bench{rows // 1000}k-2025"  # no digits a year could be read from
     restricted = root / "restricted" / release
     if restricted.exists():  # a fresh fit each time: a benchmark spends its own budget
         import shutil

@@ -92,8 +92,7 @@ def descriptive_metadata(
             "epsilon": params.epsilon,
             "delta": params.delta,
             "reporting_length": params.reporting_length,
-            "accuracy_mode": params.accuracy_mode,
-            "fabrication_mode": params.fabrication_mode,
+            "parameters": params.model_dump(mode="json"),  # exactly what pac-synth's fit used
         },
         "null": "empty cell",
         "binary_true": "1",
