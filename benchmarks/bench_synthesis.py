@@ -78,7 +78,8 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
         "rows": results["verify"]["rows"],
         "seconds_total": total,
         "seconds_by_step": timings,
-        "seconds_fit_pacsynth": fitted["fit_seconds"],  # includes pac-synth's sampler if run
+        "seconds_fit_pacsynth": fitted["fit_seconds"],
+        "seconds_pacsynth_sampler": fitted["pacsynth_sample_seconds"],
         "seconds_own_sampler": results["sample"]["sample_seconds"],
         "pacsynth_sampler_ran": results["verify"]["rows"] <= pacsynth_up_to,
         "combinations": fitted["combinations"],

@@ -103,32 +103,39 @@ def fit(
     codebook: Codebook,
     threads: int,
     pacsynth_sample: bool,
-) -> tuple[DpAggregates, pd.DataFrame | None]:
+) -> tuple[DpAggregates, pd.DataFrame | None, dict[str, float]]:
     """Fit pac-synth once (this spends epsilon); optionally sample with its own sampler.
 
     pac-synth's sampler can only run on the synthesizer that was fitted (the aggregates
     cannot be loaded back into it), so when it is wanted it runs here, right after fit.
     """
+    import time
+
     import pacsynth
 
+    seconds = {}
     try:
         pacsynth.set_number_of_threads(threads)
         synthesizer = pacsynth.DpAggregateSeededSynthesizer(_builder(params).build())
         dataset = pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
+        started = time.perf_counter()
         synthesizer.fit(dataset)
         raw = synthesizer.get_dp_aggregates(DELIMITER)
         protected = int(synthesizer.get_dp_number_of_records())
+        seconds["fit"] = round(time.perf_counter() - started, 2)
         sample = None
         if pacsynth_sample:
+            started = time.perf_counter()
             rows = synthesizer.sample()
             sample = pd.DataFrame(rows[1:], columns=rows[0], dtype=object)[codebook.columns]
+            seconds["pacsynth_sample"] = round(time.perf_counter() - started, 2)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a Rust panic is a BaseException; its text may quote data
         raise FitError(f"pac-synth failed ({type(exc).__name__})") from None
     order = {name: i for i, name in enumerate(codebook.columns)}
     counts = {canonical_key(k, order): int(v) for k, v in raw.items()}
-    return DpAggregates(counts, protected, params, dataset_hash(strings)), sample
+    return DpAggregates(counts, protected, params, dataset_hash(strings)), sample, seconds
 
 
 def store_key(dataset_sha256: str, params: DpParams) -> str:

@@ -212,9 +212,8 @@ def fit_aggregates(plan: dict) -> dict:
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
                 len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
             )
-            started = time.monotonic()
             try:
-                aggregates, pac_sample = fit_mod.fit(
+                aggregates, pac_sample, seconds = fit_mod.fit(
                     strings, params, codebook, config.sampling.threads, want_pacsynth
                 )
                 digest = fit_mod.save(aggregates, folder, pac_sample)
@@ -222,9 +221,8 @@ def fit_aggregates(plan: dict) -> dict:
                 ledger.close(attempt, plan["release"], dataset_sha, params, FAILED)
                 raise
             ledger.close(attempt, plan["release"], dataset_sha, params, SPENT, digest)
-            seconds = round(time.monotonic() - started, 2)
         else:
-            digest, seconds = reused.aggregates_sha256, 0.0
+            digest, seconds = reused.aggregates_sha256, {}
         spent_epsilon, _ = ledger.spent(plan["release"])
     finally:
         ledger.dispose()
@@ -237,7 +235,8 @@ def fit_aggregates(plan: dict) -> dict:
         "epsilon_spent_release": spent_epsilon,
         "combinations": len(aggregates.counts),
         "protected_records": aggregates.protected_records,
-        "fit_seconds": seconds,
+        "fit_seconds": seconds.get("fit", 0.0),
+        "pacsynth_sample_seconds": seconds.get("pacsynth_sample"),
     }
     _json(Path(plan["work_dir"]) / "fit.json", state)
     log.info(
