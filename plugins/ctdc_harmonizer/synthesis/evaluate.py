@@ -183,17 +183,19 @@ def bar_chart(title: str, categories: list[str], series: dict[str, list[float]])
     row_h, bar_h, label_w, plot_w = 8 + 14 * len(names), 12, 230, 420
     height = 40 + row_h * len(categories) + 24
     top = max([v for vals in series.values() for v in vals if v is not None] + [1e-9])
+    legend_w = label_w + sum(30 + 7 * len(name) for name in names)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{max(label_w + plot_w + 80, legend_w)}" '
         f'height="{height}" role="img" aria-label="{html.escape(title)}">',
         f'<text x="4" y="16" font-weight="bold" font-size="13">{html.escape(title)}</text>',
     ]
-    for i, name in enumerate(names):
-        x = label_w + i * 140
+    x = label_w
+    for i, name in enumerate(names):  # legend: entries side by side, spaced by label length
         parts.append(
             f'<rect x="{x}" y="24" width="10" height="10" fill="{SERIES_COLOURS[i % 4]}"/>'
             f'<text x="{x + 14}" y="33" font-size="11">{html.escape(name)}</text>'
         )
+        x += 30 + 7 * len(name)
     for r, category in enumerate(categories):
         y0 = 40 + r * row_h
         parts.append(
@@ -263,7 +265,10 @@ def render_html(report: dict, title: str, public: bool, codebook: Codebook) -> s
                 f"<p><b>The project's sampler {verdict} at least as accurate as pac-synth's on "
                 f"the same DP aggregates</b> (mean absolute error against the sensitive counts, "
                 f"all combinations); as accurate or better at lengths "
-                f"{', '.join(h['own_as_accurate_at_lengths']) or 'none'}.</p>"
+                f"{', '.join(h['own_as_accurate_at_lengths']) or 'none'}. Fabricated combinations "
+                f"(in synthetic, absent from the sensitive data): project's sampler "
+                f"{h['own']['fabricated_combinations']}, pac-synth's "
+                f"{h['pacsynth']['fabricated_combinations']}.</p>"
             )
     lengths = [k for k in next(iter(entry.values())) if k != "all"]
     out.append(
