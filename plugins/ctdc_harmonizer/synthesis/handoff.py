@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +53,10 @@ def sha256_file(path: Path) -> str:
 
 
 def write_handoff(release_dir: str | Path) -> dict:
-    """Write `<release_dir>/handoff/` from the release folder (atomically: write aside, rename)."""
+    """Write `<release_dir>/handoff/` from the release folder (atomically: write aside, rename).
+
+    No timestamp in the manifest: the same release gives the same hand-off, byte for byte.
+    """
     release_dir = Path(release_dir)
     codebook = default_codebook()
     meta = json.loads((release_dir / "metadata.json").read_text(encoding="utf-8"))
@@ -74,7 +76,6 @@ def write_handoff(release_dir: str | Path) -> dict:
         "contract": CONTRACT,
         "release": meta["release"],
         "release_year": meta["release_year"],
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "codebook": {k: meta["codebook"][k] for k in ("title", "version", "file", "sha256")},
         "rows": rows,
         "columns": codebook.columns,
