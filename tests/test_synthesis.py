@@ -114,6 +114,7 @@ def test_handoff_holds_exactly_table_and_manifest(handed_off):
     manifest_digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     assert handed_off["manifest_sha256"] == manifest_digest
     assert verify_handoff(folder, RELEASE, manifest_digest).rows == 400
+    assert write_handoff(folder.parent)["manifest_sha256"] == manifest_digest  # reproducible
 
 
 def test_one_changed_byte_is_refused_and_nothing_is_published(handed_off):
