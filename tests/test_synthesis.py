@@ -26,7 +26,7 @@ from ctdc_harmonizer.synthesis.config import (
     load_suppression_config,
     load_synthesis_config,
 )
-from ctdc_harmonizer.synthesis.evaluate import compare, shares
+from ctdc_harmonizer.synthesis.evaluate import combination_counts, compare, shares
 from ctdc_harmonizer.synthesis.handoff import HandoffError, verify_handoff, write_handoff
 from ctdc_harmonizer.synthesis.ledger import BudgetExceeded, Ledger
 from ctdc_harmonizer.synthesis.risk import disclosure_risk
@@ -311,6 +311,17 @@ def test_sampler_reproduces_the_dp_one_counts_and_only_released_values():
     assert pairs[("2020", "")] == pytest.approx(5, abs=2)
     again = sample(aggregates, columns, seed=1, never_empty=frozenset({"yearOfRegistration"}))
     pd.testing.assert_frame_equal(frame, again)
+
+
+def test_combination_counts_equal_pacsynths_own_count():
+    import pacsynth
+
+    strings = fit_mod.as_strings(harmonized_frame(300), CODEBOOK)
+    mine = combination_counts(strings, 3, CODEBOOK)
+    dataset = pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
+    order = {c: i for i, c in enumerate(CODEBOOK.columns)}
+    theirs = {fit_mod.canonical_key(k, order): v for k, v in dataset.get_aggregates(3, ";").items()}
+    assert mine.to_dict() == theirs
 
 
 def test_compare_counts_fabricated_and_suppressed():

@@ -4,7 +4,8 @@ For combination lengths 1..reporting length: the error of synthetic counts again
 aggregates and against the sensitive counts (mean absolute and mean relative error, overall and
 by count bucket), fabricated combinations (in synthetic, absent from the sensitive data) and
 suppressed ones (in the sensitive data, absent from synthetic), and per-variable shares with the
-codebook's denominator rule (section 6). Counting uses pac-synth's own `Dataset.get_aggregates`.
+codebook's denominator rule (section 6). Combinations are counted as pac-synth counts them
+(a test checks equality with `Dataset.get_aggregates`), several times faster.
 
 The full report is restricted (it holds sensitive counts). `public_report` keeps only what
 compares the synthetic data with the DP aggregates, which are public anyway.
@@ -14,23 +15,54 @@ from __future__ import annotations
 
 import html
 import math
+from itertools import combinations
 
+import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.codebook import BINARY_TRUE, Codebook
-from ctdc_harmonizer.synthesis.fit import DELIMITER, canonical_key
+from ctdc_harmonizer.synthesis.fit import DELIMITER, SEPARATOR
 
 SERIES_COLOURS = ["#1b6ca8", "#e07b39", "#5a9e4b", "#8e6bb3"]
 
 
 def combination_counts(strings: pd.DataFrame, reporting_length: int, codebook: Codebook):
-    """Exact counts of every non-empty attribute combination up to the reporting length."""
-    import pacsynth
+    """Exact counts of every non-empty attribute combination up to the reporting length.
 
-    dataset = pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
-    order = {name: i for i, name in enumerate(codebook.columns)}
-    raw = dataset.get_aggregates(reporting_length, DELIMITER)
-    return pd.Series({canonical_key(k, order): int(v) for k, v in raw.items()}, dtype="int64")
+    The same combinations pac-synth's `Dataset.get_aggregates` counts (empty values are not
+    attributes), keyed "col:value;col:value" in codebook order; vectorised with integer codes
+    and one `bincount` per column set, which is several times faster on a whole release.
+    """
+    columns = [c for c in codebook.columns if c in strings.columns]
+    codes, labels = {}, {}
+    for name in columns:
+        values = strings[name].to_numpy(dtype=object)
+        uniques, inverse = np.unique(values, return_inverse=True)
+        # code 0 is the empty value (np.unique sorts "" first when present)
+        if len(uniques) and uniques[0] == "":
+            codes[name], labels[name] = inverse, uniques
+        else:
+            codes[name], labels[name] = inverse + 1, np.r_[[""], uniques].astype(object)
+    keys, counts = [], []
+    for length in range(1, reporting_length + 1):
+        for combo in combinations(columns, length):
+            sizes = [len(labels[c]) for c in combo]
+            flat = np.ravel_multi_index(tuple(codes[c] for c in combo), sizes)
+            tally = np.bincount(flat, minlength=int(np.prod(sizes)))
+            cells = np.flatnonzero(tally)
+            index = np.unravel_index(cells, sizes)
+            keep = np.all([i > 0 for i in index], axis=0)  # no empty value in the combination
+            if not keep.any():
+                continue
+            key = None
+            for name, i in zip(combo, index, strict=True):
+                part = name + SEPARATOR + labels[name][i[keep]].astype(object)
+                key = part if key is None else key + DELIMITER + part
+            keys.append(key)
+            counts.append(tally[cells[keep]])
+    if not keys:
+        return pd.Series(dtype="int64")
+    return pd.Series(np.concatenate(counts), index=np.concatenate(keys), dtype="int64")
 
 
 def _bucket_labels(buckets: list[int]) -> list[str]:
