@@ -218,3 +218,24 @@ def test_nothing_sensitive_in_public_xcom_or_logs(
         xcoms = conn.execute("SELECT value FROM xcom WHERE dag_id = ?", (DAG_ID,)).fetchall()
     assert xcoms
     assert leaks(identifiers, "\n".join(str(v) for (v,) in xcoms)) == []
+
+
+@pytest.mark.airflow
+def test_a_data_error_fails_at_once_without_retry(repo_root, metadata_db, tmp_path):  # noqa: F811
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(repo_root / "dags")).dags[DAG_ID]
+    assert dag.get_task("verify_handoff").retries == 1  # infra errors would be retried
+    run = dag.test(run_conf={"release": "missing-2025", "out": str(tmp_path)})
+    assert _state(run) == "failed"
+    with sqlite3.connect(metadata_db) as conn:
+        states = dict(
+            conn.execute(
+                "SELECT task_id, state || ':' || try_number FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ?",
+                (DAG_ID, run.run_id),
+            ).fetchall()
+        )
+    assert states["verify_handoff"] == "failed:1"
+    assert states["publish"] == "upstream_failed:0"
+    assert not (tmp_path / "public").exists()
