@@ -25,10 +25,11 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.installed
 
-## Generate sample extracts and run the annual update DAG end to end, in-process.
+## Generate sample extracts, run the annual update DAG, then the synthesis DAG on its asset event.
 demo: install
 	$(PY) -m ctdc_harmonizer.cli generate --out $(DEMO_DIR)/landing --seed 2025
 	$(PY) scripts/run_demo.py --landing $(DEMO_DIR)/landing --out $(DEMO_DIR)/releases --release $(RELEASE)
+	$(PY) scripts/run_synthesis_demo.py --out $(DEMO_DIR)/releases --release $(RELEASE)
 
 test: install
 	$(VENV)/bin/ruff check .

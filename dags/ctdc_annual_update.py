@@ -2,9 +2,11 @@
 ### CTDC annual update
 
 Harmonizes each mapped partner's extract onto the CTDC codebook v3 (de-identified), writes the
-release folder, loads the warehouse, then emits the asset `ctdc://harmonized-release` (schedule a
-synthesis DAG on it). Each task is one call into `ctdc_harmonizer.pipeline`; frames stay on disk
-in `<out>/.work/<release>/` (owner-only), XCom holds only paths and counts. Rerun from `plan`.
+release folder, loads the warehouse, then writes the hand-off folder `<out>/<release>/handoff/`
+(table + manifest) and emits the asset `ctdc://harmonized-release` with extra = release, rows,
+handoff path and manifest SHA-256 (the `ctdc_synthesis` DAG is scheduled on it). Each task is
+one call into `ctdc_harmonizer.pipeline`; frames stay on disk in `<out>/.work/<release>/`
+(owner-only), XCom holds only paths and counts. Rerun from `plan`.
 `load_warehouse` publishes the staged release with the load; `plan` leases the release for this
 run, the teardown `cleanup` frees it and deletes the work folder. Data errors fail at once.
 
@@ -95,11 +97,16 @@ def ctdc_annual_update():
     def write_release(plan: dict) -> dict:
         return _pipeline().write_release(plan)
 
+    @task
+    def load_warehouse(plan: dict, written: dict) -> dict:
+        return _pipeline().load_warehouse(plan, os.environ.get("CTDC_WAREHOUSE_URL") or None)
+
+    # The asset event's extra is the synthesis DAG's contract: release, rows, handoff, sha256.
     @task(outlets=[HARMONIZED_RELEASE])
-    def load_warehouse(plan: dict, written: dict, outlet_events=None) -> dict:
-        counts = _pipeline().load_warehouse(plan, os.environ.get("CTDC_WAREHOUSE_URL") or None)
-        outlet_events[HARMONIZED_RELEASE].extra = {k: written[k] for k in ("release", "rows")}
-        return counts
+    def hand_off(plan: dict, outlet_events=None) -> dict:
+        info = _pipeline().hand_off(plan)
+        outlet_events[HARMONIZED_RELEASE].extra = info
+        return info
 
     @task
     def cleanup(plan: dict) -> dict:
@@ -109,7 +116,8 @@ def ctdc_annual_update():
     chains = partner_chain.partial(plan=planned).expand(partner=partners(planned))
     written = write_release(planned)
     chains >> combine(planned) >> written
-    load_warehouse(planned, written) >> cleanup(planned).as_teardown(setups=planned)
+    handed = hand_off(planned)
+    load_warehouse(planned, written) >> handed >> cleanup(planned).as_teardown(setups=planned)
 
 
 ctdc_annual_update()

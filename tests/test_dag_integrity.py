@@ -22,6 +22,7 @@ TASK_IDS = {
     "combine",
     "write_release",
     "load_warehouse",
+    "hand_off",
     "cleanup",
 }
 
@@ -71,7 +72,8 @@ def test_tasks_and_wiring(dag):
     assert "partner.validate_codebook" in dag.get_task("combine").upstream_task_ids
     assert "combine" in dag.get_task("write_release").upstream_task_ids
     assert "write_release" in dag.get_task("load_warehouse").upstream_task_ids
-    assert "load_warehouse" in dag.get_task("cleanup").upstream_task_ids
+    assert "load_warehouse" in dag.get_task("hand_off").upstream_task_ids
+    assert "hand_off" in dag.get_task("cleanup").upstream_task_ids
     # The teardown frees the release lease and deletes the work folder, also after a failure.
     assert dag.get_task("cleanup").is_teardown and dag.get_task("plan").is_setup
     assert [t.task_id for t in dag.leaves] == ["cleanup"]
@@ -80,11 +82,11 @@ def test_tasks_and_wiring(dag):
 def test_last_task_emits_the_release_asset(dag):
     from airflow.sdk import Asset
 
-    outlets = dag.get_task("load_warehouse").outlets
+    outlets = dag.get_task("hand_off").outlets
     assert [(o.name, o.uri) for o in outlets if isinstance(o, Asset)] == [
         ("ctdc_harmonized_release", "ctdc://harmonized-release/")  # as Airflow normalizes it
     ]
-    assert all(not dag.get_task(t).outlets for t in TASK_IDS - {"load_warehouse"})
+    assert all(not dag.get_task(t).outlets for t in TASK_IDS - {"hand_off"})
 
 
 def test_parsing_imports_no_heavy_module(repo_root: Path):
@@ -104,4 +106,4 @@ def test_parsing_imports_no_heavy_module(repo_root: Path):
 
 
 def test_dag_file_is_wiring_only():
-    assert len(DAG_FILE.read_text(encoding="utf-8").splitlines()) <= 115
+    assert len(DAG_FILE.read_text(encoding="utf-8").splitlines()) <= 150

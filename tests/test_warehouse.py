@@ -143,7 +143,7 @@ def test_migrate_creates_codebook_columns(sqlite_url: str) -> None:
             assert col["nullable"]
     assert any(ix["column_names"] == ["release_label"] for ix in insp.get_indexes("case_record"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     engine.dispose()
 
 

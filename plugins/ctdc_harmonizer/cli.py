@@ -5,6 +5,7 @@
     ctdc profile --landing DIR --partner NAME --out DIR
     ctdc check --out DIR [--release LABEL] [--warehouse URL]
     ctdc unmapped --landing DIR --partner NAME --out FILE
+    ctdc synthesize --release LABEL [--out DIR | --handoff DIR] [--epsilon E] [--warehouse URL]
 
 Exit 0 on success; otherwise 1 (bad input, mapping, coverage, out folder, a release being
 written by another run, a release folder and warehouse that disagree) or 2 (usage), with a
@@ -96,6 +97,31 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.synthesis.steps import run_all
+
+    result = run_all(
+        release=args.release,
+        handoff=args.handoff,
+        out=args.out,
+        epsilon=args.epsilon,
+        delta=args.delta,
+        reporting_length=args.reporting_length,
+        seed=args.seed,
+        warehouse_url=args.warehouse,
+    )
+    fitted, evaluated = result["fit_aggregates"], result["evaluate"]
+    print(f"public dataset: {result['publish']['public_dir']} ({result['publish']['rows']} rows)")
+    print(
+        f"epsilon spent now: {fitted['epsilon_spent_now']:g} "
+        f"(release total {fitted['epsilon_spent_release']:g}; "
+        f"aggregates {'reused' if fitted['reused'] else 'fitted'})"
+    )
+    print(f"mean abs. error vs DP aggregates by length: {evaluated['mae_vs_dp_by_length']}")
+    print(f"comparability report (restricted): {evaluated['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctdc", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     unmapped.add_argument("--out", required=True, help="report file (created owner-only)")
     unmapped.add_argument("--mappings")
     unmapped.set_defaults(func=_cmd_unmapped)
+    syn = sub.add_parser("synthesize", help="DP synthesis of a handed-off release (public data)")
+    syn.add_argument("--release", required=True, help="release label")
+    syn.add_argument("--out", help="folder holding the releases (default: $CTDC_OUT)")
+    syn.add_argument("--handoff", help="hand-off folder (default: <out>/<release>/handoff)")
+    syn.add_argument("--epsilon", type=float, help="default: schemas/synthesis_v1.yaml")
+    syn.add_argument("--delta", type=float)
+    syn.add_argument("--reporting-length", type=int)
+    syn.add_argument("--seed", type=int)
+    syn.add_argument("--warehouse", help="SQLAlchemy URL of the ledger (default: as ctdc run)")
+    syn.set_defaults(func=_cmd_synthesize)
     return parser
 
 

@@ -472,6 +472,17 @@ def finish_run(plan: dict) -> dict:
     return {"release": plan["release"], "work_folder_removed": removed}
 
 
+def hand_off(plan: dict) -> dict:
+    """Write the release's hand-off folder for synthesis (table + manifest): synthesis.handoff."""
+    from ctdc_harmonizer.synthesis.handoff import write_handoff
+
+    info = write_handoff(plan["release_dir"])
+    log.info(
+        "release %s handed off in %s (%d rows)", plan["release"], info["handoff"], info["rows"]
+    )
+    return info
+
+
 def _worker_logging() -> None:
     from ctdc_harmonizer.safety import ValueFreeTracebacks
 
@@ -528,4 +539,5 @@ def _run_planned(plan: dict, warehouse_url: str | None, workers: int | None) -> 
     info = write_release(plan)
     info["warehouse"] = load_warehouse(plan, warehouse_url)
     info["unmapped_partner_folders"] = plan["unmapped_partner_folders"]
+    info["handoff"] = hand_off(plan)
     return info

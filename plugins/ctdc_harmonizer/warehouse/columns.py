@@ -58,3 +58,7 @@ def release_view_sql(codebook: Codebook | None = None) -> str:
         f"CREATE VIEW {quote_identifier(RELEASE_VIEW)} AS "
         f"SELECT {columns} FROM {quote_identifier(CASE_TABLE)}"
     )
+
+
+# The privacy-budget ledger of the DP synthesis (append-only; migration 0002).
+LEDGER_TABLE = "privacy_budget_ledger"

@@ -18,6 +18,7 @@ from ctdc_harmonizer.warehouse.columns import (
     ENTITY_TABLE,
     FILE_NAME_LENGTH,
     LABEL_LENGTH,
+    LEDGER_TABLE,
     RELEASE_TABLE,
     codebook_columns,
 )
@@ -103,3 +104,26 @@ class CaseRecord(Base):
 
 
 BOOKKEEPING_COLUMNS = ["release_label", "batch_id", "entity_id"]
+
+
+class PrivacySpend(Base):
+    """One row per event of a DP fit attempt: 'started' before fit, then 'spent' or 'failed'.
+
+    Append-only (triggers refuse UPDATE and DELETE; migration 0002). Not linked to data_release
+    by a foreign key: a release reloaded into the warehouse must not touch its privacy history.
+    """
+
+    __tablename__ = LEDGER_TABLE
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(sa.String(32), index=True)
+    release_label: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH), index=True)
+    dataset_sha256: Mapped[str] = mapped_column(sa.String(64))
+    params_sha256: Mapped[str] = mapped_column(sa.String(64))
+    epsilon: Mapped[float] = mapped_column(sa.Float)
+    delta: Mapped[float] = mapped_column(sa.Float)
+    reporting_length: Mapped[int] = mapped_column(sa.Integer)
+    params_json: Mapped[str] = mapped_column(sa.Text)
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    aggregates_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

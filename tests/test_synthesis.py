@@ -1,0 +1,376 @@
+"""The synthesis side of the hand-off: contract, ledger, sampler, reports, public folder.
+
+Small releases (a few hundred rows) and reporting length 2 keep pac-synth's fit to a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from ctdc_harmonizer.codebook import default_codebook
+from ctdc_harmonizer.contracts import harmonized_schema_for
+from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.synthesis import fit as fit_mod
+from ctdc_harmonizer.synthesis import steps
+from ctdc_harmonizer.synthesis.config import (
+    BudgetConfig,
+    DpParams,
+    load_suppression_config,
+    load_synthesis_config,
+)
+from ctdc_harmonizer.synthesis.evaluate import combination_counts, compare, shares
+from ctdc_harmonizer.synthesis.handoff import HandoffError, verify_handoff, write_handoff
+from ctdc_harmonizer.synthesis.ledger import BudgetExceeded, Ledger
+from ctdc_harmonizer.synthesis.risk import disclosure_risk
+from ctdc_harmonizer.synthesis.sample import sample
+from ctdc_harmonizer.synthesis.suppress import suppress
+
+CODEBOOK = default_codebook()
+RELEASE = "synth-2025"
+# A record no public file may show: a citizenship held by one record (rare-value rule).
+CANARY_CITIZENSHIP = "ISL"
+
+
+def harmonized_frame(rows: int = 400, seed: int = 7) -> pd.DataFrame:
+    """A release-shaped table: skewed categories, correlated binaries, one canary record."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, pd.Series] = {}
+    for var in CODEBOOK.variables:
+        if var.type == "year":
+            data[var.name] = pd.Series(rng.integers(2015, 2024, rows), dtype="Int64")
+        elif var.type == "binary":
+            data[var.name] = pd.Series(np.where(rng.random(rows) < 0.3, "1", None), dtype="string")
+        else:
+            allowed = ["UKR", "PHL", "IDN", "MDA", "KHM"] if var.type == "country" else var.allowed
+            weights = np.linspace(3, 1, len(allowed))
+            picked = rng.choice(allowed, rows, p=weights / weights.sum())
+            missing = rng.random(rows) < 0.1
+            data[var.name] = pd.Series(np.where(missing, None, picked), dtype="string")
+    frame = pd.DataFrame(data)[CODEBOOK.columns]
+    frame.loc[0, "citizenship"] = CANARY_CITIZENSHIP
+    return frame
+
+
+def write_release(root: Path, frame: pd.DataFrame, release: str = RELEASE) -> Path:
+    """The parts of a release folder the hand-off reads: harmonized.parquet, metadata.json."""
+    folder = root / release
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "harmonized.parquet", index=False)
+    codebook_bytes = Path(CODEBOOK.source_path).read_bytes()
+    meta = {
+        "release": release,
+        "release_year": 2025,
+        "codebook": {
+            "title": CODEBOOK.title,
+            "version": CODEBOOK.version,
+            "file": Path(CODEBOOK.source_path).name,
+            "sha256": hashlib.sha256(codebook_bytes).hexdigest(),
+        },
+        "partners": {"iom": {"mapping_sha256": "0" * 64}},
+    }
+    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def handed_off(tmp_path: Path) -> dict:
+    frame = harmonized_frame()
+    info = write_handoff(write_release(tmp_path / "out", frame))
+    return {**info, "out": tmp_path / "out", "frame": frame, "url": f"sqlite:///{tmp_path}/w.db"}
+
+
+def synthesize(h: dict, **overrides) -> dict:
+    kwargs = {"reporting_length": 2, "warehouse_url": h["url"], **overrides}
+    return steps.run_all(release=RELEASE, out=str(h["out"]), **kwargs)
+
+
+def ledger_rows(url: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM privacy_budget_ledger ORDER BY id")).fetchall()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+# --- the hand-off contract ---------------------------------------------------------------------
+
+
+def test_handoff_holds_exactly_table_and_manifest(handed_off):
+    folder = Path(handed_off["handoff"])
+    assert sorted(p.name for p in folder.iterdir()) == ["harmonized.parquet", "manifest.json"]
+    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    assert manifest["rows"] == handed_off["rows"] == 400
+    assert manifest["columns"] == CODEBOOK.columns
+    digest = hashlib.sha256((folder / "harmonized.parquet").read_bytes()).hexdigest()
+    assert manifest["files"] == {"harmonized.parquet": digest}
+    manifest_digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    assert handed_off["manifest_sha256"] == manifest_digest
+    assert verify_handoff(folder, RELEASE, manifest_digest).rows == 400
+    assert write_handoff(folder.parent)["manifest_sha256"] == manifest_digest  # reproducible
+
+
+def test_one_changed_byte_is_refused_and_nothing_is_published(handed_off):
+    table = Path(handed_off["handoff"]) / "harmonized.parquet"
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    table.write_bytes(bytes(data))
+    with pytest.raises(HandoffError, match="SHA-256 does not match the manifest"):
+        synthesize(handed_off)
+    assert not (handed_off["out"] / "public").exists()
+
+
+def test_renamed_column_is_refused_even_with_a_matching_manifest(handed_off):
+    folder = Path(handed_off["handoff"])
+    table = pq.read_table(folder / "harmonized.parquet")
+    names = ["sex" if n == "gender" else n for n in table.column_names]
+    pq.write_table(table.rename_columns(names), folder / "harmonized.parquet")
+    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    manifest["files"]["harmonized.parquet"] = hashlib.sha256(
+        (folder / "harmonized.parquet").read_bytes()
+    ).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(HandoffError, match=r"columns differ from the codebook.*'gender'"):
+        synthesize(handed_off)
+    assert not (handed_off["out"] / "public").exists()
+
+
+def test_extra_file_and_other_release_are_refused(handed_off):
+    folder = Path(handed_off["handoff"])
+    with pytest.raises(HandoffError, match="another release"):
+        verify_handoff(folder, "other-2025")
+    with pytest.raises(HandoffError, match="asset event"):
+        verify_handoff(folder, RELEASE, "f" * 64)
+    (folder / "notes.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(HandoffError, match="files differ from the manifest"):
+        verify_handoff(folder, RELEASE)
+
+
+def test_plan_follows_the_asset_event_not_a_folder(handed_off):
+    event = {k: handed_off[k] for k in ("release", "rows", "handoff", "manifest_sha256")}
+    plan = steps.plan_synthesis(event=event)
+    assert plan["release"] == RELEASE
+    assert plan["expected_manifest_sha256"] == handed_off["manifest_sha256"]
+    assert plan["out"] == str(handed_off["out"].resolve())
+    with pytest.raises(CtdcError, match="differs from the release of the triggering"):
+        steps.plan_synthesis(release="other-2025", event=event)
+    with pytest.raises(CtdcError, match="no release named"):
+        steps.plan_synthesis(out=str(handed_off["out"]))
+    with pytest.raises(CtdcError, match="2 releases"):
+        steps.event_release([event, {**event, "release": "other-2025"}])
+
+
+# --- privacy budget ---------------------------------------------------------------------------
+
+
+def test_second_synthesis_spends_nothing_and_reuses_the_aggregates(handed_off):
+    first = synthesize(handed_off)
+    assert first["fit_aggregates"]["reused"] is False
+    assert first["fit_aggregates"]["epsilon_spent_now"] == 12.0
+    rows = ledger_rows(handed_off["url"])
+    assert [r[9] for r in rows] == ["started", "spent"]  # outcome column
+    second = synthesize(handed_off)
+    assert second["fit_aggregates"]["reused"] is True
+    assert second["fit_aggregates"]["epsilon_spent_now"] == 0.0
+    assert second["fit_aggregates"]["epsilon_spent_release"] == 12.0
+    assert (
+        second["fit_aggregates"]["aggregates_sha256"]
+        == first["fit_aggregates"]["aggregates_sha256"]
+    )
+    assert ledger_rows(handed_off["url"]) == rows  # unchanged
+
+
+def test_over_budget_is_refused_before_fit(handed_off, monkeypatch):
+    synthesize(handed_off)  # 12 of the lifetime 24
+    rows = ledger_rows(handed_off["url"])
+
+    def must_not_fit(*args, **kwargs):
+        raise AssertionError("pac-synth's fit ran although the budget was exceeded")
+
+    monkeypatch.setattr(fit_mod, "fit", must_not_fit)
+    with pytest.raises(BudgetExceeded, match="refused before fit"):
+        synthesize(handed_off, epsilon=13.0)  # other parameters: would be a new spend
+    assert ledger_rows(handed_off["url"]) == rows
+
+
+def test_crash_mid_fit_counts_as_spent_and_a_failed_fit_does_not(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
+    params = DpParams(epsilon=5.0, delta=1e-7, reporting_length=2)
+    budget = BudgetConfig(lifetime_epsilon=12.0, lifetime_delta=1e-6)
+    ledger.start("r", "a" * 64, params)  # never closed: a crash
+    failed = ledger.start("r", "a" * 64, params)
+    ledger.close(failed, "r", "a" * 64, params, "failed")
+    assert ledger.spent("r") == (5.0, pytest.approx(1e-7))
+    ledger.check_budget("r", params, budget)  # 10 of 12
+    ledger.start("r", "a" * 64, params)
+    with pytest.raises(BudgetExceeded):
+        ledger.check_budget("r", params, budget)
+    with ledger.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError):
+        conn.execute(sa.text("DELETE FROM privacy_budget_ledger"))  # append-only
+    ledger.dispose()
+
+
+def test_pacsynth_panic_becomes_a_value_free_error(monkeypatch):
+    import pacsynth
+
+    class Panic(BaseException):
+        pass
+
+    class Exploding:
+        def __init__(self, *args):
+            pass
+
+        def fit(self, dataset):
+            raise Panic("row 3: Jane Doe")
+
+    monkeypatch.setattr(pacsynth, "DpAggregateSeededSynthesizer", Exploding)
+    strings = fit_mod.as_strings(harmonized_frame(50), CODEBOOK)
+    params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
+    with pytest.raises(fit_mod.FitError) as caught:
+        fit_mod.fit(strings, params, CODEBOOK, 1, False)
+    assert str(caught.value) == "pac-synth failed (Panic)"
+
+
+# --- the public folder ---------------------------------------------------------------------------
+
+
+def test_public_folder_holds_only_public_files_in_codebook_format(handed_off):
+    result = synthesize(handed_off)
+    public = Path(result["publish"]["public_dir"])
+    assert public == handed_off["out"].resolve() / "public" / RELEASE
+    assert sorted(p.name for p in public.iterdir()) == sorted(
+        [
+            "synthetic.csv",
+            "aggregates.csv",
+            "ctdc_codebook_v3.yaml",
+            "metadata.json",
+            "comparability.json",
+            "comparability.html",
+        ]
+    )
+    synthetic = pd.read_csv(public / "synthetic.csv", dtype=str, keep_default_na=False)
+    assert list(synthetic.columns) == CODEBOOK.columns
+    for name in CODEBOOK.binary_columns:
+        assert set(synthetic[name]) <= {"1", ""}
+    typed = synthetic.replace("", pd.NA).astype("string")
+    typed["yearOfRegistration"] = typed["yearOfRegistration"].astype("Int64")
+    harmonized_schema_for(CODEBOOK, 2025).validate(typed)
+    assert typed["yearOfRegistration"].notna().all()
+    # Nothing sensitive: no sensitive count, and not the canary's rare citizenship anywhere.
+    text = "\n".join(p.read_text("utf-8") for p in public.iterdir())
+    assert CANARY_CITIZENSHIP not in text
+    assert "vs_sensitive" not in text and "sensitive" not in json.loads(
+        (public / "comparability.json").read_text("utf-8")
+    )
+    meta = json.loads((public / "metadata.json").read_text("utf-8"))
+    for key in ("title", "coverage", "contributing_partners", "method", "date_submitted"):
+        assert meta[key]
+    assert meta["method"]["epsilon"] == 12.0 and meta["method"]["delta"] == 3.9e-7
+    aggregates = pd.read_csv(public / "aggregates.csv", keep_default_na=False)
+    assert aggregates.loc[0, "length"] == 0
+    assert aggregates["length"].max() == 2
+    restricted = handed_off["out"].resolve() / "restricted" / RELEASE
+    assert {"risk_report.json", "comparability.json", "comparability.html"} <= {
+        p.name for p in restricted.iterdir()
+    }
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+
+def test_sampler_reproduces_the_dp_one_counts_and_only_released_values():
+    counts = {
+        "yearOfRegistration:2020": 60,
+        "yearOfRegistration:2021": 40,
+        "gender:Woman": 70,
+        "gender:Man": 20,
+        "gender:Woman;yearOfRegistration:2020": 50,
+        "gender:Man;yearOfRegistration:2020": 5,
+        "gender:Woman;yearOfRegistration:2021": 20,
+        "gender:Man;yearOfRegistration:2021": 15,
+    }
+    params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
+    order = {c: i for i, c in enumerate(CODEBOOK.columns)}
+    counts = {fit_mod.canonical_key(k, order): v for k, v in counts.items()}
+    aggregates = fit_mod.DpAggregates(counts, 100, params, "x")
+    columns = ["yearOfRegistration", "gender"]
+    frame = sample(aggregates, columns, seed=1, never_empty=frozenset({"yearOfRegistration"}))
+    assert len(frame) == 100
+    assert frame["yearOfRegistration"].value_counts().to_dict() == {"2020": 60, "2021": 40}
+    assert frame["gender"].value_counts().to_dict() == {"Woman": 70, "Man": 20, "": 10}
+    pairs = frame.groupby(columns).size().to_dict()
+    assert pairs[("2020", "Woman")] == pytest.approx(50, abs=2)
+    assert pairs[("2021", "Man")] == pytest.approx(15, abs=2)
+    assert pairs[("2020", "")] == pytest.approx(5, abs=2)
+    again = sample(aggregates, columns, seed=1, never_empty=frozenset({"yearOfRegistration"}))
+    pd.testing.assert_frame_equal(frame, again)
+
+
+def test_combination_counts_equal_pacsynths_own_count():
+    import pacsynth
+
+    strings = fit_mod.as_strings(harmonized_frame(300), CODEBOOK)
+    mine = combination_counts(strings, 3, CODEBOOK)
+    dataset = pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
+    order = {c: i for i, c in enumerate(CODEBOOK.columns)}
+    theirs = {fit_mod.canonical_key(k, order): v for k, v in dataset.get_aggregates(3, ";").items()}
+    assert mine.to_dict() == theirs
+
+
+def test_compare_counts_fabricated_and_suppressed():
+    reference = pd.Series({"a:1": 10, "a:1;b:1": 4, "b:1": 100})
+    synthetic = pd.Series({"a:1": 12, "b:1": 90, "a:2;b:1": 3})
+    out = compare(reference, synthetic, [10, 100])
+    assert out["1"]["mean_absolute_error"] == pytest.approx(6.0)
+    assert out["1"]["mean_relative_error"] == pytest.approx((0.2 + 0.1) / 2)
+    assert out["2"]["only_in_synthetic"] == 1 and out["2"]["only_in_reference"] == 1
+    assert set(out["1"]["by_bucket"]) == {"10-99", "100+"}
+
+
+def test_shares_use_the_codebook_denominator_rule():
+    frame = pd.DataFrame("", index=range(5), columns=CODEBOOK.columns)
+    frame.loc[[0, 4], "isForcedLabour"] = "1"
+    frame.loc[[1, 4], "isSexualExploit"] = "1"
+    frame.loc[2, "isOtherExploit"] = "1"  # record 3 has no information: not in the denominator
+    result = shares(frame, CODEBOOK)
+    assert result["isForcedLabour"] == {"1": 50.0, "denominator": 4}
+    assert result["isOtherExploit"] == {"1": 25.0, "denominator": 4}
+
+
+def test_suppression_and_risk_are_counted():
+    frame = harmonized_frame()
+    config = load_suppression_config()
+    done = suppress(frame, config, CODEBOOK)
+    assert done.frame.loc[0, "citizenship"] is pd.NA
+    assert done.report["variables"]["citizenship"] == {
+        "never_publish_cells": 0,
+        "rare_values": 1,
+        "rare_cells": 1,
+    }
+    risk = disclosure_risk(frame, load_synthesis_config().risk, config)
+    assert risk["records"] == 400
+    sizes = frame[risk["quasi_identifiers"]].astype("string").fillna("-").value_counts()
+    assert risk["records_in_classes_below_k"] == int(sizes[sizes < 10].sum())
+    assert risk["rare_values"]["citizenship"]["values"] == {CANARY_CITIZENSHIP: 1}
+
+
+def test_config_overrides_are_validated():
+    config = load_synthesis_config()
+    assert (config.dp.epsilon, config.dp.delta) == (12.0, 3.9e-7)
+    assert config.with_overrides(epsilon=3.0).dp.epsilon == 3.0
+    with pytest.raises(CtdcError, match="epsilon"):
+        config.with_overrides(epsilon=-1.0)
+
+
+def test_cli_synthesize_reports_a_clear_error(tmp_path, capsys):
+    from ctdc_harmonizer.cli import main
+
+    assert main(["synthesize", "--release", RELEASE, "--out", str(tmp_path)]) == 1
+    assert "ctdc: error:" in capsys.readouterr().err
