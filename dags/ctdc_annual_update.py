@@ -6,10 +6,16 @@ release folder, loads the warehouse, then emits the asset `ctdc://harmonized-rel
 synthesis DAG on it). Each task is one call into `ctdc_harmonizer.pipeline`; frames stay on disk
 in `<out>/.work/<release>/`, XCom holds only paths and counts. Rerun from `plan` (it resets).
 
-**Params** (empty = default): `release` (the year before the run date: the 1 January run makes
-the previous year's release), `landing` (`$CTDC_LANDING`, else `$AIRFLOW_HOME/ctdc/landing`),
-`out` (`$CTDC_OUT`, else `$AIRFLOW_HOME/ctdc/releases`), `partners` (every mapped partner that
-delivered a folder). Warehouse: `$CTDC_WAREHOUSE_URL`, else `<out>/warehouse.sqlite`.
+**Params** (all may be left empty in the trigger form): `release` (empty: the year before the run
+date, so the 1 January run makes the previous year's release), `landing` (`$CTDC_LANDING`, else
+`$AIRFLOW_HOME/ctdc/landing`), `out` (`$CTDC_OUT`, else `$AIRFLOW_HOME/ctdc/releases`), `partners`
+(every mapped partner that delivered a folder). With nothing delivered the run stops at `partners`
+and succeeds, skipping the rest ("nothing delivered" in the `plan` log). Warehouse:
+`$CTDC_WAREHOUSE_URL`, else `<out>/warehouse.sqlite`.
+
+**Approval**: after the warehouse load, `approve` waits for a member of the data team (UI: Required
+actions, or the REST API) with the headline counts; only `publish` emits the asset. A rejection or
+no answer within 7 days leaves the release unpublished and `outcome` fails saying which.
 """
 
 from __future__ import annotations
@@ -17,18 +23,35 @@ from __future__ import annotations
 import logging
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
 RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}  # steps rewrite their own files
+# Partner folder names only (cheap at parse time): the trigger form's multi-select.
+MAPPINGS = Path(os.environ.get("CTDC_MAPPINGS_DIR") or Path(__file__).parents[1] / "mappings")
+MAPPED = sorted(p.parent.name for p in MAPPINGS.glob("*/partner.yaml"))
+BY_PARTNER = {"map_index_template": "{{ task.op_kwargs['partner'] }}"}  # not 0..n in the UI
+
+
+def _text(description: str) -> Param:
+    return Param(None, type=["null", "string"], description=description)
 
 
 def _pipeline():
     from ctdc_harmonizer import pipeline  # at run time only: parsing the DAG stays light
 
     return pipeline
+
+
+def _report():
+    from ctdc_harmonizer import report
+
+    return report
 
 
 def _log_failure(context) -> None:
@@ -46,10 +69,17 @@ def _log_failure(context) -> None:
     tags=["ctdc", "harmonization"],
     default_args={**RETRY, "on_failure_callback": _log_failure},
     params={
-        "release": Param("", type="string", description="Release label (empty: year before run)"),
-        "landing": Param("", type="string", description="Landing folder (partner subfolders)"),
-        "out": Param("", type="string", description="Folder receiving release folders"),
-        "partners": Param([], type="array", items={"type": "string"}, description="Empty: all"),
+        "release": _text("Release label. Empty: the year before the run date."),
+        "landing": _text("Folder of partner subfolders. Empty: $CTDC_LANDING or the default."),
+        "out": _text("Folder receiving release folders. Empty: $CTDC_OUT or the default."),
+        "partners": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "enum": MAPPED},
+            examples=MAPPED,
+            uniqueItems=True,
+            description="Partners to include. Empty: every mapped partner that delivered.",
+        ),
     },
 )
 def ctdc_annual_update():
@@ -58,30 +88,31 @@ def ctdc_annual_update():
         run_date = logical_date or dag_run.run_after
         return _pipeline().plan_scheduled_run(**params, run_date=run_date)
 
-    @task
-    def partners(plan: dict) -> list[str]:  # Airflow maps only over a whole return value
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def partners(plan: dict) -> list[str]:  # empty: nothing delivered, the rest is skipped
         return plan["partners"]
 
-    @task
+    @task(**BY_PARTNER)
     def read(plan: dict, partner: str) -> dict:
         return _pipeline().stage_partner(plan, partner)
 
-    @task
-    def validate_contract(plan: dict, staged: dict) -> dict:
-        return _pipeline().check_contract(plan, staged["partner"])
+    @task(**BY_PARTNER)
+    def validate_contract(plan: dict, partner: str) -> dict:
+        return _pipeline().check_contract(plan, partner)
 
-    @task(task_id="map")
-    def map_to_codebook(plan: dict, checked: dict) -> dict:
-        return _pipeline().map_to_codebook(plan, checked["partner"])
+    @task(task_id="map", **BY_PARTNER)
+    def map_to_codebook(plan: dict, partner: str) -> dict:
+        return _pipeline().map_to_codebook(plan, partner)
 
-    @task
-    def validate_codebook(plan: dict, mapped: dict) -> dict:
-        return _pipeline().check_codebook(plan, mapped["partner"])
+    @task(**BY_PARTNER)
+    def validate_codebook(plan: dict, partner: str) -> dict:
+        return _pipeline().check_codebook(plan, partner)
 
     @task_group(group_id="partner")
     def partner_chain(plan: dict, partner: str):
-        checked = validate_contract(plan, read(plan, partner))
-        validate_codebook(plan, map_to_codebook(plan, checked))
+        steps = (read, validate_contract, map_to_codebook, validate_codebook)
+        chain_of = [step(plan=plan, partner=partner) for step in steps]
+        chain_of[0] >> chain_of[1] >> chain_of[2] >> chain_of[3]
 
     @task
     def combine(plan: dict) -> dict:
@@ -91,17 +122,46 @@ def ctdc_annual_update():
     def write_release(plan: dict) -> dict:
         return _pipeline().write_release(plan)
 
+    @task
+    def load_warehouse(plan: dict) -> dict:
+        return _pipeline().load_warehouse(plan, os.environ.get("CTDC_WAREHOUSE_URL") or None)
+
+    @task
+    def summarize(written: dict) -> dict:
+        return _report().headline(written["release_dir"])
+
+    approve = ApprovalOperator(
+        task_id="approve",
+        subject="Hand release {{ ti.xcom_pull(task_ids='summarize')['release'] }} to synthesis?",
+        body="{{ ti.xcom_pull(task_ids='summarize')['body'] }}",
+        response_timeout=timedelta(days=7),
+        retries=0,
+    )
+
     @task(outlets=[HARMONIZED_RELEASE])
-    def load_warehouse(plan: dict, written: dict, outlet_events=None) -> dict:
-        counts = _pipeline().load_warehouse(plan, os.environ.get("CTDC_WAREHOUSE_URL") or None)
-        outlet_events[HARMONIZED_RELEASE].extra = {k: written[k] for k in ("release", "rows")}
-        return counts
+    def publish(summary: dict, outlet_events=None) -> dict:
+        extra = {k: summary[k] for k in ("release", "rows", "report")}
+        outlet_events[HARMONIZED_RELEASE].extra = extra
+        return extra
+
+    @task(trigger_rule="all_done", retries=0)
+    def outcome(ti=None) -> str:
+        summary = ti.xcom_pull(task_ids="summarize")
+        if not summary:
+            raise AirflowFailException("release not published: an earlier step failed")
+        if ti.xcom_pull(task_ids="publish"):
+            return f"release {summary['release']} published"
+        decision = ti.xcom_pull(task_ids="approve")  # None: timed out or never asked
+        who = (decision or {}).get("responded_by_user") or {}
+        why = f"rejected by {who.get('name', 'the data team')}" if decision else "no approval"
+        raise AirflowFailException(f"release {summary['release']} NOT published: {why}")
 
     planned = plan()
     chains = partner_chain.partial(plan=planned).expand(partner=partners(planned))
     written = write_release(planned)
     chains >> combine(planned) >> written
-    load_warehouse(planned, written)
+    summary = summarize(written)
+    written >> load_warehouse(planned) >> summary >> approve >> publish(summary) >> outcome()
 
 
 ctdc_annual_update()

@@ -114,9 +114,9 @@ def plan_run(
 
 
 def plan_scheduled_run(
-    release: str, landing: str, out: str, partners: list[str] | None, run_date
+    release: str | None, landing: str | None, out: str | None, partners: list[str] | None, run_date
 ) -> dict:
-    """plan_run with the DAG's defaults: an empty param means the default.
+    """plan_run with the DAG's defaults: an empty (or null) param means the default.
 
     The release is labelled by the year before the run date (a run on 1 January 2026
     is the 2025 release; a manual run later in 2026 is a 2026 update); landing and out
@@ -126,6 +126,11 @@ def plan_scheduled_run(
     label = release or str((pd.Timestamp(run_date) - pd.Timedelta(days=1)).year)
     landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
     out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
+    known = available_partners()
+    if not partners and not any((Path(landing) / p).is_dir() for p in known):
+        # A yearly run before any delivery is not an error: an empty plan, the DAG stops there.
+        log.info("nothing delivered: no mapped partner's folder in %s", landing)
+        return {"release": label, "landing": landing, "out": out, "partners": []}
     return plan_run(landing, out, label, partners or None)
 
 
