@@ -113,6 +113,16 @@ def change(release_dir: Path, previous_dir: Path | None) -> dict:
     }
 
 
+QUALITY_FIELDS = ("expectation", "column", "severity", "success", "unexpected_count")
+
+
+def _quality_results(summary: Path) -> list[dict]:
+    """Each expectation's outcome and counts; observed values are left out."""
+    if not summary.exists():
+        return []
+    return [{k: r.get(k) for k in QUALITY_FIELDS} for r in _read_json(summary)["results"]]
+
+
 def build(release_dir: str | Path, previous_dir: str | Path | None = None) -> dict:
     """The whole report of a release as plain JSON-able data (counts only)."""
     release_dir = Path(release_dir)
@@ -130,7 +140,7 @@ def build(release_dir: str | Path, previous_dir: str | Path | None = None) -> di
         "unmapped": unmapped.to_dict("records"),
         "value_issues": issues.to_dict("records"),
         "quality": meta.get("quality", {}),
-        "quality_results": _read_json(quality_summary) if quality_summary.exists() else None,
+        "quality_results": _quality_results(quality_summary),
         "change": change(release_dir, Path(previous_dir) if previous_dir else None),
     }
 
