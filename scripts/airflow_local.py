@@ -32,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
+PID_FILE = "airflow-ui.pids.json"
 
 
 def airflow_environment(home: Path, port: int, base: dict[str, str] | None = None) -> dict:
@@ -60,6 +61,13 @@ def airflow_environment(home: Path, port: int, base: dict[str, str] | None = Non
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # The api-server's port is not one of the log servers' (8793 worker, 8794 triggerer).
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": env.get(
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "8793"
+            ),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": env.get(
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT", "8794"
+            ),
             "GX_ANALYTICS_ENABLED": "false",
         }
     )
@@ -147,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Migrating the metadata database ...", flush=True)
     migrate(env, log_dir)
     processes = start(env, log_dir)
+    pids = {name: proc.pid for name, proc in processes.items()}  # process group ids
+    (home / PID_FILE).write_text(json.dumps(pids), encoding="utf-8")
     signal.signal(signal.SIGTERM, _interrupt)  # Ctrl-C raises KeyboardInterrupt already
     url = env["AIRFLOW__API__BASE_URL"]
     try:
@@ -177,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("Stopping Airflow ...", flush=True)
         stop(processes)
+        (home / PID_FILE).unlink(missing_ok=True)
+        print("Airflow stopped.", flush=True)
 
 
 if __name__ == "__main__":
