@@ -16,6 +16,8 @@ and succeeds, skipping the rest ("nothing delivered" in the `plan` log). Warehou
 **Approval**: after the warehouse load, `approve` waits for a member of the data team (UI: Required
 actions, or the REST API) with the headline counts; only `publish` emits the asset. A rejection or
 no answer within 7 days leaves the release unpublished and `outcome` fails saying which.
+**Alerts** (e-mail, connection `ctdc_smtp`, Variable `ctdc_alert_to`): a failed run, an approval
+waiting.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
+from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
 RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}  # steps rewrite their own files
@@ -68,6 +71,7 @@ def _log_failure(context) -> None:
     max_active_runs=1,
     tags=["ctdc", "harmonization"],
     default_args={**RETRY, "on_failure_callback": _log_failure},
+    on_failure_callback=alerts.run_failed(),  # e-mail to the data team, link to the run
     params={
         "release": _text("Release label. Empty: the year before the run date."),
         "landing": _text("Folder of partner subfolders. Empty: $CTDC_LANDING or the default."),
@@ -135,6 +139,7 @@ def ctdc_annual_update():
         subject="Hand release {{ ti.xcom_pull(task_ids='summarize')['release'] }} to synthesis?",
         body="{{ ti.xcom_pull(task_ids='summarize')['body'] }}",
         response_timeout=timedelta(days=7),
+        notifiers=[alerts.approval_waiting()],
         retries=0,
     )
 

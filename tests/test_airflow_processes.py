@@ -21,8 +21,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from smtp_sink import SmtpSink, text_of
 
 pytestmark = pytest.mark.processes
 
@@ -88,7 +90,13 @@ def wait_for(what: str, check, timeout: float, every: float = 2):
 
 
 @pytest.fixture(scope="module")
-def deployment(database, tmp_path_factory):
+def smtp():
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def deployment(database, smtp, tmp_path_factory):
     """The launcher as `make airflow-ui` runs it; yields (base url, admin Api, paths)."""
     from ctdc_harmonizer import samples
 
@@ -108,6 +116,8 @@ def deployment(database, tmp_path_factory):
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "CTDC_LANDING": str(empty),  # what the yearly run sees: no delivery yet
             "CTDC_OUT": str(home / "releases"),
+            "AIRFLOW_CONN_CTDC_SMTP": smtp.connection_json(),
+            "CTDC_ALERT_TO": "data-team@example.org",
         }
     )
     launcher = subprocess.Popen(
@@ -209,6 +219,13 @@ def test_approval_request_shows_headline_counts(approved_run):
     assert all(f"| {p} |" in body for p in PARTNERS)
     assert "harmonized rows" in body
     assert approved_run["answer"]["chosen_options"] == ["Approve"]
+
+
+def test_the_data_team_is_told_an_approval_waits(smtp, approved_run):
+    mails = [m for m in smtp.messages if "approval waiting" in m["Subject"]]
+    assert [m["Subject"] for m in mails] == [f"[CTDC] approval waiting: release {RELEASE}"]
+    assert mails[0]["To"] == "data-team@example.org"
+    assert f"/runs/{quote(approved_run['run_id'], safe='')}" in text_of(mails[0])
 
 
 def test_run_succeeds_with_partner_named_tasks_and_publish(deployment, approved_run):

@@ -126,4 +126,4 @@ def test_parsing_imports_no_heavy_module(repo_root: Path):
 
 
 def test_dag_file_is_wiring_only():
-    assert len(DAG_FILE.read_text(encoding="utf-8").splitlines()) <= 170
+    assert len(DAG_FILE.read_text(encoding="utf-8").splitlines()) <= 180
