@@ -33,6 +33,7 @@ RELEASE = "e2e-2025"
 PARTNERS = ["hotline", "iom"]
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (make browser-deps): Playwright cannot download
 
 
 def free_port() -> int:
@@ -158,7 +159,46 @@ def deployment(database, smtp, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def approved_run(deployment):
+def screenshots(tmp_path_factory) -> Path:
+    folder = os.environ.get("CTDC_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(deployment):
+    """A Chromium page logged in as admin, or the reason there is none."""
+    if not CHROMIUM.exists():
+        yield None, f"{CHROMIUM} not installed (make browser-deps)"
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        yield None, "playwright is not installed"
+        return
+    base, _, paths = deployment
+    password = json.loads((paths["home"] / "simple_auth_manager_passwords.json").read_text())
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            page = chromium.new_page(viewport={"width": 1440, "height": 1100})
+            page.goto(f"{base}/")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", password["admin"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+            yield page, None
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def approved_run(deployment, browser, screenshots):
     base, api, paths = deployment
     wait_for(
         "the DAG to be parsed", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120
@@ -180,6 +220,11 @@ def approved_run(deployment):
         return response.json() if response.status_code == 200 else None
 
     request = wait_for("the approval request", waiting, 240)
+    page, _ = browser
+    if page is not None:  # what the approver sees before answering
+        page.goto(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/required_actions")
+        page.get_by_text("Approve").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshots / "approval.png"), full_page=True)
     report = api.get(f"/ctdc-report/api/runs/{DAG_ID}/{run_id}")
     page = api.get(f"/ctdc-report/runs/{DAG_ID}/{run_id}")
     answer = api.json("PATCH", hitl, {"chosen_options": ["Approve"]})
@@ -284,6 +329,24 @@ def test_asset_event_carries_release_rows_and_report(deployment, approved_run):
     rows = approved_run["report"].json()["rows"]
     report_dir = str((paths["home"] / "releases" / RELEASE).resolve())
     assert mine[0]["extra"] == {"release": RELEASE, "rows": rows, "report": report_dir}
+
+
+def test_browser_shows_the_release_report(deployment, browser, approved_run, screenshots):
+    page, reason = browser
+    if page is None:
+        pytest.skip(reason)
+    base, _, _ = deployment
+    run = quote(approved_run["run_id"], safe="")
+    page.goto(f"{base}/dags/{DAG_ID}/runs/{run}/plugin/release-report")
+    frame = page.frame_locator("iframe").first
+    frame.get_by_text(f"Release {RELEASE}").wait_for(timeout=60_000)
+    frame.locator("svg").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(screenshots / "release_report.png"), full_page=True)
+    page.goto(f"{base}/ctdc-report/runs/{DAG_ID}/{run}")  # the report page on its own
+    page.get_by_text("Reconciliation per partner").wait_for(timeout=30_000)
+    page.screenshot(path=str(screenshots / "release_report_page.png"), full_page=True)
+    assert (screenshots / "approval.png").stat().st_size > 10_000
+    assert (screenshots / "release_report.png").stat().st_size > 10_000
 
 
 def test_ctrl_c_stops_every_process(deployment, approved_run):
