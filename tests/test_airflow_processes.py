@@ -223,7 +223,8 @@ def approved_run(deployment, browser, screenshots):
     page, _ = browser
     if page is not None:  # what the approver sees before answering
         page.goto(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/required_actions")
-        page.get_by_text("Approve").first.wait_for(timeout=60_000)
+        page.get_by_text(request["subject"]).first.click(timeout=60_000)
+        page.get_by_text("harmonized rows").first.wait_for(timeout=30_000)
         page.screenshot(path=str(screenshots / "approval.png"), full_page=True)
     report = api.get(f"/ctdc-report/api/runs/{DAG_ID}/{run_id}")
     page = api.get(f"/ctdc-report/runs/{DAG_ID}/{run_id}")

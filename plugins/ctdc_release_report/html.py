@@ -26,9 +26,11 @@ def _e(value) -> str:
     return escape("" if value is None else str(value))
 
 
-def table(rows: list[dict], columns: list[str], numeric: set[str] = frozenset()) -> str:
+def table(
+    rows: list[dict], columns: list[str], numeric: set[str] = frozenset(), empty: str = "none"
+) -> str:
     if not rows:
-        return '<p class="muted">none</p>'
+        return f'<p class="muted">{_e(empty)}</p>'
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join(
         "<tr>"
@@ -42,12 +44,12 @@ def table(rows: list[dict], columns: list[str], numeric: set[str] = frozenset())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def stacked_bars(rows: list[dict], label: str, parts: dict[str, str], width: int = 560) -> str:
+def stacked_bars(rows: list[dict], label: str, parts: dict[str, str], width: int = 640) -> str:
     """One horizontal bar per row, split into parts (e.g. outcomes of a partner's rows)."""
     if not rows:
         return ""
     total = max(sum(int(r.get(p) or 0) for p in parts) for r in rows) or 1
-    left, bar_h, gap = 140, 18, 8
+    left, bar_h, gap = 210, 18, 8
     height = len(rows) * (bar_h + gap) + 4
     shapes = []
     for i, row in enumerate(rows):
@@ -79,12 +81,12 @@ def bars(rows: list[dict], label: str, value: str, colour: str = "#1c7ed6") -> s
     return stacked_bars(rows, label, {value: colour})
 
 
-def delta_bars(rows: list[dict], label: str, width: int = 560) -> str:
+def delta_bars(rows: list[dict], label: str, width: int = 640) -> str:
     """Signed bars around a zero line: the change of a count against the previous release."""
     if not rows:
         return ""
     biggest = max(abs(int(r["delta"])) for r in rows) or 1
-    left, bar_h, gap = 140, 16, 6
+    left, bar_h, gap = 210, 16, 6
     mid = left + (width - left) / 2
     half = (width - left) / 2 - 50
     shapes = []
@@ -151,6 +153,7 @@ def report_page(report: dict) -> str:
             [r for r in results if not r.get("success")],
             ["expectation", "column", "severity", "unexpected_count"],
             {"unexpected_count"},
+            empty="every expectation met",
         ),
         "<h2>Change against the previous release</h2>",
     ]
