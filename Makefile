@@ -35,9 +35,10 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -m "not processes"
 
-## Real Airflow processes against a throw-away PostgreSQL database (127.0.0.1:5432), ~4 min
+## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
+## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379)
 test-e2e: install
-	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py
+	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,7 +11,11 @@ Metadata database: `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` if set (e.g.
 `postgresql+psycopg://postgres@127.0.0.1:5432/airflow`; the async driver asyncpg is derived by
 Airflow), else SQLite in `$AIRFLOW_HOME/airflow.db`.
 
-    python scripts/airflow_local.py [--port 8080]
+    python scripts/airflow_local.py [--port 8080] [--celery-workers N]
+
+With --celery-workers N: CeleryExecutor instead, with N `airflow celery worker` processes and
+the broker $CTDC_CELERY_BROKER (default redis://127.0.0.1:6379/0), tasks on the queue
+$AIRFLOW__OPERATORS__DEFAULT_QUEUE (default `default`): the scale-out path, on one machine.
 """
 
 from __future__ import annotations
@@ -77,6 +81,34 @@ def airflow_environment(home: Path, port: int, base: dict[str, str] | None = Non
     return env
 
 
+def celery_environment(env: dict) -> dict:
+    """CeleryExecutor settings over `airflow_environment`: Redis broker, results in the
+    metadata database."""
+    database = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    return env | {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": env.get("CTDC_CELERY_BROKER", "redis://127.0.0.1:6379/0"),
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": env.get("AIRFLOW__CELERY__WORKER_CONCURRENCY", "2"),
+    }
+
+
+def celery_workers(count: int, queue: str) -> dict[str, list[str]]:
+    """Worker commands: distinct Celery names; no log server each (they share this disk)."""
+    return {
+        f"worker-{i}": [
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"ctdc-worker-{i}@%h",
+            "--queues",
+            queue,
+            "--skip-serve-logs",
+        ]
+        for i in range(1, count + 1)
+    }
+
+
 def admin_password(home: Path) -> str:
     """The admin's password: generated once, then kept (SimpleAuthManager reads this file)."""
     path = home / PASSWORDS_FILE
@@ -100,13 +132,17 @@ def migrate(env: dict, log_dir: Path) -> None:
         raise SystemExit(f"airflow db migrate failed; see {log_dir / 'db-migrate.log'}")
 
 
-def start(env: dict, log_dir: Path, names=PROCESSES) -> dict[str, subprocess.Popen]:
+def start(env: dict, log_dir: Path, commands: dict[str, list[str]]) -> dict[str, subprocess.Popen]:
     """Each Airflow process in its own process group, so that stopping it stops its children."""
     started = {}
-    for name in names:
+    for name, arguments in commands.items():
         log = open(log_dir / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         started[name] = subprocess.Popen(
-            [AIRFLOW, name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [AIRFLOW, *arguments],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return started
 
@@ -146,15 +182,22 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
+    parser.add_argument("--celery-workers", type=int, default=0, help="CeleryExecutor, N workers")
     args = parser.parse_args(argv)
     home = Path(os.environ.get("AIRFLOW_HOME", REPO_ROOT / ".airflow")).resolve()
     env = airflow_environment(home, args.port)
+    commands = {name: [name] for name in PROCESSES}
+    if args.celery_workers:
+        env = celery_environment(env)
+        queue = env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default")
+        commands |= celery_workers(args.celery_workers, queue)
     password = admin_password(home)
     log_dir = home / "logs"
     print(f"Airflow home {home}; metadata DB {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}")
+    print(f"Executor {env['AIRFLOW__CORE__EXECUTOR']}")
     print("Migrating the metadata database ...", flush=True)
     migrate(env, log_dir)
-    processes = start(env, log_dir)
+    processes = start(env, log_dir, commands)
     pids = {name: proc.pid for name, proc in processes.items()}  # process group ids
     (home / PID_FILE).write_text(json.dumps(pids), encoding="utf-8")
     signal.signal(signal.SIGTERM, _interrupt)  # Ctrl-C raises KeyboardInterrupt already
