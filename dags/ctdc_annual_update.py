@@ -2,9 +2,10 @@
 ### CTDC annual update
 
 Harmonizes each mapped partner's extract onto the CTDC codebook v3 (de-identified), writes the
-release folder, loads the warehouse, then emits the asset `ctdc://harmonized-release` (schedule a
-synthesis DAG on it). Each task is one call into `ctdc_harmonizer.pipeline`; frames stay on disk
-in `<out>/.work/<release>/`, XCom holds only paths and counts. Rerun from `plan` (it resets).
+release folder, loads the warehouse and, once the data team approves, emits the asset
+`ctdc://harmonized-release` (the synthesis DAG is scheduled on it). Each run has a *Release
+report* tab (plugin `ctdc_release_report`). Each task is one call into the package; frames stay
+on disk in `<out>/.work/<release>/`, XCom holds only paths and counts. Rerun from `plan`.
 
 **Params** (all may be left empty in the trigger form): `release` (empty: the year before the run
 date, so the 1 January run makes the previous year's release), `landing` (`$CTDC_LANDING`, else
@@ -16,8 +17,8 @@ and succeeds, skipping the rest ("nothing delivered" in the `plan` log). Warehou
 **Approval**: after the warehouse load, `approve` waits for a member of the data team (UI: Required
 actions, or the REST API) with the headline counts; only `publish` emits the asset. A rejection or
 no answer within 7 days leaves the release unpublished and `outcome` fails saying which.
-**Alerts** (e-mail, connection `ctdc_smtp`, Variable `ctdc_alert_to`): a failed run, an approval
-waiting.
+**Alerts** (e-mail; connection `ctdc_smtp`, recipients `$CTDC_ALERT_TO` or Variable
+`ctdc_alert_to`): a failed run, an approval waiting.
 """
 
 from __future__ import annotations
