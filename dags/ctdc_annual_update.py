@@ -29,10 +29,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
+from ctdc_release_report.approval import DECISION, ReleaseApproval
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
 RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}  # steps rewrite their own files
@@ -135,11 +135,11 @@ def ctdc_annual_update():
     def summarize(written: dict) -> dict:
         return _report().headline(written["release_dir"])
 
-    approve = ApprovalOperator(
+    approve = ReleaseApproval(  # Reject skips publish; the decision is kept in XCom
         task_id="approve",
         subject="Hand release {{ ti.xcom_pull(task_ids='summarize')['release'] }} to synthesis?",
         body="{{ ti.xcom_pull(task_ids='summarize')['body'] }}",
-        response_timeout=timedelta(days=7),
+        response_timeout=timedelta(days=7),  # then it fails: no answer is no approval
         notifiers=[alerts.approval_waiting()],
         retries=0,
     )
@@ -157,9 +157,8 @@ def ctdc_annual_update():
             raise AirflowFailException("release not published: an earlier step failed")
         if ti.xcom_pull(task_ids="publish"):
             return f"release {summary['release']} published"
-        decision = ti.xcom_pull(task_ids="approve")  # None: timed out or never asked
-        who = (decision or {}).get("responded_by_user") or {}
-        why = f"rejected by {who.get('name', 'the data team')}" if decision else "no approval"
+        decision = ti.xcom_pull(task_ids="approve", key=DECISION)  # None: timed out, not asked
+        why = f"rejected by {decision['by'] or 'the data team'}" if decision else "no approval"
         raise AirflowFailException(f"release {summary['release']} NOT published: {why}")
 
     planned = plan()

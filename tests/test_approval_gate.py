@@ -3,7 +3,7 @@ the release unpublished and the run says so (the `outcome` task fails with the r
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +19,7 @@ def dag(repo_root):
 
 
 def outcome(dag, xcoms: dict):
-    ti = SimpleNamespace(xcom_pull=lambda task_ids: xcoms.get(task_ids))
+    ti = SimpleNamespace(xcom_pull=lambda task_ids, key="return_value": xcoms.get(task_ids))
     return dag.get_task("outcome").python_callable(ti=ti)
 
 
@@ -31,7 +31,7 @@ def test_published_after_approval(dag):
 def test_rejection_is_named_with_who_rejected(dag):
     from airflow.sdk.exceptions import AirflowFailException
 
-    decision = {"chosen_options": ["Reject"], "responded_by_user": {"id": "a", "name": "alice"}}
+    decision = {"chosen": ["Reject"], "by": "alice"}
     with pytest.raises(AirflowFailException, match="release 2025 NOT published: rejected by alice"):
         outcome(dag, {"summarize": SUMMARY, "approve": decision})
 
@@ -43,6 +43,24 @@ def test_no_answer_is_no_approval(dag):
         outcome(dag, {"summarize": SUMMARY})
     with pytest.raises(AirflowFailException, match="an earlier step failed"):
         outcome(dag, {})
+
+
+def test_the_decision_is_recorded_before_a_rejection_skips_publish(dag):
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    pushed = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}), map_index=-1)
+    approve = dag.get_task("approve")
+    event = {
+        "chosen_options": ["Reject"],
+        "params_input": {},
+        "responded_at": datetime.now(UTC),
+        "responded_by_user": {"id": "b", "name": "bob"},
+    }
+    with pytest.raises(DownstreamTasksSkipped):
+        approve.execute_complete({"ti": ti, "task": approve}, event)
+    assert pushed["decision"] == {"chosen": ["Reject"], "by": "bob"}
+    assert pushed["skipmixin_key"] == {"skipped": ["publish"]}  # Airflow skips publish
 
 
 def test_approval_waits_a_week_with_no_default_answer(dag):

@@ -157,7 +157,7 @@ def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment,
     log = api.get(
         f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/outcome/logs/1",
         params={"full_content": True},
-        headers={"Accept": "text/plain"},
+        headers={"Accept": "application/x-ndjson"},
     ).text
     assert f"release {RELEASE} NOT published: rejected by admin" in log
     mails = wait_for(

@@ -94,7 +94,7 @@ def test_tasks_and_wiring(dag):
     gate = ["load_warehouse", "summarize", "approve", "publish", "outcome"]
     for upstream, downstream in zip(gate, gate[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids
-    assert type(dag.get_task("approve")).__name__ == "ApprovalOperator"
+    assert type(dag.get_task("approve")).__name__ == "ReleaseApproval"  # an ApprovalOperator
     assert dag.get_task("outcome").trigger_rule == "all_done"
     assert [t.task_id for t in dag.leaves] == ["outcome"]
 
