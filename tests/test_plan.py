@@ -109,3 +109,10 @@ def test_a_named_partner_is_still_required_to_deliver(tmp_path):
         pipeline.plan_scheduled_run(
             None, str(tmp_path / "landing"), str(tmp_path / "out"), ["iom"], "2026-01-01"
         )
+
+
+def test_a_named_landing_folder_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(CtdcError, match="no partner folder found"):
+        pipeline.plan_scheduled_run(
+            None, str(tmp_path / "typo"), str(tmp_path / "out"), None, "2026-01-01"
+        )

@@ -124,11 +124,14 @@ def plan_scheduled_run(
     """
     home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
     label = release or str((pd.Timestamp(run_date) - pd.Timedelta(days=1)).year)
+    named_landing = landing
     landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
     out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
     known = available_partners()
-    if not partners and not any((Path(landing) / p).is_dir() for p in known):
-        # A yearly run before any delivery is not an error: an empty plan, the DAG stops there.
+    delivered = any((Path(landing) / p).is_dir() for p in known)
+    # A yearly run before any delivery is not an error: an empty plan, the DAG stops there.
+    # A landing folder named in the trigger form that does not exist is (plan_run says so).
+    if not partners and not delivered and (Path(landing).is_dir() or not named_landing):
         log.info("nothing delivered: no mapped partner's folder in %s", landing)
         return {"release": label, "landing": landing, "out": out, "partners": []}
     return plan_run(landing, out, label, partners or None)
