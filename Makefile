@@ -12,7 +12,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 DEMO_DIR := $(CURDIR)/demo
 RELEASE ?= demo-$(shell date +%Y)
 
-.PHONY: install demo test lint format bench clean airflow-ui
+.PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "python3.11 not found (set PYTHON=...)"; exit 1; }
@@ -34,7 +34,12 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not processes"
+
+## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
+## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379)
+test-e2e: install
+	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -48,9 +53,15 @@ N ?= 33334
 bench: install
 	$(PY) benchmarks/bench_cli.py --records-per-partner $(N)
 
-## Local Airflow UI on http://localhost:8080 (standalone, SQLite, in .airflow/)
+## Local Airflow on http://127.0.0.1:8080 (AIRFLOW_PORT=...): api-server, scheduler,
+## dag-processor, triggerer; state in .airflow/; prints URL and login; Ctrl-C stops it all.
+## PostgreSQL metadata DB: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg://... make airflow-ui
 airflow-ui: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/airflow standalone
+	$(PY) scripts/airflow_local.py
+
+## Debian's Chromium for the browser test (Playwright cannot download its own browsers here)
+browser-deps:
+	apt-get install -y chromium
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .airflow demo .pytest_cache .ruff_cache

@@ -30,6 +30,9 @@ CLI_RELEASE = "cli-2025"
 ASSET_URI = "ctdc://harmonized-release/"  # normalized by Airflow
 MIN_LENGTH = 6  # shorter identifier values (initials, "Ms.") could match by chance
 WORD = re.compile(r"\w+")
+# In-process runs have no one to answer the human approval: it is marked approved. The real
+# approval (REST API, real processes) is tested in test_airflow_processes.py.
+APPROVED = {"mark_success_pattern": "approve"}
 
 
 @dataclass
@@ -83,7 +86,7 @@ def dag_run(request, repo_root, metadata_db, sample_landing, out_dir, partners) 
     capturing = capman is not None and capman.is_globally_capturing()
     if capturing:
         capman.read_global_capture()  # start from an empty buffer
-    run = dag.test(run_conf=conf(sample_landing, out_dir, RELEASE, partners))
+    run = dag.test(run_conf=conf(sample_landing, out_dir, RELEASE, partners), **APPROVED)
     output = "".join(capman.read_global_capture()) if capturing else ""
     return Run(str(getattr(run.state, "value", run.state)), run.run_id, out_dir, output)
 
@@ -92,7 +95,7 @@ def dag_run(request, repo_root, metadata_db, sample_landing, out_dir, partners) 
 def cli_run(dag_run, sample_landing, out_dir, partners) -> Run:
     """One run through `airflow dags test` in a subprocess (after the in-process run)."""
     airflow = Path(sys.executable).with_name("airflow")
-    command = [str(airflow), "dags", "test", DAG_ID, "-c"]
+    command = [str(airflow), "dags", "test", DAG_ID, "--mark-success-pattern", "approve", "-c"]
     command.append(json.dumps(conf(sample_landing, out_dir, CLI_RELEASE, partners)))
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ)
     state = "success" if done.returncode == 0 else f"failed (exit {done.returncode})"
@@ -111,6 +114,16 @@ def task_states(db: Path, run_id: str) -> dict[tuple[str, int], str]:
     return {(task, index): state for task, index, state in rows}
 
 
+def map_names(db: Path, run_id: str) -> set[str | None]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT rendered_map_index FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? AND map_index >= 0",
+            (DAG_ID, run_id),
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
 def test_dag_test_run_succeeds_for_every_partner(dag_run, metadata_db, partners):
     states = task_states(metadata_db, dag_run.run_id)
     failed = sorted(f"{t}[{i}]={s}" for (t, i), s in states.items() if s != "success")
@@ -120,6 +133,7 @@ def test_dag_test_run_succeeds_for_every_partner(dag_run, metadata_db, partners)
     mapped = Counter(task for task, index in states if index >= 0)
     steps = ("read", "validate_contract", "map", "validate_codebook")
     assert mapped == {f"partner.{step}": len(partners) for step in steps}
+    assert map_names(metadata_db, dag_run.run_id) == set(partners)  # not 0..n in the UI
 
 
 def test_release_folder(dag_run, partners):
@@ -155,6 +169,16 @@ def test_asset_event_emitted(dag_run, metadata_db):
         ).fetchall()
     extras = [json.loads(extra) for (extra,) in events]
     assert any(extra.get("release") == RELEASE for extra in extras), extras
+
+
+def test_asset_event_carries_release_rows_and_report(dag_run, metadata_db):
+    with sqlite3.connect(metadata_db) as conn:
+        (extra,) = conn.execute(
+            "SELECT e.extra FROM asset_event e WHERE e.source_run_id = ?", (dag_run.run_id,)
+        ).fetchone()
+    extra = json.loads(extra)
+    rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
+    assert extra == {"release": RELEASE, "rows": rows, "report": str(dag_run.out / RELEASE)}
 
 
 def test_cli_dags_test_succeeds(cli_run):
@@ -308,7 +332,9 @@ def failed_run(request, dag_run, repo_root, sample_landing, tmp_path_factory) ->
     if capturing:
         capman.read_global_capture()
     out = tmp_path_factory.mktemp("broken_out")
-    run = dag.test(run_conf=conf(landing, out, FAILED_RELEASE, ["case_management", "iom"]))
+    run = dag.test(
+        run_conf=conf(landing, out, FAILED_RELEASE, ["case_management", "iom"]), **APPROVED
+    )
     output = "".join(capman.read_global_capture()) if capturing else ""
     return Run(str(getattr(run.state, "value", run.state)), run.run_id, out, output)
 
@@ -327,3 +353,30 @@ def test_bad_file_fails_its_partner_only_with_a_located_error(failed_run, metada
     assert "partner 'case_management', file 'htcds_case_export.xlsx'" in failed_run.output
     assert "column 'prs_Gender': required column is missing" in failed_run.output
     assert leaks(identifiers, failed_run.output) == []
+
+
+# --- a scheduled run before any delivery ------------------------------------------------------
+
+
+def test_nothing_delivered_succeeds_at_once_and_skips_the_rest(
+    repo_root, metadata_db, tmp_path, monkeypatch
+):
+    """Default params, an empty landing folder: the run succeeds, everything after `partners`
+    is skipped (no release, no approval request), instead of failing and retrying."""
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "landing").mkdir()
+    monkeypatch.setenv("CTDC_LANDING", str(tmp_path / "landing"))
+    monkeypatch.setenv("CTDC_OUT", str(tmp_path / "out"))
+    dag = DagBag(dag_folder=str(repo_root / "dags")).dags[DAG_ID]
+    started = time.monotonic()
+    run = dag.test()  # no conf: what the yearly schedule does
+    assert str(getattr(run.state, "value", run.state)) == "success"
+    assert time.monotonic() - started < 60
+    states = task_states(metadata_db, run.run_id)
+    assert states.pop(("plan", -1)) == "success"
+    assert states.pop(("partners", -1)) == "success"
+    assert set(states.values()) == {"skipped"}, states
+    assert not (tmp_path / "out").exists()

@@ -51,8 +51,11 @@ def _airflow_pin() -> str:
     return pin.split("==")[1]
 
 
+CELERY_SERVICES = {"redis", "airflow-worker"}
+
+
 def test_services_exist(compose):
-    assert set(compose["services"]) == {"postgres", *AIRFLOW_SERVICES}
+    assert set(compose["services"]) == {"postgres", *AIRFLOW_SERVICES, *CELERY_SERVICES}
     for name, command in AIRFLOW_SERVICES.items():
         service = compose["services"][name]
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
@@ -77,21 +80,42 @@ def test_airflow_services_mount_the_project_folders(compose):
         assert env["CTDC_LANDING"] == MOUNTS["./data/landing"]
         assert env["CTDC_OUT"] == MOUNTS["./data/releases"]
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == MOUNTS["./dags"]
-        # Airflow imports every module of its plugins folder by file name: not the package.
-        assert env.get("AIRFLOW__CORE__PLUGINS_FOLDER") != MOUNTS["./plugins"]
+        # Airflow imports every module of its plugins folder by file name: the package's
+        # modules are left out by plugins/.airflowignore, only the report plugin is loaded.
+        assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == MOUNTS["./plugins"]
+    ignored = (ROOT / "plugins" / ".airflowignore").read_text(encoding="utf-8").split()
+    assert {"ctdc_harmonizer/", "ctdc_release_report/"} <= set(ignored)
 
 
 def test_environment(compose):
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    # The lock file's drivers: psycopg 3 (sync) and asyncpg (async), as the README documents.
+    sync, async_ = (env[f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN{s}"] for s in ("", "_ASYNC"))
+    assert sync.startswith("postgresql+psycopg://") and async_.startswith("postgresql+asyncpg://")
+    assert sync.endswith("@postgres:5432/airflow") and async_.endswith("@postgres:5432/airflow")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" in readme and "asyncpg" in readme
+    assert env["AIRFLOW_CONN_CTDC_SMTP"] and env["CTDC_ALERT_TO"]
     assert env["CTDC_WAREHOUSE_URL"].startswith("postgresql+psycopg://")
     assert env["CTDC_WAREHOUSE_URL"].endswith("@postgres:5432/ctdc")
     assert env["GX_ANALYTICS_ENABLED"] == "false"
     init_env = compose["services"]["airflow-init"]["environment"]
     assert init_env["_AIRFLOW_DB_MIGRATE"] == "true"
+
+
+def test_celery_variant_is_a_profile_with_two_workers_and_redis(compose):
+    services = compose["services"]
+    for name in CELERY_SERVICES:
+        assert services[name]["profiles"] == ["celery"]
+    worker = services["airflow-worker"]
+    assert worker["command"] == "celery worker"
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert "postgres:5432/airflow" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
 
 
 def test_postgres_creates_the_warehouse(compose):
@@ -119,12 +143,13 @@ def _compose_command() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_is_valid():
+@pytest.mark.parametrize("profile", [[], ["--profile", "celery"]], ids=["local", "celery"])
+def test_docker_compose_config_is_valid(profile):
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     result = subprocess.run(
-        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config", "-q"],
+        [*command, *profile, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
         check=False,

@@ -92,3 +92,27 @@ def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):
     assert info["totals"]["rows_read"] == 20 and info["totals"]["unaccounted"] == 0
     recon = (tmp_path / "out" / "2025" / "reconciliation.json").read_text()
     assert "~$" not in recon and "swp" not in recon
+
+
+def test_nothing_delivered_is_an_empty_plan_not_an_error(tmp_path):
+    (tmp_path / "landing").mkdir()
+    plan = pipeline.plan_scheduled_run(
+        None, str(tmp_path / "landing"), str(tmp_path / "out"), None, "2026-01-01"
+    )
+    assert plan["partners"] == [] and plan["release"] == "2025"
+    assert not (tmp_path / "out").exists()  # nothing written for an empty run
+
+
+def test_a_named_partner_is_still_required_to_deliver(tmp_path):
+    (tmp_path / "landing").mkdir()
+    with pytest.raises(CtdcError, match="partner 'iom': landing folder"):
+        pipeline.plan_scheduled_run(
+            None, str(tmp_path / "landing"), str(tmp_path / "out"), ["iom"], "2026-01-01"
+        )
+
+
+def test_a_named_landing_folder_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(CtdcError, match="no partner folder found"):
+        pipeline.plan_scheduled_run(
+            None, str(tmp_path / "typo"), str(tmp_path / "out"), None, "2026-01-01"
+        )

@@ -188,14 +188,14 @@ def plan_run(
 
 
 def plan_scheduled_run(
-    release: str,
-    landing: str,
-    out: str,
+    release: str | None,
+    landing: str | None,
+    out: str | None,
     partners: list[str] | None,
     run_date,
     lock_owner: str | None = None,
 ) -> dict:
-    """plan_run with the DAG's defaults: an empty param means the default.
+    """plan_run with the DAG's defaults: an empty (or null) param means the default.
 
     The release is labelled by the year before the run date (a run on 1 January 2026
     is the 2025 release; a manual run later in 2026 is a 2026 update); landing and out
@@ -203,8 +203,16 @@ def plan_scheduled_run(
     """
     home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
     label = release or str((pd.Timestamp(run_date) - pd.Timedelta(days=1)).year)
+    named_landing = landing
     landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
     out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
+    known = available_partners()
+    delivered = any((Path(landing) / p).is_dir() for p in known)
+    # A yearly run before any delivery is not an error: an empty plan, the DAG stops there.
+    # A landing folder named in the trigger form that does not exist is (plan_run says so).
+    if not partners and not delivered and (Path(landing).is_dir() or not named_landing):
+        log.info("nothing delivered: no mapped partner's folder in %s", landing)
+        return {"release": label, "landing": landing, "out": out, "partners": []}
     warehouse = os.environ.get("CTDC_WAREHOUSE_URL") or None
     return plan_run(
         landing, out, label, partners or None, lock_owner=lock_owner, warehouse_url=warehouse
@@ -464,6 +472,8 @@ def load_warehouse(plan: dict, url: str | None = None) -> dict:
 def finish_run(plan: dict) -> dict:
     """End of a run, successful or not: remove the private work folder (staged frames, the
     unmapped list) and give the release's lock back. Idempotent; the DAG's teardown task."""
+    if "work_dir" not in plan:  # nothing delivered: the plan took no lock and made no folder
+        return {"release": plan["release"], "work_folder_removed": False}
     work = Path(plan["work_dir"])
     removed = work.exists()
     shutil.rmtree(work, ignore_errors=True)

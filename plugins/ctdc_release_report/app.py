@@ -1,0 +1,125 @@
+"""Routes of the release report. Every route needs an Airflow user allowed to read the DAG's runs.
+
+A run's release folder is found through what the run itself recorded (the XCom of its
+`summarize` task), never through a path taken from the request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+
+from ctdc_release_report import html
+
+PREFIX = "/ctdc-report"
+DAG_ID = "ctdc_annual_update"
+SUMMARY_TASK = "summarize"
+GATE_TASKS = ("approve", "publish")
+
+app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)
+can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+can_read_dag_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))
+
+
+def _runs(run_id: str | None = None) -> list[dict]:
+    """Runs of the DAG with their summary (XCom of `summarize`) and approval states."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    runs = select(DagRun.run_id, DagRun.state, DagRun.run_after).where(DagRun.dag_id == DAG_ID)
+    if run_id is not None:
+        runs = runs.where(DagRun.run_id == run_id)
+    found = []
+    with create_session() as session:
+        for rid, state, run_after in session.execute(runs.order_by(DagRun.run_after)):
+            xcom = session.scalars(
+                select(XComModel).where(
+                    XComModel.dag_id == DAG_ID,
+                    XComModel.run_id == rid,
+                    XComModel.task_id == SUMMARY_TASK,
+                    XComModel.key == "return_value",
+                )
+            ).first()
+            gates = dict(
+                session.execute(
+                    select(TaskInstance.task_id, TaskInstance.state).where(
+                        TaskInstance.dag_id == DAG_ID,
+                        TaskInstance.run_id == rid,
+                        TaskInstance.task_id.in_(GATE_TASKS),
+                    )
+                ).all()
+            )
+            found.append(
+                {
+                    "run_id": rid,
+                    "state": str(getattr(state, "value", state)),
+                    "run_after": run_after.isoformat() if run_after else None,
+                    "summary": XComModel.deserialize_value(xcom) if xcom else None,
+                    "approval": str(gates.get("approve") or "not reached"),
+                    "published": str(gates.get("publish")) == "success",
+                }
+            )
+    return found
+
+
+def _report(dag_id: str, run_id: str) -> dict:
+    from ctdc_harmonizer import report
+
+    if dag_id != DAG_ID:
+        raise HTTPException(404, f"no release report for DAG {dag_id}")
+    runs = _runs(run_id)
+    if not runs or not runs[0]["summary"]:
+        raise HTTPException(404, "this run has not written a release (yet)")
+    run = runs[0]
+    release_dir = Path(run["summary"]["report"])
+    if not release_dir.is_dir():
+        raise HTTPException(404, "the release folder of this run no longer exists")
+    previous = report.previous_release(release_dir.parent, release_dir.name)
+    built = report.build(release_dir, release_dir.parent / previous if previous else None)
+    return built | {"run": {k: v for k, v in run.items() if k != "summary"}}
+
+
+def _history() -> list[dict]:
+    rows = []
+    for run in reversed(_runs()):
+        summary = run["summary"] or {}
+        rows.append(
+            {
+                "run_id": run["run_id"],
+                "run_after": run["run_after"],
+                "state": run["state"],
+                "release": summary.get("release"),
+                "rows": summary.get("rows"),
+                "partners": summary.get("partners", {}),
+                "approval": run["approval"],
+                "published": run["published"],
+            }
+        )
+    return rows
+
+
+@app.get("/api/runs/{dag_id}/{run_id}", dependencies=[can_read_runs])
+def run_report_json(dag_id: str, run_id: str) -> dict:
+    return _report(dag_id, run_id)
+
+
+@app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[can_read_runs])
+def run_report_page(dag_id: str, run_id: str) -> str:
+    return html.report_page(_report(dag_id, run_id))
+
+
+@app.get("/api/releases", dependencies=[can_read_dag_runs])
+def history_json() -> list[dict]:
+    return _history()
+
+
+@app.get("/releases", response_class=HTMLResponse, dependencies=[can_read_dag_runs])
+def history_page() -> str:
+    return html.history_page(_history(), DAG_ID)

@@ -1,0 +1,72 @@
+"""The approval gate's decisions: published only after Approve; a rejection or no answer leaves
+the release unpublished and the run says so (the `outcome` task fails with the reason)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+SUMMARY = {"release": "2025", "rows": 10, "report": "/r/2025", "partners": {}, "body": ""}
+
+
+@pytest.fixture(scope="module")
+def dag(repo_root):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(repo_root / "dags")).dags["ctdc_annual_update"]
+
+
+def outcome(dag, xcoms: dict):
+    ti = SimpleNamespace(xcom_pull=lambda task_ids, key="return_value": xcoms.get(task_ids))
+    return dag.get_task("outcome").python_callable(ti=ti)
+
+
+def test_published_after_approval(dag):
+    published = {"release": "2025", "rows": 10, "report": "/r/2025"}
+    assert outcome(dag, {"summarize": SUMMARY, "publish": published}) == "release 2025 published"
+
+
+def test_rejection_is_named_with_who_rejected(dag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    decision = {"chosen": ["Reject"], "by": "alice"}
+    with pytest.raises(AirflowFailException, match="release 2025 NOT published: rejected by alice"):
+        outcome(dag, {"summarize": SUMMARY, "approve": decision})
+
+
+def test_no_answer_is_no_approval(dag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="release 2025 NOT published: no approval"):
+        outcome(dag, {"summarize": SUMMARY})
+    with pytest.raises(AirflowFailException, match="an earlier step failed"):
+        outcome(dag, {})
+
+
+def test_the_decision_is_recorded_before_a_rejection_skips_publish(dag):
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    pushed = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}), map_index=-1)
+    approve = dag.get_task("approve")
+    event = {
+        "chosen_options": ["Reject"],
+        "params_input": {},
+        "responded_at": datetime.now(UTC),
+        "responded_by_user": {"id": "b", "name": "bob"},
+    }
+    with pytest.raises(DownstreamTasksSkipped):
+        approve.execute_complete({"ti": ti, "task": approve}, event)
+    assert pushed["decision"] == {"chosen": ["Reject"], "by": "bob"}
+    assert pushed["skipmixin_key"] == {"skipped": ["publish"]}  # Airflow skips publish
+
+
+def test_approval_waits_a_week_with_no_default_answer(dag):
+    approve = dag.get_task("approve")
+    assert approve.options == ["Approve", "Reject"]
+    assert approve.defaults is None  # a timeout never approves by itself
+    assert approve.response_timeout == timedelta(days=7)
+    assert approve.retries == 0
+    assert "summarize" in approve.body  # the headline counts of the run

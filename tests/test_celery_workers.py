@@ -1,0 +1,168 @@
+"""The scale-out path on one machine: CeleryExecutor, Redis at 127.0.0.1:6379, two workers.
+
+The launcher (`scripts/airflow_local.py --celery-workers 2`) runs the deployment against a
+throw-away PostgreSQL database; the two partner chains of a run are executed by both workers
+(each takes one task at a time). This run is then REJECTED through the REST API: the release
+stays unpublished (no asset event), the run fails saying so, and the data team is e-mailed
+that the run failed. Skipped with a reason when Redis or PostgreSQL does not answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from urllib.parse import quote
+
+import pytest
+from smtp_sink import SmtpSink, text_of
+from test_airflow_processes import DAG_ID, REPO_ROOT, Api, free_port, wait_for
+
+pytestmark = pytest.mark.processes
+PARTNERS = ["hotline", "iom"]
+RELEASE = "celery-2025"
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def celery_deployment(database, tmp_path_factory):
+    if not redis_answers():
+        pytest.skip("no Redis at 127.0.0.1:6379: the Celery path needs a broker")
+    from ctdc_harmonizer import samples
+
+    home = tmp_path_factory.mktemp("celery-home")
+    landing = home / "landing"
+    for partner in PARTNERS:
+        samples.generate(partner, landing, n=30, seed=3)
+    (home / "empty").mkdir()
+    port = free_port()
+    queue = f"ctdc-test-{uuid.uuid4().hex[:8]}"  # the Redis server may be shared
+    with SmtpSink() as smtp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CTDC_"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+                "CTDC_LANDING": str(home / "empty"),
+                "CTDC_OUT": str(home / "releases"),
+                "AIRFLOW_CONN_CTDC_SMTP": smtp.connection_json(),
+                "CTDC_ALERT_TO": "data-team@example.org",
+            }
+        )
+        script = str(REPO_ROOT / "scripts" / "airflow_local.py")
+        launcher = subprocess.Popen(
+            [sys.executable, script, "--port", str(port), "--celery-workers", "2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        pid_file = home / "airflow-ui.pids.json"
+        try:
+            for line in launcher.stdout:
+                if line.startswith("  Stop:"):
+                    break
+            password = json.loads((home / "simple_auth_manager_passwords.json").read_text())
+            base = f"http://127.0.0.1:{port}"
+            token = Api(base).json(
+                "POST", "/auth/token", {"username": "admin", "password": password["admin"]}
+            )["access_token"]
+            yield Api(base, token), home, landing, smtp
+        finally:
+            pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
+            if launcher.poll() is None:
+                launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(timeout=60)
+            finally:
+                for pgid in pids.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def database():
+    from test_airflow_processes import PG, admin_sql
+
+    try:
+        admin_sql("SELECT 1")
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
+    name = f"ctdc_celery_{uuid.uuid4().hex[:10]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def rejected_run(celery_deployment):
+    api, home, landing, _ = celery_deployment
+    wait_for("the DAG", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120)
+    api.json("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    conf = {"landing": str(landing), "out": str(home / "releases"), "release": RELEASE}
+    conf["partners"] = PARTNERS
+    run_id = api.json(
+        "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
+    )["dag_run_id"]
+    hitl = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+    wait_for("the approval request", lambda: api.get(hitl).status_code == 200, 300)
+    api.json("PATCH", hitl, {"chosen_options": ["Reject"]})
+
+    def finished():
+        run = api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        return run if run["state"] in {"success", "failed"} else None
+
+    return run_id, wait_for("the run to finish", finished, 120)
+
+
+def test_both_workers_ran_partner_tasks(celery_deployment, rejected_run):
+    _, home, _, _ = celery_deployment
+    for worker in ("worker-1", "worker-2"):
+        log = (home / "logs" / f"{worker}.log").read_text(encoding="utf-8", errors="replace")
+        assert "execute_workload" in log and "received" in log, f"{worker} ran no task"
+
+
+def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment, rejected_run):
+    api, _, _, smtp = celery_deployment
+    run_id, run = rejected_run
+    assert run["state"] == "failed"
+    tis = api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    states = {t["task_id"]: t["state"] for t in tis["task_instances"] if t["map_index"] < 0}
+    assert states["approve"] == "success"  # a decision was taken
+    assert states["publish"] == "skipped"
+    assert states["outcome"] == "failed"
+    events = api.json("GET", "/api/v2/assets/events")["asset_events"]
+    assert not [e for e in events if e["source_run_id"] == run_id]
+    log = api.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/outcome/logs/1",
+        params={"full_content": True},
+        headers={"Accept": "application/x-ndjson"},
+    ).text
+    assert f"release {RELEASE} NOT published: rejected by admin" in log
+    mails = wait_for(
+        "the failure alert",
+        lambda: [m for m in smtp.messages if m["Subject"].startswith("[CTDC] run failed")],
+        90,
+    )
+    assert f"/runs/{quote(run_id, safe='')}" in text_of(mails[0])

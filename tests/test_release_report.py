@@ -1,0 +1,120 @@
+"""The release report (ctdc_harmonizer.report + the ctdc_release_report plugin): counts that
+reconcile with the release, the change against the previous release, HTML with inline charts,
+no identifier, and no answer without an authenticated Airflow user."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from ctdc_harmonizer import pipeline, report, samples
+
+PARTNERS = ["hotline", "iom"]
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """Two releases in one folder: 2024 with both partners, 2025 with iom only."""
+    root = tmp_path_factory.mktemp("report")
+    for partner in PARTNERS:
+        samples.generate(partner, root / "landing", n=60, seed=11)
+    out = root / "out"
+    pipeline.run(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
+    time.sleep(0.05)  # distinct modification times: the order of releases
+    pipeline.run(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
+    return root, out
+
+
+def test_releases_are_listed_oldest_first_with_the_previous_one(releases):
+    _, out = releases
+    assert [r["release"] for r in report.releases(out)] == ["2024", "2025"]
+    assert report.previous_release(out, "2025") == "2024"
+    assert report.previous_release(out, "2024") is None
+
+
+def test_report_counts_reconcile_with_the_release(releases):
+    _, out = releases
+    built = report.build(out / "2024")
+    harmonized = pd.read_csv(out / "2024" / "harmonized.csv", dtype=str)
+    recon = {r["partner"]: r for r in built["reconciliation"]}
+    assert sorted(recon) == PARTNERS
+    assert sum(r["harmonized"] for r in recon.values()) == len(harmonized) == built["rows"]
+    for row in recon.values():
+        outcomes = ("harmonized", "rejected", "excluded", "erased", "duplicates_merged")
+        assert row["rows_read"] == sum(row[k] for k in outcomes)
+    rejects = pd.read_csv(out / "2024" / "rejects.csv")
+    assert sum(r["rows"] for r in built["rejects"]) == len(rejects)
+    assert {"expectation", "success"} <= set(built["quality_results"][0])
+    assert all("observed_value" not in r for r in built["quality_results"])
+
+
+def test_change_against_the_previous_release(releases):
+    _, out = releases
+    change = report.build(out / "2025", out / "2024")["change"]
+    assert change["previous"] == "2024"
+    partners = {p["partner"]: p for p in change["partners"]}
+    assert partners["hotline"]["harmonized"] == 0  # did not take part in 2025
+    assert partners["hotline"]["delta"] == -partners["hotline"]["harmonized_previous"] < 0
+    assert partners["iom"]["delta"] == 0  # same extract both years
+    by_variable: dict[str, int] = {}
+    for row in change["variables"]:
+        by_variable[row["variable"]] = by_variable.get(row["variable"], 0) + row["delta"]
+    # Every variable has one value per row: the changes of each add up to the row change.
+    assert set(by_variable.values()) == {partners["hotline"]["delta"]}
+
+
+def test_headline_is_markdown_counts(releases):
+    _, out = releases
+    head = report.headline(out / "2024")
+    assert head["release"] == "2024" and head["report"] == str(out / "2024")
+    assert head["partners"] == {
+        r["partner"]: r["harmonized"] for r in report.build(out / "2024")["reconciliation"]
+    }
+    assert "| hotline |" in head["body"] and "| iom |" in head["body"]
+    json.dumps(head)  # travels through XCom
+
+
+def test_report_page_has_charts_and_no_identifier(releases):
+    from ctdc_release_report import html
+
+    root, out = releases
+    built = report.build(out / "2025", out / "2024")
+    built["run"] = {"run_id": "r<1>", "state": "success", "approval": "success", "published": True}
+    page = html.report_page(built)
+    assert page.count("<svg") >= 3 and "<script" not in page and "http" not in page
+    assert "r&lt;1&gt;" in page  # escaped
+    identifiers = set()
+    for path in (root / "landing").rglob("*"):
+        if path.suffix in {".csv", ".jsonl", ".json"}:
+            text = path.read_text(encoding="utf-8", errors="ignore")
+            identifiers |= {w for w in text.replace('"', " ").split() if "@" in w or "+" in w}
+    assert identifiers, "no e-mail or phone found in the samples: the check would be vacuous"
+    assert not [value for value in identifiers if value in page]
+
+
+def test_endpoints_refuse_anonymous_and_forged_tokens():
+    from ctdc_release_report.app import app
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    for path in (
+        "/api/releases",
+        "/releases",
+        "/api/runs/ctdc_annual_update/manual__1",
+        "/runs/ctdc_annual_update/manual__1",
+    ):
+        assert client.get(path).status_code == 401, path
+    assert client.get("/api/releases", cookies={"_token": ""}).status_code == 401
+
+
+def test_plugin_registers_the_run_view_and_the_nav_entry():
+    from ctdc_release_report.plugin import CtdcReleaseReportPlugin
+
+    views = {v["destination"]: v for v in CtdcReleaseReportPlugin.external_views}
+    assert views["dag_run"]["href"] == "ctdc-report/runs/{DAG_ID}/{RUN_ID}"
+    assert views["nav"]["href"] == "ctdc-report/releases"
+    (fastapi_app,) = CtdcReleaseReportPlugin.fastapi_apps
+    assert fastapi_app["url_prefix"] == "/ctdc-report"
