@@ -112,6 +112,9 @@ def write(plan: dict) -> dict:
     (staging / "coverage.json").write_text(
         json.dumps(coverage, indent=2, sort_keys=True), encoding="utf-8"
     )
+    # PRIVACY: the overlap matrix across partners (counts only, small cells hidden).
+    if (work / "overlaps.json").exists():
+        shutil.copyfile(work / "overlaps.json", staging / "overlaps.json")
     # Dataset-level quality (Great Expectations) on what is about to be released.
     quality = validate_release(harmonized, codebook, int(plan["release_year"]), staging)
     if not quality["success"]:
