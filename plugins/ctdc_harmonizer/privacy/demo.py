@@ -53,7 +53,23 @@ def plant_overlap(landing: Path) -> bool:
     book = load_workbook(sheets[0])
     sheet = book.worksheets[0]
     header = [cell.value for cell in sheet[1]]
-    row = 3  # the first record under the HTCDS label row
+    # The first record (under the HTCDS label row) not named in the NGO's withdrawals file.
+    requests = landing / "case_management" / "withdrawals.csv"
+    withdrawn = set()
+    if requests.exists():
+        table = pd.read_csv(requests, dtype=str, keep_default_na=False)
+        withdrawn = set(table["prs_SecondName"].str.strip().str.casefold())
+    last = header.index("prs_SecondName") + 1
+    row = next(
+        (
+            r
+            for r in range(3, sheet.max_row + 1)  # a few rows of a demo sheet
+            if str(sheet.cell(r, last).value or "").strip().casefold() not in withdrawn
+        ),
+        None,
+    )
+    if row is None:
+        return False
     sheet.cell(row, header.index("prs_FirstName") + 1, person["beneficiary_first_name"].upper())
     surname = person["beneficiary_last_name"]
     sheet.cell(row, header.index("prs_SecondName") + 1, surname.replace("a", "á", 1))
