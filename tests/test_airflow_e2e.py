@@ -327,3 +327,19 @@ def test_bad_file_fails_its_partner_only_with_a_located_error(failed_run, metada
     assert "partner 'case_management', file 'htcds_case_export.xlsx'" in failed_run.output
     assert "column 'prs_Gender': required column is missing" in failed_run.output
     assert leaks(identifiers, failed_run.output) == []
+
+
+def test_no_pseudonym_outside_the_warehouse(dag_run, cli_run, airflow_home, metadata_db):
+    """PRIVACY: the keyed pseudonyms stored with the case records appear in no release file,
+    report, task log, XCom or the Airflow metadata database."""
+    stored: set[str] = set()
+    for run in (dag_run, cli_run):
+        with sqlite3.connect(run.out / "warehouse.sqlite") as conn:
+            stored |= {r[0] for r in conn.execute("SELECT pseudonym FROM case_record") if r[0]}
+    assert len(stored) > 100
+    files = [p for r in (RELEASE, CLI_RELEASE) for p in (cli_run.out / r).rglob("*") if p.is_file()]
+    files += [p for p in (dag_run.out / RELEASE).rglob("*") if p.is_file()]
+    files += [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
+    texts = [dag_run.output, cli_run.output, sqlite_text(metadata_db), *map(file_text, files)]
+    blob = "\n".join(texts)
+    assert [p for p in stored if p in blob] == []
