@@ -199,7 +199,8 @@ def record_and_purge(plan: dict, url: str | None = None) -> dict:
                     )
                     conn.execute(
                         sa.text(
-                            f"INSERT INTO {AUDIT_TABLE} (at, release_label, action, records) "
+                            f"INSERT INTO {AUDIT_TABLE} "
+                            "(recorded_at, release_label, action, records) "
                             "VALUES (:at, :label, :action, :n)"
                         ),
                         {
