@@ -140,6 +140,12 @@ def test_a_short_key_is_refused_without_showing_it(monkeypatch):
     assert "short-secret" not in str(caught.value)
 
 
+def test_the_dag_reads_the_key_from_the_airflow_variable(monkeypatch):
+    monkeypatch.delenv(keys.KEY_ENV)
+    monkeypatch.setenv("AIRFLOW_VAR_CTDC_PSEUDONYM_KEY", "v" * 40)  # how a secrets backend
+    assert keys.pseudonym_key() == b"v" * 40  # or the env backend serves Variables
+
+
 def test_pseudonyms_depend_on_key_and_partner_and_are_stable():
     ids = pd.Series(["A-1", "A-2", "A-1", None], dtype="string")
     one = pseudonyms.pseudonymize("iom", "id", ids, b"x" * 32)
