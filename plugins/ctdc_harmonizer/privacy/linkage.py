@@ -132,21 +132,20 @@ def linkage_keys(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> pd.D
 
 def clusters(links: pd.DataFrame) -> pd.Series:
     """A person number per record: records sharing any link key (transitively) get the
-    same number. Minimum-label propagation over key groups, vectorised; a handful of
-    rounds (the longest chain of shared keys) suffices."""
-    long = links[LINK_COLUMNS].reset_index(drop=True).melt(ignore_index=False, value_name="k")
-    long = long.dropna(subset=["k"])
-    rows = long.index.to_numpy()
-    keys = long["k"].to_numpy()
+    same number. Minimum-label propagation over integer key codes with numpy, plus pointer
+    jumping; a handful of rounds (the longest chain of shared keys) suffices."""
+    long = links[LINK_COLUMNS].to_numpy(dtype=object).ravel()
+    present = pd.notna(long)
+    rows = np.repeat(np.arange(len(links), dtype=np.int64), len(LINK_COLUMNS))[present]
+    codes, uniques = pd.factorize(long[present])
     values = np.arange(len(links), dtype=np.int64)
     while True:
-        per_key = pd.Series(values[rows]).groupby(keys).transform("min").to_numpy()
-        per_row = pd.Series(per_key).groupby(rows).min()
+        per_key = np.full(len(uniques), len(links), dtype=np.int64)
+        np.minimum.at(per_key, codes, values[rows])
         updated = values.copy()
-        where = per_row.index.to_numpy()
-        updated[where] = np.minimum(updated[where], per_row.to_numpy())
+        np.minimum.at(updated, rows, per_key[codes])
         updated = updated[updated]  # pointer jumping: follow a label to its own label
-        if (updated == values).all():
+        if np.array_equal(updated, values):
             break
         values = updated
     return pd.Series(values, index=links.index)
