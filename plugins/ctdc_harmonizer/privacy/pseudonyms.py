@@ -11,7 +11,6 @@ anonymous) and never leaves the warehouse: no release file, report, log or XCom 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import pandas as pd
@@ -31,8 +30,10 @@ def keyed_hash(values: pd.Series, key: bytes, domain: str) -> pd.Series:
 
     def digest(distinct: pd.Series) -> pd.Series:
         prefix = (domain + KEY_SEPARATOR).encode("utf-8")
-        return distinct.map(
-            lambda text: hmac.new(key, prefix + text.encode("utf-8"), hashlib.sha256).hexdigest()
+        # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new(...).
+        messages = [prefix + text.encode("utf-8") for text in distinct.tolist()]
+        return pd.Series(
+            [hmac.digest(key, m, "sha256").hex() for m in messages], index=distinct.index
         )
 
     return per_distinct(values.astype("string"), digest)
