@@ -159,21 +159,29 @@ def record_and_purge(plan: dict, url: str | None = None) -> dict:
                         for p, partner in zip(new["pseudonym"], new["partner"], strict=True)
                     ],
                 )
-            stored = pd.DataFrame(
+            # Only releases holding a registered person are read in full (usually none).
+            hits = pd.DataFrame(
                 conn.execute(
                     sa.text(
-                        "SELECT c.id, c.release_label, "
-                        f"CASE WHEN r.pseudonym IS NULL THEN 0 ELSE 1 END AS hit "
-                        f"FROM case_record c LEFT JOIN {REGISTRY_TABLE} r "
-                        "ON c.pseudonym = r.pseudonym ORDER BY c.release_label, c.id"
+                        f"SELECT c.id, c.release_label FROM case_record c JOIN {REGISTRY_TABLE} r "
+                        "ON c.pseudonym = r.pseudonym"
                     )
                 ).all(),
-                columns=["id", "release_label", "hit"],
+                columns=["id", "release_label"],
             )
-            stored["position"] = stored.groupby("release_label").cumcount()
-            hits = stored[stored["hit"] == 1]
-            per_release = hits.groupby("release_label")["position"].agg(list).to_dict()
-            sizes = stored.groupby("release_label").size().to_dict()
+            per_release, sizes = {}, {}
+            for label, ids in hits.groupby("release_label")["id"]:  # releases, not records
+                order = np.array(
+                    conn.execute(
+                        sa.text("SELECT id FROM case_record WHERE release_label = :l ORDER BY id"),
+                        {"l": label},
+                    )
+                    .scalars()
+                    .all(),
+                    dtype=np.int64,
+                )
+                per_release[label] = np.searchsorted(order, np.sort(ids.to_numpy())).tolist()
+                sizes[label] = len(order)
             folders = _release_folders(Path(plan["out"]), sorted(per_release))
             for label, folder in folders.items():  # check every folder before changing any
                 rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
