@@ -313,3 +313,85 @@ def test_soundex():
         "t522",
         "p236",
     ]
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    psycopg = pytest.importorskip("psycopg")
+    base = sa.make_url(
+        os.environ.get(
+            "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        )
+    )
+    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable ({type(exc).__name__})")
+    schema = f"ctdc_privacy_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.mark.postgres
+def test_the_registry_on_postgresql(tmp_path, pg_url):
+    import sqlalchemy as sa
+
+    mappings = _mappings(tmp_path)
+    delivery = [_planted_person(), *_others("A")]
+
+    def run(release: str) -> dict:
+        return pipeline.run(
+            str(tmp_path / "landing"),
+            str(tmp_path / "out"),
+            release,
+            ["tiny"],
+            str(mappings),
+            warehouse_url=pg_url,
+            workers=1,
+        )
+
+    _land(tmp_path, "tiny", delivery)
+    run("r1")
+    _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
+    assert run("r2")["warehouse"]["privacy"]["records_purged"] == 1
+    _land(tmp_path, "tiny", delivery)
+    assert run("r3")["totals"]["erased"] == 1
+    assert len(pd.read_parquet(tmp_path / "out" / "r1" / "harmonized.parquet")) == 6
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        per_release = dict(
+            conn.execute(
+                sa.text("SELECT release_label, count(*) FROM case_record GROUP BY release_label")
+            ).all()
+        )
+        assert per_release == {"r1": 6, "r2": 6, "r3": 6}
+        assert conn.execute(sa.text("SELECT count(*) FROM privacy_audit")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_folder_that_disagrees_with_the_warehouse_is_not_rewritten_on_a_guess(tmp_path):
+    mappings = _mappings(tmp_path)
+    delivery = [_planted_person(), *_others("A")]
+    _land(tmp_path, "tiny", delivery)
+    _run(tmp_path, "r1", mappings)
+    folder = tmp_path / "out" / "r1"
+    table = pd.read_parquet(folder / "harmonized.parquet")
+    table.iloc[1:].to_parquet(folder / "harmonized.parquet", index=False)  # edited by hand
+    _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
+    with pytest.raises(CtdcError, match="they disagree"):
+        _run(tmp_path, "r2", mappings)
+    assert len(pd.read_parquet(folder / "harmonized.parquet")) == 6  # untouched
+    assert not (folder / "audit.json").exists()
