@@ -109,9 +109,11 @@ def plan_run(
         "partners": chosen,
         "partners_without_delivery": sorted(set(known) - set(chosen)) if not named else [],
     }
-    if warehouse_url:  # PRIVACY: the CLI's --warehouse, where the withdrawal registry lives
-        plan["warehouse_url"] = warehouse_url
     _json(work / "plan.json", plan)
+    # PRIVACY: the CLI's --warehouse, where the withdrawal registry lives; in memory only
+    # (never in plan.json: a URL may hold a password). The DAG uses $CTDC_WAREHOUSE_URL.
+    if warehouse_url:
+        plan["warehouse_url"] = warehouse_url
     log.info("planned release %s for %d partner(s)", release, len(chosen))
     return plan
 
