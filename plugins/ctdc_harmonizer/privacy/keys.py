@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 
 from ctdc_harmonizer.errors import CtdcError
 
@@ -29,10 +30,12 @@ MISSING = (
 
 
 def _airflow_variable() -> str:
-    """The Airflow Variable, when running inside an Airflow task; else empty."""
+    """The Airflow Variable, when running inside Airflow (a task imports it); else empty."""
     value = os.environ.get("AIRFLOW_VAR_" + AIRFLOW_VARIABLE.upper(), "")
     if value:
         return value
+    if "airflow" not in sys.modules:  # the command line: never import Airflow (its config)
+        return ""
     try:
         from airflow.sdk import Variable
     except ImportError:
