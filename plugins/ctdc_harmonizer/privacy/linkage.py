@@ -73,8 +73,13 @@ def _tokens(names: pd.Series) -> pd.Series:
 
 
 def _sounds(tokens: pd.Series) -> pd.Series:
+    """Soundex of each token, sorted: each distinct token is coded once (names repeat)."""
+
     def code(distinct: pd.Series) -> pd.Series:
-        return distinct.str.split().map(lambda ts: " ".join(sorted(soundex(t) for t in ts)))
+        split = distinct.str.split()
+        words = pd.unique(split.explode().dropna())
+        codes = dict(zip(words, map(soundex, words), strict=True))
+        return split.map(lambda ts: " ".join(sorted(codes[t] for t in ts)))
 
     return per_distinct(tokens, code)
 
