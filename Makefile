@@ -61,7 +61,7 @@ airflow-ui: install
 
 ## Debian's Chromium for the browser test (Playwright cannot download its own browsers here)
 browser-deps:
-	apt-get install -y chromium
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .airflow demo .pytest_cache .ruff_cache

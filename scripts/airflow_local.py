@@ -179,6 +179,22 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def local_pseudonym_key(home: Path, env: dict) -> str:
+    """Where the key comes from. A deployment sets the Variable `ctdc_pseudonym_key` from its
+    secrets backend (or CTDC_PSEUDONYM_KEY); this local one keeps a key of its own in an
+    owner-only file under AIRFLOW_HOME, made once, so withdrawals and pseudonyms stay stable
+    across runs of this machine. The key is never printed."""
+    if env.get("CTDC_PSEUDONYM_KEY") or env.get("AIRFLOW_VAR_CTDC_PSEUDONYM_KEY"):
+        return "from the environment"
+    path = home / "pseudonym.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+    env["AIRFLOW_VAR_CTDC_PSEUDONYM_KEY"] = path.read_text(encoding="utf-8").strip()
+    return f"local key in {path} (owner-only; not for real case data)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
@@ -192,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         queue = env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default")
         commands |= celery_workers(args.celery_workers, queue)
     password = admin_password(home)
+    key_source = local_pseudonym_key(home, env)
     log_dir = home / "logs"
     print(f"Airflow home {home}; metadata DB {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}")
     print(f"Executor {env['AIRFLOW__CORE__EXECUTOR']}")
@@ -211,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Landing:     {env['CTDC_LANDING']}",
             f"  Releases:    {env['CTDC_OUT']}",
             f"  Logs:        {log_dir}/<process>.log",
+            f"  Pseudonyms:  {key_source}",
             "  Stop:        Ctrl-C (stops every process started here)",
             "=" * 64,
             sep="\n",

@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder receiving releases")
     parser.add_argument("--release", required=True, help="release label, e.g. demo-2025")
     parser.add_argument("--partners", default="", help="comma-separated (default: all found)")
+    parser.add_argument(
+        "--no-privacy-step",
+        action="store_true",
+        help="skip the second release showing withdrawals honoured without withdrawals files",
+    )
     args = parser.parse_args(argv)
     landing, out = args.landing.resolve(), args.out.resolve()
 
@@ -126,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     migrate_metadata_db()
     quiet_loggers()  # importing Airflow reconfigures logging
     partners = [p for p in args.partners.split(",") if p] or mapped_partners_with_data(landing)
+    # PRIVACY demo step (1/2): a throwaway key; one person recorded by IOM and by the NGO.
+    from ctdc_harmonizer.privacy import demo as privacy_demo
+
+    privacy_demo.ensure_key()
+    if privacy_demo.plant_overlap(landing):
+        print("Demo: one IOM beneficiary is also in the NGO's sheet (typos: accent, day/month).")
     dag = load_dag()
     for task in dag.tasks:
         task.retries = 0  # data errors fail at once anyway; a demo does not wait on infra ones
@@ -138,7 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDAG run {run.run_id}: {state} in {time.monotonic() - started:.1f} s")
     if state != "success":
         return 1
-    return 0 if print_summary(out / args.release) else 1
+    if not print_summary(out / args.release):
+        return 1
+    if args.no_privacy_step:
+        return 0
+    # PRIVACY demo step (2/2): the next release, the partners' withdrawals files gone.
+    following = f"{args.release}-next"
+    removed = privacy_demo.take_away_withdrawal_files(landing)
+    print(f"\nRunning release {following} with {removed} withdrawals file(s) removed ...")
+    run = dag.test(run_conf={**conf, "release": following}, mark_success_pattern="approve")
+    if str(getattr(run.state, "value", run.state)) != "success":
+        return 1
+    print("\n".join(privacy_demo.summary(out, args.release, following)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,9 @@ os.environ.update(
 # Run-time settings of the DAG must come from the tests, never from the developer's shell.
 for _name in ("CTDC_LANDING", "CTDC_OUT", "CTDC_WAREHOUSE_URL"):
     os.environ.pop(_name, None)
+# The pseudonym key is a deployment secret: the tests make a random one per session (never a
+# key written in the repository); tests of the missing-key refusal remove it.
+os.environ["CTDC_PSEUDONYM_KEY"] = secrets.token_hex(32)
 if not os.environ.get("CTDC_KEEP_TEST_AIRFLOW_HOME"):
     atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 

@@ -9,6 +9,7 @@ and one where a partner delivers a broken file. Keep it at that.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -178,7 +179,15 @@ def test_asset_event_carries_release_rows_and_report(dag_run, metadata_db):
         ).fetchone()
     extra = json.loads(extra)
     rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
-    assert extra == {"release": RELEASE, "rows": rows, "report": str(dag_run.out / RELEASE)}
+    handoff = dag_run.out / RELEASE / "handoff"
+    manifest = hashlib.sha256((handoff / "manifest.json").read_bytes()).hexdigest()
+    assert extra == {
+        "release": RELEASE,
+        "rows": rows,
+        "report": str(dag_run.out / RELEASE),
+        "handoff": str(handoff),
+        "manifest_sha256": manifest,
+    }
 
 
 def test_cli_dags_test_succeeds(cli_run):
@@ -378,5 +387,23 @@ def test_nothing_delivered_succeeds_at_once_and_skips_the_rest(
     states = task_states(metadata_db, run.run_id)
     assert states.pop(("plan", -1)) == "success"
     assert states.pop(("partners", -1)) == "success"
+    # The teardown runs whatever happened upstream; with nothing planned it has nothing to do.
+    assert states.pop(("cleanup", -1)) in {"success", "skipped"}
     assert set(states.values()) == {"skipped"}, states
     assert not (tmp_path / "out").exists()
+
+
+def test_no_pseudonym_outside_the_warehouse(dag_run, cli_run, airflow_home, metadata_db):
+    """PRIVACY: the keyed pseudonyms stored with the case records appear in no release file,
+    report, task log, XCom or the Airflow metadata database."""
+    stored: set[str] = set()
+    for run in (dag_run, cli_run):
+        with sqlite3.connect(run.out / "warehouse.sqlite") as conn:
+            stored |= {r[0] for r in conn.execute("SELECT pseudonym FROM case_record") if r[0]}
+    assert len(stored) > 100
+    files = [p for r in (RELEASE, CLI_RELEASE) for p in (cli_run.out / r).rglob("*") if p.is_file()]
+    files += [p for p in (dag_run.out / RELEASE).rglob("*") if p.is_file()]
+    files += [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
+    texts = [dag_run.output, cli_run.output, sqlite_text(metadata_db), *map(file_text, files)]
+    blob = "\n".join(texts)
+    assert [p for p in stored if p in blob] == []

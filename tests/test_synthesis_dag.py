@@ -110,7 +110,7 @@ def annual_run(repo_root, metadata_db, sample_landing, partners, tmp_path_factor
     annual = DagBag(dag_folder=str(repo_root / "dags")).dags["ctdc_annual_update"]
     _no_retries(annual)
     conf = {"landing": str(sample_landing), "out": str(out), "release": RELEASE}
-    run = annual.test(run_conf={**conf, "partners": partners})
+    run = annual.test(run_conf={**conf, "partners": partners}, mark_success_pattern="approve")
     assert _state(run) == "success"
     return out
 
@@ -133,8 +133,9 @@ def test_asset_event_carries_the_handoff_contract(annual_run, metadata_db):  # n
     with sqlite3.connect(metadata_db) as conn:
         extras = [json.loads(e) for (e,) in conn.execute("SELECT extra FROM asset_event")]
     extra = next(e for e in extras if e.get("release") == RELEASE)
-    assert set(extra) == {"release", "rows", "handoff", "manifest_sha256"}
+    assert set(extra) == {"release", "rows", "handoff", "manifest_sha256", "report"}
     assert Path(extra["handoff"]) == annual_run.resolve() / RELEASE / "handoff"
+    assert Path(extra["report"]) == annual_run.resolve() / RELEASE  # the release report's folder
     assert extra["rows"] == len(pd.read_parquet(Path(extra["handoff"]) / "harmonized.parquet"))
 
 

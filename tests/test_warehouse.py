@@ -133,7 +133,15 @@ def test_migrate_creates_codebook_columns(sqlite_url: str) -> None:
     assert set(TABLES) <= set(insp.get_table_names())
     assert "ctdc_release_v3" in insp.get_view_names()
     cols = {c["name"]: c for c in insp.get_columns("case_record")}
-    assert list(cols) == ["id", "release_label", "batch_id", "entity_id", *CODEBOOK.columns]
+    # pseudonym: migration 0003 (privacy), never in the release view
+    assert list(cols) == [
+        "id",
+        "release_label",
+        "batch_id",
+        "entity_id",
+        *CODEBOOK.columns,
+        "pseudonym",
+    ]
     for var in CODEBOOK.variables:
         col = cols[var.name]
         if var.type == "year":
@@ -143,7 +151,9 @@ def test_migrate_creates_codebook_columns(sqlite_url: str) -> None:
             assert col["nullable"]
     assert any(ix["column_names"] == ["release_label"] for ix in insp.get_indexes("case_record"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert (
+            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        )  # head: privacy (0003)
     engine.dispose()
 
 

@@ -46,6 +46,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"warehouse: {info['warehouse']['case_records']} case records loaded")
     if info.get("unmapped_partner_folders"):
         print("not read (no mapping): " + ", ".join(info["unmapped_partner_folders"]))
+    privacy = info["warehouse"].get("privacy", {})  # PRIVACY: counts only
+    print(
+        f"withdrawals: {privacy.get('withdrawals_recorded', 0)} newly registered, "
+        f"{privacy.get('records_purged', 0)} record(s) purged from earlier releases"
+    )
     return 0
 
 

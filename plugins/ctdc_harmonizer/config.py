@@ -123,6 +123,9 @@ class PartnerConfig:
     record_id: str = ""
     # Identifying fields a withdrawal is matched on when the partner has no record id.
     withdrawal_match: tuple[str, ...] = ()
+    # Name fields and date-of-birth field of the cross-partner linkage keys (privacy/linkage).
+    linkage_names: tuple[str, ...] = ()
+    linkage_birthdate: str = ""
     null_values: tuple[str, ...] = ("",)
     year_min: int | None = None
     year_max: int | None = None
@@ -278,6 +281,13 @@ class WithdrawalsModel(_Model):
         return value
 
 
+class LinkageModel(_Model):
+    """Fields the cross-partner linkage keys are made of (docs/privacy.md)."""
+
+    names: NameList
+    birthdate: Name
+
+
 class PartnerModel(_Model):
     partner: Name
     name: Text = ""
@@ -290,6 +300,7 @@ class PartnerModel(_Model):
     derive: DeriveModel
     coverage: CoverageModel = CoverageModel()
     withdrawals: WithdrawalsModel | None = None
+    linkage: LinkageModel | None = None
 
 
 def _yaml_lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
@@ -666,6 +677,10 @@ def _check_declared(model: PartnerModel, lines: dict[tuple, int], declared: set[
     if model.withdrawals:
         for index, name in enumerate(model.withdrawals.match_on):
             named.append((("withdrawals", "match_on", index), "withdrawals.match_on field", name))
+    if model.linkage:
+        for index, name in enumerate(model.linkage.names):
+            named.append((("linkage", "names", index), "linkage.names field", name))
+        named.append((("linkage", "birthdate"), "linkage.birthdate field", model.linkage.birthdate))
     for where, what, name in named:
         if name not in declared:
             raise MappingError(
@@ -719,6 +734,8 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         ),
         record_id=model.record_id,
         withdrawal_match=tuple(model.withdrawals.match_on) if model.withdrawals else (),
+        linkage_names=tuple(model.linkage.names) if model.linkage else (),
+        linkage_birthdate=model.linkage.birthdate if model.linkage else "",
         null_values=tuple(model.null_values),
         year_min=model.year_range.min,
         year_max=model.year_range.max,

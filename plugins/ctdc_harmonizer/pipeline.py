@@ -23,12 +23,17 @@ from ctdc_harmonizer import release as release_mod
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.config import PartnerConfig, available_partners, load_partner
 from ctdc_harmonizer.errors import CoverageError, CtdcError, OutputError
-from ctdc_harmonizer.harmonize import EXCLUDED, REJECTED, map_partner
+from ctdc_harmonizer.harmonize import EXCLUDED, HARMONIZED, REJECTED, map_partner
 from ctdc_harmonizer.paths import mappings_dir
+from ctdc_harmonizer.privacy import combine as privacy_combine
+from ctdc_harmonizer.privacy import keys as privacy_keys
+from ctdc_harmonizer.privacy import registry
+from ctdc_harmonizer.privacy import stage as privacy_stage
+from ctdc_harmonizer.privacy.pseudonyms import PSEUDONYM
 from ctdc_harmonizer.reader import FILE, ROW, deidentify, find_extract_files, read_extract
 from ctdc_harmonizer.reconcile import ERASED, MERGED, reconcile
 from ctdc_harmonizer.safety import os_reason, restrict_unmapped, write_report_csv
-from ctdc_harmonizer.withdrawals import erased_rows, load_withdrawals, match_columns, match_keys
+from ctdc_harmonizer.withdrawals import load_withdrawals, match_keys
 
 log = logging.getLogger(__name__)
 PARTNER_COLUMN = "_partner"
@@ -139,6 +144,7 @@ def plan_run(
                 f"partner '{partner}': landing folder {Path(landing) / partner} not found"
             )
     check_release_label(release)
+    privacy_keys.pseudonym_key()  # PRIVACY: no key, no run (the key itself stays out of the plan)
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
@@ -183,6 +189,10 @@ def plan_run(
         "lock": lock,
     }
     _json(work / "plan.json", plan)
+    # PRIVACY: the CLI's --warehouse, where the withdrawal registry lives; in memory only
+    # (never in plan.json: a URL may hold a password). The DAG uses $CTDC_WAREHOUSE_URL.
+    if warehouse_url:
+        plan["warehouse_url"] = warehouse_url
     log.info("planned release %s for %d partner(s)", release, len(chosen))
     return plan
 
@@ -229,10 +239,12 @@ def stage_partner(plan: dict, partner: str) -> dict:
     work = Path(plan["work_dir"]) / partner
     work.mkdir(parents=True, exist_ok=True)
     withdrawals = load_withdrawals(config, landing)  # None when none were delivered
-    frames, keys, files = [], [], {}
+    key = privacy_keys.pseudonym_key()
+    frames, keys, private, files = [], [], [], {}
     for path in find_extract_files(config, landing):
-        result = read_extract(config, path, also=match_columns(withdrawals))
+        result = read_extract(config, path, also=privacy_stage.read_columns(config, withdrawals))
         keys.append(match_keys(withdrawals, result.frame))  # before identifiers are dropped
+        private.append(privacy_stage.private_columns(config, result.frame, key))
         frames.append(deidentify(config, result.frame))
         files[result.file] = {
             "sha256": result.sha256,
@@ -242,7 +254,11 @@ def stage_partner(plan: dict, partner: str) -> dict:
         }
     staged = pd.concat(frames, ignore_index=True)
     fate = pd.Series("", index=staged.index, dtype="string")
-    fate[erased_rows(withdrawals, keys)] = ERASED
+    hashes = pd.concat(private, ignore_index=True)
+    erased, withdrawn, erased_by_registry = privacy_stage.apply_withdrawals(
+        plan, config, withdrawals, keys, hashes, key
+    )
+    fate[erased] = ERASED
     if config.record_id:
         ids = staged[config.record_id].astype("string").str.strip()
         # The same case delivered twice (or cross-referenced between systems): the last copy stays.
@@ -252,6 +268,10 @@ def stage_partner(plan: dict, partner: str) -> dict:
         staged = staged.drop(columns=[config.record_id])
     removed = staged.loc[fate != "", [FILE, ROW]].assign(outcome=fate[fate != ""], reason="")
     staged = staged.loc[fate == ""].reset_index(drop=True)
+    hashes.loc[(fate == "").to_numpy()].reset_index(drop=True).to_parquet(
+        work / privacy_stage.PRIVATE_FILE, index=False
+    )
+    withdrawn.to_parquet(work / privacy_stage.WITHDRAWN_FILE, index=False)
     staged.to_parquet(work / "staged.parquet", index=False)
     removed.to_parquet(work / "removed.parquet", index=False)
     _json(work / "stage.json", {"partner": partner, "files": files})
@@ -261,6 +281,7 @@ def stage_partner(plan: dict, partner: str) -> dict:
         "rows_read": int(sum(f["rows_read"] for f in files.values())),
         "erased": int((fate == ERASED).sum()),
         "duplicates_merged": int((fate == MERGED).sum()),
+        "erased_by_registry": erased_by_registry,
         "staged": str(work / "staged.parquet"),
     }
     log.info(
@@ -291,9 +312,11 @@ def map_to_codebook(plan: dict, partner: str) -> dict:
     work = Path(plan["work_dir"]) / partner
     staged = pd.read_parquet(work / "staged.parquet")
     result = map_partner(staged, config, codebook, year_max=int(plan["release_year"]))
-    result.harmonized.assign(**{PARTNER_COLUMN: partner}).to_parquet(
-        work / "harmonized.parquet", index=False
-    )
+    harmonized = result.harmonized.assign(**{PARTNER_COLUMN: partner})
+    kept = (result.outcomes["outcome"] == HARMONIZED).to_numpy()  # same order as staged
+    hashes = pd.read_parquet(work / privacy_stage.PRIVATE_FILE).loc[kept].reset_index(drop=True)
+    harmonized = pd.concat([harmonized, hashes], axis=1)  # PRIVACY: pseudonym + linkage keys
+    harmonized.to_parquet(work / "harmonized.parquet", index=False)
     result.outcomes.to_parquet(work / "outcomes.parquet", index=False)
     # Only the restricted list ever reaches a file (k rows, coded fields, not shifted).
     restricted = restrict_unmapped(
@@ -431,9 +454,12 @@ def combine(plan: dict) -> dict:
     frames = [pd.read_parquet(work / p / "harmonized.parquet") for p in sorted(plan["partners"])]
     combined = pd.concat(frames, ignore_index=True)
     combined = contracts.shuffle(combined, seed_text=plan["release"])
-    combined = combined[[*codebook.columns, PARTNER_COLUMN, FILE]]
+    # PRIVACY: cross-partner overlaps counted (merged under policy), linkage keys dropped.
+    combined, overlaps = privacy_combine.link(plan, combined, codebook.columns)
+    combined = combined[[*codebook.columns, PARTNER_COLUMN, FILE, PSEUDONYM]]
     combined.to_parquet(work / "combined.parquet", index=False)
     recon = reconcile(plan)
+    recon["overlaps"] = overlaps
     _json(work / "reconciliation.json", recon)
     log.info(
         "release %s: %d harmonized rows from %d partner(s)",
@@ -464,6 +490,7 @@ def load_warehouse(plan: dict, url: str | None = None) -> dict:
     label), then publish the release folder; then drop the work folder."""
     locks.check(plan["lock"], plan["release"])
     counts = release_mod.load(plan, url)
+    counts["privacy"] = registry.record_and_purge(plan, url)  # PRIVACY: registry + purge
     shutil.rmtree(plan["work_dir"], ignore_errors=True)
     log.info("warehouse: %d case records for release %s", counts["case_records"], plan["release"])
     return counts

@@ -23,17 +23,21 @@ def _partner_files(work: Path) -> dict:
     stage = json.loads((work / "stage.json").read_text(encoding="utf-8"))
     outcomes = pd.read_parquet(work / "outcomes.parquet")
     removed = pd.read_parquet(work / "removed.parquet")
+    # Records merged into another partner's record of the same person (privacy.combine).
+    linked_path = work / "linked.parquet"
+    linked = pd.read_parquet(linked_path)[FILE] if linked_path.exists() else pd.Series([])
     files = {}
     for name, meta in stage["files"].items():
         mine = outcomes[outcomes[FILE] == name]
         gone = removed[removed[FILE] == name]
+        cross = int((linked == name).sum())
         entry = {
             **meta,
-            "harmonized": int((mine["outcome"] == HARMONIZED).sum()),
+            "harmonized": int((mine["outcome"] == HARMONIZED).sum()) - cross,
             "rejected": _by(mine, REJECTED),
             "excluded": _by(mine, EXCLUDED),
             "erased": int((gone["outcome"] == ERASED).sum()),
-            "duplicates_merged": int((gone["outcome"] == MERGED).sum()),
+            "duplicates_merged": int((gone["outcome"] == MERGED).sum()) + cross,
         }
         accounted = (
             entry["harmonized"]

@@ -141,6 +141,9 @@ def write(plan: dict) -> dict:
     (staging / "coverage.json").write_text(
         json.dumps(coverage, indent=2, sort_keys=True), encoding="utf-8"
     )
+    # PRIVACY: the overlap matrix across partners (counts only, small cells hidden).
+    if (work / "overlaps.json").exists():
+        shutil.copyfile(work / "overlaps.json", staging / "overlaps.json")
     # Dataset-level quality (Great Expectations) on what is about to be released.
     quality = validate_release(harmonized, codebook, int(plan["release_year"]), staging)
     if not quality["success"]:
@@ -165,11 +168,21 @@ def write(plan: dict) -> dict:
     }
 
 
+# Written after the load from the release's own table, with its own manifest: not part of the
+# identity recorded in the warehouse (it would otherwise read as a mismatch).
+DERIVED_FOLDERS = ("handoff",)
+
+
 def folder_digest(folder: str | Path) -> str:
     """sha256 over every file's relative path and content hash: the release's identity."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] not in DERIVED_FOLDERS
+    )
+    for path in sorted(files):
         file_hash = hashlib.sha256()
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -294,22 +294,32 @@ def match_keys(withdrawals: Withdrawals | None, frame: pd.DataFrame) -> pd.Serie
     return identity_key(frame, withdrawals.fields)
 
 
-def erased_rows(withdrawals: Withdrawals | None, keys: Sequence[pd.Series]) -> np.ndarray:
+def erased_rows(
+    withdrawals: Withdrawals | None,
+    keys: Sequence[pd.Series],
+    honoured: pd.Series | None = None,
+) -> np.ndarray:
     """Which delivered records (the files' keys, in staging order) are erased. Every
-    withdrawal must match at least one record: one that matches none is an error naming
-    its line, because a request the pipeline cannot apply is never skipped."""
+    withdrawal must match at least one record, or be `honoured` elsewhere (per line: the
+    person is already in the withdrawal registry or in a stored release, privacy.registry):
+    one that matches nothing anywhere is an error naming its line, because a request the
+    pipeline cannot apply is never skipped."""
     delivered = pd.concat(keys, ignore_index=True) if keys else pd.Series(dtype="string")
     if withdrawals is None:
         return np.zeros(len(delivered), dtype=bool)
     requested = withdrawals.keys
-    unmatched = requested.index[~requested.isin(set(delivered.dropna()))]
+    missing = ~requested.isin(set(delivered.dropna()))
+    if honoured is not None:
+        missing &= ~honoured.reindex(requested.index, fill_value=False).to_numpy(dtype=bool)
+    unmatched = requested.index[missing]
     if len(unmatched):
         how = "record_id" if withdrawals.by_record_id else ", ".join(withdrawals.columns)
         raise ExtractError(
             withdrawals.partner,
             withdrawals.file,
-            f"withdrawal matches no delivered record ({len(unmatched)} line(s) in all); "
-            f"check {how} against the extract: an unapplied withdrawal is never skipped",
+            f"withdrawal matches no delivered record, no stored release and no registered "
+            f"withdrawal ({len(unmatched)} line(s) in all); check {how} against the extract: "
+            "an unapplied withdrawal is never skipped",
             row=int(unmatched[0]),
         )
     return delivered.isin(set(requested)).fillna(False).to_numpy(dtype=bool)

@@ -304,7 +304,11 @@ def _case_rows(
     rows.insert(0, "entity_id", ids["entity_id"].to_numpy())
     rows.insert(0, "batch_id", ids["batch_id"].to_numpy())
     rows.insert(0, "release_label", release)
-    return rows[[*BOOKKEEPING_COLUMNS, *codebook.columns]]
+    # PRIVACY: the record's keyed pseudonym, when the pipeline computed one (privacy/).
+    extra = ["pseudonym"] if "_pseudonym" in harmonized.columns else []
+    if extra:
+        rows["pseudonym"] = harmonized["_pseudonym"].reset_index(drop=True).astype(object)
+    return rows[[*BOOKKEEPING_COLUMNS, *codebook.columns, *extra]]
 
 
 def _chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:

@@ -94,6 +94,9 @@ case_record_table = sa.Table(
     sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{BATCH_TABLE}.id"), nullable=False),
     sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
     *codebook_columns(),
+    # PRIVACY (migration 0003): keyed pseudonym (HMAC-SHA-256 hex) of the record; never
+    # released, not in the ctdc_release_v3 view; matched against the withdrawal registry.
+    sa.Column("pseudonym", sa.String(64), nullable=True, index=True),
 )
 
 

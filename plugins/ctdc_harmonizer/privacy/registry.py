@@ -1,0 +1,270 @@
+"""The withdrawal registry: withdrawals remembered as pseudonyms, honoured in every later run.
+
+A withdrawal a partner delivers (by record id or by identifying fields) is turned into the
+pseudonym of the person it names and recorded once in the warehouse table
+`withdrawal_registry`, with the partner and the date: never the id or the name. Every
+later run erases the records carrying a registered pseudonym, whatever the partner
+delivers (with or without a withdrawals file), counts them under `erased`, and purges them
+from the releases stored in the warehouse and from the release folders found next to the
+new release, each rewritten with an audit entry holding counts only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from ctdc_harmonizer.errors import CtdcError
+
+REGISTRY_TABLE = "withdrawal_registry"
+AUDIT_TABLE = "privacy_audit"
+PSEUDONYM_COLUMN = "pseudonym"
+AUDIT_FILE = "audit.json"
+PURGE = "withdrawal_purge"
+
+
+def registry_url(plan: dict) -> str:
+    from ctdc_harmonizer.warehouse import default_warehouse_url
+
+    return plan.get("warehouse_url") or default_warehouse_url(plan["out"])
+
+
+def _engine(url: str) -> sa.Engine | None:
+    """An engine on an existing warehouse; None when there is none yet (first run)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return None
+        if not Path(parsed.database).exists():
+            return None
+    return sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
+
+
+def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) -> set[str]:
+    """Registered pseudonyms of `partner`, plus those of `wanted` found in a stored release.
+    Read-only: a warehouse without the registry yet (before migration 0003) has none."""
+    engine = _engine(url)
+    if engine is None:
+        return set()
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            found: set[str] = set()
+            if inspector.has_table(REGISTRY_TABLE):
+                rows = conn.execute(
+                    sa.text(f"SELECT pseudonym FROM {REGISTRY_TABLE} WHERE partner = :p"),
+                    {"p": partner},
+                )
+                found.update(r[0] for r in rows)
+            asked = sorted(set(wanted.dropna())) if wanted is not None else []
+            columns = (
+                {c["name"] for c in inspector.get_columns("case_record")}
+                if inspector.has_table("case_record")
+                else set()
+            )
+            if asked and PSEUDONYM_COLUMN in columns:
+                statement = sa.text(
+                    "SELECT DISTINCT pseudonym FROM case_record WHERE pseudonym IN :asked"
+                ).bindparams(sa.bindparam("asked", expanding=True))
+                for start in range(0, len(asked), 500):
+                    rows = conn.execute(statement, {"asked": asked[start : start + 500]})
+                    found.update(r[0] for r in rows)
+            return found
+    except sa.exc.DBAPIError as exc:
+        raise CtdcError(
+            f"the withdrawal registry cannot be read ({type(exc.orig).__name__})"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _withdrawn(work: Path, partners: list[str]) -> pd.DataFrame:
+    frames = [
+        pd.read_parquet(work / p / "withdrawn.parquet")
+        for p in partners
+        if (work / p / "withdrawn.parquet").exists()
+    ]
+    if not frames:
+        return pd.DataFrame({"pseudonym": [], "partner": []}, dtype="string")
+    return pd.concat(frames, ignore_index=True).drop_duplicates("pseudonym")
+
+
+def _release_folders(out: Path, labels: list[str]) -> dict[str, Path]:
+    from ctdc_harmonizer.release import MARKER
+
+    return {
+        label: out / label
+        for label in labels
+        if (out / label / MARKER).exists() and (out / label / "harmonized.parquet").exists()
+    }
+
+
+def _rewrite_folder(folder: Path, positions: np.ndarray, stored_rows: int, run: str) -> None:
+    """Drop the rows at `positions` (warehouse insertion order = file row order) from the
+    folder's harmonized table, atomically per file, and append an audit entry (counts)."""
+    parquet = pd.read_parquet(folder / "harmonized.parquet")
+    kept = parquet.drop(index=parquet.index[positions]).reset_index(drop=True)
+    tmp = folder / ".harmonized.parquet.tmp"
+    kept.to_parquet(tmp, index=False)
+    os.replace(tmp, folder / "harmonized.parquet")
+    tmp = folder / ".harmonized.csv.tmp"
+    kept.to_csv(tmp, index=False, na_rep="", encoding="utf-8")
+    os.replace(tmp, folder / "harmonized.csv")
+    audit_path = folder / AUDIT_FILE
+    audit = json.loads(audit_path.read_text("utf-8")) if audit_path.exists() else {"entries": []}
+    audit["entries"].append(
+        {
+            "action": PURGE,
+            "date": dt.date.today().isoformat(),
+            "by_run_of_release": run,
+            "records_removed": int(len(positions)),
+            "rows_before": int(stored_rows),
+            "rows_after": int(len(kept)),
+            "files_rewritten": ["harmonized.csv", "harmonized.parquet"],
+        }
+    )
+    tmp = folder / ".audit.json.tmp"
+    tmp.write_text(json.dumps(audit, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, audit_path)
+
+
+def _refresh_derived(folder: Path, label: str, url: str) -> None:
+    """After a purge: the hand-off (if any) is rebuilt from the purged table, so no later
+    synthesis receives a withdrawn record, and the warehouse records the folder's new hash
+    (a crash before this line is reported as a mismatch by `ctdc check`, as it should be)."""
+    from ctdc_harmonizer.release import folder_digest
+    from ctdc_harmonizer.warehouse.columns import RELEASE_TABLE
+
+    if (folder / "handoff").is_dir():
+        from ctdc_harmonizer.synthesis.handoff import write_handoff
+
+        write_handoff(folder)
+    engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            meta = conn.execute(
+                sa.text(f"SELECT metadata_json FROM {RELEASE_TABLE} WHERE label = :label"),
+                {"label": label},
+            ).scalar()
+            meta = json.loads(meta or "{}")
+            meta["folder_sha256"] = folder_digest(folder)
+            conn.execute(
+                sa.text(f"UPDATE {RELEASE_TABLE} SET metadata_json = :m WHERE label = :label"),
+                {"m": json.dumps(meta, sort_keys=True), "label": label},
+            )
+    except sa.exc.DBAPIError as exc:
+        raise CtdcError(
+            f"release {label}: purged folder's hash not recorded ({type(exc.orig).__name__}); "
+            "`ctdc check` reports it as a mismatch until the release is rerun"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def record_and_purge(plan: dict, url: str | None = None) -> dict:
+    """Record this run's withdrawals once; purge every registered person from every stored
+    release and from the release folders in the run's out folder. Counts only."""
+    from ctdc_harmonizer.warehouse import migrate
+
+    url = url or registry_url(plan)
+    migrate(url)
+    withdrawn = _withdrawn(Path(plan["work_dir"]), sorted(plan["partners"]))
+    engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
+    today = dt.date.today()
+    registry = sa.table(
+        REGISTRY_TABLE, sa.column("pseudonym"), sa.column("partner"), sa.column("recorded_on")
+    )
+    try:
+        with engine.begin() as conn:
+            have = {r[0] for r in conn.execute(sa.text(f"SELECT pseudonym FROM {REGISTRY_TABLE}"))}
+            new = withdrawn[~withdrawn["pseudonym"].isin(have)]
+            if len(new):
+                conn.execute(
+                    sa.insert(registry),
+                    [
+                        {"pseudonym": p, "partner": partner, "recorded_on": today}
+                        for p, partner in zip(new["pseudonym"], new["partner"], strict=True)
+                    ],
+                )
+            # Only releases holding a registered person are read in full (usually none).
+            hits = pd.DataFrame(
+                conn.execute(
+                    sa.text(
+                        f"SELECT c.id, c.release_label FROM case_record c JOIN {REGISTRY_TABLE} r "
+                        "ON c.pseudonym = r.pseudonym"
+                    )
+                ).all(),
+                columns=["id", "release_label"],
+            )
+            per_release, sizes = {}, {}
+            for label, ids in hits.groupby("release_label")["id"]:  # releases, not records
+                order = np.array(
+                    conn.execute(
+                        sa.text("SELECT id FROM case_record WHERE release_label = :l ORDER BY id"),
+                        {"l": label},
+                    )
+                    .scalars()
+                    .all(),
+                    dtype=np.int64,
+                )
+                per_release[label] = np.searchsorted(order, np.sort(ids.to_numpy())).tolist()
+                sizes[label] = len(order)
+            folders = _release_folders(Path(plan["out"]), sorted(per_release))
+            for label, folder in folders.items():  # check every folder before changing any
+                rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
+                if rows != sizes[label]:
+                    raise CtdcError(
+                        f"release {label}: the folder {folder} holds {rows} rows, the warehouse "
+                        f"{sizes[label]}: they disagree, so the withdrawn records cannot be "
+                        "located in the folder; reload that release, then rerun"
+                    )
+            if len(hits):
+                ids = [int(i) for i in hits["id"]]
+                for start in range(0, len(ids), 500):
+                    conn.execute(
+                        sa.text("DELETE FROM case_record WHERE id IN :ids").bindparams(
+                            sa.bindparam("ids", expanding=True)
+                        ),
+                        {"ids": ids[start : start + 500]},
+                    )
+                for label, positions in per_release.items():
+                    conn.execute(
+                        sa.text("UPDATE data_release SET row_count = :n WHERE label = :label"),
+                        {"n": sizes[label] - len(positions), "label": label},
+                    )
+                    conn.execute(
+                        sa.text(
+                            f"INSERT INTO {AUDIT_TABLE} "
+                            "(recorded_at, release_label, action, records) "
+                            "VALUES (:at, :label, :action, :n)"
+                        ),
+                        {
+                            "at": dt.datetime.now(dt.UTC),
+                            "label": label,
+                            "action": PURGE,
+                            "n": len(positions),
+                        },
+                    )
+    except sa.exc.DBAPIError as exc:
+        raise CtdcError(
+            f"the withdrawal registry cannot be updated ({type(exc.orig).__name__})"
+        ) from None
+    finally:
+        engine.dispose()
+    for label, folder in folders.items():  # after the commit: the warehouse is the reference
+        _rewrite_folder(
+            folder, np.array(per_release[label], dtype=np.int64), sizes[label], plan["release"]
+        )
+        _refresh_derived(folder, label, url)
+    return {
+        "withdrawals_recorded": int(len(new)),
+        "records_purged": int(len(hits)),
+        "releases_purged": len(per_release),
+        "folders_rewritten": len(folders),
+    }

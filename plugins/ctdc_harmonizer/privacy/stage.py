@@ -1,0 +1,70 @@
+"""What the reading step adds for privacy: pseudonyms, linkage keys, registry erasure.
+
+Called by pipeline.stage_partner while the identifiers are still in the frame; what it
+returns holds keyed hashes only, kept in the run's private work folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.privacy import linkage, pseudonyms, registry
+from ctdc_harmonizer.withdrawals import Withdrawals, erased_rows, match_columns
+
+PRIVATE_FILE = "private.parquet"  # pseudonym + linkage keys of the staged rows, same order
+WITHDRAWN_FILE = "withdrawn.parquet"  # pseudonyms this run adds to the registry
+
+
+def read_columns(config: PartnerConfig, withdrawals: Withdrawals | None) -> list[str]:
+    """Identifying fields the reader must read (and deidentify then drops)."""
+    names = [
+        *match_columns(withdrawals),
+        *pseudonyms.pseudonym_columns(config),
+        *linkage.linkage_columns(config),
+    ]
+    return list(dict.fromkeys(names))
+
+
+def private_columns(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """Per record as read: its pseudonym and its linkage keys."""
+    out = linkage.linkage_keys(config, frame, key)
+    out.insert(0, pseudonyms.PSEUDONYM, pseudonyms.record_pseudonyms(config, frame, key))
+    return out.reset_index(drop=True)
+
+
+def apply_withdrawals(
+    plan: dict,
+    config: PartnerConfig,
+    withdrawals: Withdrawals | None,
+    keys: list[pd.Series],
+    private: pd.DataFrame,
+    key: bytes,
+) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """(rows erased, pseudonyms to register, how many were erased by the registry alone).
+
+    A delivered withdrawal line that matches no delivered record is honoured when the person
+    it names is already registered or is in a stored release (the registry purges it there);
+    one that matches nothing anywhere is still an error (withdrawals.erased_rows)."""
+    url = registry.registry_url(plan)
+    method = pseudonyms.pseudonym_method(config)
+    honoured = None
+    requested = pd.Series(dtype="string")
+    if withdrawals is not None:
+        request_method = (
+            pseudonyms.BY_RECORD_ID if withdrawals.by_record_id else pseudonyms.BY_IDENTITY
+        )
+        if request_method == method:  # the request names the person as the pseudonym does
+            requested = pseudonyms.pseudonymize(config.code, method, withdrawals.keys, key)
+            known = registry.known_pseudonyms(url, config.code, requested)
+            honoured = requested.isin(known)
+    erased = erased_rows(withdrawals, keys, honoured)
+    registered = registry.known_pseudonyms(url, config.code)
+    by_registry = private[pseudonyms.PSEUDONYM].isin(registered).to_numpy(dtype=bool)
+    new = pd.concat(
+        [requested.dropna(), private.loc[erased, pseudonyms.PSEUDONYM].dropna()],
+        ignore_index=True,
+    ).drop_duplicates()
+    withdrawn = pd.DataFrame({"pseudonym": new.astype("string"), "partner": config.code})
+    return erased | by_registry, withdrawn, int((by_registry & ~erased).sum())
