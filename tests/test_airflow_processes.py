@@ -228,6 +228,12 @@ def approved_run(deployment, browser, screenshots):
         page.screenshot(path=str(screenshots / "approval.png"), full_page=True)
     report = api.get(f"/ctdc-report/api/runs/{DAG_ID}/{run_id}")
     page = api.get(f"/ctdc-report/runs/{DAG_ID}/{run_id}")
+    # Answer as a person would, not within milliseconds of the request: Airflow 3.3 fails the
+    # task if the answer re-queues it before the scheduler has processed the executor's event
+    # for the deferring process ("finished with state success, but ... queued").
+    ti = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
+    wait_for("approve to be deferred", lambda: api.json("GET", ti)["state"] == "deferred", 120)
+    time.sleep(8)
     answer = api.json("PATCH", hitl, {"chosen_options": ["Approve"]})
 
     def finished():

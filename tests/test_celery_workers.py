@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from urllib.parse import quote
 
@@ -127,6 +128,10 @@ def rejected_run(celery_deployment):
     )["dag_run_id"]
     hitl = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
     wait_for("the approval request", lambda: api.get(hitl).status_code == 200, 300)
+    # As in test_airflow_processes: answer only once the deferral has settled (Airflow race).
+    ti = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
+    wait_for("approve to be deferred", lambda: api.json("GET", ti)["state"] == "deferred", 120)
+    time.sleep(8)
     api.json("PATCH", hitl, {"chosen_options": ["Reject"]})
 
     def finished():
