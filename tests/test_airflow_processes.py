@@ -12,6 +12,7 @@ dropped whatever happens. Run with `make test-e2e` (about 3-4 minutes).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -230,9 +231,11 @@ def approved_run(deployment, browser, screenshots):
     page = api.get(f"/ctdc-report/runs/{DAG_ID}/{run_id}")
     # Answer as a person would, not within milliseconds of the request: Airflow 3.3 fails the
     # task if the answer re-queues it before the scheduler has processed the executor's event
-    # for the deferring process ("finished with state success, but ... queued").
+    # for the pausing process ("finished with state success, but ... queued").
     ti = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
-    wait_for("approve to be deferred", lambda: api.json("GET", ti)["state"] == "deferred", 120)
+    wait_for(
+        "approve to await input", lambda: api.json("GET", ti)["state"] == "awaiting_input", 120
+    )
     time.sleep(8)
     answer = api.json("PATCH", hitl, {"chosen_options": ["Approve"]})
 
@@ -335,7 +338,15 @@ def test_asset_event_carries_release_rows_and_report(deployment, approved_run):
     assert [e["source_task_id"] for e in mine] == ["publish"]
     rows = approved_run["report"].json()["rows"]
     report_dir = str((paths["home"] / "releases" / RELEASE).resolve())
-    assert mine[0]["extra"] == {"release": RELEASE, "rows": rows, "report": report_dir}
+    handoff = Path(report_dir) / "handoff"  # the synthesis contract travels in the same extra
+    manifest = hashlib.sha256((handoff / "manifest.json").read_bytes()).hexdigest()
+    assert mine[0]["extra"] == {
+        "release": RELEASE,
+        "rows": rows,
+        "report": report_dir,
+        "handoff": str(handoff),
+        "manifest_sha256": manifest,
+    }
 
 
 def test_browser_shows_the_release_report(deployment, browser, approved_run, screenshots):

@@ -128,9 +128,11 @@ def rejected_run(celery_deployment):
     )["dag_run_id"]
     hitl = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
     wait_for("the approval request", lambda: api.get(hitl).status_code == 200, 300)
-    # As in test_airflow_processes: answer only once the deferral has settled (Airflow race).
+    # As in test_airflow_processes: answer only once the pause has settled (Airflow race).
     ti = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
-    wait_for("approve to be deferred", lambda: api.json("GET", ti)["state"] == "deferred", 120)
+    wait_for(
+        "approve to await input", lambda: api.json("GET", ti)["state"] == "awaiting_input", 120
+    )
     time.sleep(8)
     api.json("PATCH", hitl, {"chosen_options": ["Reject"]})
 
