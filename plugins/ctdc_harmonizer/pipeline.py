@@ -139,6 +139,10 @@ def plan_run(
                 f"partner '{partner}': landing folder {Path(landing) / partner} not found"
             )
     check_release_label(release)
+    # A wrong or unreachable warehouse fails here, not after every extract has been read.
+    from ctdc_harmonizer.warehouse.schema import check_warehouse, default_warehouse_url
+
+    check_warehouse(warehouse_url or default_warehouse_url(out))
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
