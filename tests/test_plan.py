@@ -104,9 +104,7 @@ def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):
         ("postgresql+psycopg://u:s3cr3t@127.0.0.1:9/d?sslpassword=s3cr3t", True, "reached"),
     ],
 )
-def test_unusable_warehouse_fails_the_plan_before_any_work(
-    landing, tmp_path, url, retryable, said
-):
+def test_unusable_warehouse_fails_the_plan_before_any_work(landing, tmp_path, url, retryable, said):
     """A bad setting is a clear error naming it, never retried; an unreachable database is an
     infrastructure error (retried in Airflow). Neither prints the password, nor touches out."""
     from ctdc_harmonizer.safety import is_infrastructure

@@ -125,8 +125,7 @@ def check_warehouse(url: str) -> None:
         ) from None
     except Exception as exc:  # a driver's own types; its message may quote the URL
         raise WarehouseSettingError(
-            f"{WAREHOUSE_SETTING} is unusable: connecting to {shown} failed "
-            f"({type(exc).__name__})"
+            f"{WAREHOUSE_SETTING} is unusable: connecting to {shown} failed ({type(exc).__name__})"
         ) from None
     finally:
         engine.dispose()
