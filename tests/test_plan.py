@@ -116,3 +116,28 @@ def test_a_named_landing_folder_that_does_not_exist_is_an_error(tmp_path):
         pipeline.plan_scheduled_run(
             None, str(tmp_path / "typo"), str(tmp_path / "out"), None, "2026-01-01"
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "retryable", "said"),
+    [
+        ("not a url", False, "is not a database URL"),
+        ("nosuchdialect://corpus", False, "unknown database dialect or driver 'nosuchdialect'"),
+        ("mysql+nosuchdriver://u:s3cr3t@h/d", False, "is unusable"),
+        ("postgresql+asyncpg://u:s3cr3t@127.0.0.1/d", False, "asynchronous driver"),
+        ("postgresql+psycopg://u:s3cr3t@127.0.0.1:9/d?sslpassword=s3cr3t", True, "reached"),
+    ],
+)
+def test_unusable_warehouse_fails_the_plan_before_any_work(landing, tmp_path, url, retryable, said):
+    """A bad setting is a clear error naming it, never retried; an unreachable database is an
+    infrastructure error (retried in Airflow). Neither prints the password, nor touches out."""
+    from ctdc_harmonizer.safety import is_infrastructure
+
+    out = tmp_path / "out"
+    with pytest.raises(CtdcError) as err:
+        pipeline.plan_run(str(landing), str(out), "2025", warehouse_url=url)
+    message = str(err.value)
+    assert said in message and "warehouse" in message
+    assert "s3cr3t" not in message and err.value.__cause__ is None
+    assert is_infrastructure(err.value) is retryable
+    assert not out.exists()  # failed before the out folder, its lock and work area

@@ -271,6 +271,31 @@ def test_json_blank_lines_keep_physical_row_numbers(tmp_path):
     assert frame[REJECT].isna().all()
 
 
+@pytest.mark.parametrize("where", [0, 2])
+def test_json_key_given_twice_is_located(tmp_path, caplog, where):
+    """json.loads keeps the last of two equal keys and pyarrow refuses the file: the slow path
+    must name the line and key, not read whichever value came last."""
+    lines = [json.dumps(report(i)) for i in range(1, 4)]
+    lines[where] = lines[where][:-1] + f', "victim_gender": "{NAME}"}}'
+    error = read_error(HOTLINE, hotline_file(tmp_path, ["", *lines]), caplog)
+    assert (error.row, error.column) == (where + 2, "victim_gender")
+    assert "more than once" in error.problem
+
+
+def test_json_nested_object_with_a_repeated_key_is_rejected_alone(tmp_path):
+    nested = json.dumps(report(2))[:-1] + ', "victim_gender": {"x": 1, "x": 2}}'
+    nested = nested.replace('"victim_gender": "Female", ', "")
+    frame = read_extract(HOTLINE, hotline_file(tmp_path, [json.dumps(report(1)), nested])).frame
+    assert frame[REJECT].tolist()[1] == "wrong_type"
+
+
+def test_header_only_extract_is_an_error_naming_the_file(tmp_path, caplog):
+    config = tiny(tmp_path)
+    error = read_error(config, landing_file(tmp_path, csv_text([HEADER, "", ""])), caplog)
+    assert (error.partner, error.file, error.row) == ("tiny", "extract.csv", None)
+    assert "no data rows" in error.problem
+
+
 WRONG_TYPES = {
     "victim_citizenship": "Mexico",  # a string where an array is expected
     "report_date": 1588582800,  # an epoch number where a date is expected

@@ -145,6 +145,10 @@ def plan_run(
             )
     check_release_label(release)
     privacy_keys.pseudonym_key()  # PRIVACY: no key, no run (the key itself stays out of the plan)
+    # A wrong or unreachable warehouse fails here, not after every extract has been read.
+    from ctdc_harmonizer.warehouse.schema import check_warehouse, default_warehouse_url
+
+    check_warehouse(warehouse_url or default_warehouse_url(out))
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(

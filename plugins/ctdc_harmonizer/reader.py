@@ -404,9 +404,9 @@ def _read_jsonl(config: PartnerConfig, path: Path, wanted: list[str] | None) -> 
     """JSON lines through pyarrow; arrays (several citizenships) become delimited text.
 
     When pyarrow refuses the file (a malformed line; a column whose type changes between
-    records) or a column has the wrong JSON type, the file is read again line by line:
-    a malformed line is an error naming it, a record with a wrongly typed value is
-    rejected alone (reason wrong_type).
+    records; a key given twice in a record) or a column has the wrong JSON type, the file
+    is read again line by line: a malformed line or a repeated key is an error naming it,
+    a record with a wrongly typed value is rejected alone (reason wrong_type).
     """
     import pyarrow as pa
     from pyarrow import json as pajson
@@ -485,6 +485,21 @@ def _json_cell(value, kind: str, delimiter: str) -> tuple[str | None, bool]:
     return _json_text(value), True
 
 
+class _RepeatedKeys(dict):
+    """A JSON object that gives a key twice: the dict keeps the last value, `pairs` all."""
+
+    __slots__ = ("pairs",)
+
+
+def _json_object(pairs: list) -> dict:
+    """object_pairs_hook: json.loads would silently keep the last of two equal keys."""
+    if len({key for key, _ in pairs}) == len(pairs):
+        return dict(pairs)
+    obj = _RepeatedKeys(pairs)
+    obj.pairs = pairs
+    return obj
+
+
 def _read_jsonl_by_line(
     config: PartnerConfig, path: Path, wanted: list[str] | None, kinds: dict[str, str]
 ) -> RawFile:
@@ -501,7 +516,7 @@ def _read_jsonl_by_line(
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(raw, object_pairs_hook=_json_object)
             except UnicodeDecodeError:
                 raise ExtractError(
                     config.code, path.name, "not readable as utf-8", row=number
@@ -519,9 +534,10 @@ def _read_jsonl_by_line(
                 )
             index, reason, reason_column = len(lines), None, None
             met: set[str] = set()
-            for key, value in record.items():
+            pairs = record.pairs if isinstance(record, _RepeatedKeys) else record.items()
+            for key, value in pairs:
                 name = keys.get(key) or keys.setdefault(key, _header([key], "", "")[0])
-                if name in met:  # ' age' and 'age' in one record: which one is meant?
+                if name in met:  # 'age' twice, or ' age' and 'age': which one is meant?
                     raise ExtractError(
                         config.code,
                         path.name,
@@ -651,6 +667,15 @@ def read_extract(
         frame[name] = frame[name].astype("string")
     blank = np.zeros(rows, dtype=bool) if raw.blank is None else raw.blank
     frame = frame.loc[~blank].reset_index(drop=True)
+    if frame.empty:
+        # A delivered extract without records is a failed export far more often than a year
+        # without cases; published, it would read as "no cases" downstream.
+        raise ExtractError(
+            config.code,
+            path.name,
+            "no data rows: the file holds its header only; deliver the extract again, or "
+            "leave the partner out of this run",
+        )
     try:
         digest = sha256_of(path)
     except OSError as exc:

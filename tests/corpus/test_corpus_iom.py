@@ -562,7 +562,14 @@ CASES = [
         promise="a NUL byte in a dropped note (open): no traceback, no leak",
     ),
     Case("iom-empty-file", P, empty_file, None, FILE_AND, promise="0-byte file (open)"),
-    Case("iom-header-only", P, header_only, None, FILE_AND, promise="no data rows (open)"),
+    Case(
+        "iom-header-only",
+        P,
+        header_only,
+        1,
+        [*FILE_AND, "no data rows"],
+        promise="no data rows: an error naming partner and file (a failed export, not 0 cases)",
+    ),
     Case(
         "iom-name-in-coded-field",
         P,

@@ -61,7 +61,9 @@ def _database_error(release: str, exc: sa.exc.DBAPIError) -> Exception:
         f" (SQLSTATE {code})" if code else ""
     )
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return WarehouseUnavailableError(text)
+        return WarehouseUnavailableError(
+            f"{text}: the warehouse cannot be reached or is busy (retrying may help)"
+        )
     return WarehouseError(text)
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, make_url, pool
+from sqlalchemy import URL, create_engine, make_url, pool
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+
+from ctdc_harmonizer.errors import CtdcError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 WAREHOUSE_URL_ENV = "CTDC_WAREHOUSE_URL"
@@ -49,5 +52,80 @@ def migrate(url: str) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()
+
+
+# Named in messages: where the warehouse URL comes from.
+WAREHOUSE_SETTING = f"the warehouse setting (--warehouse / ${WAREHOUSE_URL_ENV})"
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class WarehouseSettingError(CtdcError):
+    """The warehouse URL is unusable (not a URL, unknown or missing driver): a setting to
+    fix, not worth retrying."""
+
+
+def shown_url(url: URL) -> str:
+    """The URL for a message: password masked, query options (which may hold secrets) left
+    out."""
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    return shown + ("?..." if url.query else "")
+
+
+def check_warehouse(url: str) -> None:
+    """Before any extract is read: the URL parses, its driver loads, and (for a server
+    database) a connection opens. SQLite is not opened: that would create the file."""
+    from ctdc_harmonizer.warehouse.loader import WarehouseUnavailableError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        # Not echoed: a malformed URL cannot have its password masked.
+        raise WarehouseSettingError(
+            f"{WAREHOUSE_SETTING} is not a database URL "
+            "(expected e.g. postgresql+psycopg://user@host/database)"
+        ) from None
+    shown = shown_url(parsed)
+    connect_args = {}
+    libpq = parsed.drivername in {"postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+    if libpq and "connect_timeout" not in parsed.query:  # a black-holed host: not minutes
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        engine = create_engine(
+            parsed, poolclass=pool.NullPool, hide_parameters=True, connect_args=connect_args
+        )
+    except NoSuchModuleError:
+        raise WarehouseSettingError(
+            f"{WAREHOUSE_SETTING} is unusable: unknown database dialect or driver "
+            f"'{parsed.drivername}' in {shown}"
+        ) from None
+    except (ImportError, ArgumentError, ValueError, TypeError) as exc:
+        raise WarehouseSettingError(
+            f"{WAREHOUSE_SETTING} is unusable: {shown} cannot be opened "
+            f"({type(exc).__name__}; is its database driver installed?)"
+        ) from None
+    if engine.dialect.is_async:
+        engine.dispose()
+        raise WarehouseSettingError(
+            f"{WAREHOUSE_SETTING} is unusable: {shown} names an asynchronous driver; the "
+            "warehouse needs a synchronous one, e.g. postgresql+psycopg"
+        )
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
+        return
+    try:
+        with engine.connect():
+            pass
+    except (OperationalError, InterfaceError) as exc:  # refused, timed out, auth: retryable
+        raise WarehouseUnavailableError(
+            f"the warehouse cannot be reached: cannot connect to {shown} "
+            f"({type(exc.orig).__name__}); check {WAREHOUSE_SETTING} and that the "
+            "database is running"
+        ) from None
+    except Exception as exc:  # a driver's own types; its message may quote the URL
+        raise WarehouseSettingError(
+            f"{WAREHOUSE_SETTING} is unusable: connecting to {shown} failed ({type(exc).__name__})"
+        ) from None
     finally:
         engine.dispose()
