@@ -302,6 +302,54 @@ def test_no_identifier_in_task_logs(dag_run, cli_run, airflow_home, identifiers)
     assert leaks(identifiers, "\n".join(texts)) == []
 
 
+def run_note(db: Path, run_id: str) -> str | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT n.content FROM dag_run_note n JOIN dag_run r ON r.id = n.dag_run_id "
+            "WHERE r.dag_id = ? AND r.run_id = ?",
+            (DAG_ID, run_id),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def test_run_note_carries_per_partner_counts(dag_run, metadata_db, partners):
+    """The plugin's listener, called as the scheduler calls it, on the real finished run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from ctdc_release_report.run_note import run_note_listener
+    from sqlalchemy import select
+
+    from ctdc_harmonizer import report
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.run_id == dag_run.run_id))
+        run.note = "checked by the data team"  # a person's note is kept, ours follows it
+        run_note_listener.on_dag_run_success(dag_run=run, msg="success")
+        run_note_listener.on_dag_run_success(dag_run=run, msg="success")  # idempotent
+    note = run_note(metadata_db, dag_run.run_id)
+    recon = report.reconciliation(dag_run.out / RELEASE)
+    table = "\n".join(
+        f"| {r.partner} | {int(r.harmonized)} |" for r in recon.sort_values("partner").itertuples()
+    )
+    assert note.startswith("checked by the data team\n\n**Harmonized rows per partner**")
+    assert note.count("**Harmonized rows per partner**") == 1
+    assert table in note
+    assert f"Total: {int(recon.harmonized.sum())} rows from {len(partners)} partner(s)." in note
+
+
+def test_run_note_keeps_only_partner_names_and_integers():
+    from ctdc_release_report.run_note import note_text
+
+    summary = {"partners": {"iom": 3, "Jane Doe <j@x.org>": 1, "hotline": "7", "ngo": True}}
+    assert note_text(summary).splitlines()[4:] == [
+        "| iom | 3 |",
+        "",
+        "Total: 3 rows from 1 partner(s).",
+    ]
+    assert note_text({"body": "anything"}) is None
+    assert note_text(None) is None
+
+
 def test_no_identifier_in_xcom_or_metadata_db(dag_run, cli_run, metadata_db, identifiers):
     with sqlite3.connect(metadata_db) as conn:
         xcoms = conn.execute(

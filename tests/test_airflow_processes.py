@@ -310,6 +310,18 @@ def test_report_endpoint_answers_with_counts(approved_run):
     assert page.status_code == 200 and "<svg" in page.text and f"Release {RELEASE}" in page.text
 
 
+def test_run_note_carries_per_partner_counts(approved_run):
+    """Written by the plugin's listener in the scheduler when the run ends; counts only."""
+    note = approved_run["run"]["note"]
+    recon = approved_run["report"].json()["reconciliation"]
+    assert note.startswith("**Harmonized rows per partner**"), note
+    for row in recon:
+        assert f"| {row['partner']} | {row['harmonized']} |" in note
+    assert (
+        f"Total: {approved_run['report'].json()['rows']} rows from {len(recon)} partner(s)." in note
+    )
+
+
 def test_report_refuses_anonymous_access(deployment, approved_run):
     base, _, _ = deployment
     anonymous = Api(base)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from ctdc_release_report.app import PREFIX, app
+from ctdc_release_report.run_note import run_note_listener
 
 
 class CtdcReleaseReportPlugin(AirflowPlugin):
     name = "ctdc_release_report"
+    listeners = [run_note_listener]  # writes the per-partner counts into the run note
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "CTDC release report"}]
     external_views = [
         {
