@@ -26,7 +26,7 @@ from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.harmonize import ISSUE_COLUMNS, REJECTED
 from ctdc_harmonizer.quality import validate_release
-from ctdc_harmonizer.reader import FILE, ROW
+from ctdc_harmonizer.reader import FILE, ROW, sha256_of
 from ctdc_harmonizer.safety import UNMAPPED_REPORT_COLUMNS, write_report_csv
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,7 @@ def folder_digest(folder: str | Path) -> str:
         if p.is_file() and p.relative_to(folder).parts[0] not in DERIVED_FOLDERS
     )
     for path in sorted(files):
-        file_hash = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                file_hash.update(block)
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash.hexdigest()}\n".encode())
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_of(path)}\n".encode())
     return digest.hexdigest()
 
 

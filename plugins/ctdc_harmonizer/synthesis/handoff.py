@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.reader import sha256_of
 
 HANDOFF_DIR = "handoff"
 TABLE_FILE = "harmonized.parquet"
@@ -42,14 +43,6 @@ class VerifiedHandoff:
     rows: int
     manifest: dict
     manifest_sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_handoff(release_dir: str | Path) -> dict:
@@ -79,7 +72,7 @@ def write_handoff(release_dir: str | Path) -> dict:
         "codebook": {k: meta["codebook"][k] for k in ("title", "version", "file", "sha256")},
         "rows": rows,
         "columns": codebook.columns,
-        "files": {TABLE_FILE: sha256_file(staging / TABLE_FILE)},
+        "files": {TABLE_FILE: sha256_of(staging / TABLE_FILE)},
         "mappings": {p: e["mapping_sha256"] for p, e in sorted(meta["partners"].items())},
     }
     (staging / MANIFEST_FILE).write_text(
@@ -93,7 +86,7 @@ def write_handoff(release_dir: str | Path) -> dict:
         "release": manifest["release"],
         "rows": rows,
         "handoff": str(target.resolve()),
-        "manifest_sha256": sha256_file(target / MANIFEST_FILE),
+        "manifest_sha256": sha256_of(target / MANIFEST_FILE),
     }
 
 
@@ -109,7 +102,7 @@ def verify_handoff(
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise HandoffError(f"{folder}: no {MANIFEST_FILE}; not a hand-off folder")
-    manifest_sha = sha256_file(manifest_path)
+    manifest_sha = sha256_of(manifest_path)
     if expected_manifest_sha256 and manifest_sha != expected_manifest_sha256:
         raise HandoffError(
             f"{manifest_path}: SHA-256 differs from the one the triggering asset event carries"
@@ -133,7 +126,7 @@ def verify_handoff(
             f"{folder}: files differ from the manifest (unlisted: {extra}, missing: {missing})"
         )
     for name, digest in manifest["files"].items():
-        if sha256_file(folder / name) != digest:
+        if sha256_of(folder / name) != digest:
             raise HandoffError(f"{folder / name}: SHA-256 does not match the manifest")
     codebook = default_codebook()
     codebook_sha = hashlib.sha256(Path(codebook.source_path).read_bytes()).hexdigest()
