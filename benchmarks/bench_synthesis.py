@@ -27,7 +27,8 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def make_release(rows: int, seed: int) -> Path:
     """A harmonized release of about `rows` rows (cached), made by the annual update."""
-    from ctdc_harmonizer import pipeline, samples
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.run.local import run
 
     root = OUT / "releases" / f"n{rows}"
     release = f"bench{rows // 1000}k-2025"  # no digits a year could be read from
@@ -35,7 +36,7 @@ def make_release(rows: int, seed: int) -> Path:
         return root
     per_partner = rows // len(samples.available()) + 1
     samples.generate_all(root / "landing", per_partner, seed)
-    pipeline.run(str(root / "landing"), str(root), release, warehouse_url=None)
+    run(str(root / "landing"), str(root), release, warehouse_url=None)
     return root
 
 
@@ -54,9 +55,15 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
         shutil.rmtree(restricted)
     (root / "warehouse.sqlite").unlink(missing_ok=True)
     plan = steps.plan_synthesis(release=release, out=str(root))
-    plan["config"]["sampling"]["threads"] = threads
-    plan["config"]["sampling"]["compare_with_pacsynth_up_to_rows"] = pacsynth_up_to
-    plan["config"]["budget"]["lifetime_epsilon"] = 1000.0
+    config = plan.config.model_copy(
+        update={
+            "sampling": plan.config.sampling.model_copy(
+                update={"threads": threads, "compare_with_pacsynth_up_to_rows": pacsynth_up_to}
+            ),
+            "budget": plan.config.budget.model_copy(update={"lifetime_epsilon": 1000.0}),
+        }
+    )
+    plan = plan.model_copy(update={"config": config})
     timings, results = {}, {}
     started = time.perf_counter()
     for step in (

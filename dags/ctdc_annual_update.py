@@ -34,12 +34,11 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task, task_group
-from airflow.sdk.exceptions import AirflowFailException
 from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
 from ctdc_release_report.approval import DECISION, ReleaseApproval
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
-# Infrastructure errors only: data errors raise AirflowFailException (safety.airflow_boundary)
+# Infrastructure errors only: data errors raise AirflowFailException (ctdc_harmonizer.run.airflow)
 RETRY = {"retries": 1, "retry_delay": timedelta(minutes=5)}
 # Partner folder names only (cheap at parse time): the trigger form's multi-select.
 MAPPINGS = Path(os.environ.get("CTDC_MAPPINGS_DIR") or Path(__file__).parents[1] / "mappings")
@@ -52,15 +51,9 @@ def _text(description: str) -> Param:
 
 
 def _pipeline():
-    from ctdc_harmonizer.safety import airflow_steps  # at run time only: parsing stays light
+    from ctdc_harmonizer.run.airflow import annual_update_steps  # at run time: parsing stays light
 
-    return airflow_steps()
-
-
-def _report():
-    from ctdc_harmonizer import report
-
-    return report
+    return annual_update_steps()
 
 
 def _log_failure(context) -> None:
@@ -143,7 +136,7 @@ def ctdc_annual_update():
 
     @task
     def summarize(written: dict) -> dict:
-        return _report().headline(written["release_dir"])
+        return _pipeline().headline(written["release_dir"])
 
     approve = ReleaseApproval(  # Reject skips publish; the decision is kept in XCom
         task_id="approve",
@@ -163,14 +156,10 @@ def ctdc_annual_update():
 
     @task(trigger_rule="all_done", retries=0)
     def outcome(ti=None) -> str:
-        summary = ti.xcom_pull(task_ids="summarize")
-        if not summary:
-            raise AirflowFailException("release not published: an earlier step failed")
-        if ti.xcom_pull(task_ids="publish"):
-            return f"release {summary['release']} published"
-        decision = ti.xcom_pull(task_ids="approve", key=DECISION)  # None: timed out, not asked
-        why = f"rejected by {decision['by'] or 'the data team'}" if decision else "no approval"
-        raise AirflowFailException(f"release {summary['release']} NOT published: {why}")
+        summary, published = (ti.xcom_pull(task_ids=t) for t in ("summarize", "publish"))
+        # The approval's recorded answer, asked only when unpublished (None: timed out).
+        decision = None if published else ti.xcom_pull(task_ids="approve", key=DECISION)
+        return _pipeline().release_outcome(summary, published, decision)
 
     @task
     def cleanup(plan: dict) -> dict:

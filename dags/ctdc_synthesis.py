@@ -25,20 +25,16 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
-from airflow.sdk.exceptions import AirflowFailException
 
 HARMONIZED_RELEASE = Asset(name="ctdc_harmonized_release", uri="ctdc://harmonized-release")
 
 
 def _step(name: str, *args, **kwargs) -> dict:
-    """Call a package step; a data error (CtdcError, value-free) fails without retry."""
-    from ctdc_harmonizer.errors import CtdcError
-    from ctdc_harmonizer.synthesis import steps  # at run time only: parsing stays light
+    """Call a package step through the Airflow boundary: typed inputs, value-free errors, data
+    errors fail without retry (ctdc_harmonizer.run.airflow)."""
+    from ctdc_harmonizer.run.airflow import synthesis_steps  # at run time: parsing stays light
 
-    try:
-        return getattr(steps, name)(*args, **kwargs)
-    except CtdcError as exc:
-        raise AirflowFailException(str(exc)) from None
+    return getattr(synthesis_steps(), name)(*args, **kwargs)
 
 
 def _log_failure(context) -> None:

@@ -63,7 +63,7 @@ def migrate_metadata_db() -> None:
 
 
 def mapped_partners_with_data(landing: Path) -> list[str]:
-    from ctdc_harmonizer.config import available_partners
+    from ctdc_harmonizer.mapping.partner import available_partners
 
     mapped = available_partners()
     present = [p for p in mapped if (landing / p).is_dir()]

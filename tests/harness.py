@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctdc_harmonizer import pipeline
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.mapping.spec import PartnerConfig
+from ctdc_harmonizer.run import local
+from ctdc_harmonizer.run.file_check import harmonize_file
 
 
 def mapped(config: PartnerConfig, path: Path, year_max: int = 2025):
     """The mapping result of one file; the partner's mapping must know every value."""
-    result = pipeline.harmonize_file(config, path, year_max=year_max)
+    result = harmonize_file(config, path, year_max=year_max)
     assert result.unmapped.empty, result.unmapped
     return result
 
@@ -26,7 +27,7 @@ def all_harmonized(config: PartnerConfig, path: Path, year_max: int = 2025) -> p
 
 def run_partner(landing: Path, tmp_path: Path, partner: str, mappings: Path) -> dict:
     """`ctdc run` for one partner into tmp_path/out, with a SQLite warehouse in tmp_path."""
-    return pipeline.run(
+    return local.run(
         str(landing),
         str(tmp_path / "out"),
         "2025",

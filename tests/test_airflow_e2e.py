@@ -57,7 +57,7 @@ def metadata_db(airflow_home: Path) -> Path:
 def partners(sample_landing: Path) -> list[str]:
     """Partners with both a sample generator and a mapping folder (others are being added)."""
     from ctdc_harmonizer import samples
-    from ctdc_harmonizer.config import available_partners
+    from ctdc_harmonizer.mapping.partner import available_partners
 
     chosen = sorted(set(samples.available()) & set(available_partners()))
     assert chosen, "no partner has both a sample generator and a mapping folder"
@@ -211,10 +211,11 @@ def identifiers(sample_landing, partners) -> dict[str, str]:
     reader). Values that also occur in a kept (non-identifying) field, such as a country in
     a postal address, are left out.
     """
-    from ctdc_harmonizer.config import load_partner
+    from ctdc_harmonizer.ingest.extract import read_extract
+    from ctdc_harmonizer.ingest.files import find_extract_files
+    from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
+    from ctdc_harmonizer.mapping.partner import load_partner
     from ctdc_harmonizer.paths import mappings_dir
-    from ctdc_harmonizer.reader import find_extract_files, read_extract
-    from ctdc_harmonizer.withdrawals import find_withdrawals_file
 
     found: dict[str, str] = {}
     kept: set[str] = set()
@@ -319,7 +320,7 @@ def test_run_note_carries_per_partner_counts(dag_run, metadata_db, partners):
     from ctdc_release_report.run_note import run_note_listener
     from sqlalchemy import select
 
-    from ctdc_harmonizer import report
+    from ctdc_harmonizer.release import report
 
     with create_session() as session:
         run = session.scalar(select(DagRun).where(DagRun.run_id == dag_run.run_id))

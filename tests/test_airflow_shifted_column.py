@@ -85,7 +85,7 @@ def found(text: str) -> list[str]:
 
 
 def test_map_fails_at_once_and_the_run_is_cleaned_up(shifted_run, metadata_db):
-    from ctdc_harmonizer import locks
+    from ctdc_harmonizer.run import locks
 
     assert shifted_run.state == "failed"
     states = tasks(metadata_db, shifted_run.run_id)

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer.codebook import default_codebook, harmonized_schema
-from ctdc_harmonizer.contracts import validate
 from ctdc_harmonizer.errors import ContractError
+from ctdc_harmonizer.harmonize.contracts import validate
 
 # Section 5 of the codebook v3, in order.
 CODEBOOK_V3_LIST = [

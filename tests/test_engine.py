@@ -5,11 +5,12 @@ import json
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.config import load_partner
 from ctdc_harmonizer.errors import CoverageError
-from ctdc_harmonizer.harmonize import REDACTED
+from ctdc_harmonizer.harmonize.unmapped import CONTACT_REDACTED as REDACTED
+from ctdc_harmonizer.mapping.partner import load_partner
+from ctdc_harmonizer.run import local
+from ctdc_harmonizer.run.file_check import harmonize_file
 from tiny_partner import VALUES_CSV, row, write_extract, write_partner
 
 
@@ -18,7 +19,7 @@ def harmonize(tmp_path, rows, **mapping_files):
     folder = write_partner(tmp_path, **mapping_files)
     config = load_partner(folder)
     path = write_extract(tmp_path, rows)
-    result = pipeline.harmonize_file(config, path, year_max=2025)
+    result = harmonize_file(config, path, year_max=2025)
     return result.harmonized, result
 
 
@@ -195,7 +196,7 @@ def test_unknown_values_are_reported_with_counts(tmp_path):
 def run_tiny(tmp_path, rows, **mapping_files):
     write_partner(tmp_path, **mapping_files)
     write_extract(tmp_path, rows)
-    return pipeline.run(
+    return local.run(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         "2025",
@@ -228,7 +229,7 @@ def test_withdrawals_erased_duplicates_merged_and_reconciled(tmp_path):
     assert file["rejected"] == {"missing_year_of_registration": 1}
     assert file["harmonized"] == 2
     assert file["unaccounted"] == 0 and recon["invariant_holds"]
-    assert info["rows"] == 2
+    assert info.written.rows == 2
     released = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert b"Zorana" not in released and b"CASE-WITHDRAWN-7731" not in released
 
@@ -244,7 +245,7 @@ def test_coverage_gate_fails_on_unknown_value_then_passes_once_mapped(tmp_path):
     assert "ctdc unmapped --partner tiny" in message
     fixed = VALUES_CSV + "controls,kidnapping,meansAbusePsyPhySex,1,approximate,abduction\n"
     info = run_tiny(tmp_path, rows, **{"partner.yaml": strict, "values.csv": fixed})
-    assert info["rows"] == 4
+    assert info.written.rows == 4
 
 
 def pipeline_yaml_with_threshold(threshold: float) -> str:

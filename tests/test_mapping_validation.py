@@ -2,8 +2,8 @@
 
 import pytest
 
-from ctdc_harmonizer.config import available_partners, load_partner
 from ctdc_harmonizer.errors import MappingError
+from ctdc_harmonizer.mapping.partner import available_partners, load_partner
 from tiny_partner import FIELDS_CSV, PARTNER_YAML, VALUES_CSV, write_partner
 
 

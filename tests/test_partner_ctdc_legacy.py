@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctdc_harmonizer import pipeline
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.config import load_partner
+from ctdc_harmonizer.ingest.files import find_extract_files
+from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import find_extract_files
+from ctdc_harmonizer.run import local
+from ctdc_harmonizer.run.file_check import harmonize_file
 from ctdc_harmonizer.samples import ctdc_legacy
 
 CODEBOOK = default_codebook()
@@ -32,11 +33,11 @@ def harmonize_rows(tmp_path: Path, rows: list[dict], missing: str = "-99"):
     frame.to_csv(folder / "ctdc_global_2019_kanon.csv", index=False)
     config = load_partner(MAPPING)
     (path,) = find_extract_files(config, tmp_path / "land")
-    return pipeline.harmonize_file(config, path, year_max=int(RELEASE))
+    return harmonize_file(config, path, year_max=int(RELEASE))
 
 
 def run_pipeline(landing: Path, out: Path, partner: str = PARTNER, mappings: str | None = None):
-    return pipeline.run(
+    return local.run(
         str(landing),
         str(out),
         RELEASE,
@@ -74,11 +75,11 @@ def test_sample_harmonizes_with_every_row_accounted_for(tmp_path):
     assert [p.name for p in paths] == ["ctdc_global_2020_kanon.csv", "ctdc_global_2021.csv"]
     assert pd.read_csv(paths[0], dtype=str, nrows=0).columns.tolist() == ctdc_legacy.COLUMNS
     info = run_pipeline(tmp_path / "land", tmp_path / "out")
-    totals = info["totals"]
+    totals = info.written.totals
     assert totals["rows_read"] == 600
     assert totals["unaccounted"] == 0
     assert totals["harmonized"] == 600
-    release = Path(info["release_dir"])
+    release = Path(info.written.release_dir)
     assert pd.read_csv(release / "unmapped.csv").empty
     assert pd.read_csv(release / "value_issues.csv").empty
     harmonized = pd.read_csv(release / "harmonized.csv", dtype=str, keep_default_na=False)
@@ -218,7 +219,7 @@ def test_onboarding_from_a_folder_of_mapping_files_only(tmp_path):
     ctdc_legacy.generate(landing, 300, 11)
     (landing / PARTNER).rename(landing / "some_new_partner")
     info = run_pipeline(landing, tmp_path / "out", "some_new_partner", str(mappings))
-    assert info["totals"]["rows_read"] == 300
-    assert info["totals"]["harmonized"] == 300
-    assert info["totals"]["unaccounted"] == 0
-    assert pd.read_csv(Path(info["release_dir"]) / "unmapped.csv").empty
+    assert info.written.totals["rows_read"] == 300
+    assert info.written.totals["harmonized"] == 300
+    assert info.written.totals["unaccounted"] == 0
+    assert pd.read_csv(Path(info.written.release_dir) / "unmapped.csv").empty

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.config import load_partner
-from ctdc_harmonizer.reader import deidentify, read_extract
+from ctdc_harmonizer.ingest.deidentify import deidentify
+from ctdc_harmonizer.ingest.extract import read_extract
+from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.samples import fake, hotline
 from harness import all_harmonized, mapped, run_partner
 
@@ -89,7 +90,7 @@ def run(landing: Path, tmp_path: Path) -> dict:
 
 
 def release_file(info: dict, name: str) -> Path:
-    return Path(info["release_dir"]) / name
+    return Path(info.written.release_dir) / name
 
 
 # --- ages ---------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import cli, pipeline
-from ctdc_harmonizer.config import FieldSpec
+from ctdc_harmonizer import cli
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.mapping.spec import FieldSpec
 from ctdc_harmonizer.privacy import keys, linkage, pseudonyms
+from ctdc_harmonizer.run import local
+from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.samples.people import twin_records
 from tiny_partner import FIELDS_CSV, PARTNER_YAML, VALUES_CSV, row
 
@@ -74,7 +76,7 @@ def _land(root: Path, partner: str, rows: list[dict], withdrawals: str | None = 
 
 
 def _run(root: Path, release: str, mappings: Path, partners=("tiny",)) -> dict:
-    return pipeline.run(
+    return local.run(
         str(root / "landing"), str(root / "out"), release, list(partners), str(mappings), workers=1
     )
 
@@ -112,7 +114,7 @@ def test_a_run_without_a_key_refuses_to_start(tmp_path, monkeypatch, capsys):
     _land(tmp_path, "tiny", _others("A"))
     monkeypatch.delenv(keys.KEY_ENV)
     with pytest.raises(CtdcError, match="no pseudonym key"):
-        pipeline.plan_run(
+        planning.plan_run(
             str(tmp_path / "landing"), str(tmp_path / "out"), "r1", ["tiny"], str(mappings)
         )
     code = cli.main(
@@ -166,15 +168,15 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
 
     _land(tmp_path, "tiny", delivery)
     first = _run(tmp_path, "r1", mappings)
-    assert first["rows"] == 7
+    assert first.written.rows == 7
     before = pd.read_parquet(out / "r1" / "harmonized.parquet")
 
     # r2: the partner delivers the withdrawal (and the record once more).
     _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
     second = _run(tmp_path, "r2", mappings)
-    assert second["rows"] == 6 and second["totals"]["erased"] == 1
-    privacy = second["warehouse"]["privacy"]
-    assert privacy["withdrawals_recorded"] == 1 and privacy["records_purged"] == 1
+    assert second.written.rows == 6 and second.written.totals["erased"] == 1
+    privacy = second.warehouse.privacy
+    assert privacy.withdrawals_recorded == 1 and privacy.records_purged == 1
     # The earlier release, in the warehouse and in its folder, no longer holds the person.
     after = pd.read_parquet(out / "r1" / "harmonized.parquet")
     assert len(after) == len(before) - 1
@@ -195,14 +197,14 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
     # r3: the partner forgets and delivers the record again, without a withdrawals file.
     _land(tmp_path, "tiny", delivery)
     third = _run(tmp_path, "r3", mappings)
-    assert third["rows"] == 6 and third["totals"]["erased"] == 1
+    assert third.written.rows == 6 and third.written.totals["erased"] == 1
     recon = json.loads((out / "r3" / "reconciliation.json").read_text())
     assert recon["invariant_holds"] and recon["partners"]["tiny"]["totals"]["erased"] == 1
-    assert third["warehouse"]["privacy"]["withdrawals_recorded"] == 0
+    assert third.warehouse.privacy.withdrawals_recorded == 0
 
     # r4: a withdrawal line naming someone no longer delivered but registered is honoured.
     _land(tmp_path, "tiny", _others("A"), withdrawals=f"record_id\n{PLANTED_ID}\n")
-    assert _run(tmp_path, "r4", mappings)["rows"] == 6
+    assert _run(tmp_path, "r4", mappings).written.rows == 6
 
     # Nothing identifying, and no pseudonym, in any file, log line or console output.
     text = _released_text(out) + caplog.text + "".join(capsys.readouterr())
@@ -231,10 +233,10 @@ def test_a_withdrawal_by_identifying_fields_is_registered_too(tmp_path):
         [person, *_others("N")],
         withdrawals=f"full_name,born_on\n  zorana PLANTEDOVA ,{PLANTED_BORN}\n",
     )
-    assert _run(tmp_path, "r2", mappings, partners=("ngo",))["rows"] == 6
+    assert _run(tmp_path, "r2", mappings, partners=("ngo",)).written.rows == 6
     _land(tmp_path, "ngo", [person, *_others("N")])
     third = _run(tmp_path, "r3", mappings, partners=("ngo",))
-    assert third["rows"] == 6 and third["totals"]["erased"] == 1
+    assert third.written.rows == 6 and third.written.totals["erased"] == 1
     assert len(pd.read_parquet(tmp_path / "out" / "r1" / "harmonized.parquet")) == 6
 
 
@@ -255,7 +257,7 @@ def test_the_same_person_at_two_partners_is_one_overlap(tmp_path, policy):
     matrix = json.loads((tmp_path / "out" / "r1" / "overlaps.json").read_text())
     assert matrix["pairs"] == {"ngo|tiny": None}  # 1 < 5: hidden in the shareable report
     merged = 1 if policy == "merge" else 0
-    assert info["rows"] == 14 - merged
+    assert info.written.rows == 14 - merged
     assert recon["totals"]["duplicates_merged"] == merged
     text = _released_text(tmp_path / "out")
     assert not any(value in text for value in [*PLANTED, "Plantedovà", "1987-09-05"])
@@ -353,7 +355,7 @@ def test_the_registry_on_postgresql(tmp_path, pg_url):
     delivery = [_planted_person(), *_others("A")]
 
     def run(release: str) -> dict:
-        return pipeline.run(
+        return local.run(
             str(tmp_path / "landing"),
             str(tmp_path / "out"),
             release,
@@ -366,9 +368,9 @@ def test_the_registry_on_postgresql(tmp_path, pg_url):
     _land(tmp_path, "tiny", delivery)
     run("r1")
     _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
-    assert run("r2")["warehouse"]["privacy"]["records_purged"] == 1
+    assert run("r2").warehouse.privacy.records_purged == 1
     _land(tmp_path, "tiny", delivery)
-    assert run("r3")["totals"]["erased"] == 1
+    assert run("r3").written.totals["erased"] == 1
     assert len(pd.read_parquet(tmp_path / "out" / "r1" / "harmonized.parquet")) == 6
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer import cli, samples
-from ctdc_harmonizer.config import PARTNER_FILE, available_partners, load_partner
+from ctdc_harmonizer.ingest.extract import read_raw
+from ctdc_harmonizer.ingest.files import find_extract_files
+from ctdc_harmonizer.mapping.partner import available_partners, load_partner
+from ctdc_harmonizer.mapping.profile import LISTABLE_ROLES, MIN_COUNT
+from ctdc_harmonizer.mapping.spec import PARTNER_FILE
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.profile import LISTABLE_ROLES, MIN_COUNT
-from ctdc_harmonizer.reader import find_extract_files, read_raw
 from ctdc_harmonizer.samples import ctdc_legacy
 
 SECRET_ROLES = {"identifier", "free_text", "record_id", "date"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import quality
 from ctdc_harmonizer.codebook import default_codebook, iso3_codes
+from ctdc_harmonizer.release import quality
 
 CODEBOOK = default_codebook()
 RELEASE_YEAR = 2025

@@ -18,16 +18,15 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from ctdc_harmonizer import cli, pipeline
-from ctdc_harmonizer.config import load_partner
+from ctdc_harmonizer import cli
+from ctdc_harmonizer.columns import REJECT, ROW
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.reader import (
-    REJECT,
-    ROW,
-    deidentify,
-    find_extract_files,
-    read_extract,
-)
+from ctdc_harmonizer.ingest.deidentify import deidentify
+from ctdc_harmonizer.ingest.extract import read_extract
+from ctdc_harmonizer.ingest.files import find_extract_files
+from ctdc_harmonizer.mapping.partner import load_partner
+from ctdc_harmonizer.run import local
+from ctdc_harmonizer.run.file_check import harmonize_file
 from ctdc_harmonizer.samples import case_management
 from tiny_partner import COLUMNS, row, write_extract, write_partner
 
@@ -142,7 +141,7 @@ def test_csv_row_numbers_are_physical_lines(tmp_path):
         record(case_id="A4"),  # line 11
     ]
     path = landing_file(tmp_path, csv_text(lines))
-    result = pipeline.harmonize_file(config, path, year_max=2025)
+    result = harmonize_file(config, path, year_max=2025)
     assert result.outcomes[ROW].tolist() == [2, 6, 7, 11]
     rejected = result.outcomes[result.outcomes["outcome"] == "rejected"]
     assert rejected[[ROW, "reason"]].values.tolist() == [[7, "missing_year_of_registration"]]
@@ -183,7 +182,7 @@ def test_decomposed_unicode_country_resolves_like_composed(tmp_path):
     assert nfd != nfc
     rows = [row(case_id="A1", nationality=nfd), row(case_id="A2", nationality=nfc)]
     path = write_extract(tmp_path, rows)
-    result = pipeline.harmonize_file(config, path, year_max=2025)
+    result = harmonize_file(config, path, year_max=2025)
     assert result.harmonized["citizenship"].tolist() == ["CIV", "CIV"]
     assert result.unmapped.empty
 
@@ -195,7 +194,7 @@ def test_decomposed_unicode_country_resolves_like_composed(tmp_path):
 def test_implausible_age_is_a_value_issue_not_48_plus(tmp_path, age):
     config = tiny(tmp_path)
     path = write_extract(tmp_path, [row(case_id="A1", age=age), row(case_id="A2", age="120")])
-    result = pipeline.harmonize_file(config, path, year_max=2025)
+    result = harmonize_file(config, path, year_max=2025)
     ages = result.harmonized["ageBroad"]
     assert pd.isna(ages.iloc[0]) and ages.iloc[1] == "48+"
     issues = result.issues.set_index(["field", "issue"])["count"]
@@ -205,7 +204,7 @@ def test_implausible_age_is_a_value_issue_not_48_plus(tmp_path, age):
 def test_birthdate_giving_an_age_over_120_is_a_value_issue(tmp_path):
     config = tiny(tmp_path)
     path = write_extract(tmp_path, [row(case_id="A1", born_on="1850-01-01")])
-    result = pipeline.harmonize_file(config, path, year_max=2025)
+    result = harmonize_file(config, path, year_max=2025)
     assert result.harmonized["ageBroad"].isna().all()
     assert result.issues.set_index(["field", "issue"])["count"].loc[("born_on", "invalid_age")] == 1
 
@@ -311,7 +310,7 @@ def test_wrongly_typed_json_records_are_rejected_alone(tmp_path, caplog):
     lines.append(json.dumps(report(9)))
     path = hotline_file(tmp_path, lines)
     with caplog.at_level(logging.DEBUG):
-        result = pipeline.harmonize_file(HOTLINE, path, year_max=2025)
+        result = harmonize_file(HOTLINE, path, year_max=2025)
     outcomes = result.outcomes
     rejected = outcomes[outcomes["outcome"] == "rejected"]
     assert rejected[[ROW, "reason", "column"]].values.tolist() == [
@@ -355,7 +354,7 @@ def test_json_rejects_reconcile_in_a_full_run(tmp_path, caplog):
     lines += [json.dumps(report(3, victim_citizenship="Mexico")), json.dumps(report(4))]
     hotline_file(tmp_path, lines)
     with caplog.at_level(logging.DEBUG):
-        pipeline.run(
+        local.run(
             str(tmp_path / "landing"),
             str(tmp_path / "out"),
             "2025",

@@ -10,7 +10,9 @@ import time
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import pipeline, report, samples
+from ctdc_harmonizer import samples
+from ctdc_harmonizer.release import report
+from ctdc_harmonizer.run import local
 
 PARTNERS = ["hotline", "iom"]
 
@@ -22,9 +24,9 @@ def releases(tmp_path_factory):
     for partner in PARTNERS:
         samples.generate(partner, root / "landing", n=60, seed=11)
     out = root / "out"
-    pipeline.run(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
+    local.run(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
     time.sleep(0.05)  # distinct modification times: the order of releases
-    pipeline.run(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
+    local.run(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
     return root, out
 
 

@@ -19,8 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from ctdc_harmonizer import cli, locks, pipeline
-from ctdc_harmonizer import release as release_mod
+from ctdc_harmonizer import cli
+from ctdc_harmonizer.release import folder as release_folder
+from ctdc_harmonizer.release import publish as release_publish
+from ctdc_harmonizer.release import state as release_state
+from ctdc_harmonizer.run import locks, steps
+from ctdc_harmonizer.run import plan as planning
 from tiny_partner import PARTNER_YAML, row, write_extract, write_partner
 
 NAMES = ["Zarqa Plantedname", "Oyelaran Fictitia", "Brunhild Madeupsdottir"]
@@ -126,7 +130,7 @@ def test_unexpected_exception_is_reported_by_type_only(tmp_path, capsys, monkeyp
     def broken(plan):
         raise KeyError(f"{NAMES[0]} {CASE_ID}")
 
-    monkeypatch.setattr(pipeline, "combine", broken)
+    monkeypatch.setattr(steps, "combine", broken)
     assert cli.main(argv(tmp_path)) == 1
     captured = capsys.readouterr()
     assert "ctdc: error: unexpected KeyError" in captured.err
@@ -178,10 +182,10 @@ def test_read_only_out_folder(tmp_path, capsys, monkeypatch):
 def test_disk_error_during_the_run_names_path_and_errno(tmp_path, capsys, monkeypatch):
     setup(tmp_path, good_rows())
 
-    def full_disk(plan):
-        raise OSError(errno.ENOSPC, "No space left on device", plan["work_dir"] + "/x.csv")
+    def full_disk(content, staging, codebook):
+        raise OSError(errno.ENOSPC, "No space left on device", str(staging / "x.csv"))
 
-    monkeypatch.setattr(release_mod, "write", full_disk)
+    monkeypatch.setattr(release_folder, "build_release", full_disk)
     assert cli.main(argv(tmp_path)) == 1
     captured = capsys.readouterr()
     assert "ENOSPC (No space left on device)" in captured.err
@@ -215,18 +219,18 @@ def test_unmapped_partner_folder_is_reported_not_read(tmp_path, capsys):
 
 def test_work_folder_is_private(tmp_path):
     setup(tmp_path, good_rows())
-    plan = pipeline.plan_run(
+    plan = planning.plan_run(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         RELEASE,
         mappings=str(tmp_path / "mappings"),
     )
     try:
-        for folder in (tmp_path / "out" / ".work", Path(plan["work_dir"])):
+        for folder in (tmp_path / "out" / ".work", Path(plan.work_dir)):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     finally:
-        pipeline.finish_run(plan)
-    assert not Path(plan["work_dir"]).exists()
+        steps.finish_run(plan)
+    assert not Path(plan.work_dir).exists()
 
 
 # --- locks ------------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ def test_a_second_writer_of_the_same_release_fails_at_once(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     held = locks.acquire(tmp_path / "out", RELEASE)
     # Its own open file: flock then conflicts as with another process.
-    holder_fd = locks._held.pop(held["path"])
+    holder_fd = locks._held.pop(held.path)
     try:
         started = time.monotonic()
         assert cli.main(argv(tmp_path)) == 1
@@ -272,29 +276,29 @@ def test_an_airflow_lease_blocks_other_runs_until_released(tmp_path, capsys):
 def test_crash_after_the_warehouse_commit_is_detected_and_repaired(tmp_path, capsys, monkeypatch):
     setup(tmp_path, good_rows(20))
     assert cli.main(argv(tmp_path)) == 0
-    old = release_mod.folder_digest(tmp_path / "out" / RELEASE)
+    old = release_folder.folder_digest(tmp_path / "out" / RELEASE)
     write_extract(tmp_path, good_rows(12))  # changed input
 
     def crash(*args):
         raise OSError(errno.EIO, "Input/output error", str(tmp_path / "out" / RELEASE))
 
-    monkeypatch.setattr(release_mod, "publish", crash)
+    monkeypatch.setattr(release_publish, "swap_into_place", crash)
     assert cli.main(argv(tmp_path)) == 1
     monkeypatch.undo()
-    assert release_mod.folder_digest(tmp_path / "out" / RELEASE) == old  # old folder intact
+    assert release_folder.folder_digest(tmp_path / "out" / RELEASE) == old  # old folder intact
     capsys.readouterr()
     check = ["check", "--out", str(tmp_path / "out")]
     assert cli.main(check) == 1
     captured = capsys.readouterr()
     assert f"release {RELEASE}: mismatch" in captured.out
-    plan = pipeline.plan_run(
+    plan = planning.plan_run(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         RELEASE,
         mappings=str(tmp_path / "mappings"),
     )
-    pipeline.finish_run(plan)
-    assert plan["previous_release_state"] == "mismatch"
+    steps.finish_run(plan)
+    assert plan.previous_release_state == "mismatch"
     assert cli.main(argv(tmp_path)) == 0  # the rerun replaces both
     assert cli.main(check) == 0
     assert f"release {RELEASE}: consistent" in capsys.readouterr().out
@@ -359,7 +363,7 @@ def test_two_runs_of_one_release_at_once(tmp_path):
     release = tmp_path / "out" / RELEASE
     expected = {"harmonized.csv", "harmonized.parquet", "metadata.json", "unmapped.csv"}
     assert expected <= {p.name for p in release.iterdir()}
-    assert release_mod.release_states(tmp_path / "out", f"sqlite:///{warehouse}") == {
+    assert release_state.release_states(tmp_path / "out", f"sqlite:///{warehouse}") == {
         RELEASE: {"state": "consistent"}
     }
     assert leaked(log + out + err + second.stdout + second.stderr) == []
@@ -369,7 +373,7 @@ def test_sigkill_during_the_warehouse_load_keeps_the_old_release(tmp_path):
     setup(tmp_path, good_rows(20))
     warehouse = tmp_path / "out" / "warehouse.sqlite"
     assert cli.main(argv(tmp_path)) == 0
-    old = release_mod.folder_digest(tmp_path / "out" / RELEASE)
+    old = release_folder.folder_digest(tmp_path / "out" / RELEASE)
     write_extract(tmp_path, good_rows(12))  # changed input for the rerun
 
     blocker = hold_database(warehouse)
@@ -383,15 +387,15 @@ def test_sigkill_during_the_warehouse_load_keeps_the_old_release(tmp_path):
         blocker.close()
     assert run.returncode == -signal.SIGKILL
     # Old folder, old warehouse rows: consistent, nothing half-published.
-    assert release_mod.folder_digest(tmp_path / "out" / RELEASE) == old
+    assert release_folder.folder_digest(tmp_path / "out" / RELEASE) == old
     url = f"sqlite:///{warehouse}"
-    assert release_mod.release_states(tmp_path / "out", url) == {RELEASE: {"state": "consistent"}}
+    assert release_state.release_states(tmp_path / "out", url) == {RELEASE: {"state": "consistent"}}
     with sqlite3.connect(warehouse) as conn:
         rows = conn.execute("SELECT row_count FROM data_release").fetchall()
     assert rows == [(20,)]
     # The killed run's flock died with it: the next run starts, and replaces both.
     assert cli.main(argv(tmp_path)) == 0
-    assert release_mod.release_states(tmp_path / "out", url) == {RELEASE: {"state": "consistent"}}
+    assert release_state.release_states(tmp_path / "out", url) == {RELEASE: {"state": "consistent"}}
     assert not (tmp_path / "out" / ".work" / RELEASE).exists()
 
 
@@ -421,11 +425,11 @@ def test_a_dag_run_leases_its_release_across_tasks(tmp_path):
 
     samples.generate("case_management", tmp_path / "landing", n=20, seed=1)
     args = ("r1", str(tmp_path / "landing"), str(tmp_path / "out"), [], "2026-03-01")
-    plan = pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_1")
-    locks.check(plan["lock"], "r1")  # what write_release and load_warehouse do first
+    plan = planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_1")
+    locks.check(plan.lock, "r1")  # what write_release and load_warehouse do first
     with pytest.raises(ReleaseLockedError, match="ctdc_annual_update/run_1"):
-        pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
-    assert Path(plan["work_dir"]).is_dir()  # the refused run did not touch the first one's
-    assert pipeline.finish_run(plan)["work_folder_removed"] is True
-    second = pipeline.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
-    pipeline.finish_run(second)
+        planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
+    assert Path(plan.work_dir).is_dir()  # the refused run did not touch the first one's
+    assert steps.finish_run(plan).work_folder_removed is True
+    second = planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
+    steps.finish_run(second)

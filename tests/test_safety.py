@@ -13,6 +13,10 @@ import pytest
 from ctdc_harmonizer import safety
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CoverageError, ExtractError, InfrastructureError
+from ctdc_harmonizer.harmonize.unmapped import CONTACT_REDACTED, SHIFTED_DISTINCT, restrict_unmapped
+from ctdc_harmonizer.run import airflow as boundary
+from ctdc_harmonizer.run.plan import RunPlan
+from ctdc_harmonizer.run.results import Checked
 
 PLANTED = "Zarqa Plantedname"
 
@@ -63,8 +67,8 @@ def test_airflow_boundary_fails_data_errors_fast_and_retries_infrastructure(exc,
     def step(plan):
         raise exc
 
-    guarded = safety.airflow_boundary(step)
-    expected = safety.RetryableStepError if retry else AirflowFailException
+    guarded = boundary.airflow_boundary(step)
+    expected = boundary.RetryableStepError if retry else AirflowFailException
     with pytest.raises(expected) as caught:
         guarded({})
     assert not isinstance(caught.value, AirflowFailException) if retry else True
@@ -74,10 +78,37 @@ def test_airflow_boundary_fails_data_errors_fast_and_retries_infrastructure(exc,
     assert caught.value.__suppress_context__
 
 
-def test_guarded_steps_wrap_pipeline_functions():
-    steps = safety.airflow_steps()
+def test_guarded_steps_wrap_the_steps_and_the_plan():
+    steps = boundary.annual_update_steps()
     assert steps.plan_run.__wrapped__.__name__ == "plan_run"
-    assert steps.PARTNER_COLUMN == "_partner"  # plain attributes pass through
+    assert steps.stage_partner.__wrapped__.__name__ == "stage_partner"
+    assert steps.EMPTY_WITHDRAWN.empty  # plain attributes pass through
+
+
+def test_the_boundary_types_xcom_dicts_and_returns_plain_dicts():
+    """XCom carries dicts; a step sees its typed plan and its typed result leaves as a dict."""
+    seen = []
+
+    def step(plan: RunPlan, partner: str) -> Checked:
+        seen.append(plan)
+        return Checked(partner=partner, rows=len(plan.partners))
+
+    xcom = {"release": "2025", "landing": "/l", "out": "/o", "partners": ["iom", "hotline"]}
+    result = boundary.airflow_boundary(step)(xcom, partner="iom")
+    assert isinstance(seen[0], RunPlan) and seen[0].partners == ["iom", "hotline"]
+    assert result == {"partner": "iom", "rows": 2}
+    assert RunPlan.model_validate(xcom).to_xcom() == xcom  # the same small dict both ways
+
+
+def test_a_malformed_plan_in_xcom_fails_fast_without_quoting_it():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    def step(plan: RunPlan) -> dict:
+        return {}
+
+    with pytest.raises(AirflowFailException) as caught:
+        boundary.airflow_boundary(step)({"release": PLANTED})
+    assert PLANTED not in str(caught.value) and "ValidationError" in str(caught.value)
 
 
 def test_log_filter_drops_exception_text(caplog):
@@ -150,7 +181,7 @@ def unknown(rows: dict[str, int]) -> pd.DataFrame:
 
 def test_values_below_k_are_aggregated():
     frame = unmapped([("gender", "Q", 7), ("gender", PLANTED, 1), ("gender", "Zed", 4)])
-    report = safety.restrict_unmapped(frame, unknown({"gender": 12}), 100, ["gender"], 5)
+    report = restrict_unmapped(frame, unknown({"gender": 12}), 100, ["gender"], 5)
     assert report[["source_value", "count", "note"]].values.tolist() == [
         ["Q", 7, ""],
         ["", 5, "2 value(s) seen fewer than 5 times withheld"],
@@ -159,32 +190,32 @@ def test_values_below_k_are_aggregated():
 
 def test_k_is_configurable():
     frame = unmapped([("gender", "Zed", 4)])
-    report = safety.restrict_unmapped(frame, unknown({"gender": 4}), 100, ["gender"], 3)
+    report = restrict_unmapped(frame, unknown({"gender": 4}), 100, ["gender"], 3)
     assert report["source_value"].tolist() == ["Zed"]
 
 
 def test_shifted_column_withholds_everything():
     names = [(f"Name{i}", 6) for i in range(10)]
     frame = unmapped([("gender", n, c) for n, c in names])
-    report = safety.restrict_unmapped(frame, unknown({"gender": 60}), 100, ["gender"], 5)
+    report = restrict_unmapped(frame, unknown({"gender": 60}), 100, ["gender"], 5)
     assert report.values.tolist() == [
         ["p", "gender", "", 60, "10 distinct value(s) withheld: column looks shifted or free text"]
     ]
 
 
 def test_many_distinct_values_withhold_everything():
-    frame = unmapped([("gender", f"V{i}", 5) for i in range(safety.SHIFTED_DISTINCT)])
-    report = safety.restrict_unmapped(frame, unknown({"gender": 125}), 10_000, ["gender"], 5)
+    frame = unmapped([("gender", f"V{i}", 5) for i in range(SHIFTED_DISTINCT)])
+    report = restrict_unmapped(frame, unknown({"gender": 125}), 10_000, ["gender"], 5)
     assert report["source_value"].tolist() == [""]
 
 
 def test_field_not_declared_coded_is_withheld():
     frame = unmapped([("ageBroad", "Q", 9)])
-    report = safety.restrict_unmapped(frame, unknown({"ageBroad": 9}), 100, ["gender"], 5)
+    report = restrict_unmapped(frame, unknown({"ageBroad": 9}), 100, ["gender"], 5)
     assert report["note"].tolist() == ["1 distinct value(s) withheld: field is not declared coded"]
 
 
 def test_contact_like_values_are_withheld():
-    frame = unmapped([("gender", safety.CONTACT_REDACTED, 8)])
-    report = safety.restrict_unmapped(frame, unknown({"gender": 8}), 100, ["gender"], 5)
+    frame = unmapped([("gender", CONTACT_REDACTED, 8)])
+    report = restrict_unmapped(frame, unknown({"gender": 8}), 100, ["gender"], 5)
     assert report["source_value"].tolist() == [""]

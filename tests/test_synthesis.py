@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.contracts import harmonized_schema_for
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.harmonize.contracts import harmonized_schema_for
 from ctdc_harmonizer.synthesis import fit as fit_mod
 from ctdc_harmonizer.synthesis import steps
 from ctdc_harmonizer.synthesis.config import (
@@ -156,9 +156,9 @@ def test_extra_file_and_other_release_are_refused(handed_off):
 def test_plan_follows_the_asset_event_not_a_folder(handed_off):
     event = {k: handed_off[k] for k in ("release", "rows", "handoff", "manifest_sha256")}
     plan = steps.plan_synthesis(event=event)
-    assert plan["release"] == RELEASE
-    assert plan["expected_manifest_sha256"] == handed_off["manifest_sha256"]
-    assert plan["out"] == str(handed_off["out"].resolve())
+    assert plan.release == RELEASE
+    assert plan.expected_manifest_sha256 == handed_off["manifest_sha256"]
+    assert plan.out == str(handed_off["out"].resolve())
     with pytest.raises(CtdcError, match="differs from the release of the triggering"):
         steps.plan_synthesis(release="other-2025", event=event)
     with pytest.raises(CtdcError, match="no release named"):

@@ -14,10 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctdc_harmonizer import cli, pipeline, samples
-from ctdc_harmonizer.config import FieldSpec, load_partner
+from ctdc_harmonizer import cli, samples
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.withdrawals import (
+from ctdc_harmonizer.ingest.withdrawals import (
     KEY_SEPARATOR,
     erased_rows,
     identity_key,
@@ -26,6 +25,10 @@ from ctdc_harmonizer.withdrawals import (
     normalized_date,
     normalized_text,
 )
+from ctdc_harmonizer.mapping.partner import load_partner
+from ctdc_harmonizer.mapping.spec import FieldSpec
+from ctdc_harmonizer.run import plan as planning
+from ctdc_harmonizer.run import steps
 from tiny_partner import PARTNER_YAML, row, write_extract, write_partner
 
 PLANTED = ["Zorana", "Plantedova", "1987-11-23", "23/11/1987", "CASE-PLANTED-4411"]
@@ -330,16 +333,16 @@ def test_match_fields_are_read_only_for_matching_and_dropped(tmp_path):
     (tmp_path / "landing" / "tiny" / "withdrawals.csv").write_text(
         "full_name,born_on\nZorana Plantedova,1987-11-23\n"
     )
-    plan = pipeline.plan_run(
+    plan = planning.plan_run(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         "2025",
         ["tiny"],
         str(tmp_path / "mappings"),
     )
-    counts = pipeline.stage_partner(plan, "tiny")
-    staged = pd.read_parquet(counts["staged"])
-    assert counts["erased"] == 1 and len(staged) == 1
+    counts = steps.stage_partner(plan, "tiny")
+    staged = pd.read_parquet(counts.staged)
+    assert counts.erased == 1 and len(staged) == 1
     assert "full_name" not in staged.columns
     assert_no_planted(staged.astype(str).to_csv())
 

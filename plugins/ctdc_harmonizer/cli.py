@@ -27,42 +27,37 @@ def _partners(text: str | None) -> list[str] | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import pandas as pd
+    import datetime as dt
 
-    from ctdc_harmonizer import pipeline
+    from ctdc_harmonizer.run.local import run
+    from ctdc_harmonizer.run.plan import default_release_label
 
-    release = args.release or str(pd.Timestamp.now().year)
-    info = pipeline.run(
+    release = args.release or default_release_label(dt.date.today())
+    summary = run(
         args.landing, args.out, release, _partners(args.partners), args.mappings, args.warehouse
     )
-    totals = info["totals"]
-    print(f"release {info['release']}: {info['rows']} harmonized rows in {info['release_dir']}")
-    print(
-        "reconciliation: "
-        + ", ".join(
-            f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in totals.items()
-        )
-    )
-    print(f"warehouse: {info['warehouse']['case_records']} case records loaded")
-    if info.get("unmapped_partner_folders"):
-        print("not read (no mapping): " + ", ".join(info["unmapped_partner_folders"]))
-    privacy = info["warehouse"].get("privacy", {})  # PRIVACY: counts only
-    print(
-        f"withdrawals: {privacy.get('withdrawals_recorded', 0)} newly registered, "
-        f"{privacy.get('records_purged', 0)} record(s) purged from earlier releases"
+    written, loaded = summary.written, summary.warehouse
+    print(f"release {written.release}: {written.rows} harmonized rows in {written.release_dir}")
+    print("reconciliation: " + ", ".join(f"{k} {v}" for k, v in written.totals.items()))
+    print(f"warehouse: {loaded.case_records} case records loaded")
+    if summary.unmapped_partner_folders:
+        print("not read (no mapping): " + ", ".join(summary.unmapped_partner_folders))
+    print(  # PRIVACY: counts only
+        f"withdrawals: {loaded.privacy.withdrawals_recorded} newly registered, "
+        f"{loaded.privacy.records_purged} record(s) purged from earlier releases"
     )
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ctdc_harmonizer import release
+    from ctdc_harmonizer.release import state
 
-    states = release.release_states(args.out, args.warehouse, only=args.release)
+    states = state.release_states(args.out, args.warehouse, only=args.release)
     bad = 0
     for label, entry in states.items():
         reason = f" ({entry['reason']})" if entry.get("reason") else ""
         print(f"release {label}: {entry['state']}{reason}")
-        bad += entry["state"] in release.BAD_STATES or entry["state"] == release.UNREACHABLE
+        bad += entry["state"] in state.BAD_STATES or entry["state"] == state.UNREACHABLE
     if bad:
         print(
             f"ctdc: error: {bad} release(s) whose folder and warehouse disagree or cannot be "
@@ -73,9 +68,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_unmapped(args: argparse.Namespace) -> int:
-    from ctdc_harmonizer import pipeline
+    from ctdc_harmonizer.run.file_check import unmapped_report
 
-    info = pipeline.unmapped_report(args.landing, args.partner, args.out, args.mappings)
+    info = unmapped_report(args.landing, args.partner, args.out, args.mappings)
     print(
         f"partner {info['partner']}: {info['values_listed']} value(s) listed in the restricted "
         f"report {info['report']} ({info['rows']} rows read)"
@@ -95,7 +90,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from ctdc_harmonizer import profile
+    from ctdc_harmonizer.mapping import profile
 
     info = profile.profile_partner(args.landing, args.partner, args.out, args.mappings)
     print(json.dumps(info, indent=2))
@@ -134,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--landing", required=True, help="folder with one sub-folder per partner")
     run.add_argument("--out", required=True, help="folder that receives <release>/")
     run.add_argument("--partners", help="comma-separated partner codes (default: all mapped)")
-    run.add_argument("--release", help="release label (default: the current year)")
+    run.add_argument("--release", help="release label (default: the year of the day before today)")
     run.add_argument("--mappings", help="mapping folders root (default: the repo's mappings/)")
     run.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
     run.set_defaults(func=_cmd_run)

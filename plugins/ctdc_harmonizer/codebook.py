@@ -8,7 +8,7 @@ file. The pandera schema of the harmonized table is generated here from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +16,7 @@ import pandera.pandas as pa
 import pycountry
 import yaml
 
+from ctdc_harmonizer.fileio import sha256_of
 from ctdc_harmonizer.paths import schemas_dir
 from ctdc_harmonizer.text import normalize_token
 
@@ -42,9 +43,7 @@ class Variable:
     values: tuple[CodebookValue, ...] = ()
     aliases: tuple[str, ...] = ()
     merged_from: tuple[str, ...] = ()
-    binning: str | None = None
     required: bool = False
-    definition: str = ""
     expect_known_share: float | None = None  # quality warning below this share of non-NULLs
 
     @property
@@ -63,6 +62,16 @@ class Codebook:
     country_rules: dict[str, str] = field(default_factory=dict)
     year_min: int = 2002
     source_path: str = ""
+
+    @property
+    def source_file(self) -> str:
+        """The codebook file's name (recorded in release metadata)."""
+        return Path(self.source_path).name
+
+    @cached_property
+    def sha256(self) -> str:
+        """The codebook file's SHA-256: releases and hand-offs record which file made them."""
+        return sha256_of(self.source_path)
 
     @property
     def columns(self) -> list[str]:
@@ -146,9 +155,7 @@ def _variable_from_dict(raw: dict) -> Variable:
         ),
         aliases=tuple(raw.get("aliases", [])),
         merged_from=tuple(raw.get("merged_from", [])),
-        binning=raw.get("binning"),
         required=bool(raw.get("required", False)),
-        definition=str(raw.get("definition", "")),
         expect_known_share=raw.get("expect_known_share"),
     )
 

@@ -70,7 +70,7 @@ def _runs(run_id: str | None = None) -> list[dict]:
 
 
 def _report(dag_id: str, run_id: str) -> dict:
-    from ctdc_harmonizer import report
+    from ctdc_harmonizer.release import report
 
     if dag_id != DAG_ID:
         raise HTTPException(404, f"no release report for DAG {dag_id}")

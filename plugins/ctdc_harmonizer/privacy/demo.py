@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctdc_harmonizer.ingest.withdrawals import is_withdrawals_file
 from ctdc_harmonizer.privacy import keys
-from ctdc_harmonizer.withdrawals import is_withdrawals_file
 
 
 def ensure_key(say: Callable[[str], None] = print) -> None:

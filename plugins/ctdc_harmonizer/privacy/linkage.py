@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR, normalized_date, normalized_text
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.privacy.pseudonyms import keyed_hash
 from ctdc_harmonizer.text import per_distinct
-from ctdc_harmonizer.withdrawals import KEY_SEPARATOR, normalized_date, normalized_text
 
 LINK_COLUMNS = ["_link_exact", "_link_exact_swapped", "_link_sound", "_link_sound_swapped"]
 REPORT = "report"

@@ -15,9 +15,9 @@ import hmac
 
 import pandas as pd
 
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR, identity_key
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import per_distinct
-from ctdc_harmonizer.withdrawals import KEY_SEPARATOR, identity_key
 
 PSEUDONYM = "_pseudonym"
 BY_RECORD_ID = "id"

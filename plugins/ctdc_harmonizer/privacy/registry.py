@@ -29,12 +29,6 @@ AUDIT_FILE = "audit.json"
 PURGE = "withdrawal_purge"
 
 
-def registry_url(plan: dict) -> str:
-    from ctdc_harmonizer.warehouse import default_warehouse_url
-
-    return plan.get("warehouse_url") or default_warehouse_url(plan["out"])
-
-
 def _engine(url: str) -> sa.Engine | None:
     """An engine on an existing warehouse; None when there is none yet (first run)."""
     parsed = sa.make_url(url)
@@ -84,19 +78,8 @@ def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) ->
         engine.dispose()
 
 
-def _withdrawn(work: Path, partners: list[str]) -> pd.DataFrame:
-    frames = [
-        pd.read_parquet(work / p / "withdrawn.parquet")
-        for p in partners
-        if (work / p / "withdrawn.parquet").exists()
-    ]
-    if not frames:
-        return pd.DataFrame({"pseudonym": [], "partner": []}, dtype="string")
-    return pd.concat(frames, ignore_index=True).drop_duplicates("pseudonym")
-
-
 def _release_folders(out: Path, labels: list[str]) -> dict[str, Path]:
-    from ctdc_harmonizer.release import MARKER
+    from ctdc_harmonizer.release.metadata import MARKER
 
     return {
         label: out / label
@@ -138,7 +121,7 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
     """After a purge: the hand-off (if any) is rebuilt from the purged table, so no later
     synthesis receives a withdrawn record, and the warehouse records the folder's new hash
     (a crash before this line is reported as a mismatch by `ctdc check`, as it should be)."""
-    from ctdc_harmonizer.release import folder_digest
+    from ctdc_harmonizer.release.folder import folder_digest
     from ctdc_harmonizer.warehouse.columns import RELEASE_TABLE
 
     if (folder / "handoff").is_dir():
@@ -167,14 +150,14 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
         engine.dispose()
 
 
-def record_and_purge(plan: dict, url: str | None = None) -> dict:
-    """Record this run's withdrawals once; purge every registered person from every stored
-    release and from the release folders in the run's out folder. Counts only."""
+def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str) -> dict:
+    """Record this run's withdrawals (`withdrawn`: pseudonym, partner) once; purge every
+    registered person from every stored release and from the release folders in `out`.
+    Counts only."""
     from ctdc_harmonizer.warehouse import migrate
 
-    url = url or registry_url(plan)
     migrate(url)
-    withdrawn = _withdrawn(Path(plan["work_dir"]), sorted(plan["partners"]))
+    withdrawn = withdrawn.drop_duplicates("pseudonym")
     engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
     today = dt.date.today()
     registry = sa.table(
@@ -215,7 +198,7 @@ def record_and_purge(plan: dict, url: str | None = None) -> dict:
                 )
                 per_release[label] = np.searchsorted(order, np.sort(ids.to_numpy())).tolist()
                 sizes[label] = len(order)
-            folders = _release_folders(Path(plan["out"]), sorted(per_release))
+            folders = _release_folders(Path(out), sorted(per_release))
             for label, folder in folders.items():  # check every folder before changing any
                 rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
                 if rows != sizes[label]:
@@ -258,9 +241,7 @@ def record_and_purge(plan: dict, url: str | None = None) -> dict:
     finally:
         engine.dispose()
     for label, folder in folders.items():  # after the commit: the warehouse is the reference
-        _rewrite_folder(
-            folder, np.array(per_release[label], dtype=np.int64), sizes[label], plan["release"]
-        )
+        _rewrite_folder(folder, np.array(per_release[label], dtype=np.int64), sizes[label], release)
         _refresh_derived(folder, label, url)
     return {
         "withdrawals_recorded": int(len(new)),

@@ -1,7 +1,7 @@
 """What the reading step adds for privacy: pseudonyms, linkage keys, registry erasure.
 
-Called by pipeline.stage_partner while the identifiers are still in the frame; what it
-returns holds keyed hashes only, kept in the run's private work folder.
+Called by the staging step (run/steps.py) while the identifiers are still in the frame; what
+it returns holds keyed hashes only, kept in the run's private work folder.
 """
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.ingest.withdrawals import Withdrawals, erased_rows, match_columns
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.privacy import linkage, pseudonyms, registry
-from ctdc_harmonizer.withdrawals import Withdrawals, erased_rows, match_columns
-
-PRIVATE_FILE = "private.parquet"  # pseudonym + linkage keys of the staged rows, same order
-WITHDRAWN_FILE = "withdrawn.parquet"  # pseudonyms this run adds to the registry
 
 
 def read_columns(config: PartnerConfig, withdrawals: Withdrawals | None) -> list[str]:
@@ -35,7 +32,7 @@ def private_columns(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> p
 
 
 def apply_withdrawals(
-    plan: dict,
+    url: str,
     config: PartnerConfig,
     withdrawals: Withdrawals | None,
     keys: list[pd.Series],
@@ -47,7 +44,6 @@ def apply_withdrawals(
     A delivered withdrawal line that matches no delivered record is honoured when the person
     it names is already registered or is in a stored release (the registry purges it there);
     one that matches nothing anywhere is still an error (withdrawals.erased_rows)."""
-    url = registry.registry_url(plan)
     method = pseudonyms.pseudonym_method(config)
     honoured = None
     requested = pd.Series(dtype="string")

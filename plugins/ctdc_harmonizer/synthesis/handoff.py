@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.reader import sha256_of
+from ctdc_harmonizer.fileio import sha256_of
 
 HANDOFF_DIR = "handoff"
 TABLE_FILE = "harmonized.parquet"

@@ -1,13 +1,13 @@
 """The synthesis as steps over files: what `ctdc synthesize` runs in a row and the DAG as tasks.
 
-Each step takes the plan (paths and parameters) and returns a small dict of paths and counts:
-all that may travel through XCom or a log line. Frames stay on disk in the restricted folder
-`<out>/restricted/<release>/` (work files under `work/`, removed once published).
+Each step takes the typed `SynthesisPlan` (paths and parameters) and returns a small dict of
+paths and counts: all that may travel through XCom or a log line. Frames stay on disk in the
+restricted folder `<out>/restricted/<release>/` (work files under `work/`, removed once
+published).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.fileio import read_json, write_json
 from ctdc_harmonizer.synthesis import evaluate as evaluate_mod
 from ctdc_harmonizer.synthesis import fit as fit_mod
 from ctdc_harmonizer.synthesis import handoff as handoff_mod
@@ -32,12 +34,32 @@ PUBLIC, RESTRICTED = "public", "restricted"
 RESERVED_LABELS = {PUBLIC, RESTRICTED, "handoff"}
 
 
-def _json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+class SynthesisPlan(BaseModel):
+    """A planned synthesis: which release, from which hand-off, into which folders, with
+    which parameters. Serialises to the small dict XCom holds (no warehouse URL)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-def _read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    release: str
+    handoff: str
+    expected_manifest_sha256: str | None = None
+    out: str
+    public_root: str
+    restricted_dir: str
+    work_dir: str
+    config: SynthesisConfig
+    warehouse_url: str | None = Field(None, exclude=True)  # in memory only
+
+    @property
+    def restricted(self) -> Path:
+        return Path(self.restricted_dir)
+
+    @property
+    def work(self) -> Path:
+        return Path(self.work_dir)
+
+    def to_xcom(self) -> dict:
+        return self.model_dump(mode="json")
 
 
 def default_out() -> str:
@@ -74,7 +96,7 @@ def plan_synthesis(
     event: dict | None = None,
     warehouse_url: str | None = None,
     config_path: str | None = None,
-) -> dict:
+) -> SynthesisPlan:
     """Resolve which release to synthesize, from where, with which parameters.
 
     `event` is the triggering asset event's extra (release, rows, handoff, manifest_sha256):
@@ -109,50 +131,43 @@ def plan_synthesis(
         epsilon, delta, reporting_length, seed
     )
     restricted = root.resolve() / RESTRICTED / release
-    plan = {
-        "release": release,
-        "handoff": str(Path(handoff).resolve()),
-        "expected_manifest_sha256": expected_sha,
-        "out": str(root.resolve()),
-        "public_root": str(root.resolve() / PUBLIC),
-        "restricted_dir": str(restricted),
-        "work_dir": str(restricted / "work"),
-        "config": config.model_dump(mode="json"),
-    }
-    if warehouse_url:
-        plan["warehouse_url"] = warehouse_url
+    plan = SynthesisPlan(
+        release=release,
+        handoff=str(Path(handoff).resolve()),
+        expected_manifest_sha256=expected_sha,
+        out=str(root.resolve()),
+        public_root=str(root.resolve() / PUBLIC),
+        restricted_dir=str(restricted),
+        work_dir=str(restricted / "work"),
+        config=config,
+        warehouse_url=warehouse_url,
+    )
     log.info("planned synthesis of release %s (epsilon %g)", release, config.dp.epsilon)
     return plan
 
 
-def _config(plan: dict) -> SynthesisConfig:
-    return SynthesisConfig.model_validate(plan["config"])
+def _verified(plan: SynthesisPlan) -> handoff_mod.VerifiedHandoff:
+    return handoff_mod.verify_handoff(plan.handoff, plan.release, plan.expected_manifest_sha256)
 
 
-def _verified(plan: dict) -> handoff_mod.VerifiedHandoff:
-    return handoff_mod.verify_handoff(
-        plan["handoff"], plan["release"], plan.get("expected_manifest_sha256")
-    )
-
-
-def verify(plan: dict) -> dict:
+def verify(plan: SynthesisPlan) -> dict:
     """Refuse a hand-off that does not match its manifest, the codebook or the named release."""
     verified = _verified(plan)
-    work = Path(plan["work_dir"])
+    work = plan.work
     if work.exists():
         shutil.rmtree(work)  # a rerun starts from the hand-off again
     work.mkdir(parents=True)
-    log.info("hand-off of release %s verified: %d rows", plan["release"], verified.rows)
-    return {"release": plan["release"], "rows": verified.rows, "manifest": verified.manifest_sha256}
+    log.info("hand-off of release %s verified: %d rows", plan.release, verified.rows)
+    return {"release": plan.release, "rows": verified.rows, "manifest": verified.manifest_sha256}
 
 
-def disclosure_risk(plan: dict) -> dict:
+def disclosure_risk(plan: SynthesisPlan) -> dict:
     from ctdc_harmonizer.synthesis.risk import disclosure_risk as risk_report
 
     table = handoff_mod.read_table(_verified(plan))
-    report = risk_report(table, _config(plan).risk, load_suppression_config())
-    path = Path(plan["restricted_dir"]) / "risk_report.json"
-    _json(path, {"release": plan["release"], **report})
+    report = risk_report(table, plan.config.risk, load_suppression_config())
+    path = plan.restricted / "risk_report.json"
+    write_json(path, {"release": plan.release, **report})
     log.info(
         "risk: %d of %d records in equivalence classes smaller than k=%d",
         report["records_in_classes_below_k"],
@@ -165,40 +180,40 @@ def disclosure_risk(plan: dict) -> dict:
     }
 
 
-def suppress(plan: dict) -> dict:
+def suppress(plan: SynthesisPlan) -> dict:
     from ctdc_harmonizer.synthesis.suppress import suppress as apply_suppression
 
     codebook = default_codebook()
     table = handoff_mod.read_table(_verified(plan))
     done = apply_suppression(table, load_suppression_config(), codebook)
     strings = fit_mod.as_strings(done.frame, codebook)
-    strings.to_parquet(Path(plan["work_dir"]) / "sensitive.parquet", index=False)
-    _json(Path(plan["restricted_dir"]) / "suppression_report.json", done.report)
+    strings.to_parquet(plan.work / "sensitive.parquet", index=False)
+    write_json(plan.restricted / "suppression_report.json", done.report)
     log.info("suppression: %d cell(s) set to NULL", done.report["cells_set_to_null"])
     return {"cells_set_to_null": done.report["cells_set_to_null"], "rows": len(strings)}
 
 
-def _ledger(plan: dict):
+def _ledger(plan: SynthesisPlan):
     from ctdc_harmonizer.synthesis.ledger import Ledger
     from ctdc_harmonizer.warehouse import default_warehouse_url
 
-    return Ledger(plan.get("warehouse_url") or default_warehouse_url(plan["out"]))
+    return Ledger(plan.warehouse_url or default_warehouse_url(plan.out))
 
 
-def fit_aggregates(plan: dict) -> dict:
+def fit_aggregates(plan: SynthesisPlan) -> dict:
     """DP aggregates: reused when this data and these parameters were already spent on."""
     from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT
 
     codebook = default_codebook()
-    config = _config(plan)
+    config = plan.config
     params = config.dp
-    strings = pd.read_parquet(Path(plan["work_dir"]) / "sensitive.parquet")
+    strings = pd.read_parquet(plan.work / "sensitive.parquet")
     dataset_sha = fit_mod.dataset_hash(strings)
-    folder = Path(plan["restricted_dir"]) / "aggregates" / fit_mod.store_key(dataset_sha, params)
+    folder = plan.restricted / "aggregates" / fit_mod.store_key(dataset_sha, params)
     ledger = _ledger(plan)
     try:
         reused = None
-        for spend in reversed(ledger.reusable(plan["release"], dataset_sha, params.params_hash())):
+        for spend in reversed(ledger.reusable(plan.release, dataset_sha, params.params_hash())):
             if (folder / fit_mod.AGGREGATES_FILE).is_file():
                 try:
                     fit_mod.load(folder, spend.aggregates_sha256)
@@ -207,8 +222,8 @@ def fit_aggregates(plan: dict) -> dict:
                 reused = spend
                 break
         if reused is None:
-            ledger.check_budget(plan["release"], params, config.budget)  # before fit
-            attempt = ledger.start(plan["release"], dataset_sha, params)
+            ledger.check_budget(plan.release, params, config.budget)  # before fit
+            attempt = ledger.start(plan.release, dataset_sha, params)
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
                 len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
             )
@@ -218,12 +233,12 @@ def fit_aggregates(plan: dict) -> dict:
                 )
                 digest = fit_mod.save(aggregates, folder, pac_sample)
             except CtdcError:
-                ledger.close(attempt, plan["release"], dataset_sha, params, FAILED)
+                ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
                 raise
-            ledger.close(attempt, plan["release"], dataset_sha, params, SPENT, digest)
+            ledger.close(attempt, plan.release, dataset_sha, params, SPENT, digest)
         else:
             digest, seconds = reused.aggregates_sha256, {}
-        spent_epsilon, _ = ledger.spent(plan["release"])
+        spent_epsilon, _ = ledger.spent(plan.release)
     finally:
         ledger.dispose()
     aggregates = fit_mod.load(folder, digest)
@@ -238,10 +253,10 @@ def fit_aggregates(plan: dict) -> dict:
         "fit_seconds": seconds.get("fit", 0.0),
         "pacsynth_sample_seconds": seconds.get("pacsynth_sample"),
     }
-    _json(Path(plan["work_dir"]) / "fit.json", state)
+    write_json(plan.work / "fit.json", state)
     log.info(
         "release %s: %s DP aggregates (%d combinations); epsilon spent now %g, in all %g",
-        plan["release"],
+        plan.release,
         "reused stored" if reused is not None else "fitted",
         state["combinations"],
         state["epsilon_spent_now"],
@@ -250,16 +265,16 @@ def fit_aggregates(plan: dict) -> dict:
     return state
 
 
-def _fit_state(plan: dict) -> dict:
-    return _read_json(Path(plan["work_dir"]) / "fit.json")
+def _fit_state(plan: SynthesisPlan) -> dict:
+    return read_json(plan.work / "fit.json")
 
 
-def sample(plan: dict) -> dict:
+def sample(plan: SynthesisPlan) -> dict:
     """Synthetic records from the stored DP aggregates (spends no epsilon)."""
     from ctdc_harmonizer.synthesis import sample as sample_mod
 
     codebook = default_codebook()
-    config = _config(plan)
+    config = plan.config
     state = _fit_state(plan)
     folder = Path(state["aggregates_dir"])
     aggregates = fit_mod.load(folder, state["aggregates_sha256"])
@@ -273,12 +288,12 @@ def sample(plan: dict) -> dict:
         synthetic = fit_mod.load_pacsynth_sample(folder)
         if synthetic is None:
             raise CtdcError(
-                f"release {plan['release']}: pac-synth's sampler runs only right after a fit, "
+                f"release {plan.release}: pac-synth's sampler runs only right after a fit, "
                 "and these stored aggregates were fitted without it; a new fit would spend "
                 "epsilon again (change a parameter deliberately, or use sampler: own)"
             )
     seconds = round(time.monotonic() - started, 2)
-    path = Path(plan["work_dir"]) / "synthetic.parquet"
+    path = plan.work / "synthetic.parquet"
     synthetic[codebook.columns].to_parquet(path, index=False)
     log.info("sampled %d synthetic records (%s sampler)", len(synthetic), config.sampling.sampler)
     return {
@@ -289,11 +304,11 @@ def sample(plan: dict) -> dict:
     }
 
 
-def evaluate(plan: dict) -> dict:
+def evaluate(plan: SynthesisPlan) -> dict:
     codebook = default_codebook()
-    config = _config(plan)
+    config = plan.config
     state = _fit_state(plan)
-    work, restricted = Path(plan["work_dir"]), Path(plan["restricted_dir"])
+    work, restricted = plan.work, plan.restricted
     aggregates = fit_mod.load(Path(state["aggregates_dir"]), state["aggregates_sha256"])
     sensitive = pd.read_parquet(work / "sensitive.parquet")
     sampler = config.sampling.sampler
@@ -309,15 +324,15 @@ def evaluate(plan: dict) -> dict:
         codebook,
         config.evaluation.count_buckets,
     )
-    report = {"release": plan["release"], "published_sampler": sampler, **report}
-    _json(restricted / "comparability.json", report)
-    title = f"Comparability of the synthetic data, release {plan['release']} (restricted)"
+    report = {"release": plan.release, "published_sampler": sampler, **report}
+    write_json(restricted / "comparability.json", report)
+    title = f"Comparability of the synthetic data, release {plan.release} (restricted)"
     (restricted / "comparability.html").write_text(
         evaluate_mod.render_html(report, title, public=False, codebook=codebook), encoding="utf-8"
     )
     public = evaluate_mod.public_report(report, sampler)
-    _json(work / "public_comparability.json", public)
-    title = f"Synthetic data vs DP aggregates, release {plan['release']}"
+    write_json(work / "public_comparability.json", public)
+    title = f"Synthetic data vs DP aggregates, release {plan.release}"
     (work / "public_comparability.html").write_text(
         evaluate_mod.render_html(public, title, public=True, codebook=codebook), encoding="utf-8"
     )
@@ -333,8 +348,8 @@ def evaluate(plan: dict) -> dict:
 
 
 def _partner_names(manifest: dict) -> dict[str, str]:
-    from ctdc_harmonizer.config import load_partner
     from ctdc_harmonizer.errors import MappingError
+    from ctdc_harmonizer.mapping.partner import load_partner
     from ctdc_harmonizer.paths import mappings_dir
 
     names = {}
@@ -346,18 +361,18 @@ def _partner_names(manifest: dict) -> dict[str, str]:
     return names
 
 
-def publish(plan: dict) -> dict:
+def publish(plan: SynthesisPlan) -> dict:
     from ctdc_harmonizer.synthesis import publish as publish_mod
 
     codebook = default_codebook()
-    config = _config(plan)
+    config = plan.config
     verified = _verified(plan)
     state = _fit_state(plan)
-    work = Path(plan["work_dir"])
+    work = plan.work
     aggregates = fit_mod.load(Path(state["aggregates_dir"]), state["aggregates_sha256"])
     synthetic = pd.read_parquet(work / "synthetic.parquet")
     metadata = publish_mod.descriptive_metadata(
-        plan["release"],
+        plan.release,
         verified.manifest,
         _partner_names(verified.manifest),
         aggregates,
@@ -367,18 +382,18 @@ def publish(plan: dict) -> dict:
         codebook,
     )
     target = publish_mod.publish(
-        Path(plan["public_root"]),
-        plan["release"],
+        Path(plan.public_root),
+        plan.release,
         synthetic,
         aggregates,
         metadata,
-        _read_json(work / "public_comparability.json"),
+        read_json(work / "public_comparability.json"),
         (work / "public_comparability.html").read_text(encoding="utf-8"),
         codebook,
     )
-    _json(Path(plan["restricted_dir"]) / "synthesis.json", {**state, "public_dir": str(target)})
+    write_json(plan.restricted / "synthesis.json", {**state, "public_dir": str(target)})
     shutil.rmtree(work, ignore_errors=True)
-    log.info("release %s published in %s", plan["release"], target)
+    log.info("release %s published in %s", plan.release, target)
     return {
         "public_dir": str(target),
         "rows": len(synthetic),

@@ -25,24 +25,25 @@ import pandas as pd
 import yaml
 
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.config import (
-    COUNTRIES_COLUMNS,
+from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.harmonize.countries import country_table
+from ctdc_harmonizer.harmonize.mapper import split_multi
+from ctdc_harmonizer.harmonize.unmapped import CONTACT_PATTERN, CONTACT_REDACTED
+from ctdc_harmonizer.ingest.extract import as_strings, read_raw
+from ctdc_harmonizer.ingest.files import find_extract_files
+from ctdc_harmonizer.ingest.withdrawals import is_withdrawals_file
+from ctdc_harmonizer.mapping.partner import load_partner
+from ctdc_harmonizer.mapping.spec import (
     COUNTRIES_FILE,
-    FIELDS_COLUMNS,
     FIELDS_FILE,
     PARTNER_FILE,
-    VALUES_COLUMNS,
     VALUES_FILE,
     PartnerConfig,
     ReaderSpec,
-    load_partner,
 )
-from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.harmonize import CONTACT_PATTERN, REDACTED, country_table, split_multi
+from ctdc_harmonizer.mapping.tables import COUNTRIES_COLUMNS, FIELDS_COLUMNS, VALUES_COLUMNS
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import as_strings, find_extract_files, read_raw
 from ctdc_harmonizer.text import normalize_series
-from ctdc_harmonizer.withdrawals import is_withdrawals_file
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,9 @@ def _value_counts(frame: pd.DataFrame, config: PartnerConfig, listable: list[str
 
 def _hide_rare(values: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Values seen fewer than MIN_COUNT times (and contact-like ones) become one line per field."""
-    values = values.assign(value=values["value"].where(~values["contact"], REDACTED))
+    values = values.assign(value=values["value"].where(~values["contact"], CONTACT_REDACTED))
     values = values.groupby(["field", "value"], as_index=False, sort=False)["count"].sum()
-    rare = (values["count"] < MIN_COUNT) | (values["value"] == REDACTED)
+    rare = (values["count"] < MIN_COUNT) | (values["value"] == CONTACT_REDACTED)
     shown = values.loc[~rare]
     hidden = (
         values.loc[rare]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctdc_harmonizer.release import MARKER
+from ctdc_harmonizer.release.metadata import MARKER
 
 OUTCOMES = ("harmonized", "rejected", "excluded", "erased", "duplicates_merged")
 

@@ -7,18 +7,17 @@ check, how many rows failed and their row numbers.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 
-import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
 from ctdc_harmonizer.codebook import Codebook, harmonized_schema
-from ctdc_harmonizer.config import PartnerConfig
+from ctdc_harmonizer.columns import FILE, INVALID, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.errors import ContractError
-from ctdc_harmonizer.reader import FILE, INVALID, REJECT, REJECT_COLUMN, REJECT_REASONS, ROW
+from ctdc_harmonizer.ingest.raw import READER_REJECT_REASONS
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 
 YEAR_OR_AGE = rf"^(\d{{1,4}}|{INVALID})$"
 
@@ -28,7 +27,7 @@ def staged_schema(config: PartnerConfig) -> pa.DataFrameSchema:
     years or ages. strict=True makes any extra column (an identifier) a failure."""
     columns = {FILE: pa.Column(str), ROW: pa.Column(int, pa.Check.ge(1))}
     # The reader's reject reason and column: codes and declared names only, never a value.
-    reject_checks = {REJECT: REJECT_REASONS, REJECT_COLUMN: [f.name for f in config.fields]}
+    reject_checks = {REJECT: READER_REJECT_REASONS, REJECT_COLUMN: [f.name for f in config.fields]}
     for name, allowed in reject_checks.items():
         columns[name] = pa.Column(
             "string", pa.Check.isin(allowed), nullable=True, coerce=True, required=False
@@ -73,10 +72,3 @@ def _describe(cases: pd.DataFrame | None, frame: pd.DataFrame, where: str) -> st
             f"  - column '{column}', check {check}: {len(group)} failure(s); rows {shown or 'n/a'}"
         )
     return "\n".join(lines)
-
-
-def shuffle(frame: pd.DataFrame, seed_text: str) -> pd.DataFrame:
-    """A permutation seeded by the release label: unrelated to input order, same on rerun."""
-    seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "big")
-    order = np.random.default_rng(seed).permutation(len(frame))
-    return frame.iloc[order].reset_index(drop=True)

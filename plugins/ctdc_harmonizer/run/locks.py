@@ -23,12 +23,25 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer.errors import ReleaseLockedError
 
 LOCK_FOLDER = ".locks"
 PROCESS, LEASE = "process", "lease"
 _held: dict[str, int] = {}  # lock path -> open fd holding the flock (process locks)
+
+
+class LockInfo(BaseModel):
+    """A lock a run holds: its file, its owner (a process or a DAG run) and its kind."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    owner: str
+    kind: Literal["process", "lease"]
 
 
 def lock_path(out: str | Path, release: str) -> Path:
@@ -69,9 +82,9 @@ def _open_locked(path: Path, release: str) -> int:
     return fd
 
 
-def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> dict:
+def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> LockInfo:
     """Take the release's lock: a flock held by this process (lease_owner None) or an
-    Airflow lease for `lease_owner` (a DAG run id). Returns {"path", "owner", "kind"}."""
+    Airflow lease for `lease_owner` (a DAG run id)."""
     path = lock_path(out, release)
     fd = _open_locked(path, release)
     try:
@@ -94,25 +107,25 @@ def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> di
         os.close(fd)  # the lease lives in the file; the flock only made check-and-write atomic
     else:
         _held[str(path)] = fd
-    return {"path": str(path), "owner": owner, "kind": kind}
+    return LockInfo(path=str(path), owner=owner, kind=kind)
 
 
-def check(lock: dict, release: str) -> None:
+def check(lock: LockInfo, release: str) -> None:
     """The run still owns its lock (a step about to publish checks this first)."""
-    path = Path(lock["path"])
+    path = Path(lock.path)
     try:
         content = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         content = {}
-    if content.get("owner") != lock["owner"]:
+    if content.get("owner") != lock.owner:
         raise ReleaseLockedError(
             f"release '{release}': this run no longer holds its lock ({path}); not publishing"
         )
 
 
-def release(lock: dict) -> None:
+def release(lock: LockInfo) -> None:
     """Give the lock back (idempotent; a lock now owned by someone else is left alone)."""
-    path = Path(lock["path"])
+    path = Path(lock.path)
     fd = _held.pop(str(path), None)
     if fd is None:
         if not path.exists():
@@ -124,7 +137,7 @@ def release(lock: dict) -> None:
             os.close(fd)
             return
     try:
-        if _read(fd).get("owner") == lock["owner"]:
+        if _read(fd).get("owner") == lock.owner:
             # Emptied, not deleted: unlinking a flocked file lets two runs lock two inodes.
             os.ftruncate(fd, 0)
     finally:

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctdc_harmonizer.config import PartnerConfig
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import per_distinct
 
 WITHDRAWALS_FILE = "withdrawals.csv"

@@ -1,0 +1,45 @@
+"""Names every stage shares: bookkeeping columns, row outcomes and report tables.
+
+One home, so a stage never retypes a string another stage wrote. Bookkeeping columns start
+with `_`: they travel with the rows through the private work folder and never reach a
+release file (the release holds the codebook columns only).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# --- bookkeeping columns of the staged and harmonized frames ---------------------------------
+FILE = "_file"  # the delivered file a row came from (its name, not a path)
+ROW = "_row"  # the line (or sheet row) the partner's data officer sees, 1-based
+PARTNER = "_partner"  # the partner code, added when the partners' rows are combined
+PSEUDONYM = "_pseudonym"  # the keyed pseudonym (privacy/); stored in the warehouse only
+# A row the reader could not read whole carries a reason code and the column that made it
+# unreadable; the mapper rejects it with that reason, so it is counted, never lost.
+REJECT = "_reject"
+REJECT_COLUMN = "_reject_column"
+
+# Cell markers of the staged frame.
+INVALID = "<invalid>"  # a value was present but unreadable; the value itself is gone
+
+
+class Outcome(StrEnum):
+    """Where an input row ended. The values are the reconciliation's keys, so
+    `rows_read = harmonized + rejected + excluded + erased + duplicates_merged`."""
+
+    HARMONIZED = "harmonized"
+    REJECTED = "rejected"
+    EXCLUDED = "excluded"
+    ERASED = "erased"  # withdrawal (delivered or registered)
+    DUPLICATES_MERGED = "duplicates_merged"  # same case twice, or the same person twice
+
+
+# Outcomes that carry a reason code (counted per reason in the reconciliation).
+OUTCOMES_WITH_REASON = (Outcome.REJECTED, Outcome.EXCLUDED)
+
+# --- tables the stages hand each other (and the release reports) ------------------------------
+OUTCOME_COLUMNS = [FILE, ROW, "outcome", "reason", "column"]
+UNMAPPED_COLUMNS = ["partner", "field", "source_value", "count"]
+UNMAPPED_REPORT_COLUMNS = [*UNMAPPED_COLUMNS, "note"]
+ISSUE_COLUMNS = ["partner", "field", "issue", "count"]
+REJECT_REPORT_COLUMNS = ["partner", "file", "row", "column", "reason"]

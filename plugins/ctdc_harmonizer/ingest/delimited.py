@@ -1,0 +1,155 @@
+"""Delimited text (CSV): pyarrow's parser; a slow located pass only for refused files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.ingest.raw import RawFile, arrow_to_frame, header_names
+from ctdc_harmonizer.mapping.spec import PartnerConfig
+
+
+def _python_encoding(encoding: str) -> str:
+    """Python's codec for a declared encoding; UTF-8 may start with a byte-order mark (Excel's
+    'CSV UTF-8'), which pyarrow skips and Python must be told to."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else encoding
+
+
+def _csv_header_line(path: Path, encoding: str, delimiter: str) -> list:
+    with path.open(encoding=_python_encoding(encoding), newline="") as handle:
+        return next(csv.reader(handle, delimiter=delimiter), [])
+
+
+def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> RawFile:
+    """pyarrow's multi-threaded parser, every column as text, only the wanted columns kept.
+
+    When pyarrow refuses the file, or the file holds an odd number of quotes (an unclosed
+    quote makes pyarrow swallow the rest of the file into one cell), a second, slow pass
+    finds the line to name.
+    """
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    spec = config.reader
+    try:
+        cells = _csv_header_line(path, spec.encoding, spec.csv_delimiter)
+    except UnicodeDecodeError:  # Python decodes ahead of the header line: find the bad line
+        cells = None
+    if cells is None:
+        _raise_csv_problem(config, path, 0)
+        raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}")
+    header = header_names(cells, config.code, path.name)
+    if not header:
+        return RawFile(pd.DataFrame(), [], np.zeros(0, dtype=np.int64), None)
+    keep = header if wanted is None else [c for c in wanted if c in header]
+    refused = None
+    try:
+        table = pacsv.read_csv(
+            path,
+            # Our own (trimmed) names, the file's header line skipped.
+            read_options=pacsv.ReadOptions(
+                encoding=spec.encoding, column_names=header, skip_rows=1
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=spec.csv_delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                include_columns=keep,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        refused = exc
+    if refused is not None:  # outside the except block: no library text chained to our error
+        _raise_csv_problem(config, path, len(header))
+        raise refused
+    data = path.read_bytes()
+    if data.count(b'"') % 2:
+        _raise_csv_problem(config, path, len(header))  # a stray quote inside a cell is fine
+    return RawFile(arrow_to_frame(table), header, _csv_lines(config, path, data, len(table)), None)
+
+
+def _raise_csv_problem(config: PartnerConfig, path: Path, width: int) -> None:
+    """Raise a located ExtractError for the first unreadable record, if a slow pass finds one.
+
+    Only the line number and the field counts are reported: the csv module's messages and
+    the record itself stay out of it.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode(_python_encoding(config.reader.encoding))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ExtractError(
+            config.code, path.name, f"not readable as {config.reader.encoding}", row=line
+        ) from None
+    except LookupError:
+        return
+    start = 1
+    with path.open(encoding=_python_encoding(config.reader.encoding), newline="") as handle:
+        reader = csv.reader(handle, delimiter=config.reader.csv_delimiter, strict=True)
+        try:
+            for record in reader:  # the located-error path only: the file is already refused
+                if record and len(record) != width:
+                    raise ExtractError(
+                        config.code,
+                        path.name,
+                        f"this record has {len(record)} fields, the header has {width}",
+                        row=start,
+                    )
+                start = reader.line_num + 1
+        except csv.Error:
+            raise ExtractError(
+                config.code,
+                path.name,
+                "malformed quoting: a quoted cell is not closed, or text follows its closing quote",
+                row=start,
+            ) from None
+
+
+def _csv_lines(config: PartnerConfig, path: Path, data: bytes, records: int) -> np.ndarray:
+    """The physical line each data record starts on (what an editor shows): a note holding a
+    line break makes a record span lines, and blank lines are skipped, not records."""
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    if lines == records + 1:  # the usual file: one line per record, none blank
+        return np.arange(2, records + 2)
+    starts = _record_starts(data)
+    if len(starts) != records + 1:  # quotes inside unquoted cells, or '\r' line ends
+        starts = _record_starts_by_parsing(config, path)
+    if len(starts) != records + 1:
+        raise ExtractError(config.code, path.name, "records cannot be located by line")
+    return starts[1:]
+
+
+def _record_starts(data: bytes) -> np.ndarray:
+    """First line of every non-empty record (the header's too), vectorised: a line break ends
+    a record unless an odd number of quotes precedes it (it is inside a quoted cell)."""
+    if not data:
+        return np.zeros(0, dtype=np.int64)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == ord("\n"))
+    quotes = np.flatnonzero(buf == ord('"'))
+    ends = np.searchsorted(quotes, newlines) % 2 == 0
+    index = np.flatnonzero(ends)
+    begin = np.concatenate(([0], newlines[index] + 1))
+    end = np.concatenate((newlines[index], [len(buf)]))
+    line = np.concatenate(([1], index + 2))
+    length = end - begin
+    only_cr = (length == 1) & (buf[np.minimum(begin, len(buf) - 1)] == ord("\r"))
+    return line[(length > 0) & ~only_cr]
+
+
+def _record_starts_by_parsing(config: PartnerConfig, path: Path) -> np.ndarray:
+    """The same through the csv module (a loop over records): for files the vectorised rule
+    cannot read, such as quotes inside unquoted cells."""
+    starts, start = [], 1
+    with path.open(encoding=_python_encoding(config.reader.encoding), newline="") as handle:
+        reader = csv.reader(handle, delimiter=config.reader.csv_delimiter)
+        for record in reader:
+            if record:
+                starts.append(start)
+            start = reader.line_num + 1
+    return np.array(starts, dtype=np.int64)

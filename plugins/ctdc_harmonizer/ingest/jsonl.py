@@ -1,0 +1,226 @@
+"""JSON lines: pyarrow's reader; a slow located pass line by line only for refused files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.ingest.raw import WRONG_TYPE, RawFile, arrow_to_frame, header_names
+from ctdc_harmonizer.mapping.spec import PartnerConfig
+
+
+def _json_kinds(config: PartnerConfig) -> dict[str, str]:
+    """What JSON type each declared field holds: 'list' (a multi-valued field: an array of
+    values), 'date' (a string) or 'scalar' (a string, number or boolean)."""
+    kinds = {}
+    for spec in config.fields:
+        if spec.multi:
+            kinds[spec.name] = "list"
+        elif spec.role == "date":
+            kinds[spec.name] = "date"
+        else:
+            kinds[spec.name] = "scalar"
+    return kinds
+
+
+def _arrow_type_fits(kind: str, arrow_type) -> bool:
+    import pyarrow as pa
+
+    t = pa.types
+    nested = t.is_struct(arrow_type) or t.is_list(arrow_type) or t.is_large_list(arrow_type)
+    if t.is_null(arrow_type):
+        return True
+    if kind == "list" or (kind == "any" and nested):
+        return (t.is_list(arrow_type) or t.is_large_list(arrow_type)) and not (
+            t.is_struct(arrow_type.value_type)
+            or t.is_list(arrow_type.value_type)
+            or t.is_large_list(arrow_type.value_type)
+        )
+    if kind == "date":
+        return t.is_string(arrow_type) or t.is_timestamp(arrow_type) or t.is_date(arrow_type)
+    return not nested
+
+
+def read_jsonl(config: PartnerConfig, path: Path, wanted: list[str] | None) -> RawFile:
+    """JSON lines through pyarrow; arrays (several citizenships) become delimited text.
+
+    When pyarrow refuses the file (a malformed line; a column whose type changes between
+    records; a key given twice in a record) or a column has the wrong JSON type, the file
+    is read again line by line: a malformed line or a repeated key is an error naming it,
+    a record with a wrongly typed value is rejected alone (reason wrong_type).
+    """
+    import pyarrow as pa
+    from pyarrow import json as pajson
+
+    kinds = _json_kinds(config)
+    try:
+        table = pajson.read_json(path)
+    except pa.ArrowInvalid:
+        table = None
+    clean = [header_names([c], "", "")[0] for c in table.column_names] if table is not None else []
+    if table is not None and len(set(clean)) == len(clean):  # else: keys padded differently
+        table = table.rename_columns(clean)
+        names = [
+            c for c in (table.column_names if wanted is None else wanted) if c in table.column_names
+        ]
+        fits = all(_arrow_type_fits(kinds.get(c, "any"), table[c].type) for c in names)
+        lines = _jsonl_lines(path, table.num_rows) if fits else None
+        if lines is not None:
+            frame = _json_frame({c: table[c] for c in names}, config, table.num_rows)
+            return RawFile(frame, list(table.column_names), lines, None)
+    return _read_jsonl_by_line(config, path, wanted, kinds)
+
+
+def _jsonl_lines(path: Path, records: int) -> np.ndarray | None:
+    """The physical line of each record: blank lines are skipped by the parser, not by the
+    data officer's editor."""
+    data = path.read_bytes()
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    if lines == records:
+        return np.arange(1, records + 1)
+    with path.open("rb") as handle:  # blank lines present: find the others
+        numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]
+    return np.array(numbers, dtype=np.int64) if len(numbers) == records else None
+
+
+def _json_frame(columns: dict, config: PartnerConfig, rows: int) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    delimiters = {f.name: f.delimiter or ";" for f in config.fields}
+    keep = {}
+    for name, column in columns.items():
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pc.binary_join(column.cast(pa.list_(pa.string())), delimiters.get(name, ";"))
+        elif not pa.types.is_string(column.type):
+            column = column.cast(pa.string())
+        keep[name] = column
+    if not keep:
+        return pd.DataFrame(index=range(rows))
+    return arrow_to_frame(pa.table(keep))
+
+
+def _json_text(value) -> str:
+    """A JSON scalar as the text pyarrow's cast gives it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
+def _json_cell(value, kind: str, delimiter: str) -> tuple[str | None, bool]:
+    """(the cell as text, whether its JSON type is the one the field holds). Arrays are
+    joined as the fast path joins them (an array holding a null gives a null cell)."""
+    if value is None:
+        return None, True
+    scalar = isinstance(value, (str, int, float))
+    if isinstance(value, list) and kind in {"list", "any"}:
+        if not all(item is None or isinstance(item, (str, int, float)) for item in value):
+            return None, False
+        if any(item is None for item in value):
+            return None, True
+        return delimiter.join(_json_text(item) for item in value), True
+    if kind == "date":
+        return (value, True) if isinstance(value, str) else (None, False)
+    if kind == "list" or not scalar:
+        return None, False
+    return _json_text(value), True
+
+
+class _RepeatedKeys(dict):
+    """A JSON object that gives a key twice: the dict keeps the last value, `pairs` all."""
+
+    __slots__ = ("pairs",)
+
+
+def _json_object(pairs: list) -> dict:
+    """object_pairs_hook: json.loads would silently keep the last of two equal keys."""
+    if len({key for key, _ in pairs}) == len(pairs):
+        return dict(pairs)
+    obj = _RepeatedKeys(pairs)
+    obj.pairs = pairs
+    return obj
+
+
+def _read_jsonl_by_line(
+    config: PartnerConfig, path: Path, wanted: list[str] | None, kinds: dict[str, str]
+) -> RawFile:
+    """The slow, located path (a loop over lines): only for files the fast path refused."""
+    import pyarrow as pa
+
+    columns: dict[str, list] = {}
+    seen: dict[str, None] = {}  # every key met, in file order
+    keys: dict[str, str] = {}  # a key as written -> trimmed, NFC (as for CSV headers)
+    delimiters = {f.name: f.delimiter or ";" for f in config.fields}
+    lines, reasons, reason_columns = [], [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw, object_pairs_hook=_json_object)
+            except UnicodeDecodeError:
+                raise ExtractError(
+                    config.code, path.name, "not readable as utf-8", row=number
+                ) from None
+            except ValueError:
+                raise ExtractError(
+                    config.code, path.name, "this line is not valid JSON", row=number
+                ) from None
+            if not isinstance(record, dict):
+                raise ExtractError(
+                    config.code,
+                    path.name,
+                    "this line is not a JSON object (one record per line)",
+                    row=number,
+                )
+            index, reason, reason_column = len(lines), None, None
+            met: set[str] = set()
+            pairs = record.pairs if isinstance(record, _RepeatedKeys) else record.items()
+            for key, value in pairs:
+                name = keys.get(key) or keys.setdefault(key, header_names([key], "", "")[0])
+                if name in met:  # 'age' twice, or ' age' and 'age': which one is meant?
+                    raise ExtractError(
+                        config.code,
+                        path.name,
+                        "a key appears more than once in this record",
+                        column=name,
+                        row=number,
+                    )
+                met.add(name)
+                seen.setdefault(name)
+                if wanted is not None and name not in wanted:
+                    continue
+                if name not in columns:
+                    columns[name] = [None] * index
+                cell, fits = _json_cell(value, kinds.get(name, "any"), delimiters.get(name, ";"))
+                if not fits and reason is None:
+                    reason, reason_column = WRONG_TYPE, name
+                columns[name].append(cell)
+            for values in columns.values():
+                if len(values) == index:  # the field is absent from this record
+                    values.append(None)
+            lines.append(number)
+            reasons.append(reason)
+            reason_columns.append(reason_column)
+    if lines and all(reasons):
+        raise ExtractError(
+            config.code,
+            path.name,
+            "no record can be read: every record holds a value of the wrong JSON type "
+            "(the first one is named here)",
+            column=reason_columns[0],
+            row=lines[0],
+        )
+    arrays = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
+    return RawFile(
+        _json_frame(arrays, config, len(lines)),
+        list(seen),
+        np.array(lines, dtype=np.int64),
+        None,
+        np.array(reasons, dtype=object),
+        np.array(reason_columns, dtype=object),
+    )

@@ -1,0 +1,48 @@
+"""What the format readers share: the RawFile they return and the header rule."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ctdc_harmonizer.errors import ExtractError
+
+WRONG_TYPE = "wrong_type"  # a record holding a value of the wrong JSON type
+READER_REJECT_REASONS = [WRONG_TYPE]  # reasons a reader rejects one record for
+
+
+@dataclass(frozen=True)
+class RawFile:
+    frame: pd.DataFrame  # the wanted columns (excel: every column)
+    columns: list[str]  # every column name in the file, in file order
+    rows: np.ndarray  # per record: the physical line (sheet row) it starts on, 1-based
+    blank: np.ndarray | None  # wholly empty rows (spreadsheets only)
+    reject: np.ndarray | None = None  # per record: a reason code when it cannot be read whole
+    reject_column: np.ndarray | None = None  # per record: the column that made it unreadable
+
+
+def header_names(cells: list, partner: str, file: str) -> list[str]:
+    """Column names as a data officer reads them: trimmed (also of a byte-order mark), NFC;
+    an empty name becomes 'Unnamed: i'. A name given twice is an error: which column the
+    mapping means would be a guess."""
+    names = [
+        unicodedata.normalize("NFC", str(c)).strip().lstrip("\ufeff").strip()
+        if c is not None
+        else ""
+        for c in cells
+    ]
+    names = [name or f"Unnamed: {i}" for i, name in enumerate(names)]
+    seen: set[str] = set()
+    for name in names:  # columns, not records
+        if name in seen:
+            raise ExtractError(partner, file, "column name appears more than once", column=name)
+        seen.add(name)
+    return names
+
+
+def arrow_to_frame(table) -> pd.DataFrame:
+    frame = table.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
+    return frame if len(frame.columns) else pd.DataFrame(index=range(table.num_rows))
