@@ -66,3 +66,6 @@ def release_view_sql(codebook: Codebook | None = None) -> str:
 
 # The privacy-budget ledger of the DP synthesis (append-only; migration 0002).
 LEDGER_TABLE = "privacy_budget_ledger"
+# Privacy (migration 0003): withdrawn persons as pseudonyms, and what purges removed.
+REGISTRY_TABLE = "withdrawal_registry"
+AUDIT_TABLE = "privacy_audit"
