@@ -13,10 +13,12 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -24,7 +26,7 @@ from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
 from ctdc_harmonizer.warehouse.columns import CASE_TABLE, RELEASE_VIEW, release_view_sql
 from ctdc_harmonizer.warehouse.models import Base, case_record_columns
-from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR
+from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
 
 PG_URL = os.environ.get(
     "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -183,6 +185,81 @@ def test_a_relabelled_variable_is_a_difference_where_comments_are_kept(pg_url: s
     ]
 
 
+# --- an existing database upgrades: 0004 renames rows_duplicate, keeping the counts --------
+
+
+def run_sql(url: str, statement: str, **params: object) -> list[tuple]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def batch_columns(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [c["name"] for c in sa.inspect(conn).get_columns("extract_batch")]
+    finally:
+        engine.dispose()
+
+
+def revision(url: str) -> str:
+    return run_sql(url, "SELECT version_num FROM alembic_version")[0][0]
+
+
+def test_a_database_at_0003_upgrades_keeping_its_counts_and_downgrades_back(url: str) -> None:
+    """Written with plain SQL as revision 0003 had the tables (the models no longer fit)."""
+    command.upgrade(alembic_config(url), "0003")
+    run_sql(
+        url,
+        "INSERT INTO reporting_entity (id, code, name, datasource_type) "
+        "VALUES (1, 'iom', 'IOM', 'Case Management')",
+    )
+    run_sql(
+        url,
+        "INSERT INTO data_release (label, codebook_version, created_at, row_count, "
+        "metadata_json) VALUES ('2025-02', '3', :at, 1, '{}')",
+        at=datetime(2025, 2, 1, tzinfo=UTC),
+    )
+    run_sql(
+        url,
+        "INSERT INTO extract_batch (id, release_label, entity_id, file_name, sha256, rows_read, "
+        "rows_harmonized, rows_rejected, rows_excluded, rows_erased, rows_duplicate) "
+        "VALUES (7, '2025-02', 1, 'iom.xlsx', :sha, 10, 1, 2, 3, 0, 4)",
+        sha="0" * 64,
+    )
+    # A case record pointing at the batch: SQLite recreates extract_batch, the link must hold.
+    run_sql(
+        url,
+        'INSERT INTO case_record (release_label, batch_id, entity_id, "yearOfRegistration") '
+        "VALUES ('2025-02', 7, 1, 2024)",
+    )
+
+    command.upgrade(alembic_config(url), "head")
+    assert revision(url) == "0004"
+    assert "rows_duplicate" not in batch_columns(url)
+    assert run_sql(url, "SELECT id, rows_read, rows_duplicates_merged FROM extract_batch") == [
+        (7, 10, 4)
+    ]
+    assert run_sql(
+        url, "SELECT b.file_name FROM case_record c JOIN extract_batch b ON b.id = c.batch_id"
+    ) == [("iom.xlsx",)]
+    if url.startswith("sqlite"):
+        assert run_sql(url, "PRAGMA foreign_key_check") == []
+    # An upgraded database ends where a fresh one does: equal to the models.
+    assert differences(url, Base.metadata) == []
+    assert view_columns(url) == ["release_label", *default_codebook().columns]
+
+    command.downgrade(alembic_config(url), "0003")
+    assert revision(url) == "0003"
+    assert "rows_duplicates_merged" not in batch_columns(url)
+    assert run_sql(url, "SELECT id, rows_duplicate FROM extract_batch") == [(7, 4)]
+
+
 # --- the migrations are history: they cannot follow the code ---------------------------------
 
 
@@ -198,7 +275,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_there_are_migration_files() -> None:
-    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003"]
+    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003", "0004"]
 
 
 @pytest.mark.parametrize("path", MIGRATION_FILES, ids=lambda p: p.name)

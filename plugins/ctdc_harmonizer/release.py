@@ -235,7 +235,7 @@ def load(plan: dict, url: str | None = None) -> dict:
                     "rows_rejected": sum(f["rejected"].values()),
                     "rows_excluded": sum(f["excluded"].values()),
                     "rows_erased": f["erased"],
-                    "rows_duplicate": f["duplicates_merged"],
+                    "rows_duplicates_merged": f["duplicates_merged"],
                 }
             )
     url = url or default_warehouse_url(plan["out"])

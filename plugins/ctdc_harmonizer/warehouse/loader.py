@@ -40,7 +40,7 @@ BATCH_COUNT_KEYS = [
     "rows_rejected",
     "rows_excluded",
     "rows_erased",
-    "rows_duplicate",
+    "rows_duplicates_merged",
 ]
 ENTITY_KEYS = ["code", "name", "datasource_type"]
 INSERT_CHUNK_ROWS = 50_000

@@ -87,7 +87,8 @@ class ExtractBatch(Base):
     rows_rejected: Mapped[int] = mapped_column(sa.Integer)
     rows_excluded: Mapped[int] = mapped_column(sa.Integer)
     rows_erased: Mapped[int] = mapped_column(sa.Integer)
-    rows_duplicate: Mapped[int] = mapped_column(sa.Integer)
+    # Renamed from rows_duplicate by migration 0004: the reconciliation key's name.
+    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
 
 
 def case_record_columns(codebook: Codebook | None = None) -> list[sa.Column]:

@@ -25,7 +25,8 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# extract_batch's row accounting as named when this revision was made.
+# extract_batch's row accounting as named when this revision was made (rows_duplicate:
+# renamed rows_duplicates_merged by 0004).
 COUNT_COLUMNS = [
     "rows_read",
     "rows_harmonized",
