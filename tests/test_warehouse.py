@@ -58,7 +58,7 @@ def make_batches() -> list[dict]:
             "rows_rejected": 1,
             "rows_excluded": 1,
             "rows_erased": 0,
-            "rows_duplicate": 0,
+            "rows_duplicates_merged": 0,
         }
         for p, f, rows in FILES
     ]
@@ -152,8 +152,8 @@ def test_migrate_creates_codebook_columns(sqlite_url: str) -> None:
     assert any(ix["column_names"] == ["release_label"] for ix in insp.get_indexes("case_record"))
     with engine.connect() as conn:
         assert (
-            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
-        )  # head: privacy (0003)
+            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        )  # head: rows_duplicates_merged (0004)
     engine.dispose()
 
 

@@ -19,7 +19,6 @@ from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR, identity_key
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import per_distinct
 
-PSEUDONYM = "_pseudonym"
 BY_RECORD_ID = "id"
 BY_IDENTITY = "who"
 

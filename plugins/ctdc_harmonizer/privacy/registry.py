@@ -22,9 +22,6 @@ import sqlalchemy as sa
 
 from ctdc_harmonizer.errors import CtdcError
 
-REGISTRY_TABLE = "withdrawal_registry"
-AUDIT_TABLE = "privacy_audit"
-PSEUDONYM_COLUMN = "pseudonym"
 AUDIT_FILE = "audit.json"
 PURGE = "withdrawal_purge"
 
@@ -43,6 +40,10 @@ def _engine(url: str) -> sa.Engine | None:
 def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) -> set[str]:
     """Registered pseudonyms of `partner`, plus those of `wanted` found in a stored release.
     Read-only: a warehouse without the registry yet (before migration 0003) has none."""
+    # The warehouse is imported where it is used, as elsewhere in this module: at the top it
+    # would load Alembic wherever the pipeline is imported.
+    from ctdc_harmonizer.warehouse.models import WithdrawalRegistry, case_record_table
+
     engine = _engine(url)
     if engine is None:
         return set()
@@ -50,25 +51,29 @@ def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) ->
         with engine.connect() as conn:
             inspector = sa.inspect(conn)
             found: set[str] = set()
-            if inspector.has_table(REGISTRY_TABLE):
-                rows = conn.execute(
-                    sa.text(f"SELECT pseudonym FROM {REGISTRY_TABLE} WHERE partner = :p"),
-                    {"p": partner},
+            if inspector.has_table(WithdrawalRegistry.__tablename__):
+                found.update(
+                    conn.scalars(
+                        sa.select(WithdrawalRegistry.pseudonym).where(
+                            WithdrawalRegistry.partner == partner
+                        )
+                    )
                 )
-                found.update(r[0] for r in rows)
             asked = sorted(set(wanted.dropna())) if wanted is not None else []
+            case = case_record_table
             columns = (
-                {c["name"] for c in inspector.get_columns("case_record")}
-                if inspector.has_table("case_record")
+                {c["name"] for c in inspector.get_columns(case.name)}
+                if inspector.has_table(case.name)
                 else set()
             )
-            if asked and PSEUDONYM_COLUMN in columns:
-                statement = sa.text(
-                    "SELECT DISTINCT pseudonym FROM case_record WHERE pseudonym IN :asked"
-                ).bindparams(sa.bindparam("asked", expanding=True))
+            if asked and case.c.pseudonym.name in columns:
                 for start in range(0, len(asked), 500):
-                    rows = conn.execute(statement, {"asked": asked[start : start + 500]})
-                    found.update(r[0] for r in rows)
+                    statement = (
+                        sa.select(case.c.pseudonym)
+                        .distinct()
+                        .where(case.c.pseudonym.in_(asked[start : start + 500]))
+                    )
+                    found.update(conn.scalars(statement))
             return found
     except sa.exc.DBAPIError as exc:
         raise CtdcError(
@@ -122,7 +127,7 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
     synthesis receives a withdrawn record, and the warehouse records the folder's new hash
     (a crash before this line is reported as a mismatch by `ctdc check`, as it should be)."""
     from ctdc_harmonizer.release.folder import folder_digest
-    from ctdc_harmonizer.warehouse.columns import RELEASE_TABLE
+    from ctdc_harmonizer.warehouse.models import DataRelease
 
     if (folder / "handoff").is_dir():
         from ctdc_harmonizer.synthesis.handoff import write_handoff
@@ -132,14 +137,14 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
     try:
         with engine.begin() as conn:
             meta = conn.execute(
-                sa.text(f"SELECT metadata_json FROM {RELEASE_TABLE} WHERE label = :label"),
-                {"label": label},
+                sa.select(DataRelease.metadata_json).where(DataRelease.label == label)
             ).scalar()
             meta = json.loads(meta or "{}")
             meta["folder_sha256"] = folder_digest(folder)
             conn.execute(
-                sa.text(f"UPDATE {RELEASE_TABLE} SET metadata_json = :m WHERE label = :label"),
-                {"m": json.dumps(meta, sort_keys=True), "label": label},
+                sa.update(DataRelease)
+                .where(DataRelease.label == label)
+                .values(metadata_json=json.dumps(meta, sort_keys=True))
             )
     except sa.exc.DBAPIError as exc:
         raise CtdcError(
@@ -155,21 +160,25 @@ def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str)
     registered person from every stored release and from the release folders in `out`.
     Counts only."""
     from ctdc_harmonizer.warehouse import migrate
+    from ctdc_harmonizer.warehouse.models import (
+        DataRelease,
+        PrivacyAudit,
+        WithdrawalRegistry,
+        case_record_table,
+    )
 
     migrate(url)
     withdrawn = withdrawn.drop_duplicates("pseudonym")
     engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
     today = dt.date.today()
-    registry = sa.table(
-        REGISTRY_TABLE, sa.column("pseudonym"), sa.column("partner"), sa.column("recorded_on")
-    )
+    case = case_record_table
     try:
         with engine.begin() as conn:
-            have = {r[0] for r in conn.execute(sa.text(f"SELECT pseudonym FROM {REGISTRY_TABLE}"))}
+            have = set(conn.scalars(sa.select(WithdrawalRegistry.pseudonym)))
             new = withdrawn[~withdrawn["pseudonym"].isin(have)]
             if len(new):
                 conn.execute(
-                    sa.insert(registry),
+                    sa.insert(WithdrawalRegistry),
                     [
                         {"pseudonym": p, "partner": partner, "recorded_on": today}
                         for p, partner in zip(new["pseudonym"], new["partner"], strict=True)
@@ -178,9 +187,8 @@ def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str)
             # Only releases holding a registered person are read in full (usually none).
             hits = pd.DataFrame(
                 conn.execute(
-                    sa.text(
-                        f"SELECT c.id, c.release_label FROM case_record c JOIN {REGISTRY_TABLE} r "
-                        "ON c.pseudonym = r.pseudonym"
+                    sa.select(case.c.id, case.c.release_label).join(
+                        WithdrawalRegistry, case.c.pseudonym == WithdrawalRegistry.pseudonym
                     )
                 ).all(),
                 columns=["id", "release_label"],
@@ -188,12 +196,11 @@ def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str)
             per_release, sizes = {}, {}
             for label, ids in hits.groupby("release_label")["id"]:  # releases, not records
                 order = np.array(
-                    conn.execute(
-                        sa.text("SELECT id FROM case_record WHERE release_label = :l ORDER BY id"),
-                        {"l": label},
-                    )
-                    .scalars()
-                    .all(),
+                    conn.scalars(
+                        sa.select(case.c.id)
+                        .where(case.c.release_label == label)
+                        .order_by(case.c.id)
+                    ).all(),
                     dtype=np.int64,
                 )
                 per_release[label] = np.searchsorted(order, np.sort(ids.to_numpy())).tolist()
@@ -210,29 +217,20 @@ def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str)
             if len(hits):
                 ids = [int(i) for i in hits["id"]]
                 for start in range(0, len(ids), 500):
-                    conn.execute(
-                        sa.text("DELETE FROM case_record WHERE id IN :ids").bindparams(
-                            sa.bindparam("ids", expanding=True)
-                        ),
-                        {"ids": ids[start : start + 500]},
-                    )
+                    conn.execute(sa.delete(case).where(case.c.id.in_(ids[start : start + 500])))
                 for label, positions in per_release.items():
                     conn.execute(
-                        sa.text("UPDATE data_release SET row_count = :n WHERE label = :label"),
-                        {"n": sizes[label] - len(positions), "label": label},
+                        sa.update(DataRelease)
+                        .where(DataRelease.label == label)
+                        .values(row_count=sizes[label] - len(positions))
                     )
                     conn.execute(
-                        sa.text(
-                            f"INSERT INTO {AUDIT_TABLE} "
-                            "(recorded_at, release_label, action, records) "
-                            "VALUES (:at, :label, :action, :n)"
-                        ),
-                        {
-                            "at": dt.datetime.now(dt.UTC),
-                            "label": label,
-                            "action": PURGE,
-                            "n": len(positions),
-                        },
+                        sa.insert(PrivacyAudit).values(
+                            recorded_at=dt.datetime.now(dt.UTC),
+                            release_label=label,
+                            action=PURGE,
+                            records=len(positions),
+                        )
                     )
     except sa.exc.DBAPIError as exc:
         raise CtdcError(

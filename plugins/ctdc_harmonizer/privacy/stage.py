@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ctdc_harmonizer.columns import PSEUDONYM
 from ctdc_harmonizer.ingest.withdrawals import Withdrawals, erased_rows, match_columns
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.privacy import linkage, pseudonyms, registry
@@ -27,7 +28,7 @@ def read_columns(config: PartnerConfig, withdrawals: Withdrawals | None) -> list
 def private_columns(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
     """Per record as read: its pseudonym and its linkage keys."""
     out = linkage.linkage_keys(config, frame, key)
-    out.insert(0, pseudonyms.PSEUDONYM, pseudonyms.record_pseudonyms(config, frame, key))
+    out.insert(0, PSEUDONYM, pseudonyms.record_pseudonyms(config, frame, key))
     return out.reset_index(drop=True)
 
 
@@ -57,9 +58,9 @@ def apply_withdrawals(
             honoured = requested.isin(known)
     erased = erased_rows(withdrawals, keys, honoured)
     registered = registry.known_pseudonyms(url, config.code)
-    by_registry = private[pseudonyms.PSEUDONYM].isin(registered).to_numpy(dtype=bool)
+    by_registry = private[PSEUDONYM].isin(registered).to_numpy(dtype=bool)
     new = pd.concat(
-        [requested.dropna(), private.loc[erased, pseudonyms.PSEUDONYM].dropna()],
+        [requested.dropna(), private.loc[erased, PSEUDONYM].dropna()],
         ignore_index=True,
     ).drop_duplicates()
     withdrawn = pd.DataFrame({"pseudonym": new.astype("string"), "partner": config.code})

@@ -63,7 +63,7 @@ def warehouse_batches(reconciliation: dict, metadata: dict) -> tuple[list[dict],
                     "rows_rejected": sum(counts[Outcome.REJECTED].values()),
                     "rows_excluded": sum(counts[Outcome.EXCLUDED].values()),
                     "rows_erased": counts[Outcome.ERASED],
-                    "rows_duplicate": counts[Outcome.DUPLICATES_MERGED],
+                    "rows_duplicates_merged": counts[Outcome.DUPLICATES_MERGED],
                 }
             )
     return batches, entities

@@ -1,7 +1,9 @@
 """Warehouse column definitions generated from the codebook.
 
-The 27 CTDC columns are never retyped here: the migration and the ORM models
-both call `codebook_columns()`, so the YAML codebook stays the only source.
+The 27 CTDC columns are never retyped here: the models (`models.py`) call
+`codebook_columns()`, so the schema the code expects follows the YAML codebook. The
+migrations do not: each is frozen history with its columns written out, and a test
+compares the migrated database with the models.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ VALUE_LENGTH = 64
 LABEL_LENGTH = 64
 FILE_NAME_LENGTH = 512
 
-# Names of the tables and the view; one place so loader, models and migration agree.
+# Names of the tables and the view; one place so loader and models agree (the migrations
+# write them literally: a later rename here must not rewrite history).
 ENTITY_TABLE = "reporting_entity"
 RELEASE_TABLE = "data_release"
 BATCH_TABLE = "extract_batch"
@@ -51,7 +54,8 @@ def quote_identifier(name: str) -> str:
 
 
 def release_view_sql(codebook: Codebook | None = None) -> str:
-    """CREATE VIEW statement exposing release_label + the codebook columns, in order."""
+    """CREATE VIEW statement exposing release_label + the codebook columns, in order: the
+    view the code expects today (migration 0001 holds its frozen v3 text)."""
     codebook = codebook or default_codebook()
     columns = ", ".join(quote_identifier(c) for c in ["release_label", *codebook.columns])
     return (
@@ -62,3 +66,6 @@ def release_view_sql(codebook: Codebook | None = None) -> str:
 
 # The privacy-budget ledger of the DP synthesis (append-only; migration 0002).
 LEDGER_TABLE = "privacy_budget_ledger"
+# Privacy (migration 0003): withdrawn persons as pseudonyms, and what purges removed.
+REGISTRY_TABLE = "withdrawal_registry"
+AUDIT_TABLE = "privacy_audit"

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
+from ctdc_harmonizer.columns import FILE, PARTNER, PSEUDONYM
 from ctdc_harmonizer.errors import ContractError, InfrastructureError
 from ctdc_harmonizer.warehouse.columns import CASE_TABLE, VALUE_LENGTH
 from ctdc_harmonizer.warehouse.models import (
@@ -32,15 +33,13 @@ from ctdc_harmonizer.warehouse.schema import migrate
 
 log = logging.getLogger(__name__)
 
-PARTNER_COLUMN = "_partner"
-FILE_COLUMN = "_file"
 BATCH_COUNT_KEYS = [
     "rows_read",
     "rows_harmonized",
     "rows_rejected",
     "rows_excluded",
     "rows_erased",
-    "rows_duplicate",
+    "rows_duplicates_merged",
 ]
 ENTITY_KEYS = ["code", "name", "datasource_type"]
 INSERT_CHUNK_ROWS = 50_000
@@ -150,7 +149,7 @@ def _sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:
 
 def _check_frame(harmonized: pd.DataFrame, codebook: Codebook) -> None:
     """Column presence, required year, value width: named by column and count only."""
-    expected = [*codebook.columns, PARTNER_COLUMN, FILE_COLUMN]
+    expected = [*codebook.columns, PARTNER, FILE]
     missing = [c for c in expected if c not in harmonized.columns]
     if missing:
         raise WarehouseError(f"harmonized frame lacks columns: {', '.join(missing)}")
@@ -166,7 +165,7 @@ def _check_frame(harmonized: pd.DataFrame, codebook: Codebook) -> None:
                 raise WarehouseError(
                     f"column '{var.name}': {too_long} values exceed {VALUE_LENGTH} characters"
                 )
-    for col in (PARTNER_COLUMN, FILE_COLUMN):
+    for col in (PARTNER, FILE):
         n_null = int(harmonized[col].isna().sum())
         if n_null:
             raise WarehouseError(f"column '{col}': {n_null} rows are NULL")
@@ -207,13 +206,11 @@ def _check_links(
             + ", ".join(f"'{p}'" for p in unknown_partners)
         )
     # Partner codes and file names are bookkeeping, not case values: safe to name.
-    links = harmonized[[PARTNER_COLUMN, FILE_COLUMN]].astype(str).drop_duplicates()
-    known = batch_frame[["partner", "file"]].rename(
-        columns={"partner": PARTNER_COLUMN, "file": FILE_COLUMN}
-    )
+    links = harmonized[[PARTNER, FILE]].astype(str).drop_duplicates()
+    known = batch_frame[["partner", "file"]].rename(columns={"partner": PARTNER, "file": FILE})
     orphans = links.merge(known, how="left", indicator=True).query("_merge == 'left_only'")
     if len(orphans):
-        pairs = orphans[[PARTNER_COLUMN, FILE_COLUMN]].itertuples(index=False)
+        pairs = orphans[[PARTNER, FILE]].itertuples(index=False)
         raise WarehouseError(
             "harmonized rows link to no listed batch: "
             + ", ".join(f"partner '{p}', file '{f}'" for p, f in pairs)
@@ -288,9 +285,9 @@ def _insert_batches(
                 table.c.release_label == release
             )
         ).all(),
-        columns=["batch_id", "entity_id", FILE_COLUMN],
+        columns=["batch_id", "entity_id", FILE],
     )
-    codes = pd.DataFrame(list(entity_ids.items()), columns=[PARTNER_COLUMN, "entity_id"]).astype(
+    codes = pd.DataFrame(list(entity_ids.items()), columns=[PARTNER, "entity_id"]).astype(
         {"entity_id": "int64"}
     )
     return stored.astype({"entity_id": "int64"}).merge(codes, on="entity_id", how="inner")
@@ -300,16 +297,16 @@ def _case_rows(
     harmonized: pd.DataFrame, release: str, batch_ids: pd.DataFrame, codebook: Codebook
 ) -> pd.DataFrame:
     """The case_record rows as an object frame with None for NULL, in table order."""
-    links = harmonized[[PARTNER_COLUMN, FILE_COLUMN]].astype(str)
-    ids = links.merge(batch_ids, on=[PARTNER_COLUMN, FILE_COLUMN], how="left", validate="m:1")
+    links = harmonized[[PARTNER, FILE]].astype(str)
+    ids = links.merge(batch_ids, on=[PARTNER, FILE], how="left", validate="m:1")
     rows = harmonized[codebook.columns].reset_index(drop=True)
     rows.insert(0, "entity_id", ids["entity_id"].to_numpy())
     rows.insert(0, "batch_id", ids["batch_id"].to_numpy())
     rows.insert(0, "release_label", release)
     # PRIVACY: the record's keyed pseudonym, when the pipeline computed one (privacy/).
-    extra = ["pseudonym"] if "_pseudonym" in harmonized.columns else []
+    extra = ["pseudonym"] if PSEUDONYM in harmonized.columns else []
     if extra:
-        rows["pseudonym"] = harmonized["_pseudonym"].reset_index(drop=True).astype(object)
+        rows["pseudonym"] = harmonized[PSEUDONYM].reset_index(drop=True).astype(object)
     return rows[[*BOOKKEEPING_COLUMNS, *codebook.columns, *extra]]
 
 

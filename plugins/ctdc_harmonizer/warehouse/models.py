@@ -1,24 +1,37 @@
-"""Declarative models of the warehouse (ICS-TIP units: entity, batch, case record).
+"""The warehouse schema as the code expects it today: the one definition of its tables.
 
-These mirror migration 0001 for the loader's use; the schema itself is only ever
-created by Alembic (see `schema.migrate`). The case_record codebook columns are
-generated from the codebook, exactly as in the migration.
+Every table, column, constraint and index the migrations create is declared here (ICS-TIP
+units: entity, release, batch, case record; the privacy-budget ledger; the withdrawal
+registry and the privacy audit). The migrations in `migrations/versions/` are history,
+frozen as each was written; tests/test_warehouse_schema.py asserts that a database
+migrated to head equals these models, so a schema change needs both a model change and a
+new migration. The schema itself is only ever created by Alembic (`schema.migrate`), never
+by `Base.metadata.create_all`.
+
+The case_record codebook columns come from the live codebook (`columns.codebook_columns`):
+a corrected codebook changes the models, and the schema test then fails until a migration
+brings the database along. Not modelled, created by migrations only: the ctdc_release_v3
+view (its current definition is `columns.release_view_sql()`, also checked by the test)
+and the ledger's append-only triggers (0002).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ctdc_harmonizer.codebook import Codebook
 from ctdc_harmonizer.warehouse.columns import (
+    AUDIT_TABLE,
     BATCH_TABLE,
     CASE_TABLE,
     ENTITY_TABLE,
     FILE_NAME_LENGTH,
     LABEL_LENGTH,
     LEDGER_TABLE,
+    REGISTRY_TABLE,
     RELEASE_TABLE,
     codebook_columns,
 )
@@ -74,30 +87,36 @@ class ExtractBatch(Base):
     rows_rejected: Mapped[int] = mapped_column(sa.Integer)
     rows_excluded: Mapped[int] = mapped_column(sa.Integer)
     rows_erased: Mapped[int] = mapped_column(sa.Integer)
-    rows_duplicate: Mapped[int] = mapped_column(sa.Integer)
+    # Renamed from rows_duplicate by migration 0004: the reconciliation key's name.
+    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
+
+
+def case_record_columns(codebook: Codebook | None = None) -> list[sa.Column]:
+    """Fresh columns of case_record for `codebook` (default: the live one): bookkeeping,
+    the codebook variables in codebook order, the pseudonym. A function so the schema
+    test can build the table for another codebook and see the difference."""
+    return [
+        # Surrogate key only: no source case id is ever stored.
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "release_label",
+            sa.String(LABEL_LENGTH),
+            sa.ForeignKey(f"{RELEASE_TABLE}.label"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{BATCH_TABLE}.id"), nullable=False),
+        sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
+        *codebook_columns(codebook),
+        # PRIVACY (migration 0003): keyed pseudonym (HMAC-SHA-256 hex) of the record; never
+        # released, not in the ctdc_release_v3 view; matched against the withdrawal registry.
+        sa.Column("pseudonym", sa.String(64), nullable=True, index=True),
+    ]
 
 
 # case_record's columns come from the codebook, so it is a Core Table mapped imperatively
 # onto a declarative class rather than a list of annotated attributes.
-case_record_table = sa.Table(
-    CASE_TABLE,
-    Base.metadata,
-    # Surrogate key only: no source case id is ever stored.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "release_label",
-        sa.String(LABEL_LENGTH),
-        sa.ForeignKey(f"{RELEASE_TABLE}.label"),
-        nullable=False,
-        index=True,
-    ),
-    sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{BATCH_TABLE}.id"), nullable=False),
-    sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
-    *codebook_columns(),
-    # PRIVACY (migration 0003): keyed pseudonym (HMAC-SHA-256 hex) of the record; never
-    # released, not in the ctdc_release_v3 view; matched against the withdrawal registry.
-    sa.Column("pseudonym", sa.String(64), nullable=True, index=True),
-)
+case_record_table = sa.Table(CASE_TABLE, Base.metadata, *case_record_columns())
 
 
 class CaseRecord(Base):
@@ -117,6 +136,12 @@ class PrivacySpend(Base):
     """
 
     __tablename__ = LEDGER_TABLE
+    # Declared for completeness (Alembic's comparison does not check CHECK constraints).
+    __table_args__ = (
+        sa.CheckConstraint(
+            "outcome IN ('started', 'spent', 'failed')", name="ck_privacy_budget_outcome"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     attempt_id: Mapped[str] = mapped_column(sa.String(32), index=True)
@@ -130,3 +155,26 @@ class PrivacySpend(Base):
     outcome: Mapped[str] = mapped_column(sa.String(16))
     aggregates_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class WithdrawalRegistry(Base):
+    """PRIVACY (migration 0003): one row per withdrawn person, as a keyed pseudonym with the
+    partner and the date; never a case id or a name (privacy/registry.py)."""
+
+    __tablename__ = REGISTRY_TABLE
+
+    pseudonym: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    partner: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
+    recorded_on: Mapped[date] = mapped_column(sa.Date)
+
+
+class PrivacyAudit(Base):
+    """PRIVACY (migration 0003): what a purge removed from which stored release, counts only."""
+
+    __tablename__ = AUDIT_TABLE
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    release_label: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    records: Mapped[int] = mapped_column(sa.Integer)

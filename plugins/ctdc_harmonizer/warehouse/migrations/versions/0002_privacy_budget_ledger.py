@@ -6,6 +6,9 @@ Create Date: 2026-11-22
 
 One row per event of a fit attempt ('started' before pac-synth's fit, then 'spent' or
 'failed'). Triggers refuse UPDATE and DELETE on SQLite and PostgreSQL: the ledger only grows.
+
+Frozen history: self-contained, imports nothing from ctdc_harmonizer (the table is modelled
+by `ctdc_harmonizer.warehouse.models.PrivacySpend`; the triggers exist only here).
 """
 
 from __future__ import annotations
@@ -15,13 +18,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from ctdc_harmonizer.warehouse.columns import LABEL_LENGTH, LEDGER_TABLE
-
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+LEDGER_TABLE = "privacy_budget_ledger"
 REFUSE = "privacy_budget_ledger is append-only"
 
 
@@ -30,7 +32,7 @@ def upgrade() -> None:
         LEDGER_TABLE,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("attempt_id", sa.String(32), nullable=False),
-        sa.Column("release_label", sa.String(LABEL_LENGTH), nullable=False),
+        sa.Column("release_label", sa.String(64), nullable=False),
         sa.Column("dataset_sha256", sa.String(64), nullable=False),
         sa.Column("params_sha256", sa.String(64), nullable=False),
         sa.Column("epsilon", sa.Float, nullable=False),

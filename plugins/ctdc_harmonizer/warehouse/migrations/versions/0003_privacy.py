@@ -1,7 +1,7 @@
 """Privacy: case_record.pseudonym, the withdrawal registry and the privacy audit.
 
 Revision ID: 0003
-Revises: 0001 (to become 0002 at merge)
+Revises: 0002
 Create Date: 2026-11-22
 
 - case_record.pseudonym: the record's keyed pseudonym (HMAC-SHA-256, hex), indexed; not
@@ -9,6 +9,9 @@ Create Date: 2026-11-22
 - withdrawal_registry: one row per withdrawn person (pseudonym, partner, date), never an
   id or a name; every later run erases and purges matching records.
 - privacy_audit: what a purge removed from which stored release (counts only).
+
+Frozen history: self-contained, imports nothing from ctdc_harmonizer (the tables are
+modelled by `ctdc_harmonizer.warehouse.models`).
 """
 
 from __future__ import annotations
