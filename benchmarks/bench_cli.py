@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -46,6 +47,115 @@ RELEASE = "bench-2025"
 MIB = 1024 * 1024
 
 
+def _psutil_available() -> bool:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TreeSampler(threading.Thread):
+    """Samples the resident set size (RSS) of a process and all its descendants every
+    `interval` seconds, until stopped: the peak of each process and the peak of their sum.
+
+    With psutil when installed, else from /proc (<pid>/task/*/children for the tree,
+    <pid>/status VmRSS for the size). A process that lives shorter than one interval, or a
+    spike between two samples, is missed: ru_maxrss (kernel, exact) is the cross-check for
+    the largest process; the sum over the tree has no such kernel figure.
+    """
+
+    def __init__(self, pid: int, interval: float, use_psutil: bool) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.source = "psutil" if use_psutil else "/proc"
+        self.peaks: dict[int, int] = {}  # pid -> peak RSS (bytes)
+        self.tree_peak = 0  # peak of the sum over the processes alive at one sample
+        self.most_processes = 0
+        self.samples = 0
+        self.cpu_s = 0.0  # this thread's own CPU time: the cost of sampling
+        self._done = threading.Event()
+        self._processes: dict = {}
+
+    def run(self) -> None:
+        started = time.thread_time()
+        while True:
+            self.sample()
+            if self._done.wait(self.interval):
+                break
+        self.cpu_s = time.thread_time() - started
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def sample(self) -> None:
+        sizes = self._psutil_sizes() if self.source == "psutil" else self._proc_sizes()
+        sizes = {pid: rss for pid, rss in sizes.items() if rss}  # 0: gone, or a zombie
+        if not sizes:
+            return
+        self.samples += 1
+        for pid, rss in sizes.items():
+            self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
+        self.tree_peak = max(self.tree_peak, sum(sizes.values()))
+        self.most_processes = max(self.most_processes, len(sizes))
+
+    def _psutil_sizes(self) -> dict[int, int]:
+        import psutil
+
+        try:
+            root = self._processes.get(self.pid) or psutil.Process(self.pid)
+            self._processes[self.pid] = root
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:  # ended (or a zombie) between two samples
+            return {}
+        sizes = {}
+        for process in tree:
+            # The same Process object from one sample to the next (psutil checks that the pid
+            # was not reused); a new one for a pid seen for the first time.
+            process = self._processes.setdefault(process.pid, process)
+            try:
+                sizes[process.pid] = process.memory_info().rss
+            except psutil.Error:
+                continue
+        return sizes
+
+    def _proc_sizes(self) -> dict[int, int]:
+        sizes, todo = {}, [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            rss = next((ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+            sizes[pid] = int(rss) * 1024  # kB; absent for a zombie
+            for task in tasks:
+                try:
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+                except OSError:
+                    continue
+        return sizes
+
+    def report(self) -> dict:
+        others = sorted((v for k, v in self.peaks.items() if k != self.pid), reverse=True)
+        largest = max(self.peaks.values(), default=0)
+        return {
+            "sampler": self.source,
+            "interval_ms": round(self.interval * 1000),
+            "samples": self.samples,
+            "sampler_cpu_s": self.cpu_s,
+            "processes_seen": len(self.peaks),
+            "most_processes_at_once": self.most_processes,
+            "main_peak_mib": self.peaks.get(self.pid, 0) / MIB,
+            "largest_peak_mib": largest / MIB,
+            "largest_is_main": largest > 0 and self.peaks.get(self.pid, 0) == largest,
+            "tree_peak_mib": self.tree_peak / MIB,
+            "descendant_peaks_mib": [v / MIB for v in others],
+        }
+
+
 @dataclass
 class Measured:
     """One child process: wall time, CPU time and peak RSS of it and its descendants."""
@@ -53,26 +163,32 @@ class Measured:
     wall_s: float
     cpu_s: float
     ru_maxrss_mib: float
+    memory: dict
     returncode: int
     stdout: Path
     stderr: Path
 
 
-def measure(command: list[str], env: dict, logs: Path, name: str) -> Measured:
-    """Run a child to its end, its output to log files (never to the terminal)."""
+def measure(command: list[str], env: dict, logs: Path, name: str, sampling: dict) -> Measured:
+    """Run a child to its end, its output to log files (never to the terminal), sampling
+    the memory of its process tree meanwhile."""
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        sampler = TreeSampler(child.pid, **sampling)
+        sampler.start()
         # wait4: the rusage of this child alone (with the descendants it waited for), so the
         # floor's and the run's peaks stay apart, unlike RUSAGE_CHILDREN of this process.
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
+        sampler.stop()
     child.returncode = os.waitstatus_to_exitcode(status)
     return Measured(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
         ru_maxrss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        memory=sampler.report(),
         returncode=child.returncode,
         stdout=stdout,
         stderr=stderr,
@@ -106,11 +222,20 @@ def floor_spec(landing: Path, partners: list[str], excel_dtypes: str) -> dict:
     }
 
 
-def run_floor(
-    spec_path: Path, target: Path, env: dict, logs: Path, name: str, keep: bool
-) -> dict | None:
+@dataclass
+class Children:
+    """What every measured child shares: its environment, where its output goes, whether
+    its outputs are kept, how its memory is sampled."""
+
+    env: dict
+    logs: Path
+    keep: bool
+    sampling: dict
+
+
+def run_floor(children: Children, spec_path: Path, target: Path, name: str) -> dict | None:
     command = [sys.executable, str(HERE / "floor.py"), str(spec_path), str(target)]
-    measured = measure(command, env, logs, name)
+    measured = measure(command, children.env, children.logs, name, children.sampling)
     if measured.returncode != 0:
         print(f"bench: the floor failed (exit code {measured.returncode}); see {measured.stderr}")
         return None
@@ -119,12 +244,13 @@ def run_floor(
     for entry in inside["files"]:
         by_format[entry["format"]] += entry["read_s"]
         by_partner[entry["partner"]] += entry["read_s"]
-    if not keep:
+    if not children.keep:
         shutil.rmtree(target, ignore_errors=True)
     return {
         "floor_s": measured.wall_s,
         "cpu_s": measured.cpu_s,
-        "peak_rss_mib": measured.ru_maxrss_mib,
+        "ru_maxrss_mib": measured.ru_maxrss_mib,
+        "memory": measured.memory,
         "rows": inside["rows"],
         "files": len(inside["files"]),
         "read_s_by_format": dict(by_format),
@@ -142,14 +268,12 @@ def run_floor(
 
 
 def run_ctdc(
+    children: Children,
     landing: Path,
     out: Path,
     partners: list[str],
     warehouse: str | None,
-    env: dict,
-    logs: Path,
     name: str,
-    keep: bool,
 ) -> dict | None:
     command = [
         sys.executable,
@@ -168,7 +292,7 @@ def run_ctdc(
         "--warehouse",
         warehouse or f"sqlite:///{out / 'warehouse.sqlite'}",
     ]
-    measured = measure(command, env, logs, name)
+    measured = measure(command, children.env, children.logs, name, children.sampling)
     if measured.returncode != 0:
         print(f"bench: ctdc run failed (exit code {measured.returncode}); see {measured.stderr}")
         return None
@@ -177,13 +301,14 @@ def run_ctdc(
     result = {
         "run_s": measured.wall_s,
         "cpu_s": measured.cpu_s,
-        "peak_rss_mib": measured.ru_maxrss_mib,
+        "ru_maxrss_mib": measured.ru_maxrss_mib,
+        "memory": measured.memory,
         "rows_read": recon["totals"]["rows_read"],
         "rows_harmonized": recon["totals"]["harmonized"],
         "csv_mib": (release / "harmonized.csv").stat().st_size / MIB,
         "parquet_mib": (release / "harmonized.parquet").stat().st_size / MIB,
     }
-    if not keep:  # a 1M-record release is large; pairs would pile them up
+    if not children.keep:  # a 1M-record release is large; pairs would pile them up
         shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -201,6 +326,18 @@ def main() -> int:
         "rows (both read every cell)",
     )
     parser.add_argument("--warehouse", help="SQLAlchemy URL (default: a SQLite file per run)")
+    parser.add_argument(
+        "--sample-ms",
+        type=float,
+        default=50,
+        help="interval of the memory sampling of each child's process tree",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=["psutil", "proc"],
+        default="psutil" if _psutil_available() else "proc",
+        help="read the process tree's memory with psutil (default when installed) or /proc",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
     partners = [p for p in args.partners.split(",") if p]
@@ -221,10 +358,10 @@ def main() -> int:
         env["CTDC_PSEUDONYM_KEY"] = secrets.token_hex(32)
         print("bench: throwaway pseudonym key (CTDC_PSEUDONYM_KEY not set)")
 
-    floor = run_floor(spec_path, work / "floor-out", env, logs, "floor", args.keep)
-    run = floor and run_ctdc(
-        landing, work / "out", partners, args.warehouse, env, logs, "run", args.keep
-    )
+    sampling = {"interval": args.sample_ms / 1000, "use_psutil": args.sampler == "psutil"}
+    children = Children(env=env, logs=logs, keep=args.keep, sampling=sampling)
+    floor = run_floor(children, spec_path, work / "floor-out", "floor")
+    run = floor and run_ctdc(children, landing, work / "out", partners, args.warehouse, "run")
     if not floor or not run:
         print(f"bench: work folder kept: {work}")
         return 1
@@ -239,7 +376,11 @@ def main() -> int:
         "run_s": round(run["run_s"], 2),
         "ratio": round(run["run_s"] / floor["floor_s"], 2),
         "rows_per_s": round(run["rows_read"] / run["run_s"]),
-        "peak_rss_mib": round(run["peak_rss_mib"]),
+        # As before: ru_maxrss of `ctdc run` (the largest process of its tree, exact).
+        "peak_rss_mib": round(run["ru_maxrss_mib"]),
+        "main_peak_mib": round(run["memory"]["main_peak_mib"]),
+        "largest_peak_mib": round(run["memory"]["largest_peak_mib"]),
+        "tree_peak_mib": round(run["memory"]["tree_peak_mib"]),
         "floor": _rounded(floor),
         "run": _rounded(run),
         "excel_dtypes": args.excel_dtypes,
