@@ -446,7 +446,7 @@ def summarize(args, partners: list[str], generated: float, pairs: list[dict], lo
         "rows_per_s": round(runs[0]["rows_read"] / run_s),
         "floor_rows_per_s": round(floors[0]["rows"] / floor_s),
         # As before: ru_maxrss of `ctdc run` (the largest process of its tree, exact).
-        "peak_rss_mib": max(r["ru_maxrss_mib"] for r in runs),
+        "peak_rss_mib": round(max(r["ru_maxrss_mib"] for r in runs)),
         "main_peak_mib": max(r["memory"]["main_peak_mib"] for r in runs),
         "largest_peak_mib": biggest["memory"]["largest_peak_mib"],
         "largest_is_main": biggest["memory"]["largest_is_main"],
