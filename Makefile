@@ -48,10 +48,11 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Benchmark the CLI: make bench N=100000 (records per partner)
+## Benchmark the CLI against its floor: make bench N=250000 (records per partner) [REPEAT=3]
 N ?= 33334
+REPEAT ?= 1
 bench: install
-	$(PY) benchmarks/bench_cli.py --records-per-partner $(N)
+	$(PY) benchmarks/bench_cli.py --records-per-partner $(N) --repeat $(REPEAT)
 
 ## Local Airflow on http://127.0.0.1:8080 (AIRFLOW_PORT=...): api-server, scheduler,
 ## dag-processor, triggerer; state in .airflow/; prints URL and login; Ctrl-C stops it all.
