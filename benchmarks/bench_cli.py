@@ -41,9 +41,9 @@ from statistics import median
 
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.config import load_partner
+from ctdc_harmonizer.ingest.files import find_extract_files
+from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.reader import find_extract_files
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "out"
