@@ -11,14 +11,17 @@ import pandas as pd
 
 from ctdc_harmonizer.columns import FILE, INVALID, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.harmonize.derivations import MAX_AGE, REGISTRY
+from ctdc_harmonizer.ingest import excel
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 
 
-def _parse_dates(values: pd.Series, fmt: str) -> pd.Series:
-    """Dates from text (ISO 8601 unless the field declares a format) or from Excel date
-    cells, which arrive as date objects and parse whatever the format."""
+def _parse_dates(values: pd.Series, fmt: str, spreadsheet: bool) -> pd.Series:
+    """Dates from text: ISO 8601 unless the field declares a format; in a spreadsheet, date
+    cells too (they arrive as text in the form Excel shows them), whatever the format."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
+    if spreadsheet:
+        return excel.parse_dates(values.astype("string"), fmt)
     return pd.to_datetime(values, errors="coerce", format=fmt or "ISO8601")
 
 
@@ -39,7 +42,10 @@ def deidentify(config: PartnerConfig, frame: pd.DataFrame) -> pd.DataFrame:
     """
     out = frame.copy()
     date_specs = {f.name: f for f in config.fields_with_role("date")}
-    parsed = {name: _parse_dates(out[name], spec.format) for name, spec in date_specs.items()}
+    spreadsheet = config.reader.format == "excel"
+    parsed = {
+        name: _parse_dates(out[name], spec.format, spreadsheet) for name, spec in date_specs.items()
+    }
     present = {name: out[name].notna() for name in date_specs}
     ages: dict[str, pd.Series] = {}
     for sources in config.derive.values():

@@ -1,67 +1,69 @@
-"""Spreadsheets (the HTCDS template): calamine, a chunk of rows at a time."""
+"""Spreadsheets (the HTCDS template): fastexcel into Arrow, every cell as text."""
 
 from __future__ import annotations
 
-import datetime
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.ingest.raw import RawFile, header_names
+from ctdc_harmonizer.ingest.raw import RawFile, arrow_to_frame, header_names
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import normalize_token
 
-EXCEL_CHUNK_ROWS = 50_000
+# How fastexcel writes a date cell as text. A text cell holding exactly this is taken for a
+# date too (it is one, written the way Excel shows it).
+EXCEL_DATE_CELL = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+
+
+def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
+    """A spreadsheet's date column as datetimes: date cells (as `EXCEL_DATE_CELL` text) and
+    text cells in the field's declared format (ISO 8601 when none is declared)."""
+    parsed = pd.to_datetime(values, errors="coerce", format=fmt or "ISO8601")
+    if fmt:
+        cells = values.where(values.str.fullmatch(EXCEL_DATE_CELL).fillna(False))
+        parsed = parsed.fillna(pd.to_datetime(cells, errors="coerce", format="ISO8601"))
+    return parsed
+
+
+def _row(table, index: int) -> list:
+    return [table.column(i)[index].as_py() for i in range(table.num_columns)]
 
 
 def read_excel(config: PartnerConfig, path: Path, wanted: list[str] | None) -> RawFile:
-    """Read a sheet with calamine, 50,000 rows at a time, keeping only the wanted columns.
-
-    pandas' own wrapper converts cell by cell in Python, and materialising a whole sheet
-    as Python objects costs gigabytes at a few hundred thousand rows.
-    """
-    from python_calamine import CalamineWorkbook
+    """Read a sheet with fastexcel straight into Arrow, every cell as text, the sheet parsed
+    once: the header and template rows are its first rows, the records the rest. Only the
+    wanted columns become a frame."""
+    import fastexcel
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     spec = config.reader
     declared = [f.name for f in config.fields]
-    nulls = list(config.null_values)
-    book = CalamineWorkbook.from_path(str(path))
-    sheet = (
-        book.get_sheet_by_name(spec.sheet)
-        if isinstance(spec.sheet, str)
-        else book.get_sheet_by_index(spec.sheet)
+    sheet = fastexcel.read_excel(str(path)).load_sheet(
+        spec.sheet, header_row=None, dtypes="string", eager=True
     )
-    rows = sheet.iter_rows()
-    top = list(islice(rows, spec.data_start_row - 1))
-    if len(top) < spec.header_row:
+    table = pa.Table.from_batches([sheet])
+    if table.num_rows < spec.header_row:
         return RawFile(pd.DataFrame(), [], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
-    header = header_names(
-        [None if c == "" else c for c in top[spec.header_row - 1]], config.code, path.name
-    )
-    for number in range(spec.header_row + 1, len(top) + 1):  # the template rows, not records
-        _check_template_row(config, path.name, header, top[number - 1], number)
-    keep = [i for i, name in enumerate(header) if wanted is None or name in wanted]
+    cells = [None if c == "" else c for c in _row(table, spec.header_row - 1)]
+    header = header_names(cells, config.code, path.name)
+    last_template_row = min(spec.data_start_row - 1, table.num_rows)
+    for number in range(spec.header_row + 1, last_template_row + 1):  # template rows only
+        _check_template_row(config, path.name, header, _row(table, number - 1), number)
+    records = table.slice(spec.data_start_row - 1).rename_columns(header)
+    keep = [name for name in header if wanted is None or name in wanted]
     # Blank rows are judged on the declared columns (all columns when none are declared yet).
-    checked = [i for i, name in enumerate(header) if name in declared] or list(range(len(header)))
-    frames, blanks = [], []
-    while chunk := list(islice(rows, EXCEL_CHUNK_ROWS)):
-        cells = np.array(chunk, dtype=object).reshape(len(chunk), len(header))
-        empty = (cells == "") | pd.isna(cells)  # calamine gives "" for an empty cell
-        cells[empty] = None
-        in_nulls = pd.DataFrame(cells[:, checked]).isin(nulls).to_numpy(dtype=bool)
-        # Template sheets carry formatted but empty rows: not records.
-        blanks.append((empty[:, checked] | in_nulls).all(axis=1))
-        frames.append(pd.DataFrame(cells[:, keep], columns=[header[i] for i in keep]))
-    frame = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=[header[i] for i in keep])
-    )
-    blank = np.concatenate(blanks) if blanks else np.zeros(0, dtype=bool)
-    numbers = np.arange(spec.data_start_row, spec.data_start_row + len(frame))
+    checked = [name for name in header if name in declared] or header
+    empty = pa.array(["", *config.null_values], type=pa.string())
+    blank = np.ones(records.num_rows, dtype=bool)
+    for name in checked:  # columns, not records
+        column = records.column(name)
+        unset = pc.or_kleene(pc.is_null(column), pc.is_in(column, value_set=empty))
+        blank &= unset.to_numpy(zero_copy_only=False)
+    frame = arrow_to_frame(records.select(keep))
+    numbers = np.arange(spec.data_start_row, spec.data_start_row + records.num_rows)
     return RawFile(frame, header, numbers, blank)
 
 
@@ -87,11 +89,8 @@ def _check_template_row(
             continue
         looks_like_data = False
         if name in dates:
-            looks_like_data = isinstance(cell, (datetime.date, datetime.datetime)) or pd.notna(
-                pd.to_datetime(
-                    pd.Series([str(cell)]), errors="coerce", format=dates[name].format or "ISO8601"
-                ).iloc[0]
-            )
+            when = parse_dates(pd.Series([str(cell)], dtype="string"), dates[name].format)
+            looks_like_data = pd.notna(when.iloc[0])
         elif name in known:
             looks_like_data = normalize_token(str(cell)) in known[name]
         if looks_like_data:

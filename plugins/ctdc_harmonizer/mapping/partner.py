@@ -10,6 +10,7 @@ mapping files are the team's own, so a message may quote them.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
@@ -72,12 +73,25 @@ def _check_declared(model: PartnerModel, lines: dict[tuple, int], declared: set[
 
 
 def load_partner(folder: str | Path, codebook: Codebook | None = None) -> PartnerConfig:
-    """Load and validate one partner's mapping folder."""
+    """Load and validate one partner's mapping folder.
+
+    Each step of a run asks for its partner again; the folder is validated once per content
+    (a changed file is a new content hash, so an edit is always seen)."""
     folder = Path(folder)
-    codebook = codebook or default_codebook()
     config_path = folder / PARTNER_FILE
     if not config_path.exists():
         raise MappingError(str(config_path), "partner.yaml not found")
+    try:
+        content = mapping_folder_hash(folder)
+    except OSError as exc:
+        name = Path(exc.filename).name if exc.filename else str(folder)
+        raise MappingError(name, f"cannot be read ({type(exc).__name__})") from None
+    return _load_partner(folder, content, codebook or default_codebook())
+
+
+@lru_cache(maxsize=64)
+def _load_partner(folder: Path, content_hash: str, codebook: Codebook) -> PartnerConfig:
+    config_path = folder / PARTNER_FILE
     model, lines = parse_partner_yaml(config_path)
     fields = load_fields(folder)
     _check_declared(model, lines, {f.name for f in fields})
@@ -123,7 +137,7 @@ def load_partner(folder: str | Path, codebook: Codebook | None = None) -> Partne
         coverage_threshold=model.coverage.threshold,
         unmapped_min_rows=model.coverage.report_min_rows,
         datasource=model.datasource,
-        mapping_hash=mapping_folder_hash(folder),
+        mapping_hash=content_hash,
     )
 
 

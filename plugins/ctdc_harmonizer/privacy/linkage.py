@@ -166,21 +166,16 @@ def overlaps(
     (most non-null codebook values), ties broken by partner name then position."""
     person = clusters(combined)
     partners = combined[partner_column].astype(str)
-    spans = (
-        pd.DataFrame({"person": person, "partner": partners})
-        .drop_duplicates()
-        .groupby("person")["partner"]
-        .agg(sorted)
-    )
-    shared = spans[spans.map(len) > 1]
-    pairs: dict[str, int] = {}
-    for members in shared:  # persons found at several partners: few, and pairs of names
-        for i, a in enumerate(members):
-            for b in members[i + 1 :]:
-                pairs[f"{a}|{b}"] = pairs.get(f"{a}|{b}", 0) + 1
+    held = pd.DataFrame({"person": person, "partner": partners}).drop_duplicates()
+    shared = held[held["person"].duplicated(keep=False)]  # persons at two or more partners
+    # Each person once per pair of partners holding them (a < b), counted without a loop.
+    both = shared.merge(shared, on="person", suffixes=("_a", "_b"))
+    both = both[both["partner_a"] < both["partner_b"]]
+    counted = (both["partner_a"] + "|" + both["partner_b"]).value_counts()
+    pairs = {str(pair): int(n) for pair, n in counted.items()}
     merged = pd.Series(False, index=combined.index)
     if policy == MERGE and len(shared):
-        linked = person.isin(shared.index)
+        linked = person.isin(shared["person"])
         order = pd.DataFrame(
             {
                 "person": person,

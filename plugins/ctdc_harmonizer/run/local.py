@@ -1,7 +1,14 @@
 """The whole annual update in one command (`ctdc run`): the DAG's steps, in a row.
 
 Partners are independent until `combine`, so their chains run in parallel processes (one per
-core by default), as the DAG's mapped task groups do.
+core by default), as the DAG's mapped task groups do. Start-up is paid once:
+
+- the worker processes are forked from a fork server that imported the steps' libraries once
+  (pandas, pyarrow, pandera), started before the plan is made, so its imports overlap the
+  main process's own;
+- Great Expectations, needed only to validate the release, is imported by a release process
+  of its own while the partners' chains run; it then builds the release folder;
+- the largest delivery starts first, so no worker is left with a big partner at the end.
 """
 
 from __future__ import annotations
@@ -10,10 +17,13 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
 
 from ctdc_harmonizer.run import steps
 from ctdc_harmonizer.run.plan import RunPlan, plan_run
 from ctdc_harmonizer.run.results import RunSummary
+
+PRELOADED = ["ctdc_harmonizer.run.steps"]  # what every worker needs, imported once
 
 
 def _worker_logging() -> None:
@@ -22,6 +32,19 @@ def _worker_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(ValueFreeTracebacks())
+
+
+def _import_quality() -> None:
+    from ctdc_harmonizer.release import quality
+
+    quality.import_great_expectations()
+
+
+def _start_fork_server() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOADED)
+    forkserver.ensure_running()
+    return context
 
 
 def run(
@@ -35,28 +58,48 @@ def run(
 ) -> RunSummary:
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lock is given back)."""
+    context = _start_fork_server() if workers != 1 else None
     plan = plan_run(landing, out, release, partners, mappings, warehouse_url=warehouse_url)
     try:
-        return run_planned(plan, workers)
+        return run_planned(plan, workers, context)
     finally:
         steps.finish_run(plan)
 
 
-def run_planned(plan: RunPlan, workers: int | None = None) -> RunSummary:
+def _largest_first(plan: RunPlan) -> list[str]:
+    def delivered_bytes(partner: str) -> int:
+        folder = plan.landing_path / partner
+        return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+    return sorted(plan.partners, key=delivered_bytes, reverse=True)
+
+
+def run_planned(
+    plan: RunPlan,
+    workers: int | None = None,
+    context: multiprocessing.context.BaseContext | None = None,
+) -> RunSummary:
     workers = workers or min(len(plan.partners), os.cpu_count() or 1)
-    if workers > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_worker_logging
-        ) as pool:
-            futures = [pool.submit(steps.partner_chain, plan, p) for p in plan.partners]
-            for future in futures:
-                future.result()  # re-raises the partner's error, in partner order
-    else:
-        for partner in plan.partners:
+    order = _largest_first(plan)
+    if workers == 1:  # one process: everything in a row
+        for partner in order:
             steps.partner_chain(plan, partner)
-    steps.combine(plan)
-    written = steps.write_release(plan)
+        steps.combine(plan)
+        written = steps.write_release(plan)
+    else:
+        context = context or _start_fork_server()
+        pools = [
+            ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_worker_logging)
+            for n in (1, workers)
+        ]
+        with pools[0] as release, pools[1] as partners:
+            # The release process imports Great Expectations while the partners' chains run.
+            release.submit(_import_quality)
+            futures = {p: partners.submit(steps.partner_chain, plan, p) for p in order}
+            for partner in plan.partners:
+                futures[partner].result()  # re-raises a partner's error, in partner order
+            steps.combine(plan)
+            written = release.submit(steps.write_release, plan).result()
     loaded = steps.load_warehouse(plan)
     return RunSummary(
         written=written,
