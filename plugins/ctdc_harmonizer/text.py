@@ -37,7 +37,13 @@ def normalize_series(values: pd.Series) -> pd.Series:
 
 def per_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
     """Apply a vectorised `func` to the distinct values only, then spread the result back.
-    Case extracts repeat the same picklist values endlessly; this is where speed comes from."""
+    Case extracts repeat the same picklist values endlessly; this is where speed comes from.
+
+    Text columns (Arrow-backed, what every reader gives) stay in Arrow throughout: a
+    dictionary encoding, `func` over its dictionary, and a `take` back onto the rows, with no
+    Python object per row."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        return _per_distinct_arrow(values, func)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     if len(uniques) == 0:
         return pd.Series(pd.NA, index=values.index, dtype="string")
@@ -45,3 +51,31 @@ def per_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> p
     mapped = func(distinct).astype("string").to_numpy(dtype=object, na_value=None)
     spread = np.append(mapped, None)[codes]  # code -1 (missing) picks the trailing None
     return pd.Series(spread, index=values.index, dtype="string")
+
+
+def _per_distinct_arrow(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pa.chunked_array(values.array.__arrow_array__(), type=pa.string())
+    encoded = pc.dictionary_encode(column.combine_chunks())  # one chunk: one dictionary
+    distinct = pd.Series(pd.array(encoded.dictionary, dtype=values.dtype))
+    mapped = pa.array(func(distinct).astype(values.dtype).array, type=pa.string())
+    spread = pc.take(mapped, encoded.indices)  # a null index (missing cell) gives null
+    return pd.Series(pd.array(spread, dtype=values.dtype), index=values.index)
+
+
+def is_in(values: pd.Series, candidates: pd.Series | list | set) -> np.ndarray:
+    """values.isin(candidates) for text, through Arrow's hash set: pandas builds a Python
+    object per candidate, which costs seconds when checking a million keys. Missing is
+    never in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pa.chunked_array(values.astype("string").array.__arrow_array__(), type=pa.string())
+    if isinstance(candidates, pd.Series):
+        candidates = candidates.astype("string").array.__arrow_array__()
+        wanted = pa.chunked_array(candidates, type=pa.string()).combine_chunks()
+    else:
+        wanted = pa.array(list(candidates), type=pa.string())
+    return pc.is_in(column, value_set=wanted, skip_nulls=True).to_numpy(zero_copy_only=False)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.text import per_distinct
+from ctdc_harmonizer.text import is_in, per_distinct
 
 WITHDRAWALS_FILE = "withdrawals.csv"
 RECORD_ID_COLUMN = "record_id"
@@ -308,7 +308,7 @@ def erased_rows(
     if withdrawals is None:
         return np.zeros(len(delivered), dtype=bool)
     requested = withdrawals.keys
-    missing = ~requested.isin(set(delivered.dropna()))
+    missing = ~is_in(requested, delivered)
     if honoured is not None:
         missing &= ~honoured.reindex(requested.index, fill_value=False).to_numpy(dtype=bool)
     unmatched = requested.index[missing]
@@ -322,4 +322,4 @@ def erased_rows(
             "an unapplied withdrawal is never skipped",
             row=int(unmatched[0]),
         )
-    return delivered.isin(set(requested)).fillna(False).to_numpy(dtype=bool)
+    return is_in(delivered, requested)

@@ -13,6 +13,7 @@ from ctdc_harmonizer.columns import PSEUDONYM
 from ctdc_harmonizer.ingest.withdrawals import Withdrawals, erased_rows, match_columns
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.privacy import linkage, pseudonyms, registry
+from ctdc_harmonizer.text import is_in
 
 
 def read_columns(config: PartnerConfig, withdrawals: Withdrawals | None) -> list[str]:
@@ -58,7 +59,7 @@ def apply_withdrawals(
             honoured = requested.isin(known)
     erased = erased_rows(withdrawals, keys, honoured)
     registered = registry.known_pseudonyms(url, config.code)
-    by_registry = private[PSEUDONYM].isin(registered).to_numpy(dtype=bool)
+    by_registry = is_in(private[PSEUDONYM], registered)
     new = pd.concat(
         [requested.dropna(), private.loc[erased, PSEUDONYM].dropna()],
         ignore_index=True,
