@@ -395,3 +395,22 @@ def test_the_command_line_reads_the_work_url_from_the_environment(
     assert "ctdc: error: the work storage setting ($CTDC_WORK_URL" in err
     assert "needs the package gcsfs" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_dag_param_work_wins_over_the_environment(s3_env, landing, tmp_path, monkeypatch):
+    """The DAG's `plan` task passes its params to plan_scheduled_run: `work` names the store,
+    empty means $CTDC_WORK_URL (and without it, the out folder)."""
+    monkeypatch.setenv(storage.WORK_URL_ENV, s3_env.url("from-env"))
+    args = (RELEASE, str(landing), str(tmp_path / "out"), PARTNERS, "2026-03-01")
+    for work, prefix in ((s3_env.url("from-param"), "from-param/"), (None, "from-env/")):
+        plan = planning.plan_scheduled_run(*args, lock_owner="dag/run", work=work)
+        try:
+            assert plan.work_dir.startswith(f"s3://{s3_env.bucket}/{prefix}")
+            assert s3_env.objects(prefix)  # plan.json
+        finally:
+            steps.finish_run(plan)
+    monkeypatch.delenv(storage.WORK_URL_ENV)
+    plan = planning.plan_scheduled_run(*args, lock_owner="dag/run", work="")
+    steps.finish_run(plan)
+    assert plan.work_dir == str(tmp_path.resolve() / "out" / ".work" / RELEASE)
+    assert s3_env.objects() == []
