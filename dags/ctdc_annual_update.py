@@ -6,16 +6,19 @@ release folder, loads the warehouse, writes the hand-off folder `<out>/<release>
 manifest) and, once the data team approves, emits the asset `ctdc://harmonized-release` with extra
 = release, rows, report, handoff path and manifest SHA-256 (the `ctdc_synthesis` DAG is scheduled
 on it). Each run has a *Release report* tab (plugin `ctdc_release_report`). Each task is one call
-into the package; frames stay on disk in `<out>/.work/<release>/` (owner-only), XCom holds only
-paths and counts. Rerun from `plan`. `load_warehouse` publishes the staged release folder with
-the load; `plan` leases the release for this run, the teardown `cleanup` frees it and deletes the
-work folder. Data errors fail at once; infrastructure errors retry.
+into the package; frames stay in `<out>/.work/<release>/` (owner-only) or on shared storage
+(`work`), XCom holds only paths and counts. Rerun from `plan`. `load_warehouse` publishes the
+staged release folder with the load; `plan` leases the release for this run, the teardown
+`cleanup` frees it and deletes the intermediates. Data errors fail at once; infrastructure
+errors retry.
 
 **Params** (all may be left empty in the trigger form): `release` (empty: the year before the run
 date, so the 1 January run makes the previous year's release), `landing` (`$CTDC_LANDING`, else
 `$AIRFLOW_HOME/ctdc/landing`), `out` (`$CTDC_OUT`, else `$AIRFLOW_HOME/ctdc/releases`), `partners`
-(every mapped partner that delivered a folder). With nothing delivered the run stops at `partners`
-and succeeds, skipping the rest ("nothing delivered" in the `plan` log). Warehouse:
+(every mapped partner that delivered a folder), `work` (where intermediates live: an fsspec URL
+such as `s3://bucket/prefix` that every worker reaches, without credentials; empty:
+`$CTDC_WORK_URL`, else `<out>/.work`). With nothing delivered the run stops at `partners` and
+succeeds, skipping the rest ("nothing delivered" in the `plan` log). Warehouse:
 `$CTDC_WAREHOUSE_URL`, else `<out>/warehouse.sqlite`.
 
 **Approval**: after the warehouse load, `approve` waits for a member of the data team (UI: Required
@@ -75,6 +78,7 @@ def _log_failure(context) -> None:
         "release": _text("Release label. Empty: the year before the run date."),
         "landing": _text("Folder of partner subfolders. Empty: $CTDC_LANDING or the default."),
         "out": _text("Folder receiving release folders. Empty: $CTDC_OUT or the default."),
+        "work": _text("Where intermediates live. Empty: $CTDC_WORK_URL, else <out>/.work."),
         "partners": Param(
             None,
             type=["null", "array"],

@@ -1,10 +1,13 @@
 """The scale-out path on one machine: CeleryExecutor, Redis at 127.0.0.1:6379, two workers.
 
 The launcher (`scripts/airflow_local.py --celery-workers 2`) runs the deployment against a
-throw-away PostgreSQL database; the two partner chains of a run are executed by both workers
-(each takes one task at a time). This run is then REJECTED through the REST API: the release
-stays unpublished (no asset event), the run fails saying so, and the data team is e-mailed
-that the run failed. Skipped with a reason when Redis or PostgreSQL does not answer.
+throw-away PostgreSQL database; the two partner chains of a run are executed by different
+workers (each takes one task at a time), which hand each other their intermediates through an
+S3 bucket (moto's S3 server, `CTDC_WORK_URL=s3://...`, endpoint and keys in the standard botocore
+variables), not through their shared disk. This run is then REJECTED through the REST API: the
+release stays unpublished (no asset event), the run fails saying so, the data team is e-mailed
+that the run failed, and the teardown empties the bucket. Skipped with a reason when Redis,
+PostgreSQL or the S3 emulator does not answer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,12 +25,16 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from s3_emulator import EmulatorUnavailable, S3Emulator
 from smtp_sink import SmtpSink, text_of
 from test_airflow_processes import DAG_ID, REPO_ROOT, Api, free_port, wait_for
 
 pytestmark = pytest.mark.processes
 PARTNERS = ["hotline", "iom"]
 RELEASE = "celery-2025"
+WORK_PREFIX = "ctdc-work"
+# The Celery worker's log line for each task it runs: "Executing workload in Celery: ...".
+WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='([^']+)'.*?map_index=(-?\d+)")
 
 
 def redis_answers() -> bool:
@@ -39,7 +47,16 @@ def redis_answers() -> bool:
 
 
 @pytest.fixture(scope="module")
-def celery_deployment(database, tmp_path_factory):
+def s3(tmp_path_factory):
+    try:
+        with S3Emulator(tmp_path_factory.mktemp("s3")) as emulator:
+            yield emulator
+    except EmulatorUnavailable as error:
+        pytest.skip(f"no S3 emulator: {error}")
+
+
+@pytest.fixture(scope="module")
+def celery_deployment(database, s3, tmp_path_factory):
     if not redis_answers():
         pytest.skip("no Redis at 127.0.0.1:6379: the Celery path needs a broker")
     from ctdc_harmonizer import samples
@@ -52,7 +69,12 @@ def celery_deployment(database, tmp_path_factory):
     port = free_port()
     queue = f"ctdc-test-{uuid.uuid4().hex[:8]}"  # the Redis server may be shared
     with SmtpSink() as smtp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CTDC_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
+        }
+        env.update(s3.env())  # the workers reach the bucket as a deployment would
         env.update(
             {
                 "AIRFLOW_HOME": str(home),
@@ -64,6 +86,7 @@ def celery_deployment(database, tmp_path_factory):
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
                 "CTDC_LANDING": str(home / "empty"),
                 "CTDC_OUT": str(home / "releases"),
+                "CTDC_WORK_URL": s3.url(WORK_PREFIX),
                 "AIRFLOW_CONN_CTDC_SMTP": smtp.connection_json(),
                 "CTDC_ALERT_TO": "data-team@example.org",
             }
@@ -87,7 +110,7 @@ def celery_deployment(database, tmp_path_factory):
             token = Api(base).json(
                 "POST", "/auth/token", {"username": "admin", "password": password["admin"]}
             )["access_token"]
-            yield Api(base, token), home, landing, smtp
+            yield Api(base, token), home, landing, smtp, s3
         finally:
             pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
             if launcher.poll() is None:
@@ -118,7 +141,7 @@ def database():
 
 @pytest.fixture(scope="module")
 def rejected_run(celery_deployment):
-    api, home, landing, _ = celery_deployment
+    api, home, landing, _, _ = celery_deployment
     wait_for("the DAG", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120)
     api.json("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     conf = {"landing": str(landing), "out": str(home / "releases"), "release": RELEASE}
@@ -143,15 +166,57 @@ def rejected_run(celery_deployment):
     return run_id, wait_for("the run to finish", finished, 120)
 
 
-def test_both_workers_ran_partner_tasks(celery_deployment, rejected_run):
-    _, home, _, _ = celery_deployment
+def workers_of_tasks(home) -> dict[tuple[str, int], str]:
+    """(task id, map index) -> the worker that ran it, from the workers' own logs."""
+    ran = {}
     for worker in ("worker-1", "worker-2"):
         log = (home / "logs" / f"{worker}.log").read_text(encoding="utf-8", errors="replace")
         assert "execute_workload" in log and "received" in log, f"{worker} ran no task"
+        for task_id, map_index in WORKLOAD.findall(log):
+            ran[(task_id, int(map_index))] = worker
+    return ran
+
+
+def test_partner_chains_ran_on_different_workers(celery_deployment, rejected_run):
+    api, home, _, _, _ = celery_deployment
+    run_id, _ = rejected_run
+    ran = workers_of_tasks(home)
+    tis = api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    partner_of = {  # the map index's partner, as the UI names it (map_index_template)
+        t["map_index"]: t["rendered_map_index"]
+        for t in tis["task_instances"]
+        if t["task_id"] == "partner.read"
+    }
+    assert sorted(partner_of.values()) == PARTNERS
+    readers = {partner_of[i]: ran[("partner.read", i)] for i in partner_of}
+    assert len(set(readers.values())) == 2, f"both partners read by one worker: {ran}"
+    # combine, on one worker, read the frames the other worker's chain had written.
+    steps = ("partner.read", "partner.validate_contract", "partner.map")
+    combiner = ran[("combine", -1)]
+    assert any(ran[(step, i)] != combiner for step in steps for i in partner_of), ran
+
+
+def test_workers_exchanged_intermediates_through_the_bucket(celery_deployment, rejected_run):
+    """The emulator's request log: every partner's frames were written to and read from the
+    bucket under the run's prefix; nothing under the out folder's work area; the teardown
+    emptied the bucket."""
+    _, home, _, _, s3 = celery_deployment
+    log = s3.log_path.read_text(encoding="utf-8", errors="replace")
+    requests = re.sub(r"\x1b\[[0-9;]*m", "", log)  # werkzeug colours some status lines
+    prefix = re.escape(f"/{s3.bucket}/{WORK_PREFIX}/") + r"[0-9a-f]{12}/" + re.escape(RELEASE)
+    for partner in PARTNERS:
+        for frame in ("staged.parquet", "private.parquet", "harmonized.parquet"):
+            put = re.compile(rf'"PUT {prefix}/{partner}/{frame} HTTP/1.1" 200')
+            get = re.compile(rf'"GET {prefix}/{partner}/{frame} HTTP/1.1" 20[06]')
+            assert put.search(requests), (partner, frame, "not written to the bucket")
+            assert get.search(requests), (partner, frame, "not read from the bucket")
+    assert s3.objects() == [], "intermediates left in the bucket"
+    work = home / "releases" / ".work" / RELEASE
+    assert not work.exists() or not any(p.suffix == ".parquet" for p in work.rglob("*"))
 
 
 def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment, rejected_run):
-    api, _, _, smtp = celery_deployment
+    api, _, _, smtp, _ = celery_deployment
     run_id, run = rejected_run
     assert run["state"] == "failed"
     tis = api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")

@@ -51,7 +51,7 @@ def _airflow_pin() -> str:
     return pin.split("==")[1]
 
 
-CELERY_SERVICES = {"redis", "airflow-worker"}
+CELERY_SERVICES = {"redis", "airflow-worker", "minio", "minio-init"}
 
 
 def test_services_exist(compose):
@@ -116,6 +116,53 @@ def test_celery_variant_is_a_profile_with_two_workers_and_redis(compose):
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
     assert "postgres:5432/airflow" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+
+
+def test_celery_workers_share_intermediates_through_a_private_minio_bucket(compose):
+    """Profile celery: the workers' CTDC_WORK_URL names a bucket of the MinIO service, with no
+    credential in it (the URL is in XCom); endpoint and keys come from botocore's variables, of
+    a user limited to that bucket, made by minio-init with the bucket (private, encrypted,
+    expiring). The release folder and its lock stay in the shared ./data/releases mount."""
+    from urllib.parse import urlsplit
+
+    services = compose["services"]
+    worker = services["airflow-worker"]
+    env = worker["environment"]
+    url = urlsplit(env["CTDC_WORK_URL"])
+    assert url.scheme == "s3" and "@" not in url.netloc and not url.query
+    bucket = url.netloc
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
+    assert worker["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert _mounts(worker)["./data/releases"][0] == MOUNTS["./data/releases"]
+    minio = services["minio"]
+    assert minio["image"].startswith("quay.io/minio/minio:RELEASE.")  # pinned, not latest
+    assert "ports" not in minio  # reachable from the compose network only
+    assert minio["environment"]["MINIO_KMS_SECRET_KEY"]
+    init = services["minio-init"]
+    script = init["command"][-1]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    for step in (
+        f"mc mb --ignore-existing ctdc/{bucket}",
+        f"mc anonymous set none ctdc/{bucket}",
+        f"mc encrypt set sse-s3 ctdc/{bucket}",
+        f"mc ilm import ctdc/{bucket}",
+        '"Expiration": {"Days": 1}',
+        f"arn:aws:s3:::{bucket}/*",
+    ):
+        assert step in script, step
+    # The workers' user is the one minio-init creates, not MinIO's root.
+    assert init["environment"]["CTDC_S3_ACCESS_KEY"] == env["AWS_ACCESS_KEY_ID"]
+    assert init["environment"]["CTDC_S3_SECRET_KEY"] == env["AWS_SECRET_ACCESS_KEY"]
+    assert env["AWS_ACCESS_KEY_ID"] != minio["environment"]["MINIO_ROOT_USER"]
+    # Only the workers get the work URL: without Celery, intermediates stay in <out>/.work.
+    assert all("CTDC_WORK_URL" not in services[name]["environment"] for name in AIRFLOW_SERVICES)
+
+
+def test_the_image_installs_the_s3_extra():
+    assert "--extra s3" in DOCKERFILE.read_text(encoding="utf-8")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    assert any(d.startswith("s3fs") for d in extras["optional-dependencies"]["s3"])
 
 
 def test_postgres_creates_the_warehouse(compose):

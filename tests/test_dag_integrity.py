@@ -55,7 +55,7 @@ def test_dag_settings(dag):
     assert dag.default_args["retries"] >= 1
     assert callable(dag.default_args["on_failure_callback"])
     assert dag.tags
-    assert set(dag.params.keys()) == {"release", "landing", "out", "partners"}
+    assert set(dag.params.keys()) == {"release", "landing", "out", "work", "partners"}
     # Defaults are resolved at run time (params empty), never from the parsing environment.
     assert {k: dag.params[k] for k in dag.params} == dict.fromkeys(dag.params)
 

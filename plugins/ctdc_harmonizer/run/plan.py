@@ -24,7 +24,7 @@ from ctdc_harmonizer.fileio import private_folder
 from ctdc_harmonizer.mapping.partner import available_partners, load_partner
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.run import locks
+from ctdc_harmonizer.run import locks, storage
 from ctdc_harmonizer.run.locks import LockInfo
 from ctdc_harmonizer.run.workdir import PLAN, WorkDir
 from ctdc_harmonizer.safety import os_reason
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 RELEASE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 YEAR_IN_LABEL = re.compile(r"((?:19|20)\d{2})")
 WORK_FOLDER = ".work"
-WORK_URL_ENV = "CTDC_WORK_URL"  # intermediates on shared storage (an fsspec URL), optional
+WORK_URL_ENV = storage.WORK_URL_ENV  # intermediates on shared storage (an fsspec URL), optional
 
 
 class RunPlan(BaseModel):
@@ -50,7 +50,9 @@ class RunPlan(BaseModel):
     release_year: int | None = None
     mappings: str | None = None
     local_dir: str | None = None  # <out>/.work/<release>: the release is staged here
-    work_dir: str | None = None  # intermediates: local_dir, or a URL on shared storage
+    # Intermediates: local_dir, or <work URL>/<out id>/<release> on shared storage (a URL
+    # without credentials: storage.work_base refuses them, since this travels in XCom).
+    work_dir: str | None = None
     release_dir: str | None = None
     partners_without_delivery: list[str] | None = None
     unmapped_partner_folders: list[str] | None = None
@@ -202,8 +204,10 @@ def plan_run(
 
     lock_owner: None for a process lock held by this process (the CLI); an Airflow DAG run's
     id for a lease that holds across its tasks (released by `finish_run`).
-    work_url: where intermediates live (default `<out>/.work/<release>`, else
-    $CTDC_WORK_URL + `/<release>`): a folder or URL every worker of the run can reach.
+    work_url: where intermediates live: this URL, else $CTDC_WORK_URL, each + `/<out
+    id>/<release>` (run/storage.py), else `<out>/.work/<release>`; a folder or an fsspec URL
+    (s3://bucket/prefix) every worker of the run can reach, checked here (protocol installed,
+    no credential in it, bucket present and reachable) before the out folder is touched.
     """
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.release.state import BAD_STATES, release_states
@@ -216,6 +220,12 @@ def plan_run(
     privacy_keys.pseudonym_key()  # PRIVACY: no key, no run (the key itself stays out of the plan)
     # A wrong or unreachable warehouse fails here, not after every extract has been read.
     check_warehouse(warehouse_url or default_warehouse_url(out))
+    # Shared work storage, if any: a URL that cannot work fails here too (a setting error),
+    # an unreachable store as an infrastructure error (retried).
+    shared = (work_url or os.environ.get(WORK_URL_ENV, "")).strip()
+    base = storage.work_base(shared) if shared else None
+    if base:
+        storage.check_reachable(base)
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
@@ -228,8 +238,7 @@ def plan_run(
     _prepare_out(out_path)
     lock = locks.acquire(out_path, release, lock_owner)  # a rival run fails here, at once
     local = out_path / WORK_FOLDER / release
-    shared = work_url or os.environ.get(WORK_URL_ENV, "").strip()
-    work = WorkDir(f"{shared.rstrip('/')}/{release}" if shared else local.resolve())
+    work = WorkDir(storage.run_prefix(base, out_path, release) if base else local.resolve())
     try:
         # Checked before this run changes anything: did the last run publish consistently?
         previous = release_states(out_path, warehouse_url, only=release)[release]

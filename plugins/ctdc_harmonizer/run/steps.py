@@ -33,7 +33,7 @@ from ctdc_harmonizer.release import folder as release_folder
 from ctdc_harmonizer.release.combine import combine_partners
 from ctdc_harmonizer.release.metadata import release_metadata
 from ctdc_harmonizer.release.reconcile import partner_files, reconcile
-from ctdc_harmonizer.run import locks
+from ctdc_harmonizer.run import locks, storage
 from ctdc_harmonizer.run.plan import RunPlan
 from ctdc_harmonizer.run.results import (
     Checked,
@@ -46,6 +46,7 @@ from ctdc_harmonizer.run.results import (
     Staged,
     WarehouseLoaded,
 )
+from ctdc_harmonizer.run.storage import WorkStorageUnavailableError
 from ctdc_harmonizer.run.workdir import COMBINED, OVERLAPS, RECONCILIATION, PartnerWork
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,10 @@ def load_warehouse(plan: RunPlan, url: str | None = None) -> WarehouseLoaded:
     withdrawn = pd.concat(withdrawn, ignore_index=True) if withdrawn else EMPTY_WITHDRAWN
     # PRIVACY: withdrawals registered once, registered persons purged from earlier releases.
     purged = registry.record_and_purge(url, withdrawn, plan.out_path, plan.release)
-    plan.work.remove()
+    try:  # the release is published: a storage hiccup now must not fail (and rerun) the load
+        plan.work.remove()
+    except WorkStorageUnavailableError as exc:
+        log.warning("release %s: intermediates left for the teardown: %s", plan.release, exc)
     shutil.rmtree(plan.local_path, ignore_errors=True)  # its staged folder is published now
     loaded = WarehouseLoaded(**counts, privacy=PurgeCounts(**purged))
     log.info("warehouse: %d case records for release %s", loaded.case_records, plan.release)
@@ -326,12 +330,25 @@ def hand_off(plan: RunPlan) -> HandedOff:
 
 def finish_run(plan: RunPlan) -> Finished:
     """End of a run, successful or not: remove the private work folders (staged frames, the
-    unmapped list) and give the release's lock back. Idempotent; the DAG's teardown task."""
+    unmapped list; on shared storage the run's whole prefix) and give the release's lock back.
+    Idempotent; the DAG's teardown task. A prefix the store does not let it remove fails the
+    task (retried) and keeps the lock."""
     if plan.nothing_delivered:  # the plan took no lock and made no folder
         return Finished(release=plan.release, work_folder_removed=False)
-    removed = plan.work.remove()
-    removed = plan.local_path.exists() or removed
+    removed = plan.local_path.exists()
     shutil.rmtree(plan.local_path, ignore_errors=True)
+    try:
+        removed = plan.work.remove() or removed
+    except CtdcError:
+        # Intermediates still on the shared store: the lock is kept, so that no new run of
+        # this release starts under the same prefix while this teardown retries.
+        log.error(
+            "release %s: intermediates under %s not removed; the release stays locked until "
+            "they are (the teardown retries)",
+            plan.release,
+            storage.shown(plan.work_dir),
+        )
+        raise
     locks.release(plan.lock)
     log.info("release %s: work folder removed, lock released", plan.release)
     return Finished(release=plan.release, work_folder_removed=removed)

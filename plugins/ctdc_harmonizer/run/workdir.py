@@ -7,17 +7,22 @@ folder holds de-identified rows with pseudonyms and linkage keys, is readable by
 user only (local folders are created 0700) and is deleted when the run ends, failed or not.
 
 The root is a local path by default (`<out>/.work/<release>`) or any fsspec URL (e.g.
-`s3://bucket/ctdc-work/<release>`, through universal_pathlib, the library under Airflow's
-`ObjectStoragePath`), so that partner chains running on different workers share their
-intermediates. The release folder itself is always built on the out folder's file system:
-publishing it is an atomic rename there (release/publish.py).
+`s3://bucket/ctdc-work/<out id>/<release>`, through universal_pathlib, the library under
+Airflow's `ObjectStoragePath`), so that partner chains running on different workers share their
+intermediates (run/storage.py checks the URL). On a remote store every read, write and delete
+goes through `storage.guarded`: a failure becomes a value-free error naming the object, retried
+when the store was unreachable; nothing is ever created on an object store but the objects
+themselves (no bucket). The release folder itself is always built on the out folder's file
+system: publishing it is an atomic rename there (release/publish.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import pandas as pd
 from upath import UPath
 
 from ctdc_harmonizer.fileio import private_folder
+from ctdc_harmonizer.run import storage
 
 PLAN = "plan.json"
 COMBINED = "combined.parquet"
@@ -41,42 +47,73 @@ class _Folder:
 
     def __init__(self, root: str | Path | UPath):
         self.root = root if isinstance(root, UPath) else UPath(root)
+        self.local = _is_local(self.root)
+        if not self.local:
+            storage.quiet_storage_loggers()
 
     def path(self, name: str) -> UPath:
         return self.root / name
 
+    @contextlib.contextmanager
+    def _io(self, doing: str, name: str = "") -> Iterator[None]:
+        """Local: OS errors as they are (safety.describe names path and errno). Remote: a
+        classified, value-free storage error; and no cached listing, since other workers
+        write into the same prefix (s3fs would answer "not found" from a stale listing)."""
+        if self.local:
+            yield
+            return
+        with storage.guarded(doing, str(self.path(name)) if name else str(self.root)):
+            self.root.fs.invalidate_cache()
+            yield
+
+    def _make(self) -> None:
+        """Create the folder; an object store has none to create (and no bucket is made)."""
+        if not storage.is_object_store(self.root):
+            with self._io("create"):
+                self.root.mkdir(parents=True, exist_ok=True)
+
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        with self._io("look for", name):
+            return self.path(name).exists()
 
     def write_frame(self, name: str, frame: pd.DataFrame) -> str:
         target = self.path(name)
-        if _is_local(target):
+        if self.local:
             frame.to_parquet(target, index=False)
-        else:
-            with target.open("wb") as handle:
-                frame.to_parquet(handle, index=False)
+            return str(target)
+        data = frame.to_parquet(index=False)  # serialised first: a data error stays one
+        with self._io("write", name):
+            target.write_bytes(data)
         return str(target)
 
     def read_frame(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         source = self.path(name)
-        if _is_local(source):
+        if self.local:
             return pd.read_parquet(source, columns=columns)
-        with source.open("rb") as handle:
-            return pd.read_parquet(handle, columns=columns)
+        with self._io("read", name):
+            data = source.read_bytes()
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+
+    def _write_text(self, name: str, text: str) -> None:
+        with self._io("write", name):
+            self.path(name).write_text(text, encoding="utf-8")
+
+    def _read_text(self, name: str) -> str:
+        with self._io("read", name):
+            return self.path(name).read_text(encoding="utf-8")
 
     def write_json(self, name: str, payload: Any) -> None:
-        text = json.dumps(payload, indent=2, sort_keys=True)
-        self.path(name).write_text(text, encoding="utf-8")
+        self._write_text(name, json.dumps(payload, indent=2, sort_keys=True))
 
     def read_json(self, name: str) -> Any:
-        return json.loads(self.path(name).read_text(encoding="utf-8"))
+        return json.loads(self._read_text(name))
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         """A small report table (unmapped values, value issues) as CSV."""
-        self.path(name).write_text(frame.to_csv(index=False), encoding="utf-8")
+        self._write_text(name, frame.to_csv(index=False))
 
     def read_table(self, name: str) -> pd.DataFrame:
-        text = self.path(name).read_text(encoding="utf-8")
+        text = self._read_text(name)
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
 
 
@@ -105,24 +142,29 @@ class WorkDir(_Folder):
 
     def partner(self, partner: str) -> PartnerWork:
         work = PartnerWork(self.root / partner, partner)
-        work.root.mkdir(parents=True, exist_ok=True)
+        work._make()
         return work
 
     def create(self) -> WorkDir:
         """Start from nothing (a rerun must not see a failed run's files)."""
         self.remove()
-        if _is_local(self.root):
+        if self.local:
             private_folder(self.root)
         else:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._make()
         return self
 
     def remove(self) -> bool:
         """Delete the folder and everything in it; True when there was one."""
-        if not self.root.exists():
-            return False
-        if _is_local(self.root):
+        if self.local:
+            if not self.root.exists():
+                return False
             shutil.rmtree(self.root, ignore_errors=True)
-        else:
-            self.root.fs.rm(self.root.path, recursive=True)
+            return True
+        with self._io("remove"):
+            fs, path = self.root.fs, self.root.path
+            if not fs.exists(path):
+                return False
+            fs.rm(path, recursive=True)
+            fs.invalidate_cache()
         return True
