@@ -82,7 +82,32 @@ def test_guarded_steps_wrap_the_steps_and_the_plan():
     steps = boundary.annual_update_steps()
     assert steps.plan_run.__wrapped__.__name__ == "plan_run"
     assert steps.stage_partner.__wrapped__.__name__ == "stage_partner"
-    assert steps.EMPTY_WITHDRAWN.empty  # plain attributes pass through
+    with pytest.raises(AttributeError):
+        _ = steps.EMPTY_WITHDRAWN  # only steps, by name
+
+
+def test_each_task_imports_only_its_own_step(repo_root):
+    """The teardown and the outcome never load pandas; the partner chain never loads Great
+    Expectations (a task pays its imports: about a second for pandas and pandera)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ctdc_harmonizer.run.airflow import annual_update_steps as s; "
+        "getattr(s(), sys.argv[1]); print(sorted(m for m in ('pandas', 'great_expectations') "
+        "if m in sys.modules))"
+    )
+    loaded = {
+        step: subprocess.run(
+            [sys.executable, "-c", code, step], capture_output=True, text=True, check=True
+        ).stdout.split("\n")[-2]
+        for step in ("finish_run", "release_outcome", "stage_partner")
+    }
+    assert loaded == {
+        "finish_run": "[]",
+        "release_outcome": "[]",
+        "stage_partner": "['pandas']",
+    }
 
 
 def test_the_boundary_types_xcom_dicts_and_returns_plain_dicts():

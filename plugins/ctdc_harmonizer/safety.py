@@ -19,12 +19,14 @@ import errno as errno_module
 import logging
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ctdc_harmonizer.errors import CtdcError, InfrastructureError
 
 # A spreadsheet reads a cell starting with one of these as a formula (or pads it into one).
+if TYPE_CHECKING:  # only the report writers need pandas; messages must stay light
+    import pandas as pd
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -86,6 +88,8 @@ class ValueFreeTracebacks(logging.Filter):
 
 def formula_safe(values: pd.Series) -> pd.Series:
     """Text cells that a spreadsheet would evaluate get a leading apostrophe."""
+    import pandas as pd
+
     if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
         return values
     text = values.astype("string")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -41,22 +43,20 @@ def swap_into_place(staging: Path, target: Path, aside: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def warehouse_batches(reconciliation: dict, metadata: dict) -> tuple[list[dict], list[dict]]:
-    """The reporting entities (partners) and extract batches (files, with their counts)."""
+def warehouse_batches(
+    reconciliation: dict, partners: dict[str, tuple[str, str]]
+) -> tuple[list[dict], list[dict]]:
+    """The reporting entities (partners: name, datasource) and extract batches (files, with
+    their counts)."""
     batches, entities = [], []
     for partner, entry in reconciliation["partners"].items():
-        entities.append(
-            {
-                "code": partner,
-                "name": metadata["partners"][partner]["name"],
-                "datasource_type": metadata["partners"][partner]["datasource"],
-            }
-        )
-        for name, counts in entry["files"].items():
+        name, datasource = partners[partner]
+        entities.append({"code": partner, "name": name, "datasource_type": datasource})
+        for file, counts in entry["files"].items():
             batches.append(
                 {
                     "partner": partner,
-                    "file": name,
+                    "file": file,
                     "sha256": counts["sha256"],
                     "rows_read": counts["rows_read"],
                     "rows_harmonized": counts[Outcome.HARMONIZED],
@@ -67,6 +67,13 @@ def warehouse_batches(reconciliation: dict, metadata: dict) -> tuple[list[dict],
                 }
             )
     return batches, entities
+
+
+def staged_metadata(staging: Path) -> dict:
+    """The staged folder's metadata.json plus its content hash: what the warehouse records."""
+    meta = read_json(staging / MARKER)
+    meta["folder_sha256"] = folder_digest(staging)
+    return meta
 
 
 def load_and_publish(
@@ -82,11 +89,68 @@ def load_and_publish(
     from ctdc_harmonizer.warehouse import load_release
 
     recon = read_json(staging / RECONCILIATION)
-    meta = read_json(staging / MARKER)
-    meta["folder_sha256"] = folder_digest(staging)
-    batches, entities = warehouse_batches(recon, meta)
+    meta = staged_metadata(staging)
+    partners = {code: (p["name"], p["datasource"]) for code, p in meta["partners"].items()}
+    batches, entities = warehouse_batches(recon, partners)
     log.info("release %s: loading the warehouse", release)
     counts = load_release(url, release, combined, batches, entities, meta)
     swap_into_place(staging, target, aside)
     counts["folder_sha256"] = meta["folder_sha256"]
     return counts
+
+
+class ConcurrentLoad:
+    """The warehouse load of a release, started before its folder is built (command line).
+
+    A thread opens the transaction and loads the rows while another process builds the
+    folder; `publish` then hands it the folder's metadata (with its content hash), the
+    thread records it and commits, and only then is the folder renamed into place: the same
+    guarantees as `load_and_publish`, without waiting for one before the other. The thread
+    owns its database connection from start to end (SQLite's rule), and spends most of its
+    time in the database driver, outside the GIL.
+    """
+
+    def __init__(self, url: str, release: str, combined: pd.DataFrame, batches, entities):
+        self._metadata: queue.Queue[dict | None] = queue.Queue(maxsize=1)
+        self._result: dict | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._load,
+            args=(url, release, combined, batches, entities),
+            name=f"load-{release}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _load(self, url: str, release: str, combined, batches, entities) -> None:
+        from ctdc_harmonizer.warehouse.loader import begin_load
+
+        try:
+            pending = begin_load(url, release, combined, batches, entities)
+        except BaseException as exc:  # handed to the main thread by publish()
+            self._error = exc
+            return
+        metadata = self._metadata.get()
+        if metadata is None:  # the folder could not be built: nothing is committed
+            pending.rollback()
+            return
+        try:
+            self._result = pending.commit(metadata)
+        except BaseException as exc:
+            self._error = exc
+
+    def publish(self, release: str, staging: Path, target: Path, aside: Path) -> dict:
+        """Record the built folder's metadata, commit, then rename the folder into place."""
+        meta = staged_metadata(staging)
+        self._metadata.put(meta)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        swap_into_place(staging, target, aside)
+        return {**self._result, "folder_sha256": meta["folder_sha256"]}
+
+    def abandon(self) -> None:
+        """The folder was not built: roll the load back (nothing in the warehouse changes)."""
+        if self._thread.is_alive():
+            self._metadata.put(None)
+            self._thread.join()

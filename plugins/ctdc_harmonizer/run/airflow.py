@@ -16,10 +16,10 @@ A DAG task is one line: `steps().stage_partner(plan, partner)`. What crosses her
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import typing
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
@@ -70,29 +70,65 @@ def airflow_boundary(step: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class GuardedSteps:
-    """The public functions of some modules, each wrapped by `airflow_boundary`."""
+    """Steps by name, each wrapped by `airflow_boundary`. A step's module is imported when a
+    task first asks for it, so each task loads only its own step's libraries (the teardown
+    never imports pandas; only `write_release` imports Great Expectations)."""
 
-    def __init__(self, *modules: ModuleType):
-        self._modules = modules
+    def __init__(self, modules: dict[str, str]):
+        self._modules = modules  # step name -> module that defines it
 
     def __getattr__(self, name: str) -> Any:
-        for module in self._modules:
-            if hasattr(module, name):
-                attribute = getattr(module, name)
-                return airflow_boundary(attribute) if callable(attribute) else attribute
-        raise AttributeError(name)
+        if name not in self._modules:
+            raise AttributeError(name)
+        attribute = getattr(importlib.import_module(self._modules[name]), name)
+        return airflow_boundary(attribute) if callable(attribute) else attribute
+
+
+def _by_module(steps: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {name: module for module, names in steps.items() for name in names}
+
+
+ANNUAL_UPDATE = _by_module(
+    {
+        "ctdc_harmonizer.run.plan": ("plan_scheduled_run", "plan_run"),
+        "ctdc_harmonizer.run.partner_steps": (
+            "stage_partner",
+            "check_contract",
+            "map_to_codebook",
+            "check_codebook",
+        ),
+        "ctdc_harmonizer.run.release_steps": (
+            "combine",
+            "write_release",
+            "load_warehouse",
+            "hand_off",
+        ),
+        "ctdc_harmonizer.release.report": ("headline",),
+        "ctdc_harmonizer.run.finish": ("finish_run", "release_outcome"),
+    }
+)
+SYNTHESIS = _by_module(
+    {
+        "ctdc_harmonizer.synthesis.steps": (
+            "event_release",
+            "plan_synthesis",
+            "verify",
+            "disclosure_risk",
+            "suppress",
+            "fit_aggregates",
+            "sample",
+            "evaluate",
+            "publish",
+        )
+    }
+)
 
 
 def annual_update_steps() -> GuardedSteps:
-    """What the ctdc_annual_update DAG's tasks call (imported at run time, not parse time)."""
-    from ctdc_harmonizer.release import report
-    from ctdc_harmonizer.run import plan, steps
-
-    return GuardedSteps(plan, steps, report)
+    """What the ctdc_annual_update DAG's tasks call."""
+    return GuardedSteps(ANNUAL_UPDATE)
 
 
 def synthesis_steps() -> GuardedSteps:
     """What the ctdc_synthesis DAG's tasks call."""
-    from ctdc_harmonizer.synthesis import steps
-
-    return GuardedSteps(steps)
+    return GuardedSteps(SYNTHESIS)

@@ -26,7 +26,12 @@ from ctdc_harmonizer.run.results import RunSummary
 PRELOADED = ["ctdc_harmonizer.run.steps"]  # what every worker needs, imported once
 
 
-def _worker_logging() -> None:
+def _worker_setup(environment: dict[str, str]) -> None:
+    """A forked worker starts with the fork server's environment, taken when the server
+    started: it gets this run's instead (the pseudonym key, the warehouse and storage
+    settings), and the value-free log handler."""
+    os.environ.clear()
+    os.environ.update(environment)
     from ctdc_harmonizer.safety import ValueFreeTracebacks
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -66,12 +71,20 @@ def run(
         steps.finish_run(plan)
 
 
-def _largest_first(plan: RunPlan) -> list[str]:
-    def delivered_bytes(partner: str) -> int:
-        folder = plan.landing_path / partner
-        return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+# Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
+WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
 
-    return sorted(plan.partners, key=delivered_bytes, reverse=True)
+
+def _largest_first(plan: RunPlan) -> list[str]:
+    """Partners by expected work, largest first: no worker is left alone with a big one at
+    the end (longest-processing-time-first scheduling)."""
+
+    def expected_work(partner: str) -> float:
+        folder = plan.landing_path / partner
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        return size * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
+
+    return sorted(plan.partners, key=expected_work, reverse=True)
 
 
 def run_planned(
@@ -86,21 +99,33 @@ def run_planned(
             steps.partner_chain(plan, partner)
         steps.combine(plan)
         written = steps.write_release(plan)
+        loaded = steps.load_warehouse(plan)
     else:
         context = context or _start_fork_server()
-        pools = [
-            ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_worker_logging)
-            for n in (1, workers)
-        ]
-        with pools[0] as release, pools[1] as partners:
+        setup = {
+            "mp_context": context,
+            "initializer": _worker_setup,
+            "initargs": (dict(os.environ),),
+        }
+        release = ProcessPoolExecutor(1, **setup)
+        try:
             # The release process imports Great Expectations while the partners' chains run.
             release.submit(_import_quality)
-            futures = {p: partners.submit(steps.partner_chain, plan, p) for p in order}
-            for partner in plan.partners:
-                futures[partner].result()  # re-raises a partner's error, in partner order
+            with ProcessPoolExecutor(workers, **setup) as partners:
+                futures = {p: partners.submit(steps.partner_chain, plan, p) for p in order}
+                for partner in plan.partners:
+                    futures[partner].result()  # a partner's error, in partner order
             steps.combine(plan)
-            written = release.submit(steps.write_release, plan).result()
-    loaded = steps.load_warehouse(plan)
+            # The warehouse rows load while the folder is built; both publish together.
+            loading = steps.start_warehouse_load(plan)
+            try:
+                written = release.submit(steps.write_release, plan).result()
+            except BaseException:
+                loading.abandon()
+                raise
+            loaded = steps.finish_warehouse_load(plan, loading)
+        finally:
+            release.shutdown(wait=False, cancel_futures=True)  # its exit overlaps the rest
     return RunSummary(
         written=written,
         warehouse=loaded,

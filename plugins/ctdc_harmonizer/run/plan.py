@@ -16,18 +16,20 @@ import re
 import shutil
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ctdc_harmonizer.errors import CtdcError, OutputError
 from ctdc_harmonizer.fileio import private_folder
-from ctdc_harmonizer.mapping.partner import available_partners, load_partner
-from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.paths import mappings_dir
 from ctdc_harmonizer.run import locks, storage
 from ctdc_harmonizer.run.locks import LockInfo
 from ctdc_harmonizer.run.workdir import PLAN, WorkDir
 from ctdc_harmonizer.safety import os_reason
+
+if TYPE_CHECKING:
+    from ctdc_harmonizer.mapping.spec import PartnerConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,16 @@ class RunPlan(BaseModel):
         return Path(self.local_dir) / "previous-release"
 
     def partner_config(self, partner: str) -> PartnerConfig:
+        from ctdc_harmonizer.mapping.partner import load_partner  # pandas: the steps' cost
+
         return load_partner(Path(self.mappings or mappings_dir()) / partner)
+
+    def warehouse(self, url: str | None = None) -> str:
+        """The warehouse of this run: the CLI's --warehouse, else $CTDC_WAREHOUSE_URL, else
+        the SQLite file in the out folder."""
+        from ctdc_harmonizer.warehouse.schema import default_warehouse_url
+
+        return url or self.warehouse_url or default_warehouse_url(self.out)
 
     def to_xcom(self) -> dict:
         """The plan as the small dict XCom and plan.json hold (no URL, no frame)."""
@@ -167,6 +178,8 @@ def _chosen_partners(
     landing: str, root: Path, partners: list[str] | None
 ) -> tuple[list[str], bool]:
     """(the partners to run, whether they were named)."""
+    from ctdc_harmonizer.mapping.partner import available_partners, load_partner
+
     known = available_partners(root)
     named = [p.strip() for p in partners or [] if p.strip()]
     # Not naming partners means "every partner that delivered": one that did not send an
@@ -209,6 +222,7 @@ def plan_run(
     (s3://bucket/prefix) every worker of the run can reach, checked here (protocol installed,
     no credential in it, bucket present and reachable) before the out folder is touched.
     """
+    from ctdc_harmonizer.mapping.partner import available_partners
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.release.state import BAD_STATES, release_states
     from ctdc_harmonizer.warehouse.schema import check_warehouse, default_warehouse_url
@@ -292,6 +306,8 @@ def plan_scheduled_run(
     The release is labelled by `default_release_label`; landing and out come from
     $CTDC_LANDING / $CTDC_OUT, else from under $AIRFLOW_HOME/ctdc/.
     """
+    from ctdc_harmonizer.mapping.partner import available_partners
+
     home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
     label = release or default_release_label(run_date)
     named_landing = landing

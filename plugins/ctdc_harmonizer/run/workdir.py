@@ -24,13 +24,15 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from upath import UPath
 
 from ctdc_harmonizer.fileio import private_folder
 from ctdc_harmonizer.run import storage
+
+if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
+    import pandas as pd
 
 PLAN = "plan.json"
 COMBINED = "combined.parquet"
@@ -87,6 +89,8 @@ class _Folder:
         return str(target)
 
     def read_frame(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         source = self.path(name)
         if self.local:
             return pd.read_parquet(source, columns=columns)
@@ -113,6 +117,8 @@ class _Folder:
         self._write_text(name, frame.to_csv(index=False))
 
     def read_table(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
         text = self._read_text(name)
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
 
