@@ -21,6 +21,9 @@ $(UV):
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --compile-bytecode --quiet
+	@# The project is installed editable (uv compiles site-packages only): every process would
+	@# otherwise recompile it (PYTHONDONTWRITEBYTECODE may forbid writing it at import).
+	$(PY) -m compileall -q plugins
 	@touch $@
 
 install: $(VENV)/.installed

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver
+from pathlib import Path
 
 from ctdc_harmonizer.run import steps
 from ctdc_harmonizer.run.plan import RunPlan, plan_run
@@ -63,7 +64,10 @@ def run(
 ) -> RunSummary:
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lock is given back)."""
-    context = _start_fork_server() if workers != 1 else None
+    # Started before planning, so the two import side by side; not for a run of one partner,
+    # which runs in this process from start to end.
+    parallel = workers != 1 and _expected_partners(landing, partners) > 1
+    context = _start_fork_server() if parallel else None
     plan = plan_run(landing, out, release, partners, mappings, warehouse_url=warehouse_url)
     try:
         return run_planned(plan, workers, context)
@@ -73,6 +77,16 @@ def run(
 
 # Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
+
+
+def _expected_partners(landing: str, partners: list[str] | None) -> int:
+    """How many partners the run will have, before it is planned (the plan checks)."""
+    if partners:
+        return len([p for p in partners if p.strip()])
+    root = Path(landing)
+    if not root.is_dir():
+        return 0
+    return sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _largest_first(plan: RunPlan) -> list[str]:

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ctdc_harmonizer.errors import CtdcError, OutputError
 from ctdc_harmonizer.fileio import private_folder
@@ -63,6 +63,7 @@ class RunPlan(BaseModel):
     # In memory only (never XCom, never plan.json): a URL may carry a password. The DAG's
     # steps read $CTDC_WAREHOUSE_URL themselves.
     warehouse_url: str | None = Field(None, exclude=True)
+    _configs: dict[str, PartnerConfig] = PrivateAttr(default_factory=dict)
 
     @property
     def nothing_delivered(self) -> bool:
@@ -101,9 +102,14 @@ class RunPlan(BaseModel):
         return Path(self.local_dir) / "previous-release"
 
     def partner_config(self, partner: str) -> PartnerConfig:
-        from ctdc_harmonizer.mapping.partner import load_partner  # pandas: the steps' cost
+        """The partner's validated mapping. Validated once per process; the command line's
+        worker processes receive the configs the plan validated, with the plan (XCom does
+        not carry them: an Airflow task validates its partner's mapping itself)."""
+        if partner not in self._configs:
+            from ctdc_harmonizer.mapping.partner import load_partner  # pandas: a step's cost
 
-        return load_partner(Path(self.mappings or mappings_dir()) / partner)
+            self._configs[partner] = load_partner(Path(self.mappings or mappings_dir()) / partner)
+        return self._configs[partner]
 
     def warehouse(self, url: str | None = None) -> str:
         """The warehouse of this run: the CLI's --warehouse, else $CTDC_WAREHOUSE_URL, else
@@ -287,6 +293,8 @@ def plan_run(
         lock=lock,
         warehouse_url=warehouse_url,
     )
+    for partner in chosen:
+        plan.partner_config(partner)  # validated above: cached, and pickled to the workers
     work.write_json(PLAN, plan.to_xcom())
     log.info("planned release %s for %d partner(s)", release, len(chosen))
     return plan
