@@ -28,7 +28,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,50 +37,17 @@ from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the e2e tests' deployment helpers
+
+from test_airflow_processes import Api, admin_sql, free_port, wait_for  # noqa: E402
+
 DAG_ID = "ctdc_annual_update"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 OUT = Path(__file__).resolve().parent / "out" / "results_airflow.jsonl"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def admin_sql(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
-        conn.autocommit = True
-        conn.execute(statement)
-
-
-def wait_for(what: str, check, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def when(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
-
-
-class Api:
-    def __init__(self, base: str, token: str | None = None):
-        import httpx
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base, headers=headers, timeout=30)
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        response = self.client.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
 
 
 def run(records: int, partners: list[str], home: Path, database: str) -> dict:
@@ -120,9 +86,9 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
         base = f"http://127.0.0.1:{port}"
         password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
         login = {"username": "admin", "password": password}
-        api = Api(base, Api(base).call("POST", "/auth/token", login)["access_token"])
-        wait_for("the DAG", lambda: api.client.get(f"/api/v2/dags/{DAG_ID}").is_success, 180)
-        api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        api = Api(base, Api(base).json("POST", "/auth/token", login)["access_token"])
+        wait_for("the DAG", lambda: api.get(f"/api/v2/dags/{DAG_ID}").is_success, 180)
+        api.json("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
         conf = {
             "landing": str(landing),
             "out": str(home / "releases"),
@@ -130,24 +96,24 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
             "partners": partners,
         }
         triggered = time.time()
-        run_id = api.call(
+        run_id = api.json(
             "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
         )["dag_run_id"]
         runs = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
         approve = f"{runs}/taskInstances/approve"
         wait_for(
             "the approval",
-            lambda: api.call("GET", approve)["state"] in {"awaiting_input", "upstream_failed"},
+            lambda: api.json("GET", approve)["state"] in {"awaiting_input", "upstream_failed"},
             3600,
         )
-        if api.call("GET", approve)["state"] == "awaiting_input":
-            api.call("PATCH", f"{approve}/-1/hitlDetails", {"chosen_options": ["Approve"]})
+        if api.json("GET", approve)["state"] == "awaiting_input":
+            api.json("PATCH", f"{approve}/-1/hitlDetails", {"chosen_options": ["Approve"]})
         state = wait_for(
             "the run",
-            lambda: (s := api.call("GET", runs)["state"]) in {"success", "failed"} and s,
+            lambda: (s := api.json("GET", runs)["state"]) in {"success", "failed"} and s,
             600,
         )
-        tis = api.call("GET", f"{runs}/taskInstances")["task_instances"]
+        tis = api.json("GET", f"{runs}/taskInstances")["task_instances"]
     finally:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGINT)

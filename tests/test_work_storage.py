@@ -152,7 +152,7 @@ def test_a_failed_run_leaves_nothing_in_the_bucket(s3_env, landing, tmp_path, mo
     def broken(plan):
         raise CtdcError("release step failed (test)")
 
-    monkeypatch.setattr(steps, "write_release", broken)
+    monkeypatch.setattr(steps, "start_warehouse_load", broken)  # after combine, in this process
     monkeypatch.setenv(storage.WORK_URL_ENV, emulator.url(PREFIX))
     with pytest.raises(CtdcError, match="release step failed"):
         run(landing, tmp_path / "out")

@@ -139,10 +139,24 @@ def clusters(links: pd.DataFrame) -> pd.Series:
     """A person number per record: records sharing any link key (transitively) get the
     same number. Minimum-label propagation over integer key codes with numpy, plus pointer
     jumping; a handful of rounds (the longest chain of shared keys) suffices."""
-    long = links[LINK_COLUMNS].to_numpy(dtype=object).ravel()
-    present = pd.notna(long)
-    rows = np.repeat(np.arange(len(links), dtype=np.int64), len(LINK_COLUMNS))[present]
-    codes, uniques = pd.factorize(long[present])
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # The four key columns end to end, one dictionary over all of them (a key found in two
+    # columns is the same key), without a Python object per key.
+    keys = pa.chunked_array(
+        [
+            chunk.cast(pa.large_string())
+            for column in LINK_COLUMNS
+            for chunk in links[column].astype("string").array.__arrow_array__().chunks
+        ],
+        type=pa.large_string(),
+    ).combine_chunks()
+    present = keys.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.tile(np.arange(len(links), dtype=np.int64), len(LINK_COLUMNS))[present]
+    encoded = pc.dictionary_encode(keys.filter(keys.is_valid()))
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    uniques = encoded.dictionary
     values = np.arange(len(links), dtype=np.int64)
     while True:
         per_key = np.full(len(uniques), len(links), dtype=np.int64)

@@ -7,7 +7,8 @@ core by default), as the DAG's mapped task groups do. Start-up is paid once:
   (pandas, pyarrow, pandera), started before the plan is made, so its imports overlap the
   main process's own;
 - Great Expectations, needed only to validate the release, is imported by a release process
-  of its own while the partners' chains run; it then builds the release folder;
+  of its own while the partners' chains run (once: later runs of the same process reuse it);
+  it then builds the release folder, while this process loads the warehouse;
 - the largest delivery starts first, so no worker is left with a big partner at the end.
 """
 
@@ -27,12 +28,7 @@ from ctdc_harmonizer.run.results import RunSummary
 PRELOADED = ["ctdc_harmonizer.run.steps"]  # what every worker needs, imported once
 
 
-def _worker_setup(environment: dict[str, str]) -> None:
-    """A forked worker starts with the fork server's environment, taken when the server
-    started: it gets this run's instead (the pseudonym key, the warehouse and storage
-    settings), and the value-free log handler."""
-    os.environ.clear()
-    os.environ.update(environment)
+def _worker_logging() -> None:
     from ctdc_harmonizer.safety import ValueFreeTracebacks
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -40,10 +36,32 @@ def _worker_setup(environment: dict[str, str]) -> None:
         handler.addFilter(ValueFreeTracebacks())
 
 
+def _in_environment(environment: dict[str, str], step, *args):
+    """Run a step in a worker with this run's environment (the pseudonym key, the warehouse
+    and storage settings): a forked worker otherwise has the fork server's, taken when the
+    server started, and the release process outlives a run."""
+    os.environ.clear()
+    os.environ.update(environment)
+    return step(*args)
+
+
 def _import_quality() -> None:
     from ctdc_harmonizer.release import quality
 
     quality.import_great_expectations()
+
+
+_release_process: ProcessPoolExecutor | None = None
+
+
+def _release_executor(context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """One process that builds release folders: it imports Great Expectations once (while
+    the first run's partners are being read) and serves every later run of this process."""
+    global _release_process
+    if _release_process is None or _release_process._broken:
+        _release_process = ProcessPoolExecutor(1, context, _worker_logging)
+        _release_process.submit(_import_quality)
+    return _release_process
 
 
 def _start_fork_server() -> multiprocessing.context.BaseContext:
@@ -116,30 +134,26 @@ def run_planned(
         loaded = steps.load_warehouse(plan)
     else:
         context = context or _start_fork_server()
-        setup = {
-            "mp_context": context,
-            "initializer": _worker_setup,
-            "initargs": (dict(os.environ),),
-        }
-        release = ProcessPoolExecutor(1, **setup)
+        environment = dict(os.environ)
+        release = _release_executor(context)
+        with ProcessPoolExecutor(workers, context, _worker_logging) as partners:
+            chains = {
+                p: partners.submit(_in_environment, environment, steps.partner_chain, plan, p)
+                for p in order
+            }
+            for partner in plan.partners:
+                chains[partner].result()  # a partner's error, in partner order
+        steps.combine(plan)
+        # The warehouse rows load while the folder is built; both publish together.
+        loading = steps.start_warehouse_load(plan)
         try:
-            # The release process imports Great Expectations while the partners' chains run.
-            release.submit(_import_quality)
-            with ProcessPoolExecutor(workers, **setup) as partners:
-                futures = {p: partners.submit(steps.partner_chain, plan, p) for p in order}
-                for partner in plan.partners:
-                    futures[partner].result()  # a partner's error, in partner order
-            steps.combine(plan)
-            # The warehouse rows load while the folder is built; both publish together.
-            loading = steps.start_warehouse_load(plan)
-            try:
-                written = release.submit(steps.write_release, plan).result()
-            except BaseException:
-                loading.abandon()
-                raise
-            loaded = steps.finish_warehouse_load(plan, loading)
-        finally:
-            release.shutdown(wait=False, cancel_futures=True)  # its exit overlaps the rest
+            written = release.submit(
+                _in_environment, environment, steps.write_release, plan
+            ).result()
+        except BaseException:
+            loading.abandon()
+            raise
+        loaded = steps.finish_warehouse_load(plan, loading)
     return RunSummary(
         written=written,
         warehouse=loaded,

@@ -375,8 +375,10 @@ def _row_tuples(rows: pd.DataFrame, size: int) -> Iterator[Iterator[tuple]]:
 
 
 def _arrow_rows(rows: pd.DataFrame) -> pa.Table:
-    """The case_record rows as an Arrow table (integers as int64, text as string)."""
-    return pa.Table.from_pandas(rows, preserve_index=False)
+    """The case_record rows as an Arrow table (integers as int64, text as string). A column
+    of mixed Python objects goes as text, for the database to accept or refuse by type."""
+    mixed = [name for name in rows if rows[name].dtype == object]
+    return pa.Table.from_pandas(rows.astype(dict.fromkeys(mixed, "string")), preserve_index=False)
 
 
 def _insert_rows(conn: Connection, rows: pd.DataFrame) -> str:
@@ -411,11 +413,11 @@ def _copy_rows(conn: Connection, rows: pd.DataFrame) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         sql.Identifier(CASE_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns)
     )
-    table = _arrow_rows(rows)
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     # The driver connection of this SQLAlchemy connection: same transaction.
     dbapi_conn = conn.connection.driver_connection
     try:
+        table = _arrow_rows(rows)  # Arrow's conversion errors quote the value: caught below
         with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
             for start in range(0, table.num_rows, INSERT_CHUNK_ROWS):
                 block = pa.BufferOutputStream()
