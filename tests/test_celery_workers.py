@@ -188,10 +188,12 @@ def test_partner_chains_ran_on_different_workers(celery_deployment, rejected_run
         if t["task_id"] == "partner.read"
     }
     assert sorted(partner_of.values()) == PARTNERS
-    readers = {partner_of[i]: ran[("partner.read", i)] for i in partner_of}
-    assert len(set(readers.values())) == 2, f"both partners read by one worker: {ran}"
-    # combine, on one worker, read the frames the other worker's chain had written.
+    # Which worker takes which task is Celery's choice (a fast task may leave one worker
+    # both reads): the partner chains' tasks, together, ran on both workers.
     steps = ("partner.read", "partner.validate_contract", "partner.map")
+    chain_workers = {ran[(step, i)] for step in steps for i in partner_of}
+    assert len(chain_workers) == 2, f"the partner chains ran on one worker only: {ran}"
+    # combine, on one worker, read the frames the other worker's chain had written.
     combiner = ran[("combine", -1)]
     assert any(ran[(step, i)] != combiner for step in steps for i in partner_of), ran
 
