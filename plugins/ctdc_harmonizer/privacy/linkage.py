@@ -31,7 +31,7 @@ import pandas as pd
 
 from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR, normalized_date, normalized_text
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.privacy.pseudonyms import keyed_hash
+from ctdc_harmonizer.privacy.pseudonyms import keyed_hash64
 from ctdc_harmonizer.text import per_distinct
 
 LINK_COLUMNS = ["_link_exact", "_link_exact_swapped", "_link_sound", "_link_sound_swapped"]
@@ -113,7 +113,7 @@ def linkage_keys(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> pd.D
     spec = linkage_spec(config)
     if spec is None:
         return pd.DataFrame(
-            {c: pd.Series(pd.NA, index=frame.index, dtype="string") for c in LINK_COLUMNS}
+            {c: pd.Series(pd.NA, index=frame.index, dtype="UInt64") for c in LINK_COLUMNS}
         )
     folded = [normalized_text(frame[name]).fillna("") for name in spec.names]
     joined = folded[0]
@@ -126,10 +126,10 @@ def linkage_keys(config: PartnerConfig, frame: pd.DataFrame, key: bytes) -> pd.D
     sep = KEY_SEPARATOR
     return pd.DataFrame(
         {
-            "_link_exact": keyed_hash(tokens + sep + born, key, "link-name"),
-            "_link_exact_swapped": keyed_hash(tokens + sep + swapped, key, "link-name"),
-            "_link_sound": keyed_hash(sounds + sep + born, key, "link-sound"),
-            "_link_sound_swapped": keyed_hash(sounds + sep + swapped, key, "link-sound"),
+            "_link_exact": keyed_hash64(tokens + sep + born, key, "link-name"),
+            "_link_exact_swapped": keyed_hash64(tokens + sep + swapped, key, "link-name"),
+            "_link_sound": keyed_hash64(sounds + sep + born, key, "link-sound"),
+            "_link_sound_swapped": keyed_hash64(sounds + sep + swapped, key, "link-sound"),
         },
         index=frame.index,
     )
@@ -139,24 +139,13 @@ def clusters(links: pd.DataFrame) -> pd.Series:
     """A person number per record: records sharing any link key (transitively) get the
     same number. Minimum-label propagation over integer key codes with numpy, plus pointer
     jumping; a handful of rounds (the longest chain of shared keys) suffices."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    # The four key columns end to end, one dictionary over all of them (a key found in two
-    # columns is the same key), without a Python object per key.
-    keys = pa.chunked_array(
-        [
-            chunk.cast(pa.large_string())
-            for column in LINK_COLUMNS
-            for chunk in links[column].astype("string").array.__arrow_array__().chunks
-        ],
-        type=pa.large_string(),
-    ).combine_chunks()
-    present = keys.is_valid().to_numpy(zero_copy_only=False)
+    # The four key columns end to end (a key found in two columns is the same key), as
+    # integers: factorised without a Python object per key.
+    stacked = [links[column].astype("UInt64") for column in LINK_COLUMNS]
+    present = np.concatenate([~column.isna().to_numpy() for column in stacked])
+    keys = np.concatenate([column.to_numpy(dtype=np.uint64, na_value=0) for column in stacked])
     rows = np.tile(np.arange(len(links), dtype=np.int64), len(LINK_COLUMNS))[present]
-    encoded = pc.dictionary_encode(keys.filter(keys.is_valid()))
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    uniques = encoded.dictionary
+    codes, uniques = pd.factorize(keys[present])
     values = np.arange(len(links), dtype=np.int64)
     while True:
         per_key = np.full(len(uniques), len(links), dtype=np.int64)

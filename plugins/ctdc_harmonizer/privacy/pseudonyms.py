@@ -54,6 +54,23 @@ def keyed_hash(values: pd.Series, key: bytes, domain: str) -> pd.Series:
     return per_distinct(values.astype("string"), digest)
 
 
+def keyed_hash64(values: pd.Series, key: bytes, domain: str) -> pd.Series:
+    """The first 64 bits of HMAC-SHA-256(`domain` + value), as unsigned integers; missing
+    stays missing. For keys that are only compared within a run (cross-partner linkage): an
+    integer is an eighth of the hex text's memory and factorises without a Python object.
+    Two distinct values share a key with odds of about n^2 / 2^65 (1 in 30 million at a
+    million values)."""
+    text = pa.chunked_array(values.astype("string").array.__arrow_array__(), type=pa.string())
+    encoded = pc.dictionary_encode(text.combine_chunks())
+    prefix = pa.scalar((domain + KEY_SEPARATOR).encode("utf-8"), type=pa.binary())
+    messages = pc.binary_join_element_wise(prefix, encoded.dictionary.cast(pa.binary()), b"")
+    digests = np.frombuffer(_hmacs(messages.to_pylist(), key), dtype="<u8").reshape(-1, 4)
+    present = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+    codes = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = digests[codes, 0] if len(digests) else np.zeros(len(codes), dtype=np.uint64)
+    return pd.Series(pd.arrays.IntegerArray(keys, ~present), index=values.index)
+
+
 def pseudonym_method(config: PartnerConfig) -> str:
     """How this partner's records are pseudonymised ('' when they cannot be)."""
     if config.record_id:

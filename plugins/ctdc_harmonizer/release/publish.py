@@ -16,6 +16,7 @@ import os
 import queue
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -110,7 +111,9 @@ class ConcurrentLoad:
     time in the database driver, outside the GIL.
     """
 
-    def __init__(self, url: str, release: str, combined: pd.DataFrame, batches, entities):
+    def __init__(
+        self, url: str, release: str, combined: Callable[[], pd.DataFrame], batches, entities
+    ):
         self._metadata: queue.Queue[dict | None] = queue.Queue(maxsize=1)
         self._result: dict | None = None
         self._error: BaseException | None = None
@@ -125,8 +128,8 @@ class ConcurrentLoad:
     def _load(self, url: str, release: str, combined, batches, entities) -> None:
         from ctdc_harmonizer.warehouse.loader import begin_load
 
-        try:
-            pending = begin_load(url, release, combined, batches, entities)
+        try:  # the frame is read here, so that only the load holds it
+            pending = begin_load(url, release, combined(), batches, entities)
         except BaseException as exc:  # handed to the main thread by publish()
             self._error = exc
             return

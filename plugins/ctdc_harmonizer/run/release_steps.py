@@ -153,7 +153,10 @@ def start_warehouse_load(plan: RunPlan, url: str | None = None) -> ConcurrentLoa
     configs = {p: plan.partner_config(p) for p in plan.partners}
     partners = {code: (c.name, c.datasource) for code, c in configs.items()}
     batches, entities = warehouse_batches(recon, partners)
-    combined = plan.work.read_frame(COMBINED)
+
+    def combined() -> pd.DataFrame:
+        return plan.work.read_frame(COMBINED)
+
     return ConcurrentLoad(plan.warehouse(url), plan.release, combined, batches, entities)
 
 
