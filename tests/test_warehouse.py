@@ -166,7 +166,7 @@ def test_sqlite_load(sqlite_url: str) -> None:
         "batches": len(FILES),
         "entities": len(ENTITIES),
         "dialect": "sqlite",
-        "method": "executemany",
+        "method": "arrow",
     }
     assert counts(sqlite_url) == {
         "reporting_entity": 2,
@@ -214,7 +214,8 @@ def test_failed_reload_keeps_previous_release(
     def boom(*_args: object, **_kwargs: object) -> str:
         raise RuntimeError("insert failed")
 
-    monkeypatch.setattr(loader_module, "_insert_rows", boom)
+    # After the release's old rows are deleted, in the load's transaction (either path).
+    monkeypatch.setattr(loader_module, "_case_rows", boom)
     with pytest.raises(RuntimeError):
         load(sqlite_url)
     assert counts(sqlite_url) == before  # the deletes were rolled back

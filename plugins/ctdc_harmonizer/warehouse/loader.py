@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from ctdc_harmonizer.codebook import Codebook, default_codebook
 from ctdc_harmonizer.columns import FILE, PARTNER, PSEUDONYM
 from ctdc_harmonizer.errors import ContractError, InfrastructureError
+from ctdc_harmonizer.warehouse import sqlite_arrow
 from ctdc_harmonizer.warehouse.columns import CASE_TABLE, VALUE_LENGTH
 from ctdc_harmonizer.warehouse.models import (
     BOOKKEEPING_COLUMNS,
@@ -91,6 +92,10 @@ class PendingLoad:
             raise _database_error(self.release, exc) from None
         finally:
             self._close()
+        self._log()
+        return dict(self.counts)
+
+    def _log(self) -> None:
         log.info(
             "warehouse: release %s loaded: %d case records, %d batches, %d entities (%s, %s)",
             self.release,
@@ -100,7 +105,6 @@ class PendingLoad:
             self.counts["dialect"],
             self.counts["method"],
         )
-        return dict(self.counts)
 
     def rollback(self) -> None:
         try:
@@ -136,9 +140,14 @@ def begin_load(
         migrate(url)
     except sa.exc.DBAPIError as exc:
         raise _database_error(release, exc) from None
+    version = codebook_version or codebook.version  # else the warehouse's own codebook
     # hide_parameters: SQLAlchemy would otherwise print bound row values in errors.
     engine = sa.create_engine(url, hide_parameters=True)
     if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:" and sqlite_arrow.available():
+            engine.dispose()
+            return _begin_arrow_load(database, release, harmonized, batch_frame, entities, version)
         sa.event.listen(engine, "connect", _sqlite_connection)
     conn = engine.connect()
     pending = PendingLoad(engine, conn, release, {})
@@ -150,8 +159,7 @@ def begin_load(
             [
                 {
                     "label": release,
-                    # Fall back to the warehouse's own codebook when the caller names none.
-                    "codebook_version": codebook_version or codebook.version,
+                    "codebook_version": version,
                     "created_at": datetime.now(UTC),
                     "row_count": len(harmonized),
                     "metadata_json": "{}",  # recorded by commit()
@@ -176,6 +184,70 @@ def begin_load(
         "method": method,
     }
     return pending
+
+
+class _ArrowPending(PendingLoad):
+    """A SQLite load on its ADBC connection (warehouse/sqlite_arrow.py), same contract."""
+
+    def __init__(self, load: sqlite_arrow.ArrowLoad, counts: dict):
+        self._load, self.release, self.counts = load, load.release, counts
+
+    def commit(self, metadata: dict) -> dict:
+        self._load.commit(metadata)
+        self._log()
+        return dict(self.counts)
+
+    def rollback(self) -> None:
+        self._load.rollback()
+
+
+def _adbc_error(release: str) -> Callable[[Exception], Exception]:
+    def described(exc: Exception) -> Exception:
+        # Only the class: a driver's message may quote a value.
+        text = f"loading release '{release}' failed in the database: {type(exc).__name__}"
+        if type(exc).__name__ == "OperationalError":  # locked, busy, disk: retrying may help
+            return WarehouseUnavailableError(f"{text}: the warehouse is busy or unreachable")
+        return WarehouseError(text)
+
+    return described
+
+
+def _begin_arrow_load(
+    database: str,
+    release: str,
+    harmonized: pd.DataFrame,
+    batch_frame: pd.DataFrame,
+    entities: list[dict],
+    version: str,
+) -> PendingLoad:
+    codebook = default_codebook()
+    described = _adbc_error(release)
+    try:
+        load = sqlite_arrow.ArrowLoad(database, release, described)
+    except Exception as exc:
+        raise described(exc) from None
+    try:
+        load.load(
+            entities,
+            batch_frame,
+            harmonized,
+            version,
+            lambda frame, batch_ids: _case_rows(frame, release, batch_ids, codebook),
+        )
+    except BaseException as exc:
+        load.rollback()
+        if isinstance(exc, Exception) and type(exc).__module__.startswith("adbc_driver"):
+            raise described(exc) from None
+        raise
+    counts = {
+        "release": release,
+        "case_records": load.counts["case_records"],
+        "batches": load.counts["batches"],
+        "entities": len(entities),
+        "dialect": "sqlite",
+        "method": "arrow",
+    }
+    return _ArrowPending(load, counts)
 
 
 def load_release(
