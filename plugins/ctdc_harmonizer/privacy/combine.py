@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -17,10 +18,10 @@ POLICY_FILE = "linkage.yaml"
 
 @dataclass(frozen=True)
 class Linked:
-    kept: pd.DataFrame  # the combined rows left, linkage keys dropped
+    merged: np.ndarray  # per record: merged into another partner's record of the person
     summary: dict  # method, policy, persons per pair of partners, duplicates merged
     matrix: dict  # the shareable overlap report (small cells hidden)
-    merged_files: dict[str, pd.Series]  # per partner: the file of each row merged away
+    merged_files: dict[str, pd.Series]  # per partner: the file of each record merged away
 
 
 def linkage_policy(mappings: str | Path) -> str:
@@ -38,20 +39,20 @@ def linkage_policy(mappings: str | Path) -> str:
     return policy
 
 
-def link(combined: pd.DataFrame, partners: list[str], columns: list[str], policy: str) -> Linked:
-    """Count persons found at two partners; under 'merge' keep one record of each (the most
-    complete by the codebook `columns`)."""
-    completeness = combined[columns].notna().sum(axis=1)
-    merged, pairs = linkage.overlaps(combined, PARTNER, policy, completeness)
+def link(keys: pd.DataFrame, completeness: np.ndarray, partners: list[str], policy: str) -> Linked:
+    """Count persons found at two partners; under 'merge' mark all but one record of each
+    (the most complete: `completeness`, its count of known codebook values) as merged.
+    `keys`: per record, its partner, file and linkage keys, in the release's order."""
+    merged, pairs = linkage.overlaps(keys, PARTNER, policy, pd.Series(completeness))
     merged_files = {
-        partner: combined.loc[merged & (combined[PARTNER] == partner), FILE].reset_index(drop=True)
+        partner: keys.loc[merged & (keys[PARTNER] == partner), FILE].reset_index(drop=True)
         for partner in partners
     }
-    kept = combined.loc[~merged].drop(columns=linkage.LINK_COLUMNS).reset_index(drop=True)
     summary = {
         "method": "keyed exact hashes of name and date-of-birth variants (docs/privacy.md)",
         "policy": policy,
         "persons_at_both_partners": pairs,
         "duplicates_merged": int(merged.sum()),
     }
-    return Linked(kept, summary, linkage.overlap_matrix(pairs, list(partners)), merged_files)
+    matrix = linkage.overlap_matrix(pairs, list(partners))
+    return Linked(merged.to_numpy(dtype=bool), summary, matrix, merged_files)

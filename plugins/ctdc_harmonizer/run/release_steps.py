@@ -16,8 +16,9 @@ from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.columns import FILE, PARTNER, PSEUDONYM
 from ctdc_harmonizer.privacy import combine as privacy_combine
 from ctdc_harmonizer.privacy import registry
+from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
 from ctdc_harmonizer.release import folder as release_folder
-from ctdc_harmonizer.release.combine import combine_partners
+from ctdc_harmonizer.release.combine import permutation
 from ctdc_harmonizer.release.metadata import release_metadata
 from ctdc_harmonizer.release.reconcile import partner_files, reconcile
 from ctdc_harmonizer.run import locks
@@ -55,16 +56,23 @@ def combine(plan: RunPlan) -> Combined:
     codebook = default_codebook()
     partners = sorted(plan.partners)
     works = {p: plan.work.partner(p) for p in partners}
-    combined = combine_partners(
-        [works[p].read_frame(works[p].HARMONIZED) for p in partners], plan.release
-    )
-    # PRIVACY: cross-partner overlaps counted (merged under policy), linkage keys dropped.
+    frames = [works[p].read_frame(works[p].HARMONIZED) for p in partners]
+    combined = pd.concat(frames, ignore_index=True)
+    del frames
+    order = permutation(len(combined), plan.release)  # the release's row order
+    # PRIVACY: cross-partner overlaps counted (merged under policy), on the keys alone; the
+    # records are then taken once, in the release's order, without the linkage keys.
+    keys = combined[[PARTNER, FILE, *LINK_COLUMNS]].iloc[order].reset_index(drop=True)
+    completeness = combined[codebook.columns].notna().sum(axis=1).to_numpy()[order]
     policy = privacy_combine.linkage_policy(plan.mappings)
-    linked = privacy_combine.link(combined, plan.partners, codebook.columns, policy)
+    linked = privacy_combine.link(keys, completeness, plan.partners, policy)
     for partner, files in linked.merged_files.items():
         works[partner].write_frame(PartnerWork.LINKED, files.to_frame(FILE))
     plan.work.write_json(OVERLAPS, linked.matrix)
-    combined = linked.kept[[*codebook.columns, PARTNER, FILE, PSEUDONYM]]
+    released = combined[[*codebook.columns, PARTNER, FILE, PSEUDONYM]]
+    del combined
+    combined = released.take(order[~linked.merged]).reset_index(drop=True)
+    del released
     combined_path = plan.work.write_frame(COMBINED, combined)
     recon = reconcile(plan.release, {p: _partner_reconciliation(works[p]) for p in partners})
     recon["overlaps"] = linked.summary
