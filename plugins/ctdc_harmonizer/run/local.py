@@ -64,6 +64,14 @@ def _release_executor(context: multiprocessing.context.BaseContext) -> ProcessPo
     return _release_process
 
 
+def stop_workers() -> None:
+    """Stop the release process, if this process started one (before a fast exit)."""
+    global _release_process
+    if _release_process is not None:
+        _release_process.shutdown(wait=True, cancel_futures=True)
+        _release_process = None
+
+
 def _start_fork_server() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED)
