@@ -27,7 +27,7 @@ from ctdc_harmonizer.columns import (
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.fileio import sha256_of, write_json
 from ctdc_harmonizer.release.metadata import MARKER
-from ctdc_harmonizer.release.quality import validate_release
+from ctdc_harmonizer.release.quality import categorical, validate_release
 from ctdc_harmonizer.safety import write_report_csv
 
 # Written after the load from the release's own table, with its own manifest: not part of the
@@ -38,9 +38,10 @@ RECONCILIATION, COVERAGE, OVERLAPS = "reconciliation.json", "coverage.json", "ov
 UNMAPPED, VALUE_ISSUES, REJECTS = "unmapped.csv", "value_issues.csv", "rejects.csv"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReleaseContent:
-    """Everything a release folder holds, gathered from the run's work folder."""
+    """Everything a release folder holds, gathered from the run's work folder. `build_release`
+    lets go of the table once it is written (a million records are a few hundred MiB)."""
 
     release: str
     release_year: int
@@ -117,6 +118,9 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     table = content.harmonized
     table.to_csv(staging / TABLE_CSV, index=False, na_rep="", encoding="utf-8")
     table.to_parquet(staging / TABLE_PARQUET, index=False)
+    # Validated as categories (a few codes per column): the text table can go now.
+    validated = categorical(table)
+    content.harmonized = table = None
     write_json(staging / RECONCILIATION, content.reconciliation)
     order = ["partner", "field", "note", "source_value"]
     unmapped = _report_rows(content.unmapped, UNMAPPED_REPORT_COLUMNS, order)
@@ -128,7 +132,7 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     if content.overlaps is not None:  # PRIVACY: counts only, small cells hidden
         write_json(staging / OVERLAPS, content.overlaps)
     # Dataset-level quality (Great Expectations) on what is about to be released.
-    quality = validate_release(table, codebook, content.release_year, staging)
+    quality = validate_release(validated, codebook, content.release_year, staging)
     if not quality["success"]:
         failed = quality["failed"] - quality["warnings"]
         raise CtdcError(

@@ -212,7 +212,7 @@ def _summary_row(result) -> dict:
     }
 
 
-def _categorical(frame: pd.DataFrame) -> pd.DataFrame:
+def categorical(frame: pd.DataFrame) -> pd.DataFrame:
     """Text columns as categories: a release column holds a few dozen codes, and GX's set and
     null checks then work on the categories instead of every string (about 3x faster at 1M
     rows; the same results)."""
@@ -288,7 +288,7 @@ def validate_release(
         )
     )
     outcome = checkpoint.run(
-        batch_parameters={"dataframe": _categorical(frame)},
+        batch_parameters={"dataframe": categorical(frame)},
         run_id=RunIdentifier(run_name=f"release-{release_year}"),
     )
 

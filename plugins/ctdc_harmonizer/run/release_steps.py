@@ -69,10 +69,15 @@ def combine(plan: RunPlan) -> Combined:
     for partner, files in linked.merged_files.items():
         works[partner].write_frame(PartnerWork.LINKED, files.to_frame(FILE))
     plan.work.write_json(OVERLAPS, linked.matrix)
+    kept = order[~linked.merged]
+    del keys, completeness  # before the copy below: the peak of a million-record run
     released = combined[[*codebook.columns, PARTNER, FILE, PSEUDONYM]]
     del combined
-    combined = released.take(order[~linked.merged]).reset_index(drop=True)
-    del released
+    # Column by column, each source column freed once taken: one copy of the table at a
+    # time (a million records hold about half a GiB of text).
+    combined = pd.DataFrame(
+        {name: released.pop(name).take(kept).reset_index(drop=True) for name in list(released)}
+    )
     combined_path = plan.work.write_frame(COMBINED, combined)
     recon = reconcile(plan.release, {p: _partner_reconciliation(works[p]) for p in partners})
     recon["overlaps"] = linked.summary
@@ -99,10 +104,9 @@ def write_release(plan: RunPlan) -> ReleaseWritten:
     works = {p: plan.work.partner(p) for p in partners}
     recon = plan.work.read_json(RECONCILIATION)
     harmonized = plan.work.read_frame(COMBINED, columns=codebook.columns)
+    rows = len(harmonized)
     configs = {p: plan.partner_config(p) for p in partners}
-    metadata = release_metadata(
-        plan.release, plan.release_year, len(harmonized), recon, configs, codebook
-    )
+    metadata = release_metadata(plan.release, plan.release_year, rows, recon, configs, codebook)
     metadata["partners_without_delivery"] = plan.partners_without_delivery or []
     metadata["unmapped_partner_folders"] = plan.unmapped_partner_folders or []
     content = release_folder.ReleaseContent(
@@ -117,6 +121,7 @@ def write_release(plan: RunPlan) -> ReleaseWritten:
         overlaps=plan.work.read_json(OVERLAPS) if plan.work.exists(OVERLAPS) else None,
         metadata=metadata,
     )
+    del harmonized  # the content holds it until it is written
     staging = plan.staging_dir
     quality = release_folder.build_release(content, staging, codebook)
     written = ReleaseWritten(
@@ -124,7 +129,7 @@ def write_release(plan: RunPlan) -> ReleaseWritten:
         release_dir=str(target),
         staged_dir=str(staging),
         folder_sha256=release_folder.folder_digest(staging),
-        rows=len(harmonized),
+        rows=rows,
         totals=recon["totals"],
         quality=quality,
     )

@@ -29,6 +29,7 @@ from ctdc_harmonizer.warehouse.models import (
 
 # SQLAlchemy's own text form of a DateTime on SQLite: rows loaded either way read the same.
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+INGEST_ROWS = 100_000
 ENTITY, RELEASE, BATCH, CASE = (
     model.__table__.name for model in (ReportingEntity, DataRelease, ExtractBatch, CaseRecord)
 )
@@ -110,8 +111,11 @@ class ArrowLoad:
         batch_ids = batch_ids.merge(codes, on="entity_id", how="inner")
         rows = case_rows(harmonized, batch_ids)
         del harmonized
-        table = pa.Table.from_pandas(rows, preserve_index=False)
-        cur.adbc_ingest(CASE, table, mode="append")
+        for start in range(0, len(rows), INGEST_ROWS):  # Arrow per block: one copy at a time
+            block = pa.Table.from_pandas(
+                rows.iloc[start : start + INGEST_ROWS], preserve_index=False
+            )
+            cur.adbc_ingest(CASE, block, mode="append")
         self.counts = {"case_records": len(rows), "batches": len(batch_frame)}
 
     def commit(self, metadata: dict) -> None:
