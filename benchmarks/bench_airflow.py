@@ -12,7 +12,7 @@ API with params, approves through the REST API as soon as the approval waits, an
   before the approval is asked: planning, the four partner chains, combine, the release
   folder, the warehouse load and the hand-off);
 - **to published**: from the trigger to the end of `publish` (includes the scheduler's
-  pick-up of the answer; the approval itself is immediate here);
+  pick-up of the answer, given 8 s after the approval starts waiting);
 - every task instance's own duration (start to end, from the REST API), summed per task.
 
 Only counts and times are printed; the run's logs stay in the temporary Airflow home (named
@@ -107,6 +107,9 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
             3600,
         )
         if api.json("GET", approve)["state"] == "awaiting_input":
+            # As the e2e test does: Airflow 3.3 fails an approval answered before the scheduler
+            # has seen the deferring task's process exit (a person never answers that fast).
+            time.sleep(8)
             api.json("PATCH", f"{approve}/-1/hitlDetails", {"chosen_options": ["Approve"]})
         state = wait_for(
             "the run",
@@ -156,7 +159,7 @@ def main() -> int:
     print(f"ctdc bench (Airflow, LocalExecutor, PostgreSQL metadata): {records:,} records")
     print(f"  run state: {result['state']} ({result['task_instances']} task instances)")
     print(f"  pipeline (trigger -> hand_off done): {result['pipeline_seconds']} s")
-    print(f"  to published (approval immediate): {result['to_published_seconds']} s")
+    print(f"  to published (approved 8 s after it waits): {result['to_published_seconds']} s")
     for task, seconds in sorted(result["task_seconds"].items(), key=lambda x: -x[1]):
         print(f"    {task:28s} {seconds:7.2f} s")
     if result["state"] != "success" or args.keep:
