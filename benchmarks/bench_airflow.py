@@ -39,7 +39,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the e2e tests' deployment helpers
 
-from test_airflow_processes import Api, admin_sql, free_port, wait_for  # noqa: E402
+from test_airflow_processes import (  # noqa: E402
+    Api,
+    admin_sql,
+    deployment_env,
+    free_port,
+    wait_for,
+)
 
 DAG_ID = "ctdc_annual_update"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -57,19 +63,8 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
     for partner in partners:
         samples.generate(partner, landing, n=records, seed=11)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CTDC_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "CTDC_LANDING": str(home / "nothing-delivered"),
-            "CTDC_OUT": str(home / "releases"),
-            "CTDC_PSEUDONYM_KEY": os.environ.get("CTDC_PSEUDONYM_KEY") or secrets.token_hex(32),
-        }
-    )
+    key = os.environ.get("CTDC_PSEUDONYM_KEY") or secrets.token_hex(32)
+    env = deployment_env(home, database, home / "nothing-delivered", CTDC_PSEUDONYM_KEY=key)
     (home / "nothing-delivered").mkdir()
     launcher = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],

@@ -81,6 +81,28 @@ class Api:
         return response.json()
 
 
+def deployment_env(home: Path, database: str, nothing_delivered: Path, **extra: str) -> dict:
+    """The launcher's environment for a throw-away deployment: this machine's environment
+    without any Airflow, CTDC or storage setting, then the deployment's own (free log-server
+    ports, a fast scheduler heartbeat, a landing folder with no delivery for the yearly run)."""
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
+    }
+    return {
+        **keep,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "CTDC_LANDING": str(nothing_delivered),  # what the yearly run sees
+        "CTDC_OUT": str(home / "releases"),
+        **extra,
+    }
+
+
 def wait_for(what: str, check, timeout: float, every: float = 2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,19 +130,12 @@ def deployment(database, smtp, tmp_path_factory):
     for partner in PARTNERS:
         samples.generate(partner, landing, n=40, seed=7)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CTDC_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "CTDC_LANDING": str(empty),  # what the yearly run sees: no delivery yet
-            "CTDC_OUT": str(home / "releases"),
-            "AIRFLOW_CONN_CTDC_SMTP": smtp.connection_json(),
-            "CTDC_ALERT_TO": "data-team@example.org",
-        }
+    env = deployment_env(
+        home,
+        database,
+        empty,
+        AIRFLOW_CONN_CTDC_SMTP=smtp.connection_json(),
+        CTDC_ALERT_TO="data-team@example.org",
     )
     launcher = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],

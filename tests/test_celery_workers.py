@@ -27,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from s3_emulator import EmulatorUnavailable, S3Emulator
 from smtp_sink import SmtpSink, text_of
-from test_airflow_processes import DAG_ID, REPO_ROOT, Api, free_port, wait_for
+from test_airflow_processes import DAG_ID, REPO_ROOT, Api, deployment_env, free_port, wait_for
 
 pytestmark = pytest.mark.processes
 PARTNERS = ["hotline", "iom"]
@@ -69,27 +69,16 @@ def celery_deployment(database, s3, tmp_path_factory):
     port = free_port()
     queue = f"ctdc-test-{uuid.uuid4().hex[:8]}"  # the Redis server may be shared
     with SmtpSink() as smtp:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
-        }
-        env.update(s3.env())  # the workers reach the bucket as a deployment would
-        env.update(
-            {
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
-                "CTDC_LANDING": str(home / "empty"),
-                "CTDC_OUT": str(home / "releases"),
-                "CTDC_WORK_URL": s3.url(WORK_PREFIX),
-                "AIRFLOW_CONN_CTDC_SMTP": smtp.connection_json(),
-                "CTDC_ALERT_TO": "data-team@example.org",
-            }
+        env = deployment_env(
+            home,
+            database,
+            home / "empty",
+            **s3.env(),  # the workers reach the bucket as a deployment would
+            AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,
+            AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
+            CTDC_WORK_URL=s3.url(WORK_PREFIX),
+            AIRFLOW_CONN_CTDC_SMTP=smtp.connection_json(),
+            CTDC_ALERT_TO="data-team@example.org",
         )
         script = str(REPO_ROOT / "scripts" / "airflow_local.py")
         launcher = subprocess.Popen(

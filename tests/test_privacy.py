@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import postgres_schema
 
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.errors import CtdcError
@@ -318,33 +320,9 @@ def test_soundex():
 
 
 @pytest.fixture
-def pg_url():
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    import os
-    import uuid
-
-    import sqlalchemy as sa
-
-    psycopg = pytest.importorskip("psycopg")
-    base = sa.make_url(
-        os.environ.get(
-            "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        )
-    )
-    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable ({type(exc).__name__})")
-    schema = f"ctdc_privacy_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+def pg_url() -> Iterator[str]:
+    with postgres_schema("ctdc_privacy") as url:
+        yield url
 
 
 @pytest.mark.postgres

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import postgres_schema
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.warehouse import default_warehouse_url, load_release, migrate
@@ -17,9 +16,6 @@ from ctdc_harmonizer.warehouse import loader as loader_module
 from ctdc_harmonizer.warehouse.loader import WarehouseError
 
 CODEBOOK = default_codebook()
-PG_URL = os.environ.get(
-    "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TABLES = ["reporting_entity", "data_release", "extract_batch", "case_record"]
 ENTITIES = [
     {"code": "iom", "name": "IOM", "datasource_type": "Case Management"},
@@ -256,22 +252,8 @@ def test_default_warehouse_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    base = sa.make_url(PG_URL)
-    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {base.host}:{base.port} ({type(exc).__name__})")
-    schema = f"ctdc_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with postgres_schema("ctdc_test") as url:
+        yield url
 
 
 @pytest.mark.postgres

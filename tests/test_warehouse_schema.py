@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from conftest import postgres_schema
 
 from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
@@ -28,9 +27,6 @@ from ctdc_harmonizer.warehouse.columns import CASE_TABLE, RELEASE_VIEW, release_
 from ctdc_harmonizer.warehouse.models import Base, case_record_columns
 from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
 
-PG_URL = os.environ.get(
-    "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 MIGRATION_FILES = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
 # What a migration may import: the standard library bits it needs, SQLAlchemy, Alembic.
 ALLOWED_IMPORTS = {"__future__", "collections", "sqlalchemy", "alembic"}
@@ -43,22 +39,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    base = sa.make_url(PG_URL)
-    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {base.host}:{base.port} ({type(exc).__name__})")
-    schema = f"ctdc_schema_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with postgres_schema("ctdc_schema") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
