@@ -8,13 +8,10 @@ here, at import time, because Airflow reads its configuration once, on first imp
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import secrets
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,31 +65,3 @@ def sample_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     landing = tmp_path_factory.mktemp("landing")
     samples.generate_all(landing, seed=2025)
     return landing
-
-
-POSTGRES_URL = os.environ.get(
-    "CTDC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextlib.contextmanager
-def postgres_schema(prefix: str) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards; the test is
-    skipped with the reason when no server answers."""
-    import sqlalchemy as sa
-
-    psycopg = pytest.importorskip("psycopg")
-    base = sa.make_url(POSTGRES_URL)
-    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {base.host}:{base.port} ({type(exc).__name__})")
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import postgres_schema
 
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.errors import CtdcError
@@ -23,6 +22,7 @@ from ctdc_harmonizer.privacy import keys, linkage, pseudonyms
 from ctdc_harmonizer.run import local
 from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.samples.people import twin_records
+from databases import postgres_schema
 from tiny_partner import FIELDS_CSV, PARTNER_YAML, VALUES_CSV, row
 
 PLANTED_ID = "CASE-PLANTED-4411"

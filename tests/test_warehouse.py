@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import postgres_schema
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.warehouse import default_warehouse_url, load_release, migrate
 from ctdc_harmonizer.warehouse import loader as loader_module
 from ctdc_harmonizer.warehouse.loader import WarehouseError
+from databases import postgres_schema
 
 CODEBOOK = default_codebook()
 TABLES = ["reporting_entity", "data_release", "extract_batch", "case_record"]

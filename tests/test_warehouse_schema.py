@@ -19,13 +19,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import postgres_schema
 
 from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
 from ctdc_harmonizer.warehouse.columns import CASE_TABLE, RELEASE_VIEW, release_view_sql
 from ctdc_harmonizer.warehouse.models import Base, case_record_columns
 from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
+from databases import postgres_schema
 
 MIGRATION_FILES = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
 # What a migration may import: the standard library bits it needs, SQLAlchemy, Alembic.
