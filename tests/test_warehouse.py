@@ -309,3 +309,21 @@ def test_postgres_copy_error_is_sanitised(pg_url: str, monkeypatch: pytest.Monke
     assert "SURVIVOR" not in str(info.value) and "SQLSTATE" in str(info.value)
     assert info.value.__cause__ is None
     assert counts(pg_url) == before
+
+
+def test_sqlite_load_enforces_foreign_keys(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The Arrow path's own connection checks the links too: a record naming no batch is
+    refused (by the database, value-free), and nothing of the load stays."""
+    load(sqlite_url)
+    before = counts(sqlite_url)
+    case_rows = loader_module._case_rows
+
+    def orphaned(*args, **kwargs):
+        rows = case_rows(*args, **kwargs)
+        return rows.assign(batch_id=10_000)  # no such batch
+
+    monkeypatch.setattr(loader_module, "_case_rows", orphaned)
+    with pytest.raises(WarehouseError, match="failed in the database") as info:
+        load(sqlite_url)
+    assert "10000" not in str(info.value)
+    assert counts(sqlite_url) == before

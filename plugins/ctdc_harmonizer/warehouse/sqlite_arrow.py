@@ -4,7 +4,8 @@ The standard library's sqlite3 binds row by row from Python tuples, which costs 
 as SQLite's own insert (more than 10 s at a million records). The ADBC SQLite driver binds
 an Arrow table directly. Its connection runs the whole load transaction, the release's own
 rows included (entities, release, batches; plain SQL on the tables the models define), so
-the load stays one transaction that `commit` ends with the release's metadata.
+the load stays one transaction that `commit` ends with the release's metadata, with the
+foreign keys enforced as on every other connection to the warehouse.
 
 The schema is created and upgraded by Alembic beforehand, through SQLAlchemy, as for every
 backend.
@@ -30,6 +31,7 @@ from ctdc_harmonizer.warehouse.models import (
 # SQLAlchemy's own text form of a DateTime on SQLite: rows loaded either way read the same.
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 INGEST_ROWS = 100_000
+CACHE_KIB = 256 * 1024
 ENTITY, RELEASE, BATCH, CASE = (
     model.__table__.name for model in (ReportingEntity, DataRelease, ExtractBatch, CaseRecord)
 )
@@ -54,8 +56,12 @@ class ArrowLoad:
         import adbc_driver_sqlite.dbapi as adbc
 
         self.release, self._on_error = release, on_error
-        self._connection = adbc.connect(database)  # autocommit off: one transaction
+        # The transaction is ours (BEGIN ... COMMIT): SQLite takes its pragmas only outside one.
+        self._connection = adbc.connect(database, autocommit=True)
         self._cursor = self._connection.cursor()
+        self._cursor.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
+        self._cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # index pages stay in memory
+        self._cursor.execute("BEGIN IMMEDIATE")  # the write lock now: a rival load waits here
         self.counts: dict = {}
 
     def load(
@@ -127,7 +133,7 @@ class ArrowLoad:
                     self.release,
                 ),
             )
-            self._connection.commit()
+            self._cursor.execute("COMMIT")
         except Exception as exc:
             raise self._on_error(exc) from None
         finally:
@@ -135,7 +141,7 @@ class ArrowLoad:
 
     def rollback(self) -> None:
         try:
-            self._connection.rollback()
+            self._cursor.execute("ROLLBACK")
         finally:
             self.close()
 
