@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -69,18 +69,97 @@ def _database_error(release: str, exc: sa.exc.DBAPIError) -> Exception:
     return WarehouseError(text)
 
 
+class _Writer(Protocol):
+    """One load transaction on one connection. `begin_load` runs its steps in this order;
+    `commit` (with the release's metadata) or `rollback` ends it."""
+
+    dialect: str
+
+    def database_error(self, exc: BaseException) -> Exception | None: ...
+    def upsert_entities(self, entities: Sequence[dict]) -> dict[str, int]: ...
+    def replace_release(self, codebook_version: str, row_count: int) -> None: ...
+    def insert_batches(
+        self, batch_frame: pd.DataFrame, entity_ids: dict[str, int]
+    ) -> pd.DataFrame: ...
+    def insert_rows(self, rows: pd.DataFrame) -> str: ...
+    def commit(self, metadata_json: str) -> None: ...
+    def rollback(self) -> None: ...
+
+
 class PendingLoad:
     """A release loaded into an open transaction, not yet committed: the release folder's
     content hash, recorded in the release's metadata, is known only once the folder is built,
     which may happen while the rows are being loaded (run/local.py). `commit` records the
     metadata and commits; `rollback` leaves the warehouse as it was. Use from one thread."""
 
-    def __init__(self, engine: sa.Engine, conn: Connection, release: str, counts: dict):
-        self._engine, self._conn, self._transaction = engine, conn, conn.begin()
-        self.release, self.counts = release, counts
+    def __init__(self, writer: _Writer, counts: dict):
+        self._writer, self.counts = writer, counts
+        self.release = counts["release"]
 
     def commit(self, metadata: dict) -> dict:
-        metadata_json = json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str)
+        self._writer.commit(json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str))
+        log.info(
+            "warehouse: release %s loaded: %d case records, %d batches, %d entities (%s, %s)",
+            self.release,
+            self.counts["case_records"],
+            self.counts["batches"],
+            self.counts["entities"],
+            self.counts["dialect"],
+            self.counts["method"],
+        )
+        return dict(self.counts)
+
+    def rollback(self) -> None:
+        self._writer.rollback()
+
+
+class _CoreWriter:
+    """The load on a SQLAlchemy connection: PostgreSQL (COPY), SQLite without the ADBC
+    driver or in memory, any other dialect."""
+
+    def __init__(self, url: str, release: str):
+        # hide_parameters: SQLAlchemy would otherwise print bound row values in errors.
+        self._engine = sa.create_engine(url, hide_parameters=True)
+        self.dialect, self.release = self._engine.dialect.name, release
+        if self.dialect == "sqlite":
+            sa.event.listen(self._engine, "connect", _sqlite_connection)
+        try:
+            self._conn = self._engine.connect()
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self._transaction = self._conn.begin()
+
+    def database_error(self, exc: BaseException) -> Exception | None:
+        if isinstance(exc, sa.exc.DBAPIError):
+            return _database_error(self.release, exc)
+        return None
+
+    def upsert_entities(self, entities: Sequence[dict]) -> dict[str, int]:
+        return _upsert_entities(self._conn, entities)
+
+    def replace_release(self, codebook_version: str, row_count: int) -> None:
+        _delete_release(self._conn, self.release)
+        self._conn.execute(
+            sa.insert(DataRelease),
+            [
+                {
+                    "label": self.release,
+                    "codebook_version": codebook_version,
+                    "created_at": datetime.now(UTC),
+                    "row_count": row_count,
+                    "metadata_json": "{}",  # recorded by commit()
+                }
+            ],
+        )
+
+    def insert_batches(self, batch_frame: pd.DataFrame, entity_ids: dict[str, int]) -> pd.DataFrame:
+        return _insert_batches(self._conn, self.release, batch_frame, entity_ids)
+
+    def insert_rows(self, rows: pd.DataFrame) -> str:
+        return _insert_rows(self._conn, rows)
+
+    def commit(self, metadata_json: str) -> None:
         try:
             self._conn.execute(
                 sa.update(DataRelease)
@@ -92,19 +171,6 @@ class PendingLoad:
             raise _database_error(self.release, exc) from None
         finally:
             self._close()
-        self._log()
-        return dict(self.counts)
-
-    def _log(self) -> None:
-        log.info(
-            "warehouse: release %s loaded: %d case records, %d batches, %d entities (%s, %s)",
-            self.release,
-            self.counts["case_records"],
-            self.counts["batches"],
-            self.counts["entities"],
-            self.counts["dialect"],
-            self.counts["method"],
-        )
 
     def rollback(self) -> None:
         try:
@@ -115,6 +181,39 @@ class PendingLoad:
     def _close(self) -> None:
         self._conn.close()
         self._engine.dispose()
+
+
+def _adbc_error(release: str) -> Callable[[Exception], Exception]:
+    def described(exc: Exception) -> Exception:
+        # Only the class: a driver's message may quote a value.
+        text = f"loading release '{release}' failed in the database: {type(exc).__name__}"
+        if type(exc).__name__ == "OperationalError":  # locked, busy, disk: retrying may help
+            return WarehouseUnavailableError(f"{text}: the warehouse is busy or unreachable")
+        return WarehouseError(text)
+
+    return described
+
+
+def _open_writer(url: str, release: str) -> _Writer:
+    """The load's transaction: on a SQLite file, the ADBC driver's (Arrow, no Python object
+    per value); otherwise a SQLAlchemy connection's. Errors value-free."""
+    parsed = sa.make_url(url)
+    database = parsed.database
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and database
+        and database != ":memory:"
+        and sqlite_arrow.available()
+    ):
+        described = _adbc_error(release)
+        try:
+            return sqlite_arrow.ArrowWriter(database, release, described)
+        except Exception as exc:
+            raise described(exc) from None
+    try:
+        return _CoreWriter(url, release)
+    except sa.exc.DBAPIError as exc:
+        raise _database_error(release, exc) from None
 
 
 def begin_load(
@@ -141,113 +240,29 @@ def begin_load(
     except sa.exc.DBAPIError as exc:
         raise _database_error(release, exc) from None
     version = codebook_version or codebook.version  # else the warehouse's own codebook
-    # hide_parameters: SQLAlchemy would otherwise print bound row values in errors.
-    engine = sa.create_engine(url, hide_parameters=True)
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:" and sqlite_arrow.available():
-            engine.dispose()
-            return _begin_arrow_load(database, release, harmonized, batch_frame, entities, version)
-        sa.event.listen(engine, "connect", _sqlite_connection)
-    conn = engine.connect()
-    pending = PendingLoad(engine, conn, release, {})
+    writer = _open_writer(url, release)
     try:
-        entity_ids = _upsert_entities(conn, entities)
-        _delete_release(conn, release)
-        conn.execute(
-            sa.insert(DataRelease),
-            [
-                {
-                    "label": release,
-                    "codebook_version": version,
-                    "created_at": datetime.now(UTC),
-                    "row_count": len(harmonized),
-                    "metadata_json": "{}",  # recorded by commit()
-                }
-            ],
-        )
-        batch_ids = _insert_batches(conn, release, batch_frame, entity_ids)
-        rows = _case_rows(harmonized, release, batch_ids, codebook)
+        entity_ids = writer.upsert_entities(entities)
+        writer.replace_release(version, len(harmonized))
+        stored = writer.insert_batches(batch_frame, entity_ids)
+        rows = _case_rows(harmonized, release, _batch_ids(stored, entity_ids), codebook)
         del harmonized  # the rows are a copy: at a million records, hundreds of MiB less
-        method = _insert_rows(conn, rows)
+        method = writer.insert_rows(rows)
     except BaseException as exc:
-        pending.rollback()
-        if isinstance(exc, sa.exc.DBAPIError):
-            raise _database_error(release, exc) from None
+        writer.rollback()
+        error = writer.database_error(exc)
+        if error is not None:
+            raise error from None
         raise
-    pending.counts = {
+    counts = {
         "release": release,
         "case_records": len(rows),
         "batches": len(batch_frame),
         "entities": len(entities),
-        "dialect": engine.dialect.name,
+        "dialect": writer.dialect,
         "method": method,
     }
-    return pending
-
-
-class _ArrowPending(PendingLoad):
-    """A SQLite load on its ADBC connection (warehouse/sqlite_arrow.py), same contract."""
-
-    def __init__(self, load: sqlite_arrow.ArrowLoad, counts: dict):
-        self._load, self.release, self.counts = load, load.release, counts
-
-    def commit(self, metadata: dict) -> dict:
-        self._load.commit(metadata)
-        self._log()
-        return dict(self.counts)
-
-    def rollback(self) -> None:
-        self._load.rollback()
-
-
-def _adbc_error(release: str) -> Callable[[Exception], Exception]:
-    def described(exc: Exception) -> Exception:
-        # Only the class: a driver's message may quote a value.
-        text = f"loading release '{release}' failed in the database: {type(exc).__name__}"
-        if type(exc).__name__ == "OperationalError":  # locked, busy, disk: retrying may help
-            return WarehouseUnavailableError(f"{text}: the warehouse is busy or unreachable")
-        return WarehouseError(text)
-
-    return described
-
-
-def _begin_arrow_load(
-    database: str,
-    release: str,
-    harmonized: pd.DataFrame,
-    batch_frame: pd.DataFrame,
-    entities: list[dict],
-    version: str,
-) -> PendingLoad:
-    codebook = default_codebook()
-    described = _adbc_error(release)
-    try:
-        load = sqlite_arrow.ArrowLoad(database, release, described)
-    except Exception as exc:
-        raise described(exc) from None
-    try:
-        load.load(
-            entities,
-            batch_frame,
-            harmonized,
-            version,
-            lambda frame, batch_ids: _case_rows(frame, release, batch_ids, codebook),
-        )
-    except BaseException as exc:
-        load.rollback()
-        if isinstance(exc, Exception) and type(exc).__module__.startswith("adbc_driver"):
-            raise described(exc) from None
-        raise
-    counts = {
-        "release": release,
-        "case_records": load.counts["case_records"],
-        "batches": load.counts["batches"],
-        "entities": len(entities),
-        "dialect": "sqlite",
-        "method": "arrow",
-    }
-    return _ArrowPending(load, counts)
+    return PendingLoad(writer, counts)
 
 
 def load_release(
@@ -393,7 +408,7 @@ def _delete_release(conn: Connection, release: str) -> None:
 def _insert_batches(
     conn: Connection, release: str, batch_frame: pd.DataFrame, entity_ids: dict[str, int]
 ) -> pd.DataFrame:
-    """Insert the release's batches; return (_partner, _file, batch_id, entity_id)."""
+    """Insert the release's batches; return them as stored (batch_id, entity_id, _file)."""
     frame = batch_frame.assign(
         release_label=release, entity_id=batch_frame["partner"].map(entity_ids)
     )
@@ -406,7 +421,7 @@ def _insert_batches(
     if records:
         conn.execute(sa.insert(ExtractBatch), records)
     table = ExtractBatch.__table__
-    stored = pd.DataFrame(
+    return pd.DataFrame(
         conn.execute(
             sa.select(table.c.id, table.c.entity_id, table.c.file_name).where(
                 table.c.release_label == release
@@ -414,6 +429,10 @@ def _insert_batches(
         ).all(),
         columns=["batch_id", "entity_id", FILE],
     )
+
+
+def _batch_ids(stored: pd.DataFrame, entity_ids: dict[str, int]) -> pd.DataFrame:
+    """The stored batches by (_partner, _file): batch_id, entity_id."""
     codes = pd.DataFrame(list(entity_ids.items()), columns=[PARTNER, "entity_id"]).astype(
         {"entity_id": "int64"}
     )

@@ -5,7 +5,8 @@ as SQLite's own insert (more than 10 s at a million records). The ADBC SQLite dr
 an Arrow table directly. Its connection runs the whole load transaction, the release's own
 rows included (entities, release, batches; plain SQL on the tables the models define), so
 the load stays one transaction that `commit` ends with the release's metadata, with the
-foreign keys enforced as on every other connection to the warehouse.
+foreign keys enforced as on every other connection to the warehouse. `loader.begin_load`
+runs the steps, in the same order as on a SQLAlchemy connection.
 
 The schema is created and upgraded by Alembic beforehand, through SQLAlchemy, as for every
 backend.
@@ -13,14 +14,13 @@ backend.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
 
-from ctdc_harmonizer.columns import FILE, PARTNER
+from ctdc_harmonizer.columns import FILE
 from ctdc_harmonizer.warehouse.models import (
     CaseRecord,
     DataRelease,
@@ -49,8 +49,10 @@ def _columns(names: Sequence[str]) -> str:
     return ", ".join(f'"{name}"' for name in names)
 
 
-class ArrowLoad:
+class ArrowWriter:
     """An open load transaction on an ADBC connection (see the module docstring)."""
+
+    dialect = "sqlite"
 
     def __init__(self, database: str, release: str, on_error: Callable[[Exception], Exception]):
         import adbc_driver_sqlite.dbapi as adbc
@@ -62,17 +64,15 @@ class ArrowLoad:
         self._cursor.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
         self._cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # index pages, not a GiB
         self._cursor.execute("BEGIN IMMEDIATE")  # the write lock now: a rival load waits here
-        self.counts: dict = {}
 
-    def load(
-        self,
-        entities: list[dict],
-        batch_frame: pd.DataFrame,
-        harmonized: pd.DataFrame,
-        codebook_version: str,
-        case_rows: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame],
-    ) -> None:
-        cur, release = self._cursor, self.release
+    def database_error(self, exc: BaseException) -> Exception | None:
+        """The value-free error for the driver's `exc`; None when it is not the driver's."""
+        if isinstance(exc, Exception) and type(exc).__module__.startswith("adbc_driver"):
+            return self._on_error(exc)
+        return None
+
+    def upsert_entities(self, entities: Sequence[dict]) -> dict[str, int]:
+        cur = self._cursor
         cur.executemany(
             f'INSERT INTO "{ENTITY}" (code, name, datasource_type) VALUES (?, ?, ?) '
             "ON CONFLICT (code) DO UPDATE SET name = excluded.name, "
@@ -80,19 +80,25 @@ class ArrowLoad:
             [(str(e["code"]), str(e["name"]), str(e["datasource_type"])) for e in entities],
         )
         cur.execute(f'SELECT code, id FROM "{ENTITY}"')
-        entity_ids = {code: entity_id for code, entity_id in cur.fetchall()}
-        for table, column in (
+        return {code: entity_id for code, entity_id in cur.fetchall()}
+
+    def replace_release(self, codebook_version: str, row_count: int) -> None:
+        cur = self._cursor
+        for table, column in (  # children first, so the foreign keys hold throughout
             (CASE, "release_label"),
             (BATCH, "release_label"),
             (RELEASE, "label"),
         ):
-            cur.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (release,))
+            cur.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (self.release,))
         created = datetime.now(UTC).strftime(SQLITE_DATETIME)
         cur.execute(
             f'INSERT INTO "{RELEASE}" (label, codebook_version, created_at, row_count, '
             "metadata_json) VALUES (?, ?, ?, ?, '{}')",
-            (release, codebook_version, created, len(harmonized)),
+            (self.release, codebook_version, created, row_count),
         )
+
+    def insert_batches(self, batch_frame: pd.DataFrame, entity_ids: dict[str, int]) -> pd.DataFrame:
+        cur, release = self._cursor, self.release
         counts = [c for c in batch_frame.columns if c.startswith("rows_")]
         names = ["release_label", "entity_id", "file_name", "sha256", *counts]
         marks = ", ".join("?" for _ in names)
@@ -112,26 +118,21 @@ class ArrowLoad:
         cur.execute(
             f'SELECT id, entity_id, file_name FROM "{BATCH}" WHERE release_label = ?', (release,)
         )
-        batch_ids = pd.DataFrame(cur.fetchall(), columns=["batch_id", "entity_id", FILE])
-        codes = pd.DataFrame(list(entity_ids.items()), columns=[PARTNER, "entity_id"])
-        batch_ids = batch_ids.merge(codes, on="entity_id", how="inner")
-        rows = case_rows(harmonized, batch_ids)
-        del harmonized
+        return pd.DataFrame(cur.fetchall(), columns=["batch_id", "entity_id", FILE])
+
+    def insert_rows(self, rows: pd.DataFrame) -> str:
         for start in range(0, len(rows), INGEST_ROWS):  # Arrow per block: one copy at a time
             block = pa.Table.from_pandas(
                 rows.iloc[start : start + INGEST_ROWS], preserve_index=False
             )
-            cur.adbc_ingest(CASE, block, mode="append")
-        self.counts = {"case_records": len(rows), "batches": len(batch_frame)}
+            self._cursor.adbc_ingest(CASE, block, mode="append")
+        return "arrow"
 
-    def commit(self, metadata: dict) -> None:
+    def commit(self, metadata_json: str) -> None:
         try:
             self._cursor.execute(
                 f'UPDATE "{RELEASE}" SET metadata_json = ? WHERE label = ?',
-                (
-                    json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str),
-                    self.release,
-                ),
+                (metadata_json, self.release),
             )
             self._cursor.execute("COMMIT")
         except Exception as exc:
