@@ -366,7 +366,27 @@ def main() -> int:
     load_start = os.getloadavg()
 
     started = time.perf_counter()
-    samples.generate_all(landing, args.records_per_partner, args.seed, partners)
+    # In a child process: the kernel's ru_maxrss of a process counts the memory it was forked
+    # with, so a benchmark process that held a million generated records itself would lend
+    # that peak to every child it starts afterwards.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctdc_harmonizer.cli",
+            "generate",
+            "--out",
+            str(landing),
+            "--records",
+            str(args.records_per_partner),
+            "--seed",
+            str(args.seed),
+            "--partners",
+            ",".join(partners),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     generated = time.perf_counter() - started
 
     spec_path = work / "floor.json"

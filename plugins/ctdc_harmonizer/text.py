@@ -53,12 +53,19 @@ def per_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> p
     return pd.Series(spread, index=values.index, dtype="string")
 
 
+def arrow_text(values: pd.Series):
+    """A column as Arrow strings (a pyarrow.ChunkedArray), missing as null; Arrow-backed text,
+    what every reader gives, is not copied."""
+    import pyarrow as pa
+
+    return pa.chunked_array(values.astype("string").array.__arrow_array__(), type=pa.string())
+
+
 def _per_distinct_arrow(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pa.chunked_array(values.array.__arrow_array__(), type=pa.string())
-    encoded = pc.dictionary_encode(column.combine_chunks())  # one chunk: one dictionary
+    encoded = pc.dictionary_encode(arrow_text(values).combine_chunks())  # one dictionary
     distinct = pd.Series(pd.array(encoded.dictionary, dtype=values.dtype))
     mapped = pa.array(func(distinct).astype(values.dtype).array, type=pa.string())
     spread = pc.take(mapped, encoded.indices)  # a null index (missing cell) gives null
@@ -72,10 +79,9 @@ def is_in(values: pd.Series, candidates: pd.Series | list | set) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pa.chunked_array(values.astype("string").array.__arrow_array__(), type=pa.string())
     if isinstance(candidates, pd.Series):
-        candidates = candidates.astype("string").array.__arrow_array__()
-        wanted = pa.chunked_array(candidates, type=pa.string()).combine_chunks()
+        wanted = arrow_text(candidates).combine_chunks()
     else:
         wanted = pa.array(list(candidates), type=pa.string())
-    return pc.is_in(column, value_set=wanted, skip_nulls=True).to_numpy(zero_copy_only=False)
+    found = pc.is_in(arrow_text(values), value_set=wanted, skip_nulls=True)
+    return found.to_numpy(zero_copy_only=False)

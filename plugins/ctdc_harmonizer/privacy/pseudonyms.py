@@ -23,15 +23,17 @@ import pyarrow.compute as pc
 
 from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR, identity_key
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.text import per_distinct
+from ctdc_harmonizer.text import arrow_text, per_distinct
 
 BY_RECORD_ID = "id"
 BY_IDENTITY = "who"
 
 
-def _hmacs(messages: list[bytes], key: bytes) -> bytes:
-    """The HMAC-SHA-256 digests of `messages`, concatenated (32 bytes each)."""
-    return b"".join([hmac_digest(key, message, "sha256") for message in messages])
+def _digests(texts: pa.Array | pa.ChunkedArray, key: bytes, domain: str) -> bytes:
+    """HMAC-SHA-256 of `domain` + each text (none missing), concatenated: 32 bytes each."""
+    prefix = pa.scalar((domain + KEY_SEPARATOR).encode("utf-8"), type=pa.binary())
+    messages = pc.binary_join_element_wise(prefix, texts.cast(pa.binary()), b"")
+    return b"".join([hmac_digest(key, message, "sha256") for message in messages.to_pylist()])
 
 
 def keyed_hash(values: pd.Series, key: bytes, domain: str) -> pd.Series:
@@ -39,10 +41,7 @@ def keyed_hash(values: pd.Series, key: bytes, domain: str) -> pd.Series:
     value is hashed once (names and dates repeat; ids do not, ~1 s per million)."""
 
     def digest(distinct: pd.Series) -> pd.Series:
-        text = pa.chunked_array(distinct.array.__arrow_array__(), type=pa.string())
-        prefix = pa.scalar((domain + KEY_SEPARATOR).encode("utf-8"), type=pa.binary())
-        messages = pc.binary_join_element_wise(prefix, text.cast(pa.binary()), b"")
-        digests = _hmacs(messages.to_pylist(), key).hex().encode("ascii")
+        digests = _digests(arrow_text(distinct), key, domain).hex().encode("ascii")
         # 64 hex digits per value, laid end to end: an Arrow string array over that buffer.
         count = len(distinct)
         offsets = np.arange(0, 64 * (count + 1), 64, dtype=np.int32)
@@ -60,11 +59,8 @@ def keyed_hash64(values: pd.Series, key: bytes, domain: str) -> pd.Series:
     integer is an eighth of the hex text's memory and factorises without a Python object.
     Two distinct values share a key with odds of about n^2 / 2^65 (1 in 30 million at a
     million values)."""
-    text = pa.chunked_array(values.astype("string").array.__arrow_array__(), type=pa.string())
-    encoded = pc.dictionary_encode(text.combine_chunks())
-    prefix = pa.scalar((domain + KEY_SEPARATOR).encode("utf-8"), type=pa.binary())
-    messages = pc.binary_join_element_wise(prefix, encoded.dictionary.cast(pa.binary()), b"")
-    digests = np.frombuffer(_hmacs(messages.to_pylist(), key), dtype="<u8").reshape(-1, 4)
+    encoded = pc.dictionary_encode(arrow_text(values).combine_chunks())
+    digests = np.frombuffer(_digests(encoded.dictionary, key, domain), dtype="<u8").reshape(-1, 4)
     present = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
     codes = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
     keys = digests[codes, 0] if len(digests) else np.zeros(len(codes), dtype=np.uint64)

@@ -94,12 +94,12 @@ class RunPlan(BaseModel):
     @property
     def staging_dir(self) -> Path:
         """The release folder built aside, on the out folder's file system."""
-        return Path(self.local_dir) / "release"
+        return self.local_path / "release"
 
     @property
     def aside_dir(self) -> Path:
         """Where the previous release is moved for the instant of the swap."""
-        return Path(self.local_dir) / "previous-release"
+        return self.local_path / "previous-release"
 
     def partner_config(self, partner: str) -> PartnerConfig:
         """The partner's validated mapping. Validated once per process; the command line's

@@ -1,7 +1,7 @@
 """What each step of the annual update returns: small typed results, paths and counts only.
 
-`to_xcom()` gives the plain dict XCom, a log line or the CLI may carry; no frame, no value of a
-record is ever part of a result.
+A result dumps to the plain dict XCom, a log line or the CLI may carry (run/airflow.py's
+`to_xcom`); no frame, no value of a record is ever part of a result.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 class StepResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_xcom(self) -> dict:
-        return self.model_dump(mode="json")
 
 
 class Staged(StepResult):

@@ -139,7 +139,7 @@ def work_base(url: str) -> str:
     installed and which carries no credential. Raises WorkStorageSettingError."""
     url = url.strip()
     _refuse_credentials(url)
-    protocol = urlsplit(url.split("::")[-1]).scheme if "://" in url else ""
+    protocol = protocol_of(url)
     if "::" not in url and protocol in LOCAL_PROTOCOLS:
         local = urlsplit(url).path if protocol else url
         return str(Path(local).expanduser().resolve())

@@ -58,9 +58,6 @@ class SynthesisPlan(BaseModel):
     def work(self) -> Path:
         return Path(self.work_dir)
 
-    def to_xcom(self) -> dict:
-        return self.model_dump(mode="json")
-
 
 def default_out() -> str:
     home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
