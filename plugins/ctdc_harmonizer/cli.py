@@ -31,24 +31,76 @@ def _partners(text: str | None) -> list[str] | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from ctdc_harmonizer.run.local import run
+    from ctdc_harmonizer.pipeline import local
+    from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
     from ctdc_harmonizer.run.plan import default_release_label
 
     release = args.release or default_release_label(dt.date.today())
-    summary = run(
-        args.landing, args.out, release, _partners(args.partners), args.mappings, args.warehouse
+    results = local.run(
+        ANNUAL_UPDATE,
+        landing=args.landing,
+        out=args.out,
+        release=release,
+        partners=_partners(args.partners),
+        mappings=args.mappings,
+        warehouse_url=args.warehouse,
+        accept_retirements=_partners(args.accept_retirements),
     )
-    written, loaded = summary.written, summary.warehouse
-    print(f"release {written.release}: {written.rows} harmonized rows in {written.release_dir}")
-    print("reconciliation: " + ", ".join(f"{k} {v}" for k, v in written.totals.items()))
-    print(f"warehouse: {loaded.case_records} case records loaded")
-    if summary.unmapped_partner_folders:
-        print("not read (no mapping): " + ", ".join(summary.unmapped_partner_folders))
+    plan = results["plan_release"]
+    if plan.nothing_to_do:
+        print(f"release {release}: nothing to do (no new delivery, no mapping change)")
+        _print_partners(plan, None)
+        return 0
+    folder, committed = results["build_release_folder"], results["commit_release"]
+    published, purged = results["publish_release_folder"], results["purge_withdrawn_records"]
+    print(f"release {published.release}: {published.rows} records in {published.release_dir}")
+    print("delivered rows: " + ", ".join(f"{k} {v}" for k, v in folder.totals.items() if not k.startswith("records_")))
+    _print_partners(plan, published.release_dir)
+    print(
+        f"store: release {committed.release} is number {committed.sequence}; "
+        f"{committed.versions_inserted} new record version(s), {committed.versions_closed} "
+        f"closed, {committed.deliveries} delivery(ies) recorded"
+    )
+    if plan.unmapped_partner_folders:
+        print("not read (no mapping): " + ", ".join(plan.unmapped_partner_folders))
     print(  # PRIVACY: counts only
-        f"withdrawals: {loaded.privacy.withdrawals_recorded} newly registered, "
-        f"{loaded.privacy.records_purged} record(s) purged from earlier releases"
+        f"withdrawals: {committed.withdrawals_recorded} newly registered, "
+        f"{committed.records_erased} stored record(s) erased, {purged.records_purged} "
+        f"row(s) purged from {purged.folders_rewritten} earlier release folder(s)"
     )
     return 0
+
+
+def _print_partners(plan, release_dir: str | None) -> None:
+    """Per partner: delivered (mode) / re-harmonized / carried from release X, with counts."""
+    from pathlib import Path
+
+    from ctdc_harmonizer.release import report
+
+    table = None
+    if release_dir:
+        table = report.reconciliation(Path(release_dir)).set_index("partner")
+    for partner, entry in sorted(plan.partner_plans.items()):
+        if table is not None and partner not in table.index:
+            continue
+        if table is None and not entry.stored_records:
+            continue
+        text = {
+            "delivered": f"delivered ({entry.mode})",
+            "reharmonized": f"re-harmonized ({entry.reharmonize})",
+            "carried": f"carried from release {entry.last_delivery or '-'}",
+            "discontinued": f"discontinued, carried from release {entry.last_delivery or '-'}",
+        }[entry.state]
+        if entry.flagged:
+            text += f"; NOT DELIVERED FOR {entry.releases_without_delivery} RELEASE(S)"
+        if table is not None:
+            row = table.loc[partner]
+            text += (
+                f": {row['new']} new, {row['revised']} revised, {row['retired']} retired, "
+                f"{row['erased']} erased; {row['previous']} -> {row['current']} records, "
+                f"{row['released']} released"
+            )
+        print(f"  {partner}: {text}")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -134,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--release", help="release label (default: the year of the day before today)")
     run.add_argument("--mappings", help="mapping folders root (default: the repo's mappings/)")
     run.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    run.add_argument(
+        "--accept-retirements",
+        help="partners whose full delivery may retire more of their records than their "
+        "mapping allows (comma-separated)",
+    )
     run.set_defaults(func=_cmd_run)
     gen = sub.add_parser("generate", help="write seeded sample extracts into a landing folder")
     gen.add_argument("--out", required=True)
@@ -207,10 +264,6 @@ def entry() -> None:
     million objects one by one (pandas, pyarrow), about half a second of a small run.
     Tests call `main` and keep their interpreter."""
     code = main()
-    if "ctdc_harmonizer.run.local" in sys.modules:
-        from ctdc_harmonizer.run import local
-
-        local.stop_workers()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -14,6 +14,16 @@ FILE = "_file"  # the delivered file a row came from (its name, not a path)
 ROW = "_row"  # the line (or sheet row) the partner's data officer sees, 1-based
 PARTNER = "_partner"  # the partner code, added when the partners' rows are combined
 PSEUDONYM = "_pseudonym"  # the keyed pseudonym (privacy/); stored in the warehouse only
+# The store's bookkeeping (store/): which record a row is, its stored ids and provenance.
+IDENTITY = "_identity"  # the record's identity key across deliveries (store/identity.py)
+CONTENT = "_content"  # keyed hash of the staged values as read: equal, unchanged
+CASE_ID = "_case_id"  # the stored harmonized version (case_record.id), if any
+STAGED_ID = "_staged_id"  # the stored staged record (staged_record.id), if any
+DELIVERY_FILE_ID = "_delivery_file_id"  # the stored file a record came from
+MAPPING = "_mapping"  # the harmonization hash a harmonized version was made under
+HELD_BACK = "_held_back"  # a current record today's mapping rejects: stored, not released
+ORIGIN = "_origin"  # a staged row's source in a run: the delivery or the store
+FROM_DELIVERY, FROM_STORE = "delivery", "store"
 # A row the reader could not read whole carries a reason code and the column that made it
 # unreadable; the mapper rejects it with that reason, so it is counted, never lost.
 REJECT = "_reject"

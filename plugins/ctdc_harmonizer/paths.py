@@ -15,3 +15,18 @@ def schemas_dir() -> Path:
 
 def mappings_dir() -> Path:
     return Path(os.environ.get("CTDC_MAPPINGS_DIR", REPO_ROOT / "mappings"))
+
+
+def ctdc_home() -> Path:
+    """Where a deployment keeps its data unless told otherwise: $AIRFLOW_HOME/ctdc."""
+    return Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
+
+
+def default_landing() -> str:
+    """The landing folder when none is named: $CTDC_LANDING, else $AIRFLOW_HOME/ctdc/landing."""
+    return os.environ.get("CTDC_LANDING") or str(ctdc_home() / "landing")
+
+
+def default_out() -> str:
+    """The out folder when none is named: $CTDC_OUT, else $AIRFLOW_HOME/ctdc/releases."""
+    return os.environ.get("CTDC_OUT") or str(ctdc_home() / "releases")

@@ -7,7 +7,7 @@ Rules (see issue 6 and the team brief):
   type, and for an OS error the path and the errno name, never `str(exc)`, because a library
   message may quote content (pandas' KeyError, a parser's "unexpected token ...");
 - every entry point turns any exception into that value-free text: the CLI (`cli.main`) and
-  each Airflow task (run/airflow.py);
+  each Airflow task (pipeline/airflow.py);
 - every report CSV goes through `write_report_csv()`, which escapes spreadsheet formulas;
 - the unmapped-values report is restricted by harmonize/unmapped.py (k rows, coded fields,
   structurally wrong columns withheld).

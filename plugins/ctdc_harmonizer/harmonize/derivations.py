@@ -45,14 +45,29 @@ class Derivation:
     codebook: Codebook
     issues: list[tuple[str, str, str, int]] = field(default_factory=list)
     unknown: list[pd.DataFrame] = field(default_factory=list)
+    # Per source field, the rows whose value the mapping could not use (unknown to it, or
+    # unreadable): the store keeps those cells as missing (store/payload.py).
+    unusable: dict[str, pd.Series] = field(default_factory=dict)
 
-    def add_issue(self, source_field: str, issue: str, mask: pd.Series) -> None:
+    def mark_unusable(self, source_field: str, mask: pd.Series) -> None:
+        mask = mask.fillna(False).astype(bool)
+        previous = self.unusable.get(source_field)
+        self.unusable[source_field] = mask if previous is None else previous | mask
+
+    def add_issue(
+        self, source_field: str, issue: str, mask: pd.Series, unusable: bool = True
+    ) -> None:
+        """Count a problem; `unusable`: the value itself could not be used (not merely, say,
+        an age range spanning two bins)."""
         count = int(mask.fillna(False).sum())
         if count:
             self.issues.append((self.config.code, source_field, issue, count))
+        if unusable:
+            self.mark_unusable(source_field, mask)
 
     def add_unknown(self, values: pd.Series, unknown: pd.Series, source_field: str) -> None:
         """Values of a derived field the mapping does not know, one entry per row."""
+        self.mark_unusable(source_field, unknown)
         picked = values[unknown.fillna(False)]
         self.unknown.append(
             pd.DataFrame(
@@ -193,7 +208,7 @@ def _age_range(work: Derivation, source: DeriveSource, variable: str) -> Candida
     work.add_unknown(values, values.notna() & ~known, source.field)
     low_bin, high_bin = bin_numbers(low, bins), bin_numbers(high, bins)
     same = known & low_bin.notna() & (low_bin == high_bin).fillna(False)
-    work.add_issue(source.field, "age_range_spans_bins", known & ~same)
+    work.add_issue(source.field, "age_range_spans_bins", known & ~same, unusable=False)
     return Candidate(low_bin.where(same))
 
 

@@ -44,6 +44,9 @@ class MappingResult:
     unmapped: pd.DataFrame  # partner, field, source_value, count
     issues: pd.DataFrame  # partner, field, issue, count
     unknown_rows: pd.DataFrame  # field, rows (rows carrying >= 1 unknown value), for the gate
+    # Per staged row and source field: the mapping could not use the value (unknown to it,
+    # unreadable). Only fields with such a cell are columns; the store keeps them missing.
+    unusable: pd.DataFrame
 
 
 def _first_valid(candidates: list[pd.Series], index: pd.Index, dtype: str = "string") -> pd.Series:
@@ -201,7 +204,8 @@ def map_partner(
     birthdates = derivations.birthdate_fields(config)
     for spec in config.fields_with_role("date"):
         if spec.name not in birthdates:  # those are counted as invalid_age
-            work.add_issue(spec.name, "invalid_date", frame[spec.name] == INVALID)
+            # The cell holds the INVALID marker, not a value: the store may keep it.
+            work.add_issue(spec.name, "invalid_date", frame[spec.name] == INVALID, unusable=False)
 
     # Value-mapped variables (gender, means of control, exploitation, labour, sex, recruiter).
     long, codes_by_field = _tokens(
@@ -213,6 +217,8 @@ def map_partner(
     work.unknown.append(
         long.loc[~known, ["field", "token", "weight"]].assign(gid=long.loc[~known, "uid"])
     )
+    for name, uids in long.loc[~known].groupby("field")["uid"]:
+        work.mark_unusable(name, pd.Series(np.isin(codes_by_field[name], uids.to_numpy())))
     merged = long[known].merge(config.values, on=["field", "key"], how="inner")
     coded = _spread_hits(merged[merged["variable"] != ""], codes_by_field, frame.index)
 
@@ -246,4 +252,8 @@ def map_partner(
         unmapped=unmapped,
         issues=pd.DataFrame(work.issues, columns=ISSUE_COLUMNS),
         unknown_rows=unknown_rows,
+        unusable=pd.DataFrame(
+            {name: mask.to_numpy(dtype=bool) for name, mask in work.unusable.items()},
+            index=frame.index,
+        ),
     )

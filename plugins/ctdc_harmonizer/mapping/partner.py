@@ -10,6 +10,7 @@ mapping files are the team's own, so a message may quote them.
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ctdc_harmonizer.errors import MappingError
 from ctdc_harmonizer.mapping.partner_yaml import DeriveModel, PartnerModel, parse_partner_yaml
 from ctdc_harmonizer.mapping.spec import (
     PARTNER_FILE,
+    DeliverySpec,
     DeriveSource,
     InclusionRule,
     PartnerConfig,
@@ -40,6 +42,24 @@ def mapping_folder_hash(folder: Path) -> str:
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
+    return digest.hexdigest()
+
+
+HARMONIZATION_KEYS = ("null_values", "inclusion", "year_range", "derive", "coverage")
+HARMONIZATION_TABLES = ("fields.csv", "values.csv", "countries.csv", "age_ranges.csv")
+
+
+def harmonization_hash(folder: Path, model: PartnerModel) -> str:
+    """Hash of what harmonization reads: the mapping tables and the partner.yaml keys that
+    change a harmonized value (store: a change re-harmonizes the partner's history)."""
+    digest = hashlib.sha256()
+    settings = model.model_dump(mode="json", include=set(HARMONIZATION_KEYS))
+    digest.update(json.dumps(settings, sort_keys=True).encode("utf-8"))
+    for name in HARMONIZATION_TABLES:
+        path = folder / name
+        digest.update(f"\0{name}\0".encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -138,6 +158,8 @@ def _load_partner(folder: Path, content_hash: str, codebook: Codebook) -> Partne
         unmapped_min_rows=model.coverage.report_min_rows,
         datasource=model.datasource,
         mapping_hash=content_hash,
+        harmonization_hash=harmonization_hash(folder, model),
+        delivery=DeliverySpec(**model.delivery.model_dump()),
     )
 
 

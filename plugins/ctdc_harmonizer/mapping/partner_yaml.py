@@ -163,6 +163,22 @@ class LinkageModel(_Model):
     birthdate: Name
 
 
+class DeliveryModel(_Model):
+    """How the partner delivers (mappings/README.md, "Deliveries over time")."""
+
+    # full: each delivery is the partner's whole current dataset (records it no longer holds
+    # are retired); incremental: each delivery adds records and revises known ones.
+    mode: Literal["full", "incremental"] = "full"
+    # discontinued: no delivery is expected any more; its history stays in every release.
+    status: Literal["active", "discontinued"] = "active"
+    # A partner not delivered for more releases than this is flagged in the run's summary.
+    max_releases_without_delivery: int = Field(2, ge=0)
+    # A full delivery retiring more than this share of the partner's current records is
+    # almost always a partial extract: the run stops unless it names the partner in
+    # `accept_retirements`.
+    max_retired_share: float = Field(0.2, ge=0.0, le=1.0)
+
+
 class PartnerModel(_Model):
     partner: Name
     name: Text = ""
@@ -176,6 +192,7 @@ class PartnerModel(_Model):
     coverage: CoverageModel = CoverageModel()
     withdrawals: WithdrawalsModel | None = None
     linkage: LinkageModel | None = None
+    delivery: DeliveryModel = DeliveryModel()
 
 
 def _yaml_lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:

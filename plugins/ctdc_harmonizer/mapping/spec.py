@@ -73,6 +73,16 @@ class ReaderSpec:
 
 
 @dataclass(frozen=True)
+class DeliverySpec:
+    """How a partner delivers over time (partner.yaml `delivery`)."""
+
+    mode: str = "full"  # full | incremental (store/changes.py)
+    status: str = "active"  # active | discontinued
+    max_releases_without_delivery: int = 2
+    max_retired_share: float = 0.2
+
+
+@dataclass(frozen=True)
 class PartnerConfig:
     code: str
     name: str
@@ -97,6 +107,11 @@ class PartnerConfig:
     unmapped_min_rows: int = DEFAULT_MIN_ROWS
     datasource: str = ""
     mapping_hash: str = ""
+    # What a stored record's harmonized version depends on (tables, derivations, inclusion,
+    # null values, year range, coverage): when it changes, the partner's history is
+    # harmonized again. Not the delivery or reader settings.
+    harmonization_hash: str = ""
+    delivery: DeliverySpec = DeliverySpec()
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)

@@ -4,9 +4,10 @@ A withdrawal a partner delivers (by record id or by identifying fields) is turne
 pseudonym of the person it names and recorded once in the warehouse table
 `withdrawal_registry`, with the partner and the date: never the id or the name. Every
 later run erases the records carrying a registered pseudonym, whatever the partner
-delivers (with or without a withdrawals file), counts them under `erased`, and purges them
-from the releases stored in the warehouse and from the release folders found next to the
-new release, each rewritten with an audit entry holding counts only.
+delivers (with or without a withdrawals file), and counts them under `erased`. The commit
+(store/commit.py) erases every stored version of a newly withdrawn person, history included;
+then `purge_release_folders` rewrites the earlier release folders that held them, each with an
+audit entry holding counts only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) ->
     Read-only: a warehouse without the registry yet (before migration 0003) has none."""
     # The warehouse is imported where it is used, as elsewhere in this module: at the top it
     # would load Alembic wherever the pipeline is imported.
-    from ctdc_harmonizer.warehouse.models import WithdrawalRegistry, case_record_table
+    from ctdc_harmonizer.warehouse.models import (
+        WithdrawalRegistry,
+        case_record_table,
+        staged_record_table,
+    )
 
     engine = _engine(url)
     if engine is None:
@@ -60,18 +65,19 @@ def known_pseudonyms(url: str, partner: str, wanted: pd.Series | None = None) ->
                     )
                 )
             asked = sorted(set(wanted.dropna())) if wanted is not None else []
-            case = case_record_table
-            columns = (
-                {c["name"] for c in inspector.get_columns(case.name)}
-                if inspector.has_table(case.name)
-                else set()
-            )
-            if asked and case.c.pseudonym.name in columns:
+            for table in (case_record_table, staged_record_table):  # stored, history included
+                columns = (
+                    {c["name"] for c in inspector.get_columns(table.name)}
+                    if inspector.has_table(table.name)
+                    else set()
+                )
+                if not asked or "pseudonym" not in columns:
+                    continue
                 for start in range(0, len(asked), 500):
                     statement = (
-                        sa.select(case.c.pseudonym)
+                        sa.select(table.c.pseudonym)
                         .distinct()
-                        .where(case.c.pseudonym.in_(asked[start : start + 500]))
+                        .where(table.c.pseudonym.in_(asked[start : start + 500]))
                     )
                     found.update(conn.scalars(statement))
             return found
@@ -94,7 +100,7 @@ def _release_folders(out: Path, labels: list[str]) -> dict[str, Path]:
 
 
 def _rewrite_folder(folder: Path, positions: np.ndarray, stored_rows: int, run: str) -> None:
-    """Drop the rows at `positions` (warehouse insertion order = file row order) from the
+    """Drop the rows at `positions` (the release's row order, store/commit.py) from the
     folder's harmonized table, atomically per file, and append an audit entry (counts)."""
     parquet = pd.read_parquet(folder / "harmonized.parquet")
     kept = parquet.drop(index=parquet.index[positions]).reset_index(drop=True)
@@ -129,9 +135,9 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
     from ctdc_harmonizer.release.folder import folder_digest
     from ctdc_harmonizer.warehouse.models import DataRelease
 
-    if (folder / "handoff").is_dir():
-        from ctdc_harmonizer.synthesis.handoff import write_handoff
+    from ctdc_harmonizer.synthesis.handoff import handoff_dir, write_handoff
 
+    if handoff_dir(folder.parent, label).is_dir():
         write_handoff(folder)
     engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
     try:
@@ -155,95 +161,26 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
         engine.dispose()
 
 
-def record_and_purge(url: str, withdrawn: pd.DataFrame, out: Path, release: str) -> dict:
-    """Record this run's withdrawals (`withdrawn`: pseudonym, partner) once; purge every
-    registered person from every stored release and from the release folders in `out`.
-    Counts only."""
-    from ctdc_harmonizer.warehouse import migrate
-    from ctdc_harmonizer.warehouse.models import (
-        DataRelease,
-        PrivacyAudit,
-        WithdrawalRegistry,
-        case_record_table,
-    )
-
-    migrate(url)
-    withdrawn = withdrawn.drop_duplicates("pseudonym")
-    engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
-    today = dt.date.today()
-    case = case_record_table
-    try:
-        with engine.begin() as conn:
-            have = set(conn.scalars(sa.select(WithdrawalRegistry.pseudonym)))
-            new = withdrawn[~withdrawn["pseudonym"].isin(have)]
-            if len(new):
-                conn.execute(
-                    sa.insert(WithdrawalRegistry),
-                    [
-                        {"pseudonym": p, "partner": partner, "recorded_on": today}
-                        for p, partner in zip(new["pseudonym"], new["partner"], strict=True)
-                    ],
-                )
-            # Only releases holding a registered person are read in full (usually none).
-            hits = pd.DataFrame(
-                conn.execute(
-                    sa.select(case.c.id, case.c.release_label).join(
-                        WithdrawalRegistry, case.c.pseudonym == WithdrawalRegistry.pseudonym
-                    )
-                ).all(),
-                columns=["id", "release_label"],
+def purge_release_folders(
+    url: str, out: Path, positions: dict[str, list[int]], sizes: dict[str, int], run: str
+) -> dict:
+    """Rewrite the earlier release folders in `out` that held people withdrawn in this run
+    (`positions`: per release, where their rows are; `sizes`: its rows before), each with an
+    audit entry; rebuild their hand-off; record their new content hash. Counts only."""
+    folders = _release_folders(Path(out), sorted(positions))
+    for label, folder in folders.items():  # check every folder before changing any
+        rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
+        if rows != sizes[label]:
+            raise CtdcError(
+                f"release {label}: the folder {folder} holds {rows} rows, the store "
+                f"{sizes[label]}: they disagree, so the withdrawn records cannot be located in "
+                "the folder; rebuild it (`ctdc history rebuild`), then rerun"
             )
-            per_release, sizes = {}, {}
-            for label, ids in hits.groupby("release_label")["id"]:  # releases, not records
-                order = np.array(
-                    conn.scalars(
-                        sa.select(case.c.id)
-                        .where(case.c.release_label == label)
-                        .order_by(case.c.id)
-                    ).all(),
-                    dtype=np.int64,
-                )
-                per_release[label] = np.searchsorted(order, np.sort(ids.to_numpy())).tolist()
-                sizes[label] = len(order)
-            folders = _release_folders(Path(out), sorted(per_release))
-            for label, folder in folders.items():  # check every folder before changing any
-                rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
-                if rows != sizes[label]:
-                    raise CtdcError(
-                        f"release {label}: the folder {folder} holds {rows} rows, the warehouse "
-                        f"{sizes[label]}: they disagree, so the withdrawn records cannot be "
-                        "located in the folder; reload that release, then rerun"
-                    )
-            if len(hits):
-                ids = [int(i) for i in hits["id"]]
-                for start in range(0, len(ids), 500):
-                    conn.execute(sa.delete(case).where(case.c.id.in_(ids[start : start + 500])))
-                for label, positions in per_release.items():
-                    conn.execute(
-                        sa.update(DataRelease)
-                        .where(DataRelease.label == label)
-                        .values(row_count=sizes[label] - len(positions))
-                    )
-                    conn.execute(
-                        sa.insert(PrivacyAudit).values(
-                            recorded_at=dt.datetime.now(dt.UTC),
-                            release_label=label,
-                            action=PURGE,
-                            records=len(positions),
-                        )
-                    )
-    except sa.exc.DBAPIError as exc:
-        raise CtdcError(
-            f"the withdrawal registry cannot be updated ({type(exc.orig).__name__})"
-        ) from None
-    finally:
-        engine.dispose()
-    for label, folder in folders.items():  # after the commit: the warehouse is the reference
-        _rewrite_folder(folder, np.array(per_release[label], dtype=np.int64), sizes[label], release)
+    for label, folder in folders.items():
+        _rewrite_folder(folder, np.array(positions[label], dtype=np.int64), sizes[label], run)
         _refresh_derived(folder, label, url)
     return {
-        "withdrawals_recorded": int(len(new)),
-        "records_purged": int(len(hits)),
-        "releases_purged": len(per_release),
+        "releases_purged": len(positions),
+        "records_purged": int(sum(len(p) for p in positions.values())),
         "folders_rewritten": len(folders),
     }

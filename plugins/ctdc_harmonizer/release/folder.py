@@ -3,12 +3,14 @@
 `build_release` writes, into an empty staging folder on the out folder's file system, the
 harmonized table (CSV and Parquet), the reconciliation, the reports (restricted unmapped values,
 value issues, rejects: never a value), coverage, overlaps, the Great Expectations results and
-metadata.json. release/publish.py then loads the warehouse and renames the folder into place.
+metadata.json. After approval the store commits the release and the folder is renamed into place
+(pipeline/annual_update/publication.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,23 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from ctdc_harmonizer.codebook import Codebook
-from ctdc_harmonizer.columns import (
-    FILE,
-    ISSUE_COLUMNS,
-    REJECT_REPORT_COLUMNS,
-    ROW,
-    UNMAPPED_REPORT_COLUMNS,
-    Outcome,
-)
+from ctdc_harmonizer.columns import ISSUE_COLUMNS, REJECT_REPORT_COLUMNS, UNMAPPED_REPORT_COLUMNS
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.fileio import sha256_of, write_json
 from ctdc_harmonizer.release.metadata import MARKER
 from ctdc_harmonizer.release.quality import categorical, validate_release
 from ctdc_harmonizer.safety import write_report_csv
 
-# Written after the load from the release's own table, with its own manifest: not part of the
-# identity recorded in the warehouse (it would otherwise read as a mismatch).
-DERIVED_FOLDERS = ("handoff",)
 TABLE_CSV, TABLE_PARQUET = "harmonized.csv", "harmonized.parquet"
 RECONCILIATION, COVERAGE, OVERLAPS = "reconciliation.json", "coverage.json", "overlaps.json"
 UNMAPPED, VALUE_ISSUES, REJECTS = "unmapped.csv", "value_issues.csv", "rejects.csv"
@@ -49,49 +41,24 @@ class ReleaseContent:
     reconciliation: dict
     unmapped: list[pd.DataFrame]  # per partner, already restricted
     issues: list[pd.DataFrame]  # per partner
-    outcomes: dict[str, pd.DataFrame]  # per partner, every staged row's outcome
+    rejects: pd.DataFrame  # partner, file, row, column, reason of every rejected row
     coverage: dict[str, dict]  # per partner
     overlaps: dict | None
     metadata: dict
 
 
 def _report_rows(frames: list[pd.DataFrame], columns: list[str], order: list[str]):
-    frames = [f.astype({"count": int}) for f in frames if not f.empty]
+    frames = [f.astype({"count": int}) for f in frames if not f.empty and "count" in f]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns].sort_values(order, kind="stable")
-
-
-def rejects_report(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Partner, file, row, column and reason of every rejected row (never its values)."""
-    parts = []
-    for partner, frame in sorted(outcomes.items()):
-        rejected = frame[frame["outcome"] == Outcome.REJECTED]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "partner": partner,
-                    "file": rejected[FILE],
-                    "row": rejected[ROW],
-                    "column": rejected["column"],
-                    "reason": rejected["reason"],
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)[REJECT_REPORT_COLUMNS].sort_values(
-        ["partner", "file", "row"]
-    )
 
 
 def folder_digest(folder: str | Path) -> str:
     """sha256 over every file's relative path and content hash: the release's identity."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    files = (
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.relative_to(folder).parts[0] not in DERIVED_FOLDERS
-    )
+    files = (p for p in folder.rglob("*") if p.is_file())
     for path in sorted(files):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_of(path)}\n".encode())
     return digest.hexdigest()
@@ -127,7 +94,8 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     write_report_csv(unmapped, staging / UNMAPPED)
     issues = _report_rows(content.issues, ISSUE_COLUMNS, ISSUE_COLUMNS[:-1])
     write_report_csv(issues, staging / VALUE_ISSUES)
-    write_report_csv(rejects_report(content.outcomes), staging / REJECTS)
+    rejects = content.rejects.reindex(columns=REJECT_REPORT_COLUMNS).astype({"row": "int64"})
+    write_report_csv(rejects.sort_values(["partner", "file", "row"], kind="stable"), staging / REJECTS)
     write_json(staging / COVERAGE, content.coverage)
     if content.overlaps is not None:  # PRIVACY: counts only, small cells hidden
         write_json(staging / OVERLAPS, content.overlaps)
@@ -141,3 +109,27 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
         )
     write_json(staging / MARKER, {**content.metadata, "quality": quality})
     return quality
+
+
+def staged_metadata(staging: Path) -> dict:
+    """The built folder's metadata.json plus its content hash: what the store records."""
+    from ctdc_harmonizer.fileio import read_json
+
+    meta = read_json(staging / MARKER)
+    meta["folder_sha256"] = folder_digest(staging)
+    return meta
+
+
+def swap_into_place(staging: Path, target: Path, aside: Path) -> None:
+    """Rename the complete built folder into place (same file system: atomic renames).
+
+    The old folder of the release is renamed aside first (then deleted): between the two
+    renames the release name is absent, never half-written."""
+    if aside.exists():
+        shutil.rmtree(aside)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        check_replaceable(target)
+        os.rename(target, aside)
+    os.rename(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)

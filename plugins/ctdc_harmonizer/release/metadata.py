@@ -1,4 +1,4 @@
-"""metadata.json: what a release was made from (codebook, mappings, files), no row."""
+"""metadata.json: what a release was made from (codebook, mappings, deliveries), no row."""
 
 from __future__ import annotations
 
@@ -12,28 +12,36 @@ MARKER = "metadata.json"  # a folder holding it is a release this pipeline may r
 def release_metadata(
     release: str,
     release_year: int,
+    sequence: int,
     rows: int,
     reconciliation: dict,
     configs: dict[str, PartnerConfig],
     codebook: Codebook,
+    unmapped_partner_folders: list[str],
 ) -> dict:
-    """The release's identity: codebook version and hash, each partner's mapping hash and the
-    checksum of every delivered file."""
-    partners = {
-        code: {
+    """The release's identity: its place in the store, the codebook version and hash, each
+    partner's mapping hashes, how it came into this release (delivered, re-harmonized,
+    carried forward) and the checksum of every file it delivered for it."""
+    partners = {}
+    for code, config in sorted(configs.items()):
+        entry = reconciliation["partners"].get(code, {})
+        partners[code] = {
             "name": config.name,
             "datasource": config.datasource,
             "mapping_sha256": config.mapping_hash,
+            "harmonization_sha256": config.harmonization_hash,
+            "state": entry.get("state"),
+            "mode": config.delivery.mode,
+            "last_delivery": entry.get("last_delivery"),
             "files": {
-                name: entry["sha256"]
-                for name, entry in reconciliation["partners"][code]["files"].items()
+                name: file["sha256"] for name, file in (entry.get("files") or {}).items()
             },
+            "not_read": entry.get("not_read", {}),
         }
-        for code, config in sorted(configs.items())
-    }
     return {
         "release": release,
         "release_year": release_year,
+        "sequence": sequence,
         "rows": rows,
         "pipeline": {"package": "ctdc-harmonizer", "version": __version__},
         "codebook": {
@@ -44,6 +52,7 @@ def release_metadata(
         },
         "columns": codebook.columns,
         "partners": partners,
+        "unmapped_partner_folders": unmapped_partner_folders,
         "null": "empty cell",
         "binary_true": "1",
     }

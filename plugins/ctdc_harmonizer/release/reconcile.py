@@ -1,52 +1,38 @@
-"""Where every input row went: the reconciliation of a release.
+"""Where every row and every stored record went: the reconciliation of a release.
 
-rows_read = harmonized + rejected + excluded + erased + duplicates_merged,
-per partner and file. A release whose counts do not reconcile is not written.
+Two ledgers, both checked before anything is published:
+
+- per delivered file (one per partner that delivered): `rows_read = new + revised + unchanged
+  + rejected + excluded + erased + duplicates_merged` (new + revised + unchanged are the rows
+  harmonized: `harmonized`);
+- per partner and release: `previous + new - retired - erased = current` (its stored records
+  before and after this release) and `current = released + held_back + merged` (held back:
+  rejected by today's mapping; merged: the same person found at another partner, policy
+  'merge'). A carried partner has no delivery, and previous = current.
+
+A release whose counts do not reconcile is not written.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from ctdc_harmonizer.columns import FILE, OUTCOMES_WITH_REASON, Outcome
+from ctdc_harmonizer.columns import FILE, Outcome
 
-INVARIANT = "rows_read = harmonized + rejected + excluded + erased + duplicates_merged"
-TOTAL_KEYS = ("rows_read", *Outcome, "unaccounted")
-
-
-def partner_files(
-    files: dict[str, dict],
-    outcomes: pd.DataFrame,
-    removed: pd.DataFrame,
-    linked: pd.Series,
-) -> dict[str, dict]:
-    """Per delivered file of one partner, where its rows went.
-
-    files: per file, what the reading step recorded (checksum, rows_read, ...);
-    outcomes: the mapper's outcome of every staged row; removed: rows erased or merged while
-    staging; linked: the file of each of this partner's rows merged into another partner's
-    record of the same person (privacy/combine.py)."""
-    counted = {}
-    for name, meta in files.items():  # files, not records
-        mine = outcomes[outcomes[FILE] == name]
-        gone = removed[removed[FILE] == name]
-        cross = int((linked == name).sum())
-        entry = {
-            **meta,
-            Outcome.HARMONIZED: int((mine["outcome"] == Outcome.HARMONIZED).sum()) - cross,
-            **{kind: _by_reason(mine, kind) for kind in OUTCOMES_WITH_REASON},
-            Outcome.ERASED: int((gone["outcome"] == Outcome.ERASED).sum()),
-            Outcome.DUPLICATES_MERGED: int((gone["outcome"] == Outcome.DUPLICATES_MERGED).sum())
-            + cross,
-        }
-        entry = {str(k): v for k, v in entry.items()}
-        entry["unaccounted"] = entry["rows_read"] - sum(_count(entry[k]) for k in Outcome)
-        counted[name] = entry
-    return counted
+FILE_INVARIANT = (
+    "per delivered file: rows_read = new + revised + unchanged + rejected + excluded + erased "
+    "+ duplicates_merged (harmonized = new + revised + unchanged)"
+)
+RECORD_INVARIANT = (
+    "per partner: previous + new - retired - erased = current; current = released + held_back "
+    "+ merged"
+)
+FILE_KEYS = ("new", "revised", "unchanged", "rejected", "excluded", "erased", "duplicates_merged")
+TOTAL_KEYS = ("rows_read", "harmonized", *FILE_KEYS, "unaccounted")
 
 
 def _count(value: int | dict[str, int]) -> int:
-    return sum(value.values()) if isinstance(value, dict) else value
+    return sum(value.values()) if isinstance(value, dict) else int(value)
 
 
 def _by_reason(outcomes: pd.DataFrame, kind: str) -> dict[str, int]:
@@ -54,25 +40,83 @@ def _by_reason(outcomes: pd.DataFrame, kind: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in picked.groupby("reason").size().sort_index().items()}
 
 
+def delivery_files(delivery: dict, outcomes: pd.DataFrame) -> dict[str, dict]:
+    """Per delivered file of one partner, where its rows went (`delivery`: the chain's record
+    of the delivery; `outcomes`: the mapper's outcome of each delivered row, for reasons)."""
+    counted = {}
+    for name, entry in sorted(delivery["files"].items()):
+        if entry.get("withdrawals"):  # a withdrawals file: its lines are requests, not rows
+            continue
+        counts = entry["counts"]
+        mine = outcomes[outcomes[FILE] == name]
+        row = {
+            "sha256": entry["sha256"],
+            "rows_read": int(counts["rows_read"]),
+            "new": int(counts["rows_new"]),
+            "revised": int(counts["rows_revised"]),
+            "unchanged": int(counts["rows_unchanged"]),
+            "rejected": _by_reason(mine, Outcome.REJECTED),
+            "excluded": _by_reason(mine, Outcome.EXCLUDED),
+            "erased": int(counts["rows_erased"]),
+            "duplicates_merged": int(counts["rows_duplicates_merged"]),
+        }
+        row["harmonized"] = row["new"] + row["revised"] + row["unchanged"]
+        row["unaccounted"] = row["rows_read"] - sum(_count(row[k]) for k in FILE_KEYS)
+        counted[name] = row
+    return counted
+
+
 def totals(entries: dict[str, dict]) -> dict[str, int]:
     """Sum of the counts of several files (or partners); reasons added up."""
-    return {str(key): sum(_count(e[str(key)]) for e in entries.values()) for key in TOTAL_KEYS}
+    return {key: sum(_count(e.get(key, 0)) for e in entries.values()) for key in TOTAL_KEYS}
 
 
-def reconcile(release: str, partners: dict[str, dict[str, dict]]) -> dict:
-    """The release's reconciliation from each partner's `partner_files`; checks the invariant."""
-    by_partner = {
-        partner: {"files": files, "totals": totals(files)}
-        for partner, files in sorted(partners.items())
+def record_ledger(counts: dict, released: int, merged: int) -> dict:
+    """A partner's stored records before and after the release (`counts`: the chain's change
+    counts, or a carried partner's previous = current)."""
+    retired = counts.get("retired", {})
+    ledger = {
+        "previous": int(counts["previous"]),
+        "new": int(counts.get("new", 0)),
+        "revised": int(counts.get("revised", 0)),
+        "retired": {str(k): int(v) for k, v in retired.items() if v},
+        "erased": int(counts.get("erased", 0)),
+        "current": int(counts["current"]),
+        "reharmonized": int(counts.get("reharmonized", 0)),
+        "held_back": int(counts.get("held_back", 0)),
+        "merged": int(merged),
+        "released": int(released),
     }
-    grand = totals({p: v["totals"] for p, v in by_partner.items()})
-    holds = grand["unaccounted"] == 0 and all(
-        f["unaccounted"] == 0 for p in by_partner.values() for f in p["files"].values()
-    )
+    before_after = (
+        ledger["previous"] + ledger["new"] - _count(ledger["retired"]) - ledger["erased"]
+    ) - ledger["current"]
+    split = ledger["current"] - (ledger["released"] + ledger["held_back"] + ledger["merged"])
+    ledger["unaccounted"] = abs(before_after) + abs(split)
+    return ledger
+
+
+def reconcile(release: str, partners: dict[str, dict]) -> dict:
+    """The release's reconciliation; `partners`: per partner its state, its delivery's files
+    (or None) and its record ledger."""
+    for entry in partners.values():
+        if entry.get("files") is not None:
+            entry["totals"] = totals(entry["files"])
+    delivered = {p: e["totals"] for p, e in partners.items() if e.get("files") is not None}
+    grand = totals(delivered)
+    records = {
+        key: sum(_count(e["records"][key]) for e in partners.values())
+        for key in ("previous", "new", "retired", "erased", "current", "held_back", "merged", "released")
+    }
+    holds = all(
+        f["unaccounted"] == 0
+        for e in partners.values()
+        for f in (e.get("files") or {}).values()
+    ) and all(e["records"]["unaccounted"] == 0 for e in partners.values())
     return {
         "release": release,
-        "invariant": INVARIANT,
+        "invariants": [FILE_INVARIANT, RECORD_INVARIANT],
         "invariant_holds": holds,
-        "partners": by_partner,
+        "partners": dict(sorted(partners.items())),
         "totals": grand,
+        "records": records,
     }

@@ -52,14 +52,59 @@ def previous_release(out: str | Path, release: str) -> str | None:
     return names[index - 1] if index > 0 else None
 
 
+PARTNER_COLUMNS = [
+    "partner",
+    "state",
+    "rows_read",
+    *OUTCOMES,
+    "previous",
+    "new",
+    "revised",
+    "retired",
+    "current",
+    "released",
+]
+
+
 def reconciliation(release_dir: Path) -> pd.DataFrame:
-    """One row per partner: rows read and where they went."""
+    """One row per partner: how it came into the release (delivered, re-harmonized, carried
+    forward, discontinued), where its delivered rows went, and its stored records before and
+    after (counts only)."""
     recon = _read_json(release_dir / "reconciliation.json")
     rows = []
     for partner, entry in sorted(recon["partners"].items()):
-        totals = entry["totals"]
-        rows.append({"partner": partner, "rows_read": totals["rows_read"]} | _outcomes(totals))
-    return pd.DataFrame(rows, columns=["partner", "rows_read", *OUTCOMES])
+        totals = entry.get("totals") or dict.fromkeys(("rows_read", *OUTCOMES), 0)
+        records = entry["records"]
+        rows.append(
+            {"partner": partner, "state": entry["state"], "rows_read": totals["rows_read"]}
+            | _outcomes(totals)
+            | {
+                "previous": records["previous"],
+                "new": records["new"],
+                "revised": records.get("revised", 0),
+                "retired": sum(records["retired"].values()),
+                "current": records["current"],
+                "released": records["released"],
+            }
+        )
+    return pd.DataFrame(rows, columns=PARTNER_COLUMNS)
+
+
+def partner_states(release_dir: Path) -> list[dict]:
+    """Per partner: its state in this release and since when it has not delivered."""
+    recon = _read_json(release_dir / "reconciliation.json")
+    return [
+        {
+            "partner": partner,
+            "state": entry["state"],
+            "mode": entry.get("mode"),
+            "last_delivery": entry.get("last_delivery"),
+            "releases_without_delivery": entry.get("releases_without_delivery", 0),
+            "flagged": bool(entry.get("flagged")),
+            "reharmonized": entry.get("reharmonized") or "",
+        }
+        for partner, entry in sorted(recon["partners"].items())
+    ]
 
 
 def _outcomes(totals: dict) -> dict:
@@ -88,15 +133,16 @@ def variable_distribution(release_dir: Path) -> pd.DataFrame:
 
 
 def change(release_dir: Path, previous_dir: Path | None) -> dict:
-    """Per partner (harmonized rows) and per variable value: this release against the previous."""
+    """Per partner (released records) and per variable value: this release against the
+    previous."""
     if previous_dir is None:
         return {"previous": None, "partners": [], "variables": []}
     now, before = reconciliation(release_dir), reconciliation(previous_dir)
-    partners = now[["partner", "harmonized"]].merge(
-        before[["partner", "harmonized"]], on="partner", how="outer", suffixes=("", "_previous")
+    partners = now[["partner", "released"]].merge(
+        before[["partner", "released"]], on="partner", how="outer", suffixes=("", "_previous")
     )
-    partners = partners.fillna(0).astype({"harmonized": int, "harmonized_previous": int})
-    partners["delta"] = partners["harmonized"] - partners["harmonized_previous"]
+    partners = partners.fillna(0).astype({"released": int, "released_previous": int})
+    partners["delta"] = partners["released"] - partners["released_previous"]
     values = variable_distribution(release_dir).merge(
         variable_distribution(previous_dir),
         on=["variable", "value"],
@@ -131,10 +177,10 @@ def build(release_dir: str | Path, previous_dir: str | Path | None = None) -> di
     issues = _csv(release_dir / "value_issues.csv")
     quality_summary = release_dir / "quality" / "summary.json"
     return {
-        "release": release_dir.name,
+        "release": meta.get("release", release_dir.name),
         "rows": int(meta.get("rows", 0)),
         "codebook": meta.get("codebook", {}).get("version"),
-        "partners_without_delivery": meta.get("partners_without_delivery", []),
+        "partner_states": partner_states(release_dir),
         "reconciliation": reconciliation(release_dir).to_dict("records"),
         "rejects": rejects_by_reason(release_dir).to_dict("records"),
         "unmapped": unmapped.to_dict("records"),
@@ -145,36 +191,50 @@ def build(release_dir: str | Path, previous_dir: str | Path | None = None) -> di
     }
 
 
-def headline(release_dir: str | Path) -> dict:
-    """What the approver reads before a release is handed to synthesis: counts only, Markdown."""
+STATE_TEXT = {
+    "delivered": "delivered ({mode})",
+    "reharmonized": "re-harmonized ({reharmonized})",
+    "carried": "carried from {last_delivery}",
+    "discontinued": "discontinued (last delivery {last_delivery})",
+}
+
+
+def headline(release_dir: str | Path, release: str | None = None) -> dict:
+    """What the approver reads before a release is committed and handed to synthesis: per
+    partner how it came in and where its records went; counts only, Markdown."""
     release_dir = Path(release_dir)
     meta = _read_json(release_dir / MARKER)
+    release = release or meta.get("release", release_dir.name)
     recon = reconciliation(release_dir)
+    states = {s["partner"]: s for s in partner_states(release_dir)}
     quality = meta.get("quality", {})
     lines = [
-        f"**Release {release_dir.name}**: {int(meta['rows'])} harmonized rows "
-        f"from {len(recon)} partner(s).",
+        f"**Release {release}**: {int(meta['rows'])} records from {len(recon)} partner(s).",
         "",
-        "| partner | read | harmonized | rejected | excluded | erased | duplicates |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| partner | this release | read | new | revised | retired | erased | records "
+        "before | after | released |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r.partner} | {r.rows_read} | {r.harmonized} | {r.rejected} | {r.excluded} "
-        f"| {r.erased} | {r.duplicates_merged} |"
-        for r in recon.itertuples()
-    ]
+    for r in recon.itertuples():
+        state = states[r.partner]
+        text = STATE_TEXT[state["state"]].format(**{k: v or "-" for k, v in state.items()})
+        if state["flagged"]:
+            text += f", **no delivery for {state['releases_without_delivery']} release(s)**"
+        lines.append(
+            f"| {r.partner} | {text} | {r.rows_read} | {r.new} | {r.revised} | {r.retired} "
+            f"| {r.erased} | {r.previous} | {r.current} | {r.released} |"
+        )
     lines += [
         "",
         f"Quality: {quality.get('evaluated', 0)} expectations, {quality.get('failed', 0)} failed "
         f"({quality.get('warnings', 0)} warnings).",
+        "Approve to commit this release to the store, publish it and hand it to synthesis; "
+        "reject to leave the store and every published release as they are.",
     ]
-    if meta.get("partners_without_delivery"):
-        lines.append(f"No delivery: {', '.join(meta['partners_without_delivery'])}.")
-    lines.append("Approve to hand this release to synthesis; reject to leave it unpublished.")
     return {
-        "release": release_dir.name,
+        "release": release,
         "rows": int(meta["rows"]),
         "report": str(release_dir),
-        "partners": {r.partner: int(r.harmonized) for r in recon.itertuples()},
+        "partners": {r.partner: int(r.released) for r in recon.itertuples()},
         "body": "\n".join(lines),
     }

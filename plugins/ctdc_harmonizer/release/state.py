@@ -1,6 +1,6 @@
 """Do a release folder and the warehouse agree? (`ctdc check`, and every plan step.)
 
-The warehouse records each release folder's content hash when it loads it (release/publish.py);
+The store records each release folder's content hash when it commits it (store/commit.py);
 a folder whose hash differs, or a release on one side only, is reported. Counts and labels only.
 """
 

@@ -1,10 +1,22 @@
-"""The run plan: what a run of the annual update will do, checked before any extract is read.
+"""The release plan: what a run of the annual update will do, decided before any extract is read.
 
-`plan_run` checks the inputs (partners known, mappings valid, landing present, release label,
-pseudonym key, warehouse reachable, out folder usable), takes the release's lock and creates
-the private work folder. The `RunPlan` it returns is what every later step receives; it
-serialises to the small dict that travels through XCom (`to_xcom`), without the warehouse URL,
-which may hold a password and stays in memory.
+`plan_release` checks the inputs (partners known, mappings valid, landing folder, release label,
+pseudonym key, warehouse reachable, out folder usable), reads the store as of the release the
+run builds on, and decides for every partner what this run does with it:
+
+- **delivered**: files in its landing folder that the store has not ingested yet (for a
+  `full` partner: then every file of the folder, its whole dataset; for an `incremental` one:
+  the new files), or a withdrawals file;
+- **re-harmonized**: its mapping (the part harmonization reads) or the codebook changed since
+  its stored records were harmonized: its whole history is harmonized again;
+- **carried forward**: neither: its stored records go into the release as they are, at no cost;
+- a `discontinued` partner is carried without a warning; an active one not delivered for more
+  releases than its mapping allows is flagged.
+
+Then it takes the store's lease (one run at a time per out folder) and creates the private work
+folder. The `ReleasePlan` it returns is what every later step receives; it serialises to the
+small dict that travels through XCom, without the warehouse URL, which may hold a password and
+stays in memory.
 """
 
 from __future__ import annotations
@@ -25,30 +37,78 @@ from ctdc_harmonizer.fileio import private_folder
 from ctdc_harmonizer.paths import mappings_dir
 from ctdc_harmonizer.run import locks, storage
 from ctdc_harmonizer.run.locks import LockInfo
-from ctdc_harmonizer.run.workdir import PLAN, WorkDir
 from ctdc_harmonizer.safety import os_reason
 
 if TYPE_CHECKING:
     from ctdc_harmonizer.mapping.spec import PartnerConfig
+    from ctdc_harmonizer.run.workdir import WorkDir
+    from ctdc_harmonizer.store.state import StoreState
 
 log = logging.getLogger(__name__)
 
 RELEASE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 YEAR_IN_LABEL = re.compile(r"((?:19|20)\d{2})")
+RESERVED_LABELS = {"public", "restricted", "handoff"}
 WORK_FOLDER = ".work"
+STORE_LOCK = "store"  # one run at a time per out folder: the lease is on the store
 WORK_URL_ENV = storage.WORK_URL_ENV  # intermediates on shared storage (an fsspec URL), optional
 
+DELIVERED, REHARMONIZED, CARRIED, DISCONTINUED = "delivered", "reharmonized", "carried", "discontinued"
 
-class RunPlan(BaseModel):
-    """A planned run. A plan with no partners means "nothing delivered": no lock was taken,
-    no folder made, and the DAG stops after `partners`."""
+
+class DeliveredFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    sha256: str
+    size_bytes: int
+
+
+class PartnerPlan(BaseModel):
+    """What this run does with one partner (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    partner: str
+    mode: str
+    status: str  # active | discontinued
+    files: list[DeliveredFile] = []  # read in this run
+    not_read: dict[str, str] = {}  # file name -> why it is not read
+    withdrawals: DeliveredFile | None = None  # a withdrawals file not applied yet
+    reharmonize: str = ""  # why its stored records are harmonized again ('' = they are not)
+    stored_records: int = 0  # current records in the store before this run
+    stored_without_staged: int = 0  # of them, loaded before the store: cannot be re-harmonized
+    last_delivery: str | None = None  # the release it last delivered in
+    releases_without_delivery: int = 0
+    flagged: bool = False  # active, and not delivered for longer than its mapping allows
+
+    @property
+    def delivered(self) -> bool:
+        return bool(self.files) or self.withdrawals is not None
+
+    @property
+    def has_work(self) -> bool:
+        return self.delivered or bool(self.reharmonize)
+
+    @property
+    def state(self) -> str:
+        if self.delivered:
+            return DELIVERED
+        if self.reharmonize:
+            return REHARMONIZED
+        return DISCONTINUED if self.status == "discontinued" else CARRIED
+
+
+class ReleasePlan(BaseModel):
+    """A planned run. A plan whose `partners` is empty has nothing to do: no lock was taken,
+    no folder made, and the DAG stops after `partners_with_work`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     release: str
     landing: str
     out: str
-    partners: list[str]
+    partners: list[str]  # the partners with work in this run (a chain each)
     release_year: int | None = None
     mappings: str | None = None
     local_dir: str | None = None  # <out>/.work/<release>: the release is staged here
@@ -56,7 +116,11 @@ class RunPlan(BaseModel):
     # without credentials: storage.work_base refuses them, since this travels in XCom).
     work_dir: str | None = None
     release_dir: str | None = None
-    partners_without_delivery: list[str] | None = None
+    sequence: int = 1  # the release's number in the store
+    base: int = 0  # the release it builds on
+    replaces: str | None = None  # the head release this run makes again
+    partner_plans: dict[str, PartnerPlan] = {}
+    accept_retirements: list[str] = []
     unmapped_partner_folders: list[str] | None = None
     previous_release_state: str | None = None
     lock: LockInfo | None = None
@@ -66,13 +130,15 @@ class RunPlan(BaseModel):
     _configs: dict[str, PartnerConfig] = PrivateAttr(default_factory=dict)
 
     @property
-    def nothing_delivered(self) -> bool:
+    def nothing_to_do(self) -> bool:
         return not self.partners
 
     @cached_property
     def work(self) -> WorkDir:
+        from ctdc_harmonizer.run.workdir import WorkDir
+
         if self.work_dir is None:
-            raise CtdcError(f"release {self.release}: nothing delivered, no work folder")
+            raise CtdcError(f"release {self.release}: nothing to do, no work folder")
         return WorkDir(self.work_dir)
 
     @property
@@ -98,8 +164,12 @@ class RunPlan(BaseModel):
 
     @property
     def aside_dir(self) -> Path:
-        """Where the previous release is moved for the instant of the swap."""
+        """Where the previous folder of this release is moved for the instant of the swap."""
         return self.local_path / "previous-release"
+
+    @property
+    def carried(self) -> list[str]:
+        return sorted(p for p, entry in self.partner_plans.items() if not entry.has_work)
 
     def partner_config(self, partner: str) -> PartnerConfig:
         """The partner's validated mapping. Validated once per process; the command line's
@@ -111,27 +181,28 @@ class RunPlan(BaseModel):
             self._configs[partner] = load_partner(Path(self.mappings or mappings_dir()) / partner)
         return self._configs[partner]
 
-    def warehouse(self, url: str | None = None) -> str:
+    def warehouse(self) -> str:
         """The warehouse of this run: the CLI's --warehouse, else $CTDC_WAREHOUSE_URL, else
         the SQLite file in the out folder."""
         from ctdc_harmonizer.warehouse.schema import default_warehouse_url
 
-        return url or self.warehouse_url or default_warehouse_url(self.out)
-
-    def to_xcom(self) -> dict:
-        """The plan as the small dict XCom and plan.json hold (no URL, no frame)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.warehouse_url or default_warehouse_url(self.out)
 
 
 # --- release labels ----------------------------------------------------------------------------
 
 
 def check_release_label(release: str) -> None:
-    """Letters, digits, '.', '_', '-'; at most 64 characters (the warehouse's label width)."""
+    """Letters, digits, '.', '_', '-'; at most 64 characters (the warehouse's label width);
+    not a name the out folder uses for something else."""
     if not isinstance(release, str) or not RELEASE_LABEL.fullmatch(release):
         raise CtdcError(
             "release label must be a plain name such as 2025 or ctdc-2025: 1 to 64 letters, "
             "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if release in RESERVED_LABELS:
+        raise CtdcError(
+            f"release label '{release}' is reserved (the out folder uses it): choose another"
         )
 
 
@@ -141,13 +212,13 @@ def release_year_of(release: str, default: int) -> int:
     return int(found.group(1)) if found else default
 
 
-def default_release_label(run_date: dt.date | dt.datetime | str) -> str:
-    """The year of the day before the run date: the yearly run on 1 January makes the
-    previous year's release, a run later in the year that year's update. The command line
-    and the DAG both use it."""
-    if isinstance(run_date, str):
-        run_date = dt.datetime.fromisoformat(run_date)
-    day = run_date.date() if isinstance(run_date, dt.datetime) else run_date
+def default_release_label(today: dt.date | dt.datetime | str) -> str:
+    """The one rule for a release left unnamed (command line, trigger form, README): the year
+    of the day before the run starts. A run on 1 January (the yearly schedule) makes the
+    previous year's release; a run later in the year makes that year's."""
+    if isinstance(today, str):
+        today = dt.datetime.fromisoformat(today)
+    day = today.date() if isinstance(today, dt.datetime) else today
     return str((day - dt.timedelta(days=1)).year)
 
 
@@ -180,34 +251,138 @@ def unmapped_partner_folders(landing: str | Path, known: list[str]) -> list[str]
     )
 
 
-def _chosen_partners(
-    landing: str, root: Path, partners: list[str] | None
-) -> tuple[list[str], bool]:
-    """(the partners to run, whether they were named)."""
+def _named_partners(landing: str, root: Path, partners: list[str] | None) -> list[str]:
+    """The partners named for this run, checked (known, mapping valid, folder present)."""
     from ctdc_harmonizer.mapping.partner import available_partners, load_partner
 
     known = available_partners(root)
     named = [p.strip() for p in partners or [] if p.strip()]
-    # Not naming partners means "every partner that delivered": one that did not send an
-    # extract this year is skipped (and listed in the plan), not an error.
-    chosen = named or [p for p in known if (Path(landing) / p).is_dir()]
-    if not chosen:
-        raise CtdcError(f"no partner folder found in {landing} (mapped: {', '.join(known)})")
-    unknown = sorted(set(chosen) - set(known))
+    unknown = sorted(set(named) - set(known))
     if unknown:
         raise CtdcError(
             f"unknown partner(s) {', '.join(unknown)}; mapping folders exist for {', '.join(known)}"
         )
-    for partner in chosen:
+    for partner in named:
         load_partner(root / partner)  # raises MappingError naming file and line
         if not (Path(landing) / partner).is_dir():
             raise CtdcError(
                 f"partner '{partner}': landing folder {Path(landing) / partner} not found"
             )
-    return chosen, bool(named)
+    return named
 
 
-def plan_run(
+def _plan_partner(
+    config: PartnerConfig, landing: Path, state: StoreState, may_read: bool, codebook_version: str
+) -> PartnerPlan:
+    from ctdc_harmonizer.fileio import sha256_of
+    from ctdc_harmonizer.ingest.files import find_extract_files, os_problem
+    from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
+
+    history = state.partners.get(config.code)
+    files, not_read, withdrawals = [], {}, None
+    folder = landing / config.code
+    if folder.is_dir() and may_read:
+        ingested = history.ingested if history else {}
+        found = []
+        for path in find_extract_files(config, landing):
+            try:
+                found.append(
+                    DeliveredFile(
+                        name=path.name, sha256=sha256_of(path), size_bytes=path.stat().st_size
+                    )
+                )
+            except OSError as exc:
+                from ctdc_harmonizer.errors import ExtractError
+
+                raise ExtractError(
+                    config.code, path.name, f"cannot be opened ({os_problem(exc)})"
+                ) from None
+        new = [f for f in found if f.sha256 not in ingested]
+        if config.delivery.mode == "full" and new:
+            files = found  # the partner's whole dataset: every file of the folder
+        else:
+            files = new
+        for entry in found:
+            if entry not in files:
+                not_read[entry.name] = f"already ingested in release {ingested[entry.sha256]}"
+        found_withdrawals = find_withdrawals_file(config, landing)
+        if found_withdrawals is not None:
+            checked = DeliveredFile(
+                name=found_withdrawals.name,
+                sha256=sha256_of(found_withdrawals),
+                size_bytes=found_withdrawals.stat().st_size,
+            )
+            if checked.sha256 in ingested:
+                not_read[checked.name] = f"already applied in release {ingested[checked.sha256]}"
+            else:
+                withdrawals = checked
+    elif folder.is_dir():
+        not_read = {"*": "partner not named in this run's partners"}
+    reharmonize = ""
+    stored = history.current_records if history else 0
+    if history and history.stale_staged(config.harmonization_hash, codebook_version):
+        changed = history.harmonized_under_others(config.harmonization_hash)
+        reharmonize = "mapping changed" if changed else "codebook version changed"
+    last = history.last_delivery_sequence if history else None
+    without = (state.sequence - last - 1) if last else (state.sequence - 1 if stored else 0)
+    active = config.delivery.status == "active"
+    return PartnerPlan(
+        partner=config.code,
+        mode=config.delivery.mode,
+        status=config.delivery.status,
+        files=files,
+        not_read=not_read,
+        withdrawals=withdrawals,
+        reharmonize=reharmonize,
+        stored_records=stored,
+        stored_without_staged=history.without_staged if history else 0,
+        last_delivery=history.last_delivery_release if history else None,
+        releases_without_delivery=max(without, 0),
+        flagged=active
+        and bool(stored)
+        and not (files or withdrawals is not None)
+        and without >= config.delivery.max_releases_without_delivery,
+    )
+
+
+def _plan_partners(
+    root: Path,
+    known: list[str],
+    named: list[str],
+    landing: Path,
+    state: StoreState,
+    codebook_version: str,
+) -> dict[str, PartnerPlan]:
+    """Every mapped partner's plan; a partner the store holds without a mapping is an error."""
+    from ctdc_harmonizer.mapping.partner import load_partner
+
+    in_store = sorted(set(state.partners) - set(known))
+    stored_without_mapping = [p for p in in_store if state.partners[p].current_records]
+    if stored_without_mapping:
+        raise CtdcError(
+            "partner(s) with records in the store but no mapping folder: "
+            f"{', '.join(stored_without_mapping)}; restore their mappings/<partner>/ folder "
+            "(a partner that stopped delivering stays mapped, with `status: discontinued`)"
+        )
+    plans = {}
+    for partner in known:
+        config = load_partner(root / partner)  # raises MappingError naming file and line
+        may_read = not named or partner in named
+        plans[partner] = _plan_partner(config, landing, state, may_read, codebook_version)
+        entry = plans[partner]
+        if entry.delivered and entry.status == "discontinued":
+            log.info("partner %s is marked discontinued; its delivery is read", partner)
+        if entry.flagged:
+            log.warning(
+                "partner %s has not delivered for %d release(s) (last: %s)",
+                partner,
+                entry.releases_without_delivery,
+                entry.last_delivery,
+            )
+    return plans
+
+
+def plan_release(
     landing: str,
     out: str,
     release: str,
@@ -217,9 +392,10 @@ def plan_run(
     lock_owner: str | None = None,
     warehouse_url: str | None = None,
     work_url: str | None = None,
-) -> RunPlan:
-    """Check the run's inputs before any work; then take the release's lock and reset its
-    private work folder.
+    accept_retirements: list[str] | None = None,
+) -> ReleasePlan:
+    """Check the run's inputs before any work, decide what it does with each partner, then
+    take the store's lease and reset the private work folder (module docstring).
 
     lock_owner: None for a process lock held by this process (the CLI); an Airflow DAG run's
     id for a lease that holds across its tasks (released by `finish_run`).
@@ -228,24 +404,50 @@ def plan_run(
     (s3://bucket/prefix) every worker of the run can reach, checked here (protocol installed,
     no credential in it, bucket present and reachable) before the out folder is touched.
     """
+    from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.mapping.partner import available_partners
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.release.state import BAD_STATES, release_states
-    from ctdc_harmonizer.warehouse.schema import check_warehouse, default_warehouse_url
+    from ctdc_harmonizer.store.state import read_store_state
+    from ctdc_harmonizer.warehouse.schema import (
+        check_warehouse,
+        default_warehouse_url,
+        warehouse_exists,
+    )
 
     root = Path(mappings or mappings_dir())
-    known = available_partners(root)
-    chosen, named = _chosen_partners(landing, root, partners)
     check_release_label(release)
+    known = available_partners(root)
+    named = _named_partners(landing, root, partners)
+    accept = sorted({p.strip() for p in accept_retirements or [] if p.strip()})
+    unknown = sorted(set(accept) - set(known))
+    if unknown:
+        raise CtdcError(f"accept_retirements names unknown partner(s) {', '.join(unknown)}")
     privacy_keys.pseudonym_key()  # PRIVACY: no key, no run (the key itself stays out of the plan)
+    url = warehouse_url or default_warehouse_url(out)
     # A wrong or unreachable warehouse fails here, not after every extract has been read.
-    check_warehouse(warehouse_url or default_warehouse_url(out))
+    check_warehouse(url)
     # Shared work storage, if any: a URL that cannot work fails here too (a setting error),
     # an unreachable store as an infrastructure error (retried).
     shared = (work_url or os.environ.get(WORK_URL_ENV, "")).strip()
     base = storage.work_base(shared) if shared else None
     if base:
         storage.check_reachable(base)
+    codebook = default_codebook()
+    out_path = Path(out)
+    _prepare_out(out_path)
+    # The lease first, then the store: what this run plans against cannot move under it.
+    lock = locks.acquire(out_path, STORE_LOCK, lock_owner)  # a rival run fails here, at once
+    try:
+        if warehouse_exists(url):
+            from ctdc_harmonizer.warehouse import migrate
+
+            migrate(url)  # a warehouse made by an earlier version is upgraded in place
+        state = read_store_state(url, release, warehouse_exists(url))
+        plans = _plan_partners(root, known, named, Path(landing), state, codebook.version)
+    except BaseException:
+        locks.release(lock)
+        raise
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
@@ -253,11 +455,29 @@ def plan_run(
             "include them)",
             ", ".join(strays),
         )
+    with_work = [p for p in known if plans[p].has_work]
     year = release_year or release_year_of(release, dt.date.today().year)
-    out_path = Path(out)
-    _prepare_out(out_path)
-    lock = locks.acquire(out_path, release, lock_owner)  # a rival run fails here, at once
+    common = {
+        "release": release,
+        "release_year": year,
+        "landing": str(Path(landing).resolve()),
+        "out": str(out_path.resolve()),
+        "mappings": str(root.resolve()),
+        "sequence": state.sequence,
+        "base": state.base,
+        "replaces": state.replaces,
+        "partner_plans": plans,
+        "accept_retirements": accept,
+        "unmapped_partner_folders": strays,
+        "warehouse_url": warehouse_url,
+    }
+    if not with_work:
+        locks.release(lock)
+        log.info("release %s: nothing to do (no new delivery, no mapping change)", release)
+        return ReleasePlan(partners=[], **common)
     local = out_path / WORK_FOLDER / release
+    from ctdc_harmonizer.run.workdir import WorkDir
+
     work = WorkDir(storage.run_prefix(base, out_path, release) if base else local.resolve())
     try:
         # Checked before this run changes anything: did the last run publish consistently?
@@ -277,63 +497,60 @@ def plan_run(
         if isinstance(exc, OSError):
             raise OutputError(str(exc.filename or out_path), os_reason(exc)) from None
         raise
-    plan = RunPlan(
-        release=release,
-        release_year=year,
-        landing=str(Path(landing).resolve()),
-        out=str(out_path.resolve()),
-        mappings=str(root.resolve()),
+    plan = ReleasePlan(
+        partners=with_work,
         local_dir=str(local.resolve()),
         work_dir=str(work.root),
         release_dir=str((out_path / release).resolve()),
-        partners=chosen,
-        partners_without_delivery=sorted(set(known) - set(chosen)) if not named else [],
-        unmapped_partner_folders=strays,
         previous_release_state=previous["state"],
         lock=lock,
-        warehouse_url=warehouse_url,
+        **common,
     )
-    for partner in chosen:
+    for partner in with_work:
         plan.partner_config(partner)  # validated above: cached, and pickled to the workers
-    work.write_json(PLAN, plan.to_xcom())
-    log.info("planned release %s for %d partner(s)", release, len(chosen))
+    work.write_json(work.PLAN, plan.model_dump(mode="json", exclude_none=True))
+    log.info(
+        "planned release %s (sequence %d): %d partner(s) with work (%s), %d carried forward",
+        release,
+        state.sequence,
+        len(with_work),
+        ", ".join(f"{p}: {plans[p].state}" for p in with_work),
+        len(plan.carried),
+    )
     return plan
 
 
-def plan_scheduled_run(
+def plan_scheduled_release(
     release: str | None,
     landing: str | None,
     out: str | None,
     partners: list[str] | None,
-    run_date: dt.date | dt.datetime | str,
+    today: dt.date | dt.datetime | str,
     lock_owner: str | None = None,
     work: str | None = None,
-) -> RunPlan:
-    """plan_run with the DAG's defaults: an empty (or null) param means the default.
+    accept_retirements: list[str] | None = None,
+) -> ReleasePlan:
+    """plan_release with the DAG's defaults: an empty (or null) param means the default.
 
     The release is labelled by `default_release_label`; landing and out come from
     $CTDC_LANDING / $CTDC_OUT, else from under $AIRFLOW_HOME/ctdc/.
     """
-    from ctdc_harmonizer.mapping.partner import available_partners
+    from ctdc_harmonizer.paths import default_landing, default_out
 
-    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
-    label = release or default_release_label(run_date)
-    named_landing = landing
-    landing = landing or os.environ.get("CTDC_LANDING") or str(home / "landing")
-    out = out or os.environ.get("CTDC_OUT") or str(home / "releases")
-    delivered = any((Path(landing) / p).is_dir() for p in available_partners())
-    # A yearly run before any delivery is not an error: an empty plan, the DAG stops there.
-    # A landing folder named in the trigger form that does not exist is (plan_run says so).
-    if not partners and not delivered and (Path(landing).is_dir() or not named_landing):
-        log.info("nothing delivered: no mapped partner's folder in %s", landing)
-        return RunPlan(release=label, landing=landing, out=out, partners=[])
-    warehouse = os.environ.get("CTDC_WAREHOUSE_URL") or None
-    return plan_run(
+    label = release or default_release_label(today)
+    landing = landing or default_landing()
+    out = out or default_out()
+    if not Path(landing).is_dir() and not partners:
+        landing_named = landing != default_landing()
+        if landing_named:
+            raise CtdcError(f"landing folder {landing} not found")
+    return plan_release(
         landing,
         out,
         label,
         partners or None,
         lock_owner=lock_owner,
-        warehouse_url=warehouse,
+        warehouse_url=os.environ.get("CTDC_WAREHOUSE_URL") or None,
         work_url=work or None,
+        accept_retirements=accept_retirements,
     )

@@ -13,7 +13,7 @@ intermediates (run/storage.py checks the URL). On a remote store every read, wri
 goes through `storage.guarded`: a failure becomes a value-free error naming the object, retried
 when the store was unreachable; nothing is ever created on an object store but the objects
 themselves (no bucket). The release folder itself is always built on the out folder's file
-system: publishing it is an atomic rename there (release/publish.py).
+system: publishing it is an atomic rename there (release/folder.py).
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ from ctdc_harmonizer.run import storage
 if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
     import pandas as pd
 
-PLAN = "plan.json"
-COMBINED = "combined.parquet"
-RECONCILIATION = "reconciliation.json"
-OVERLAPS = "overlaps.json"
 
 
 def _is_local(path: UPath) -> bool:
@@ -81,6 +77,7 @@ class _Folder:
     def write_frame(self, name: str, frame: pd.DataFrame) -> str:
         target = self.path(name)
         if self.local:
+            target.parent.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(target, index=False)
             return str(target)
         data = frame.to_parquet(index=False)  # serialised first: a data error stays one
@@ -100,6 +97,8 @@ class _Folder:
 
     def _write_text(self, name: str, text: str) -> None:
         with self._io("write", name):
+            if self.local:
+                self.path(name).parent.mkdir(parents=True, exist_ok=True)
             self.path(name).write_text(text, encoding="utf-8")
 
     def _read_text(self, name: str) -> str:
@@ -124,19 +123,31 @@ class _Folder:
 
 
 class PartnerWork(_Folder):
-    """One partner's intermediates: `<work>/<partner>/`."""
+    """One partner's intermediates, `<work>/partners/<partner>/`, named by the step that
+    writes them (a step writes only its own; later steps read what their inputs name)."""
 
-    STAGED = "staged.parquet"  # de-identified rows still to harmonize (no identifier)
-    REMOVED = "removed.parquet"  # rows erased or merged while staging: file, row, outcome
-    PRIVATE = "private.parquet"  # pseudonym + linkage keys of the staged rows, same order
+    # stage_partner
+    STAGED = "staged.parquet"  # rows to harmonize, as the reader's contract has them
+    KEYS = "keys.parquet"  # per staged row: origin, identity, content, pseudonym, link keys, ids
+    REMOVED = "removed.parquet"  # delivered rows erased or merged while staging
     WITHDRAWN = "withdrawn.parquet"  # pseudonyms this run adds to the withdrawal registry
-    STAGE_INFO = "stage.json"  # per delivered file: checksum, rows read, blank rows, columns
-    HARMONIZED = "harmonized.parquet"  # codebook columns + bookkeeping + privacy columns
-    OUTCOMES = "outcomes.parquet"  # one row per staged row: file, row, outcome, reason, column
+    ERASED_STORED = "erased_stored.parquet"  # stored records of people withdrawn in this run
+    STAGE_INFO = "stage.json"  # per delivered file: checksum, size, rows read, blank rows
+    # harmonize_partner
+    HARMONIZED = "harmonized.parquet"  # per harmonized row: codebook columns + its staged row
+    OUTCOMES = "outcomes.parquet"  # per staged row: file, row, outcome, reason, column, origin
+    PAYLOADS = "payloads.parquet"  # per delivered row: the staged values the store may keep
     UNMAPPED = "unmapped.csv"  # the restricted unmapped list (already restricted)
     ISSUES = "issues.csv"  # counted value issues
     COVERAGE = "coverage.json"  # the coverage gate's figures
-    LINKED = "linked.parquet"  # files of this partner's rows merged into another's record
+    # compare_with_store
+    STAGED_NEW = "changes/staged_new.parquet"
+    CASE_NEW = "changes/case_new.parquet"
+    STAGED_END = "changes/staged_end.parquet"
+    CASE_END = "changes/case_end.parquet"
+    CURRENT = "changes/current.parquet"  # the partner's records once the release is committed
+    DELIVERY = "changes/delivery.json"  # the delivery's record: mode, source, files, counts
+    CHANGE_COUNTS = "changes/counts.json"
 
     def __init__(self, root: str | Path | UPath, partner: str):
         super().__init__(root)
@@ -146,8 +157,22 @@ class PartnerWork(_Folder):
 class WorkDir(_Folder):
     """The run's work folder; `create()` before the first step, `remove()` when it ends."""
 
+    PLAN = "plan.json"
+    # assemble_release
+    RECORDS = "assembled/records.parquet"  # every current record, bookkeeping + codebook
+    MERGED = "assembled/merged.parquet"  # partner and identity of records merged by linkage
+    RECONCILIATION = "assembled/reconciliation.json"
+    OVERLAPS = "assembled/overlaps.json"
+    UNMAPPED = "assembled/unmapped.csv"  # the partners' restricted unmapped lists
+    ISSUES = "assembled/issues.csv"
+    REJECTS = "assembled/rejects.csv"
+    COVERAGE = "assembled/coverage.json"
+    WITHDRAWN = "assembled/withdrawn.parquet"
+    # commit_release
+    PURGE = "committed/purge.json"  # earlier releases: positions of erased rows
+
     def partner(self, partner: str) -> PartnerWork:
-        work = PartnerWork(self.root / partner, partner)
+        work = PartnerWork(self.root / "partners" / partner, partner)
         work._make()
         return work
 

@@ -1,6 +1,7 @@
 """The hand-off contract between the annual update and the synthesis.
 
-`<out>/<release>/handoff/` holds exactly two files:
+`<out>/handoff/<release>/` (next to the release folder, not inside it: the release folder's
+content hash stays what the warehouse recorded) holds exactly two files:
 
 - `harmonized.parquet`: the 27 codebook columns in codebook order (no partner or file column);
 - `manifest.json`: release label, codebook version and hash, row count, columns, the SHA-256
@@ -45,12 +46,19 @@ class VerifiedHandoff:
     manifest_sha256: str
 
 
+def handoff_dir(out: str | Path, release: str) -> Path:
+    """Where the hand-off of `release` lives: `<out>/handoff/<release>`."""
+    return Path(out) / HANDOFF_DIR / release
+
+
 def write_handoff(release_dir: str | Path) -> dict:
-    """Write `<release_dir>/handoff/` from the release folder (atomically: write aside, rename).
+    """Write `<out>/handoff/<release>/` from the release folder `<out>/<release>` (atomically:
+    write aside, rename).
 
     No timestamp in the manifest: the same release gives the same hand-off, byte for byte.
     """
     release_dir = Path(release_dir)
+    target = handoff_dir(release_dir.parent, release_dir.name)
     codebook = default_codebook()
     meta = json.loads((release_dir / "metadata.json").read_text(encoding="utf-8"))
     columns = pq.read_schema(release_dir / TABLE_FILE).names
@@ -59,10 +67,10 @@ def write_handoff(release_dir: str | Path) -> dict:
             f"{release_dir / TABLE_FILE}: columns are not the {len(codebook.columns)} codebook "
             "columns in codebook order; not handing it off"
         )
-    staging = release_dir / f".{HANDOFF_DIR}.tmp"
+    staging = target.parent / f".{release_dir.name}.tmp"
     if staging.exists():
         shutil.rmtree(staging)
-    staging.mkdir()
+    staging.mkdir(parents=True)
     shutil.copyfile(release_dir / TABLE_FILE, staging / TABLE_FILE)
     rows = pq.read_metadata(staging / TABLE_FILE).num_rows
     manifest = {
@@ -78,7 +86,6 @@ def write_handoff(release_dir: str | Path) -> dict:
     (staging / MANIFEST_FILE).write_text(
         json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8"
     )
-    target = release_dir / HANDOFF_DIR
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -123,7 +123,7 @@ def plan_synthesis(
         root = Path(out) if out else Path(handoff).resolve().parent.parent
     else:
         root = Path(out or default_out())
-        handoff = str(root / release / handoff_mod.HANDOFF_DIR)
+        handoff = str(handoff_mod.handoff_dir(root, release))
     config = load_synthesis_config(config_path).with_overrides(
         epsilon, delta, reporting_length, seed
     )

@@ -1,8 +1,7 @@
-"""The CTDC warehouse: ICS-TIP tables (entity, release, batch, case record) via Alembic."""
+"""The CTDC warehouse: the system of record (models), its migrations and its connection."""
 
 from __future__ import annotations
 
-from ctdc_harmonizer.warehouse.loader import load_release
 from ctdc_harmonizer.warehouse.schema import default_warehouse_url, migrate
 
-__all__ = ["default_warehouse_url", "load_release", "migrate"]
+__all__ = ["default_warehouse_url", "migrate"]

@@ -21,9 +21,15 @@ FILE_NAME_LENGTH = 512
 # write them literally: a later rename here must not rewrite history).
 ENTITY_TABLE = "reporting_entity"
 RELEASE_TABLE = "data_release"
-BATCH_TABLE = "extract_batch"
+DELIVERY_TABLE = "delivery"
+DELIVERY_FILE_TABLE = "delivery_file"
+STAGED_TABLE = "staged_record"
 CASE_TABLE = "case_record"
+EXCLUSION_TABLE = "release_exclusion"
+SNAPSHOT_TABLE = "partner_snapshot"
 RELEASE_VIEW = "ctdc_release_v3"
+KEY_LENGTH = 64  # a keyed hash (HMAC-SHA-256) in hex: pseudonyms and identity keys
+REASON_LENGTH = 32
 
 
 def column_type(var: Variable) -> sa.types.TypeEngine:
@@ -55,12 +61,21 @@ def quote_identifier(name: str) -> str:
 
 def release_view_sql(codebook: Codebook | None = None) -> str:
     """CREATE VIEW statement exposing release_label + the codebook columns, in order: the
-    view the code expects today (migration 0001 holds its frozen v3 text)."""
+    view the code expects today (migration 0005 holds its frozen v3 text).
+
+    A release is every record version valid at its sequence number (valid_from <= sequence <
+    valid_to, an open valid_to meaning "still current"), less the records the release's
+    linkage merged into another partner's record of the same person."""
     codebook = codebook or default_codebook()
-    columns = ", ".join(quote_identifier(c) for c in ["release_label", *codebook.columns])
+    q = quote_identifier
+    columns = ", ".join(f"c.{q(c)}" for c in codebook.columns)
     return (
-        f"CREATE VIEW {quote_identifier(RELEASE_VIEW)} AS "
-        f"SELECT {columns} FROM {quote_identifier(CASE_TABLE)}"
+        f"CREATE VIEW {q(RELEASE_VIEW)} AS SELECT r.{q('label')} AS {q('release_label')}, "
+        f"{columns} FROM {q(CASE_TABLE)} c JOIN {q(RELEASE_TABLE)} r "
+        f"ON c.{q('valid_from')} <= r.{q('sequence')} "
+        f"AND (c.{q('valid_to')} IS NULL OR c.{q('valid_to')} > r.{q('sequence')}) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {q(EXCLUSION_TABLE)} x "
+        f"WHERE x.{q('release_label')} = r.{q('label')} AND x.{q('case_record_id')} = c.{q('id')})"
     )
 
 

@@ -1,18 +1,33 @@
 """The warehouse schema as the code expects it today: the one definition of its tables.
 
-Every table, column, constraint and index the migrations create is declared here (ICS-TIP
-units: entity, release, batch, case record; the privacy-budget ledger; the withdrawal
-registry and the privacy audit). The migrations in `migrations/versions/` are history,
-frozen as each was written; tests/test_warehouse_schema.py asserts that a database
-migrated to head equals these models, so a schema change needs both a model change and a
-new migration. The schema itself is only ever created by Alembic (`schema.migrate`), never
-by `Base.metadata.create_all`.
+The warehouse is the system of record (docs/architecture.md, "The store"): it keeps every
+partner's records from run to run, each as versions valid over a span of releases, with the
+delivery each version came from.
 
-The case_record codebook columns come from the live codebook (`columns.codebook_columns`):
-a corrected codebook changes the models, and the schema test then fails until a migration
-brings the database along. Not modelled, created by migrations only: the ctdc_release_v3
-view (its current definition is `columns.release_view_sql()`, also checked by the test)
-and the ledger's append-only triggers (0002).
+- ICS-TIP units: `reporting_entity` (a partner), `data_release` (a release, numbered by
+  `sequence`), `delivery` and `delivery_file` (what a partner sent, when, with its counts),
+  `case_record` (a harmonized record version: the 27 codebook variables);
+- the restricted store: `staged_record` (a partner's de-identified record as read, the input
+  of any later re-harmonization), `partner_snapshot` (each partner's current records as one
+  Parquet blob: a cache of the two record tables, rebuilt from them when missing);
+- `release_exclusion` (records a release's linkage merged into another partner's record);
+- privacy: the privacy-budget ledger, the withdrawal registry, the privacy audit.
+
+A record version is in release R when `valid_from <= R.sequence < valid_to` (an open
+`valid_to`: still current) and no exclusion names it for R. `end_reason` says why a version
+stopped being current (revised, not redelivered, re-harmonized, ...); an erased person's
+versions are deleted, history included.
+
+The migrations in `migrations/versions/` are history, frozen as each was written;
+tests/test_warehouse_schema.py asserts that a database migrated to head equals these models,
+so a schema change needs both a model change and a new migration. The schema itself is only
+ever created by Alembic (`schema.migrate`), never by `Base.metadata.create_all`.
+
+The case_record codebook columns come from the live codebook (`columns.codebook_columns`): a
+corrected codebook changes the models, and the schema test then fails until a migration
+brings the database along. Not modelled, created by migrations only: the ctdc_release_v3 view
+(its current definition is `columns.release_view_sql()`, also checked by the test) and the
+ledger's append-only triggers (0002).
 """
 
 from __future__ import annotations
@@ -25,16 +40,38 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ctdc_harmonizer.codebook import Codebook
 from ctdc_harmonizer.warehouse.columns import (
     AUDIT_TABLE,
-    BATCH_TABLE,
     CASE_TABLE,
+    DELIVERY_FILE_TABLE,
+    DELIVERY_TABLE,
     ENTITY_TABLE,
+    EXCLUSION_TABLE,
     FILE_NAME_LENGTH,
+    KEY_LENGTH,
     LABEL_LENGTH,
     LEDGER_TABLE,
+    REASON_LENGTH,
     REGISTRY_TABLE,
     RELEASE_TABLE,
+    SNAPSHOT_TABLE,
+    STAGED_TABLE,
     codebook_columns,
 )
+
+# Row accounting of a delivery and of each of its files (store/changes.py):
+# rows_read = new + revised + unchanged + rejected + excluded + erased + duplicates_merged.
+DELIVERY_COUNT_COLUMNS = [
+    "rows_read",
+    "rows_new",
+    "rows_revised",
+    "rows_unchanged",
+    "rows_rejected",
+    "rows_excluded",
+    "rows_erased",
+    "rows_duplicates_merged",
+]
+# The cross-partner linkage keys of a staged record (privacy/linkage.py), first 64 bits of
+# their HMAC, stored as signed 64-bit integers.
+LINK_KEY_COLUMNS = ["link_exact", "link_exact_swapped", "link_sound", "link_sound_swapped"]
 
 
 class Base(DeclarativeBase):
@@ -54,63 +91,157 @@ class ReportingEntity(Base):
 
 
 class DataRelease(Base):
-    """One harmonized release (e.g. '2025-02'), replaced as a whole on reload."""
+    """One harmonized release (e.g. '2025'): a point-in-time snapshot of every partner's
+    current records. `sequence` orders releases (1, 2, ...); `row_order` says how the release
+    folder's table is ordered ('keyed': by a hash of label and identity key; 'id': by record id,
+    releases made before the store, migration 0005)."""
 
     __tablename__ = RELEASE_TABLE
+    __table_args__ = (sa.UniqueConstraint("sequence", name="uq_data_release_sequence"),)
 
     label: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH), primary_key=True)
+    sequence: Mapped[int] = mapped_column(sa.Integer)
     codebook_version: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     row_count: Mapped[int] = mapped_column(sa.Integer)
+    row_order: Mapped[str] = mapped_column(sa.String(16))
     metadata_json: Mapped[str] = mapped_column(sa.Text)
 
 
-class ExtractBatch(Base):
-    """One delivered file of one entity, with its row accounting."""
+class Delivery(Base):
+    """What one partner delivered for one release: its mode, when and from where it was
+    received, the mapping and codebook it was harmonized under, and where its rows went."""
 
-    __tablename__ = BATCH_TABLE
-    __table_args__ = (
-        sa.UniqueConstraint(
-            "release_label", "entity_id", "file_name", name="uq_extract_batch_release_entity_file"
-        ),
-    )
+    __tablename__ = DELIVERY_TABLE
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    release_label: Mapped[str] = mapped_column(
-        sa.String(LABEL_LENGTH), sa.ForeignKey(f"{RELEASE_TABLE}.label")
+    entity_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), index=True
     )
-    entity_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"))
-    file_name: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
-    sha256: Mapped[str] = mapped_column(sa.String(64))
+    release_label: Mapped[str] = mapped_column(
+        sa.String(LABEL_LENGTH), sa.ForeignKey(f"{RELEASE_TABLE}.label"), index=True
+    )
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
+    mapping_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    codebook_version: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
     rows_read: Mapped[int] = mapped_column(sa.Integer)
-    rows_harmonized: Mapped[int] = mapped_column(sa.Integer)
+    rows_new: Mapped[int] = mapped_column(sa.Integer)
+    rows_revised: Mapped[int] = mapped_column(sa.Integer)
+    rows_unchanged: Mapped[int] = mapped_column(sa.Integer)
     rows_rejected: Mapped[int] = mapped_column(sa.Integer)
     rows_excluded: Mapped[int] = mapped_column(sa.Integer)
     rows_erased: Mapped[int] = mapped_column(sa.Integer)
-    # Renamed from rows_duplicate by migration 0004: the reconciliation key's name.
+    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
+    # Stored records this delivery retired (a full delivery that no longer holds them, a
+    # revision that is now rejected or excluded).
+    records_retired: Mapped[int] = mapped_column(sa.Integer)
+
+
+class DeliveryFile(Base):
+    """One delivered file, with its checksum and row accounting. A file whose SHA-256 was
+    already ingested for its partner is not read again."""
+
+    __tablename__ = DELIVERY_FILE_TABLE
+    __table_args__ = (
+        sa.UniqueConstraint("delivery_id", "file_name", name="uq_delivery_file_delivery_name"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey(f"{DELIVERY_TABLE}.id"), index=True
+    )
+    file_name: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    rows_read: Mapped[int] = mapped_column(sa.Integer)
+    rows_new: Mapped[int] = mapped_column(sa.Integer)
+    rows_revised: Mapped[int] = mapped_column(sa.Integer)
+    rows_unchanged: Mapped[int] = mapped_column(sa.Integer)
+    rows_rejected: Mapped[int] = mapped_column(sa.Integer)
+    rows_excluded: Mapped[int] = mapped_column(sa.Integer)
+    rows_erased: Mapped[int] = mapped_column(sa.Integer)
     rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
 
 
+def _validity() -> list[sa.Column]:
+    """When a record version is current: from release sequence `valid_from` up to (not
+    including) `valid_to`; why it stopped."""
+    return [
+        sa.Column("valid_from", sa.Integer, nullable=False, index=True),
+        sa.Column("valid_to", sa.Integer, nullable=True, index=True),
+        sa.Column("end_reason", sa.String(REASON_LENGTH), nullable=True),
+    ]
+
+
+# PRIVACY (restricted, docs/privacy.md "The store"): a partner's de-identified record as read:
+# coded source values the mapping knew, years, whole-year ages, the keyed pseudonym and
+# linkage keys. Never a record id, a name, a date or a free-text note.
+staged_record_table = sa.Table(
+    STAGED_TABLE,
+    Base.metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
+    sa.Column(
+        "delivery_file_id",
+        sa.Integer,
+        sa.ForeignKey(f"{DELIVERY_FILE_TABLE}.id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("source_row", sa.Integer, nullable=False),
+    # Which record of the partner this is, across deliveries (store/identity.py).
+    sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False, index=True),
+    sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True, index=True),
+    # A keyed hash of the payload: equal payloads, unchanged record.
+    sa.Column("content_key", sa.BigInteger, nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=True) for name in LINK_KEY_COLUMNS),
+    # The staged values as one JSON object (field -> text or null), in the partner's terms.
+    sa.Column("payload", sa.Text, nullable=False),
+    *_validity(),
+    sa.Index("ix_staged_record_entity_current", "entity_id", "valid_to"),
+)
+
+
+class StagedRecord(Base):
+    __table__ = staged_record_table
+
+
 def case_record_columns(codebook: Codebook | None = None) -> list[sa.Column]:
-    """Fresh columns of case_record for `codebook` (default: the live one): bookkeeping,
-    the codebook variables in codebook order, the pseudonym. A function so the schema
+    """Fresh columns of case_record for `codebook` (default: the live one): provenance, the
+    codebook variables in codebook order, the pseudonym, validity. A function so the schema
     test can build the table for another codebook and see the difference."""
     return [
         # Surrogate key only: no source case id is ever stored.
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
+        # The staged record it was harmonized from; NULL for records loaded before the store
+        # existed (migration 0005), which therefore cannot be re-harmonized.
         sa.Column(
-            "release_label",
-            sa.String(LABEL_LENGTH),
-            sa.ForeignKey(f"{RELEASE_TABLE}.label"),
-            nullable=False,
+            "staged_record_id",
+            sa.Integer,
+            sa.ForeignKey(f"{STAGED_TABLE}.id"),
+            nullable=True,
             index=True,
         ),
-        sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{BATCH_TABLE}.id"), nullable=False),
-        sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
+        sa.Column(
+            "delivery_file_id",
+            sa.Integer,
+            sa.ForeignKey(f"{DELIVERY_FILE_TABLE}.id"),
+            nullable=True,
+            index=True,
+        ),
+        sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False, index=True),
+        # What it was harmonized under.
+        sa.Column("mapping_sha256", sa.String(64), nullable=True),
+        sa.Column("codebook_version", sa.String(LABEL_LENGTH), nullable=False),
         *codebook_columns(codebook),
         # PRIVACY (migration 0003): keyed pseudonym (HMAC-SHA-256 hex) of the record; never
         # released, not in the ctdc_release_v3 view; matched against the withdrawal registry.
-        sa.Column("pseudonym", sa.String(64), nullable=True, index=True),
+        sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True, index=True),
+        *_validity(),
+        sa.Index("ix_case_record_entity_current", "entity_id", "valid_to"),
     ]
 
 
@@ -120,12 +251,40 @@ case_record_table = sa.Table(CASE_TABLE, Base.metadata, *case_record_columns())
 
 
 class CaseRecord(Base):
-    """One harmonized, de-identified case (27 codebook variables)."""
+    """One harmonized, de-identified record version (27 codebook variables)."""
 
     __table__ = case_record_table
 
 
-BOOKKEEPING_COLUMNS = ["release_label", "batch_id", "entity_id"]
+class ReleaseExclusion(Base):
+    """A record a release left out although it was current: its person was found at another
+    partner and the linkage policy 'merge' kept the other record (privacy/combine.py)."""
+
+    __tablename__ = EXCLUSION_TABLE
+
+    release_label: Mapped[str] = mapped_column(
+        sa.String(LABEL_LENGTH), sa.ForeignKey(f"{RELEASE_TABLE}.label"), primary_key=True
+    )
+    case_record_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey(f"{CASE_TABLE}.id"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(sa.String(REASON_LENGTH))
+
+
+class PartnerSnapshot(Base):
+    """PRIVACY (restricted): one partner's current records after release `sequence`, as a
+    Parquet file (harmonized values, identity and linkage keys, ids): what a release reads
+    instead of the whole record tables. A cache: rebuilt from the tables when absent."""
+
+    __tablename__ = SNAPSHOT_TABLE
+
+    entity_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(sa.Integer)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    parquet: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
 
 class PrivacySpend(Base):
@@ -163,7 +322,7 @@ class WithdrawalRegistry(Base):
 
     __tablename__ = REGISTRY_TABLE
 
-    pseudonym: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(sa.String(KEY_LENGTH), primary_key=True)
     partner: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
     recorded_on: Mapped[date] = mapped_column(sa.Date)
 

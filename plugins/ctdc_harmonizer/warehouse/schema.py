@@ -25,6 +25,15 @@ def default_warehouse_url(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / SQLITE_FILE}"
 
 
+def warehouse_exists(url: str) -> bool:
+    """Whether there is a warehouse to read: a SQLite file that exists; a server database is
+    taken to exist (plan checks that it answers)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return bool(parsed.database) and parsed.database != ":memory:" and Path(parsed.database).is_file()
+    return True
+
+
 def alembic_config(url: str) -> Config:
     """An in-memory Alembic Config pointing at the packaged migrations (no alembic.ini)."""
     cfg = Config()
@@ -76,7 +85,7 @@ def shown_url(url: URL) -> str:
 def check_warehouse(url: str) -> None:
     """Before any extract is read: the URL parses, its driver loads, and (for a server
     database) a connection opens. SQLite is not opened: that would create the file."""
-    from ctdc_harmonizer.warehouse.loader import WarehouseUnavailableError
+    from ctdc_harmonizer.warehouse.connection import WarehouseUnavailableError
 
     try:
         parsed = make_url(url)

@@ -1,0 +1,52 @@
+"""The annual update, declared once: what `ctdc run` and the `ctdc_annual_update` DAG run.
+
+    plan_release
+      -> per partner with work: stage_partner -> check_staged_contract -> harmonize_partner
+                                -> check_codebook_contract -> compare_with_store
+      -> assemble_release -> build_release_folder -> summarize_release
+      -> [approval: the DAG asks the data team; the command line goes on]
+      -> commit_release -> publish_release_folder -> purge_withdrawn_records -> hand_off_release
+    teardown: finish_run
+
+Nothing before the approval changes the store or publishes anything.
+"""
+
+from __future__ import annotations
+
+from ctdc_harmonizer.pipeline.annual_update.partner_chain import (
+    check_codebook_contract,
+    check_staged_contract,
+    compare_with_store,
+    harmonize_partner,
+    stage_partner,
+)
+from ctdc_harmonizer.pipeline.annual_update.publication import (
+    commit_release,
+    hand_off_release,
+    publish_release_folder,
+    purge_withdrawn_records,
+)
+from ctdc_harmonizer.pipeline.annual_update.release import (
+    assemble_release,
+    build_release_folder,
+    summarize_release,
+)
+from ctdc_harmonizer.pipeline.declaration import Pipeline
+from ctdc_harmonizer.run.finish import finish_run
+from ctdc_harmonizer.run.plan import plan_release
+
+ANNUAL_UPDATE = Pipeline(
+    name="annual_update",
+    plan=plan_release,
+    per_partner=(
+        stage_partner,
+        check_staged_contract,
+        harmonize_partner,
+        check_codebook_contract,
+        compare_with_store,
+    ),
+    steps=(assemble_release, build_release_folder, summarize_release),
+    gate="approve",
+    after_gate=(commit_release, publish_release_folder, purge_withdrawn_records, hand_off_release),
+    teardown=finish_run,
+)

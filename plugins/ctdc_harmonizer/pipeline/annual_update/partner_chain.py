@@ -1,0 +1,315 @@
+"""The partner chain of the annual update: stage -> check the contract -> harmonize -> check
+the codebook -> compare with the store. One chain per partner with work in this run (a
+delivery, or a mapping change that re-harmonizes its history); carried partners have none.
+
+Each step takes the plan and the previous step's typed result, writes only its own files
+in the partner's work folder (run/workdir.py) and returns a small typed result. Stage
+libraries are imported inside the steps: the DAG file imports this module to build its
+tasks, and parsing must stay light.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ctdc_harmonizer.pipeline.results import (
+    CheckedHarmonized,
+    CheckedStaged,
+    HarmonizedPartner,
+    PartnerChanges,
+    StagedPartner,
+)
+from ctdc_harmonizer.run.plan import ReleasePlan
+
+log = logging.getLogger(__name__)
+
+
+def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
+    """Read and de-identify the partner's delivered files; erase withdrawals; merge
+    duplicates; add the stored records to harmonize again when its mapping changed.
+
+    Identifiers (names, dates of birth, record ids, notes) do not leave this step: what it
+    writes holds codes, years, ages and keyed hashes only."""
+    import pandas as pd
+
+    from ctdc_harmonizer.columns import (
+        CASE_ID,
+        CONTENT,
+        DELIVERY_FILE_ID,
+        FILE,
+        FROM_DELIVERY,
+        FROM_STORE,
+        IDENTITY,
+        ORIGIN,
+        PSEUDONYM,
+        ROW,
+        STAGED_ID,
+        Outcome,
+    )
+    from ctdc_harmonizer.errors import ExtractError
+    from ctdc_harmonizer.ingest.deidentify import deidentify
+    from ctdc_harmonizer.ingest.duplicates import duplicate_rows
+    from ctdc_harmonizer.ingest.extract import read_extract
+    from ctdc_harmonizer.ingest.withdrawals import load_withdrawals, match_keys
+    from ctdc_harmonizer.privacy import keys as privacy_keys
+    from ctdc_harmonizer.privacy import stage as privacy_stage
+    from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
+    from ctdc_harmonizer.store.identity import content_keys, identity_keys, row_text
+    from ctdc_harmonizer.store.records import current_records, staged_rows
+    from ctdc_harmonizer.warehouse.connection import warehouse
+
+    config = plan.partner_config(partner)
+    entry = plan.partner_plans[partner]
+    work = plan.work.partner(partner)
+    landing = plan.landing_path
+    key = privacy_keys.pseudonym_key()
+    withdrawals = load_withdrawals(config, landing) if entry.withdrawals is not None else None
+    frames, match, private, files = [], [], [], {}
+    for planned in entry.files:
+        path = landing / partner / planned.name
+        result = read_extract(config, path, also=privacy_stage.read_columns(config, withdrawals))
+        if result.sha256 != planned.sha256:
+            raise ExtractError(
+                partner,
+                planned.name,
+                "changed since the run was planned (still being delivered?): run again once "
+                "the delivery is complete",
+            )
+        match.append(match_keys(withdrawals, result.frame))  # before identifiers are dropped
+        private.append(privacy_stage.private_columns(config, result.frame, key))
+        frames.append(deidentify(config, result.frame))
+        files[result.file] = {
+            "sha256": result.sha256,
+            "size_bytes": planned.size_bytes,
+            "rows_read": len(result.frame),
+            "blank_rows_skipped": result.blank_rows,
+            "undeclared_columns_dropped": result.dropped_columns,
+        }
+    kept = config.kept_fields
+    empty_staged = pd.DataFrame(
+        {FILE: pd.Series([], dtype="string"), ROW: pd.Series([], dtype="int64")}
+        | {name: pd.Series([], dtype="string") for name in kept}
+    )
+    staged = pd.concat(frames, ignore_index=True) if frames else empty_staged
+    hashes = (
+        pd.concat(private, ignore_index=True)
+        if private
+        else pd.DataFrame(
+            {PSEUDONYM: pd.Series([], dtype="string")}
+            | {name: pd.Series([], dtype="UInt64") for name in LINK_COLUMNS}
+        )
+    )
+    fate = pd.Series("", index=staged.index, dtype="string")
+    url = plan.warehouse()
+    erased, withdrawn, erased_by_registry = privacy_stage.apply_withdrawals(
+        url, config, withdrawals, match, hashes, key
+    )
+    fate[erased] = Outcome.ERASED
+    if config.record_id:
+        # The same case delivered twice (or cross-referenced between systems): the last
+        # delivered copy stays, as a revision would.
+        fate[duplicate_rows(staged[config.record_id], live=fate == "")] = Outcome.DUPLICATES_MERGED
+        staged = staged.drop(columns=[config.record_id])
+    live = (fate == "").to_numpy()
+    removed = staged.loc[~live, [FILE, ROW]].assign(outcome=fate[~live])
+    staged = staged.loc[live].reset_index(drop=True)
+    hashes = hashes.loc[live].reset_index(drop=True)
+    text = row_text(staged, kept)
+    keys = pd.DataFrame(
+        {
+            ORIGIN: FROM_DELIVERY,
+            IDENTITY: identity_keys(partner, hashes[PSEUDONYM], text, key),
+            CONTENT: content_keys(staged, kept, key),
+            PSEUDONYM: hashes[PSEUDONYM].astype("string"),
+            **{name: hashes[name].astype("UInt64") for name in LINK_COLUMNS},
+            STAGED_ID: pd.Series(pd.NA, index=staged.index, dtype="Int64"),
+            CASE_ID: pd.Series(pd.NA, index=staged.index, dtype="Int64"),
+            DELIVERY_FILE_ID: pd.Series(pd.NA, index=staged.index, dtype="Int64"),
+        }
+    )
+    stored_rows = 0
+    erased_stored = pd.DataFrame({STAGED_ID: [], CASE_ID: [], IDENTITY: []})
+    if plan.base:
+        with warehouse(url, f"reading partner '{partner}' from the store") as db:
+            stored = current_records(db, partner, plan.base)
+            gone = set(withdrawn["pseudonym"].dropna())
+            is_gone = stored[PSEUDONYM].isin(gone).to_numpy()
+            erased_stored = stored.loc[is_gone, [STAGED_ID, CASE_ID, IDENTITY]]
+            stored = stored.loc[~is_gone]
+            if entry.reharmonize:
+                again = stored[stored[STAGED_ID].notna()]
+                if entry.mode == "full" and entry.files:
+                    again = again.iloc[:0]  # the delivery replaces or retires every record
+                else:
+                    again = again[~again[IDENTITY].isin(set(keys[IDENTITY]))]
+                values = staged_rows(db, again[STAGED_ID].astype(int).tolist(), kept)
+                stored_rows = len(values)
+                staged = pd.concat([staged, values.drop(columns=[STAGED_ID])], ignore_index=True)
+                again_keys = again[
+                    [IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, STAGED_ID, CASE_ID, DELIVERY_FILE_ID]
+                ].assign(**{ORIGIN: FROM_STORE})
+                keys = pd.concat([keys, again_keys[keys.columns]], ignore_index=True)
+    staged_path = work.write_frame(work.STAGED, staged)
+    work.write_frame(work.KEYS, keys)
+    work.write_frame(work.REMOVED, removed)
+    work.write_frame(work.WITHDRAWN, withdrawn)
+    work.write_frame(work.ERASED_STORED, erased_stored)
+    work.write_json(
+        work.STAGE_INFO,
+        {
+            "partner": partner,
+            "files": files,
+            "not_read": entry.not_read,
+            "withdrawals": entry.withdrawals.model_dump() if entry.withdrawals else None,
+            "received_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    result = StagedPartner(
+        partner=partner,
+        files=len(files),
+        rows_read=int(sum(f["rows_read"] for f in files.values())),
+        erased=int((fate == Outcome.ERASED).sum()),
+        duplicates_merged=int((fate == Outcome.DUPLICATES_MERGED).sum()),
+        erased_by_registry=erased_by_registry,
+        stored_rows=stored_rows,
+        work=str(work.root),
+    )
+    log.info(
+        "partner %s: %d file(s), %d rows read, %d erased, %d duplicates merged; %d stored "
+        "record(s) to harmonize again, %d stored record(s) of withdrawn people",
+        partner,
+        result.files,
+        result.rows_read,
+        result.erased,
+        result.duplicates_merged,
+        stored_rows,
+        len(erased_stored),
+    )
+    del staged_path
+    return result
+
+
+def check_staged_contract(plan: ReleasePlan, staged: StagedPartner) -> CheckedStaged:
+    """The staged rows honour the partner's field contract (pandera, no values reported)."""
+    from ctdc_harmonizer.harmonize import contracts
+    from ctdc_harmonizer.run.workdir import PartnerWork
+
+    config = plan.partner_config(staged.partner)
+    work = PartnerWork(staged.work, staged.partner)
+    frame = work.read_frame(work.STAGED)
+    contracts.validate(
+        contracts.staged_schema(config), frame, where=f"partner '{staged.partner}' staged extract"
+    )
+    return CheckedStaged(staged=staged, rows=len(frame))
+
+
+def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPartner:
+    """Harmonize the partner's staged rows under today's mapping; apply the coverage gate to
+    the delivered ones; keep, for the store, the staged values the mapping used."""
+    import numpy as np
+    import pandas as pd
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.columns import FROM_DELIVERY, ORIGIN, Outcome
+    from ctdc_harmonizer.errors import CoverageError
+    from ctdc_harmonizer.harmonize.coverage import coverage_message, coverage_report
+    from ctdc_harmonizer.harmonize.mapper import map_partner
+    from ctdc_harmonizer.harmonize.unmapped import restrict_unmapped
+    from ctdc_harmonizer.run.workdir import PartnerWork
+    from ctdc_harmonizer.store.payload import encode_payloads
+
+    partner = checked.staged.partner
+    config = plan.partner_config(partner)
+    codebook = default_codebook()
+    work = PartnerWork(checked.staged.work, partner)
+    staged = work.read_frame(work.STAGED)
+    origin = work.read_frame(work.KEYS, columns=[ORIGIN])[ORIGIN]
+    delivered = (origin == FROM_DELIVERY).to_numpy()
+    # Delivered and stored rows are mapped apart: the coverage gate and the unmapped list
+    # speak of this delivery only (stored values the mapping did not know were never kept).
+    parts = {
+        kind: map_partner(staged.loc[mask].reset_index(drop=True), config, codebook, plan.release_year)
+        for kind, mask in (("delivered", delivered), ("stored", ~delivered))
+        if mask.any() or kind == "delivered"
+    }
+    positions = {"delivered": np.flatnonzero(delivered), "stored": np.flatnonzero(~delivered)}
+    outcomes = pd.concat(
+        [r.outcomes.assign(_staged_row=positions[k]) for k, r in parts.items()], ignore_index=True
+    )
+    outcomes = outcomes.sort_values("_staged_row", kind="stable").reset_index(drop=True)
+    outcomes[ORIGIN] = origin.to_numpy()
+    harmonized = []
+    for kind, result in parts.items():
+        kept_rows = positions[kind][(result.outcomes["outcome"] == Outcome.HARMONIZED).to_numpy()]
+        harmonized.append(result.harmonized.assign(_staged_row=kept_rows))
+    harmonized = pd.concat(harmonized, ignore_index=True).sort_values("_staged_row").reset_index(
+        drop=True
+    )
+    work.write_frame(work.HARMONIZED, harmonized)
+    work.write_frame(work.OUTCOMES, outcomes)
+    # PRIVACY: what the store keeps of each delivered row: a value the mapping could not use
+    # (unknown to it, unreadable) may be anything, a name typed in the wrong column: dropped.
+    ours = parts["delivered"]
+    values = staged.loc[delivered, config.kept_fields].reset_index(drop=True)
+    for name in ours.unusable.columns:
+        if name in values:
+            values[name] = values[name].mask(ours.unusable[name].to_numpy())
+    work.write_frame(
+        work.PAYLOADS, pd.DataFrame({"payload": encode_payloads(values, config.kept_fields)})
+    )
+    restricted = restrict_unmapped(
+        ours.unmapped,
+        ours.unknown_rows,
+        int(delivered.sum()),
+        config.coded_fields,
+        config.unmapped_min_rows,
+    )
+    work.write_table(work.UNMAPPED, restricted)
+    work.write_table(
+        work.ISSUES, pd.concat([r.issues for r in parts.values()], ignore_index=True)
+    )
+    coverage = coverage_report(ours.unknown_rows, int(delivered.sum()), config)
+    work.write_json(work.COVERAGE, coverage)
+    counts = outcomes["outcome"].value_counts()
+    mapped = HarmonizedPartner(
+        partner=partner,
+        harmonized=int(counts.get(Outcome.HARMONIZED, 0)),
+        rejected=int(counts.get(Outcome.REJECTED, 0)),
+        excluded=int(counts.get(Outcome.EXCLUDED, 0)),
+        unmapped_values=len(ours.unmapped),
+        work=str(work.root),
+    )
+    log.info(
+        "partner %s: %d harmonized, %d rejected, %d excluded, %d unmapped value(s)",
+        partner,
+        mapped.harmonized,
+        mapped.rejected,
+        mapped.excluded,
+        mapped.unmapped_values,
+    )
+    if coverage["failing_fields"]:
+        raise CoverageError(coverage_message(coverage, ours.unmapped, config))
+    return mapped
+
+
+def check_codebook_contract(plan: ReleasePlan, harmonized: HarmonizedPartner) -> CheckedHarmonized:
+    """The partner's harmonized rows satisfy the pandera schema generated from the codebook."""
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.harmonize import contracts
+    from ctdc_harmonizer.run.workdir import PartnerWork
+
+    codebook = default_codebook()
+    work = PartnerWork(harmonized.work, harmonized.partner)
+    frame = work.read_frame(work.HARMONIZED, columns=codebook.columns)
+    schema = contracts.harmonized_schema_for(codebook, plan.release_year)
+    contracts.validate(schema, frame, where=f"partner '{harmonized.partner}' harmonized rows")
+    return CheckedHarmonized(harmonized=harmonized, rows=len(frame))
+
+
+def compare_with_store(plan: ReleasePlan, checked: CheckedHarmonized) -> PartnerChanges:
+    """What this partner's delivery and mapping change in the store (store/changes.py): new,
+    revised, unchanged, retired, re-harmonized, held back, erased; the retirement guard."""
+    from ctdc_harmonizer.pipeline.annual_update.changes import partner_changes
+
+    return partner_changes(plan, checked.harmonized)

@@ -1,0 +1,149 @@
+"""The release steps of the annual update after approval: commit the release and its changes
+to the store, publish the release folder, purge the people withdrawn in this run from earlier
+folders, hand the release off to synthesis.
+
+The order is the guarantee: the store commits in one transaction recording the folder's
+content hash, and only then is the folder renamed into place. A crash between the two leaves
+a store whose latest release has no (or an older) folder, which the next plan and `ctdc
+check` report; running the release again replaces both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ctdc_harmonizer.pipeline.results import (
+    AssembledRelease,
+    CommittedRelease,
+    HandedOff,
+    PublishedRelease,
+    PurgedReleases,
+    ReleaseFolder,
+)
+from ctdc_harmonizer.run.plan import ReleasePlan
+
+log = logging.getLogger(__name__)
+
+
+def commit_release(
+    plan: ReleasePlan, assembled: AssembledRelease, folder: ReleaseFolder
+) -> CommittedRelease:
+    """Write the release (with the built folder's metadata and content hash) and every
+    partner's changes to the store, in one transaction (store/commit.py)."""
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.release.folder import staged_metadata
+    from ctdc_harmonizer.run import locks
+    from ctdc_harmonizer.run.workdir import PartnerWork, WorkDir
+    from ctdc_harmonizer.store.commit import ChangeSet, ReleaseRow, commit
+
+    locks.check(plan.lock, plan.release)
+    codebook = default_codebook()
+    changes = []
+    for partner, path in sorted(assembled.changed.items()):
+        work = PartnerWork(path, partner)
+        changes.append(
+            ChangeSet(
+                partner=partner,
+                delivery=work.read_json(work.DELIVERY) if work.exists(work.DELIVERY) else None,
+                staged_new=work.read_frame(work.STAGED_NEW),
+                case_new=work.read_frame(work.CASE_NEW),
+                staged_end=work.read_frame(work.STAGED_END),
+                case_end=work.read_frame(work.CASE_END),
+                current=work.read_frame(work.CURRENT),
+                mapping=plan.partner_config(partner).harmonization_hash,
+            )
+        )
+    configs = {p: plan.partner_config(p) for p in sorted(set(assembled.partners) | set(assembled.changed))}
+    entities = [
+        {"code": code, "name": c.name, "datasource_type": c.datasource} for code, c in configs.items()
+    ]
+    work = WorkDir(assembled.work)
+    release = ReleaseRow(
+        label=plan.release,
+        sequence=plan.sequence,
+        base=plan.base,
+        replaces=plan.replaces,
+        codebook_version=codebook.version,
+        rows=assembled.rows,
+        metadata=staged_metadata(plan.staging_dir),
+    )
+    if release.metadata["folder_sha256"] != folder.folder_sha256:
+        from ctdc_harmonizer.errors import CtdcError
+
+        raise CtdcError(
+            f"release {plan.release}: the built folder changed after it was built; run again"
+        )
+    committed = commit(
+        plan.warehouse(),
+        release,
+        entities,
+        changes,
+        work.read_frame(work.MERGED),
+        work.read_frame(work.WITHDRAWN),
+        codebook,
+    )
+    work.write_json(
+        work.PURGE, {"positions": committed.purge_positions, "sizes": committed.purge_sizes}
+    )
+    return CommittedRelease(
+        release=plan.release,
+        sequence=committed.sequence,
+        staged_inserted=committed.staged_inserted,
+        versions_inserted=committed.versions_inserted,
+        versions_closed=committed.versions_closed,
+        deliveries=committed.deliveries,
+        withdrawals_recorded=committed.withdrawals_recorded,
+        records_erased=committed.records_erased,
+        exclusions=committed.exclusions,
+        releases_to_purge=sorted(committed.purge_positions),
+        work=str(work.root),
+    )
+
+
+def publish_release_folder(
+    plan: ReleasePlan, folder: ReleaseFolder, committed: CommittedRelease
+) -> PublishedRelease:
+    """Rename the built folder into place (after the commit: see the module docstring)."""
+    from ctdc_harmonizer.release.folder import swap_into_place
+    from ctdc_harmonizer.run import locks
+
+    locks.check(plan.lock, plan.release)
+    swap_into_place(plan.staging_dir, plan.release_path, plan.aside_dir)
+    log.info("release %s published in %s (sequence %d)", plan.release, plan.release_path, committed.sequence)
+    return PublishedRelease(
+        release=plan.release,
+        release_dir=str(plan.release_path),
+        folder_sha256=folder.folder_sha256,
+        rows=folder.rows,
+    )
+
+
+def purge_withdrawn_records(
+    plan: ReleasePlan, committed: CommittedRelease, published: PublishedRelease
+) -> PurgedReleases:
+    """Rewrite the earlier release folders that held people withdrawn in this run (their
+    stored records were erased by the commit), each with an audit entry (counts only)."""
+    from ctdc_harmonizer.privacy.registry import purge_release_folders
+    from ctdc_harmonizer.run.workdir import WorkDir
+
+    work = WorkDir(committed.work)
+    purge = work.read_json(work.PURGE)
+    counts = purge_release_folders(
+        plan.warehouse(), plan.out_path, purge["positions"], purge["sizes"], published.release
+    )
+    if counts["records_purged"]:
+        log.info(
+            "withdrawals: %d record(s) purged from %d earlier release folder(s)",
+            counts["records_purged"],
+            counts["folders_rewritten"],
+        )
+    return PurgedReleases(**counts)
+
+
+def hand_off_release(plan: ReleasePlan, published: PublishedRelease) -> HandedOff:
+    """Write the release's hand-off folder for synthesis (table + manifest), next to it."""
+    from ctdc_harmonizer.synthesis.handoff import write_handoff
+
+    handed = HandedOff(**write_handoff(published.release_dir))
+    log.info("release %s handed off in %s (%d rows)", plan.release, handed.handoff, handed.rows)
+    return handed

@@ -1,0 +1,123 @@
+"""A declared pipeline in one command (`ctdc run`): the same steps as the DAG, in a row.
+
+Partners are independent until their chains end, so the chains run in parallel worker
+processes (one per core by default), forked from a fork server that imported the chain's
+libraries once; the largest delivery starts first, so no worker is left alone with a big
+partner at the end. Everything after the chains runs in this process, in the declared order.
+The command line has no one to ask at the approval gate: it goes on (`ctdc run` is the data
+team's own command). The teardown runs whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
+from typing import Any
+
+from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMETER, Pipeline, Step
+
+log = logging.getLogger(__name__)
+# What a chain's worker needs, imported once by the fork server.
+PRELOADED = ["ctdc_harmonizer.pipeline.annual_update.partner_chain", "pandas", "pyarrow"]
+# Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
+WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
+
+
+def _worker_logging() -> None:
+    from ctdc_harmonizer.safety import ValueFreeTracebacks
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ValueFreeTracebacks())
+
+
+def _call(pipeline: Pipeline, step: Step, plan: Any, results: dict[str, Any], **extra: Any) -> Any:
+    arguments = {PLAN_PARAMETER: plan, **extra}
+    for parameter, source in pipeline.inputs_of(step).items():
+        arguments[parameter] = results[source.step.name]
+    return step.func(**{k: v for k, v in arguments.items() if k in step.parameters})
+
+
+def run_chain(pipeline: Pipeline, plan: Any, partner: str, environment: dict | None = None) -> Any:
+    """One partner's chain, step after step, in this process; its last step's result.
+    `environment`: the run's (a forked worker otherwise has the fork server's, taken when the
+    server started: the pseudonym key, the warehouse and storage settings)."""
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
+    results: dict[str, Any] = {}
+    for step in pipeline.chain:
+        results[step.name] = _call(pipeline, step, plan, results, **{PARTNER_PARAMETER: partner})
+    return results[pipeline.chain[-1].name]
+
+
+def _start_fork_server() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOADED)
+    forkserver.ensure_running()
+    return context
+
+
+def _largest_first(plan: Any) -> list[str]:
+    """Partners by expected work, largest first (longest-processing-time-first)."""
+
+    def expected_work(partner: str) -> float:
+        entry = plan.partner_plans[partner]
+        size = sum(f.size_bytes for f in entry.files) + 50_000 * bool(entry.reharmonize)
+        return size * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
+
+    return sorted(plan.partners, key=expected_work, reverse=True)
+
+
+def run_chains(pipeline: Pipeline, plan: Any, workers: int | None = None) -> list[Any]:
+    """Every partner's chain; results in the plan's partner order. A partner's error is
+    raised in partner order (the first failing partner, as the plan lists them)."""
+    workers = workers or min(len(plan.partners), os.cpu_count() or 1)
+    if workers <= 1 or len(plan.partners) == 1:
+        return [run_chain(pipeline, plan, partner) for partner in plan.partners]
+    context = _start_fork_server()
+    environment = dict(os.environ)
+    with ProcessPoolExecutor(workers, context, _worker_logging) as pool:
+        futures = {
+            partner: pool.submit(run_chain, pipeline, plan, partner, environment)
+            for partner in _largest_first(plan)
+        }
+        return [futures[partner].result() for partner in plan.partners]
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    plan: Any,
+    workers: int | None = None,
+    until_gate: bool = False,
+) -> dict[str, Any]:
+    """Run a planned pipeline's steps after the plan (not the teardown); each step's result
+    by name. `until_gate`: stop before the gated steps (nothing committed or published)."""
+    results: dict[str, Any] = {pipeline.plan_step.name: plan}
+    if pipeline.chain:
+        results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
+    steps = pipeline.release_steps + ([] if until_gate else pipeline.gated_steps)
+    for step in steps:
+        results[step.name] = _call(pipeline, step, plan, results)
+    return results
+
+
+def run(
+    pipeline: Pipeline,
+    workers: int | None = None,
+    until_gate: bool = False,
+    **plan_arguments: Any,
+) -> dict[str, Any]:
+    """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
+    list stays behind, the lease is given back). A plan with nothing to do runs nothing."""
+    plan = pipeline.plan(**plan_arguments)
+    if not plan.partners:
+        return {pipeline.plan_step.name: plan}
+    try:
+        return run_pipeline(pipeline, plan, workers, until_gate)
+    finally:
+        if pipeline.teardown is not None:
+            pipeline.teardown(plan)

@@ -1,0 +1,161 @@
+"""What each step of the annual update produces: small typed results, paths and counts only.
+
+A result is what the next steps receive (its type names it in their signatures, which is how
+the declaration wires them: pipeline/declaration.py), and what XCom, a log line or the
+command line carry (`model_dump(mode="json")`). No frame and no value of a record is ever
+part of a result: frames stay in the run's work folder, named by the result that owns them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StepResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StagedPartner(StepResult):
+    """A partner's records to harmonize: its delivered files read and de-identified,
+    withdrawals erased, duplicates merged; plus, when the partner is re-harmonized, its
+    stored records (the store's staged values)."""
+
+    partner: str
+    files: int
+    rows_read: int
+    erased: int
+    duplicates_merged: int
+    erased_by_registry: int
+    stored_rows: int  # stored records harmonized again (mapping or codebook changed)
+    work: str  # the partner's work folder
+
+
+class CheckedStaged(StepResult):
+    """The staged records honour the partner's field contract (pandera)."""
+
+    staged: StagedPartner
+    rows: int
+
+
+class HarmonizedPartner(StepResult):
+    """A partner's staged records harmonized onto the codebook; the coverage gate passed."""
+
+    partner: str
+    harmonized: int
+    rejected: int
+    excluded: int
+    unmapped_values: int
+    work: str
+
+
+class CheckedHarmonized(StepResult):
+    """The harmonized records satisfy the codebook's pandera schema."""
+
+    harmonized: HarmonizedPartner
+    rows: int
+
+
+class PartnerChanges(StepResult):
+    """What the partner's delivery and mapping change in the store (store/changes.py)."""
+
+    partner: str
+    new: int
+    revised: int
+    unchanged: int
+    retired: int
+    reharmonized: int
+    held_back: int
+    erased_stored: int
+    current: int  # the partner's records once this release is committed
+    work: str
+
+
+class AssembledRelease(StepResult):
+    """Every partner's current records in one table, linked and reconciled."""
+
+    release: str
+    rows: int  # records in the release
+    partners: list[str]  # every partner with records in the store (changed or carried)
+    changed: dict[str, str]  # partner -> its chain's work folder (its changes to commit)
+    invariant_holds: bool
+    work: str
+
+
+class ReleaseFolder(StepResult):
+    """The complete release folder, built aside (not yet published)."""
+
+    release: str
+    staged_dir: str
+    release_dir: str  # where publication will put it
+    folder_sha256: str
+    rows: int
+    totals: dict[str, int]
+    quality: dict
+
+
+class ReleaseSummary(StepResult):
+    """The headline the approval request shows (counts only)."""
+
+    release: str
+    subject: str
+    body: str
+    report: str  # the folder the report page reads (staged until published)
+
+
+class CommittedRelease(StepResult):
+    """The release and its changes written to the store in one transaction."""
+
+    release: str
+    sequence: int
+    staged_inserted: int
+    versions_inserted: int
+    versions_closed: int
+    deliveries: int
+    withdrawals_recorded: int
+    records_erased: int
+    exclusions: int
+    releases_to_purge: list[str]
+    work: str
+
+
+class PublishedRelease(StepResult):
+    """The release folder renamed into place."""
+
+    release: str
+    release_dir: str
+    folder_sha256: str
+    rows: int
+
+
+class PurgedReleases(StepResult):
+    """Earlier release folders rewritten without the people withdrawn in this run."""
+
+    releases_purged: int
+    records_purged: int
+    folders_rewritten: int
+
+
+class HandedOff(StepResult):
+    """The hand-off folder for synthesis (table + manifest)."""
+
+    release: str
+    rows: int
+    handoff: str
+    manifest_sha256: str
+
+
+class Finished(StepResult):
+    release: str
+    work_folder_removed: bool
+
+
+class RunSummary(StepResult):
+    """A whole run from the command line."""
+
+    plan: dict
+    assembled: AssembledRelease | None = None
+    folder: ReleaseFolder | None = None
+    committed: CommittedRelease | None = None
+    published: PublishedRelease | None = None
+    purged: PurgedReleases | None = None
+    handoff: HandedOff | None = None

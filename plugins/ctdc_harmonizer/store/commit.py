@@ -1,0 +1,583 @@
+"""A release and everything it changes in the store, written in one transaction.
+
+`commit_release` runs, on one connection and in one transaction:
+
+1. the store has not moved since the run was planned (else: rerun; nothing is written);
+2. when the run replaces the head release, that release is undone first (its versions
+   deleted, the versions it closed reopened, its deliveries and snapshots dropped);
+3. the partners, the release row (with the release folder's content hash), each delivery and
+   its files;
+4. each changed partner's new staged records and harmonized versions, the versions they
+   close (revised, retired, re-harmonized, held back);
+5. withdrawals: new registry entries, and every version of each withdrawn person erased from
+   the store, history included (the positions of their rows in earlier release folders are
+   returned, for the purge of those folders after publication);
+6. the records the release's linkage merged away; a new snapshot of each changed partner.
+
+A crash or an error anywhere leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from ctdc_harmonizer.codebook import Codebook, default_codebook
+from ctdc_harmonizer.columns import (
+    CASE_ID,
+    CONTENT,
+    DELIVERY_FILE_ID,
+    FILE,
+    IDENTITY,
+    PARTNER,
+    PSEUDONYM,
+    ROW,
+    STAGED_ID,
+)
+from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
+from ctdc_harmonizer.store.changes import ERASED
+from ctdc_harmonizer.store.identity import release_order
+from ctdc_harmonizer.store.records import current_at, snapshot_bytes, typed_records
+from ctdc_harmonizer.warehouse.connection import Warehouse, warehouse
+from ctdc_harmonizer.warehouse.models import (
+    DELIVERY_COUNT_COLUMNS,
+    LINK_KEY_COLUMNS,
+    DataRelease,
+    Delivery,
+    DeliveryFile,
+    PartnerSnapshot,
+    PrivacyAudit,
+    ReleaseExclusion,
+    ReportingEntity,
+    WithdrawalRegistry,
+    case_record_table,
+    staged_record_table,
+)
+
+log = logging.getLogger(__name__)
+
+REF = "_ref"  # a new staged record's number within its partner's changes
+PAYLOAD = "_payload"
+KEYED_ORDER = "keyed"
+PURGE = "withdrawal_purge"
+CHUNK = 500  # ids per IN list
+
+
+class StoreMovedError(CtdcError):
+    """The store changed since the run was planned (another run committed): rerun."""
+
+
+@dataclass
+class ChangeSet:
+    """What one partner's chain decided (store/changes.py), ready to write."""
+
+    partner: str
+    delivery: dict | None  # mode, source, received_at, mapping, counts, files, ...
+    staged_new: pd.DataFrame  # REF, IDENTITY, PSEUDONYM, CONTENT, LINK_COLUMNS, PAYLOAD, FILE, ROW
+    case_new: pd.DataFrame  # codebook columns, IDENTITY, PSEUDONYM, STAGED_ID or REF, ...
+    staged_end: pd.DataFrame  # STAGED_ID, reason
+    case_end: pd.DataFrame  # CASE_ID, reason
+    # the partner's records after this release (store/records.py columns, REF for new ones)
+    current: pd.DataFrame
+    mapping: str = ""
+
+
+@dataclass
+class ReleaseRow:
+    label: str
+    sequence: int
+    base: int
+    replaces: str | None
+    codebook_version: str
+    rows: int
+    metadata: dict
+
+
+@dataclass
+class Committed:
+    release: str
+    sequence: int
+    staged_inserted: int = 0
+    versions_inserted: int = 0
+    versions_closed: int = 0
+    deliveries: int = 0
+    withdrawals_recorded: int = 0
+    records_erased: int = 0
+    exclusions: int = 0
+    snapshots: int = 0
+    # earlier release label -> positions of erased rows in its folder's table
+    purge_positions: dict[str, list[int]] = field(default_factory=dict)
+    purge_sizes: dict[str, int] = field(default_factory=dict)
+
+
+def _in_chunks(values: list) -> list[list]:
+    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+def _head(db: Warehouse) -> tuple[int, str | None]:
+    found = db.execute(
+        sa.select(DataRelease.sequence, DataRelease.label)
+        .order_by(DataRelease.sequence.desc())
+        .limit(1)
+    )
+    return (found[0][0], found[0][1]) if found else (0, None)
+
+
+def _check_head(db: Warehouse, release: ReleaseRow) -> None:
+    head, label = _head(db)
+    expected = release.sequence if release.replaces else release.base
+    if head != expected or (release.replaces and label != release.replaces):
+        raise StoreMovedError(
+            f"release {release.label}: the store changed since this run was planned (its latest "
+            f"release is now {label or 'none'}); nothing was written: run again"
+        )
+
+
+def _undo_release(db: Warehouse, label: str, sequence: int) -> None:
+    """Remove what the release `label` (the head) wrote, reopening what it closed."""
+    case, staged = case_record_table, staged_record_table
+    db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.release_label == label))
+    db.execute(sa.delete(PartnerSnapshot).where(PartnerSnapshot.sequence == sequence))
+    db.execute(sa.delete(case).where(case.c.valid_from == sequence))
+    db.execute(sa.delete(staged).where(staged.c.valid_from == sequence))
+    for table in (case, staged):
+        db.execute(
+            sa.update(table)
+            .where(table.c.valid_to == sequence)
+            .values(valid_to=None, end_reason=None)
+        )
+    deliveries = sa.select(Delivery.id).where(Delivery.release_label == label)
+    db.execute(sa.delete(DeliveryFile).where(DeliveryFile.delivery_id.in_(deliveries)))
+    db.execute(sa.delete(Delivery).where(Delivery.release_label == label))
+    db.execute(sa.delete(DataRelease).where(DataRelease.label == label))
+
+
+def _entities(db: Warehouse, entities: list[dict]) -> dict[str, int]:
+    table = ReportingEntity.__table__
+    known = dict(db.execute(sa.select(table.c.code, table.c.id)))
+    new = [e for e in entities if e["code"] not in known]
+    old = [e for e in entities if e["code"] in known]
+    if new:
+        db.execute(sa.insert(table), new)
+    if old:
+        db.execute(
+            sa.update(table)
+            .where(table.c.code == sa.bindparam("b_code"))
+            .values(name=sa.bindparam("b_name"), datasource_type=sa.bindparam("b_type")),
+            [{"b_code": e["code"], "b_name": e["name"], "b_type": e["datasource_type"]} for e in old],
+        )
+    return dict(db.execute(sa.select(table.c.code, table.c.id)))
+
+
+def _insert_delivery(
+    db: Warehouse, release: ReleaseRow, entity: int, delivery: dict
+) -> dict[str, int]:
+    """The delivery and its files; returns file name -> delivery_file id."""
+    counts = {name: int(delivery["counts"].get(name, 0)) for name in DELIVERY_COUNT_COLUMNS}
+    db.execute(
+        sa.insert(Delivery),
+        [
+            {
+                "entity_id": entity,
+                "release_label": release.label,
+                "mode": delivery["mode"],
+                "received_at": dt.datetime.fromisoformat(delivery["received_at"]),
+                "source": delivery["source"],
+                "mapping_sha256": delivery["mapping"],
+                "codebook_version": release.codebook_version,
+                **counts,
+                "records_retired": int(delivery["records_retired"]),
+            }
+        ],
+    )
+    delivery_id = db.execute(
+        sa.select(sa.func.max(Delivery.id)).where(
+            Delivery.entity_id == entity, Delivery.release_label == release.label
+        )
+    )[0][0]
+    files = [
+        {
+            "delivery_id": delivery_id,
+            "file_name": name,
+            "sha256": entry["sha256"],
+            "size_bytes": entry.get("size_bytes"),
+            **{c: int(entry["counts"].get(c, 0)) for c in DELIVERY_COUNT_COLUMNS},
+        }
+        for name, entry in sorted(delivery["files"].items())
+    ]
+    if files:
+        db.execute(sa.insert(DeliveryFile), files)
+    return dict(
+        db.execute(
+            sa.select(DeliveryFile.file_name, DeliveryFile.id).where(
+                DeliveryFile.delivery_id == delivery_id
+            )
+        )
+    )
+
+
+def _signed(values: pd.Series) -> pa.Array:
+    present = values.notna().to_numpy()
+    raw = values.astype("UInt64").to_numpy(dtype=np.uint64, na_value=0).view(np.int64)
+    return pa.array(raw, mask=~present)
+
+
+def _text(values: pd.Series) -> pa.Array:
+    return pa.array(values.astype("string").array, type=pa.string(), from_pandas=True)
+
+
+def _insert_staged(
+    db: Warehouse, sequence: int, entity: int, files: dict[str, int], rows: pd.DataFrame
+) -> dict[int, int]:
+    """New staged records; returns REF -> staged_record id."""
+    if rows.empty:
+        return {}
+    unknown = sorted(set(rows[FILE]) - set(files))
+    if unknown:
+        raise CtdcError(f"staged rows name files that were not delivered: {', '.join(unknown)}")
+    file_ids = rows[FILE].map(files).astype(np.int64).to_numpy()
+    columns = {
+        "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
+        "delivery_file_id": pa.array(file_ids),
+        "source_row": pa.array(rows[ROW].to_numpy(dtype=np.int64)),
+        "identity_key": _text(rows[IDENTITY]),
+        "pseudonym": _text(rows[PSEUDONYM]),
+        "content_key": pa.array(rows[CONTENT].astype("Int64").to_numpy(dtype=np.int64)),
+        **{
+            stored: _signed(rows[name])
+            for stored, name in zip(LINK_KEY_COLUMNS, LINK_COLUMNS, strict=True)
+        },
+        "payload": _text(rows[PAYLOAD]),
+        "valid_from": pa.array(np.full(len(rows), sequence, dtype=np.int64)),
+    }
+    db.insert_arrow(staged_record_table, pa.table(columns))
+    staged = staged_record_table
+    stored = db.select_arrow(
+        sa.select(staged.c.id, staged.c.delivery_file_id, staged.c.source_row).where(
+            staged.c.entity_id == entity, staged.c.valid_from == sequence
+        )
+    ).to_pandas()
+    by_place = pd.Series(
+        stored["id"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([stored["delivery_file_id"], stored["source_row"]]),
+    )
+    places = pd.MultiIndex.from_arrays([file_ids, rows[ROW].to_numpy(dtype=np.int64)])
+    ids = by_place.reindex(places).to_numpy()
+    return dict(zip(rows[REF].astype(int).tolist(), ids.astype(int).tolist(), strict=True))
+
+
+def _insert_versions(
+    db: Warehouse,
+    sequence: int,
+    entity: int,
+    codebook: Codebook,
+    rows: pd.DataFrame,
+    staged_ids: pd.Series,
+    file_ids: pd.Series,
+    mapping: str,
+) -> None:
+    if rows.empty:
+        return
+    columns: dict[str, pa.Array] = {
+        "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
+        "staged_record_id": pa.array(staged_ids.astype("Int64").array, from_pandas=True),
+        "delivery_file_id": pa.array(file_ids.astype("Int64").array, from_pandas=True),
+        "identity_key": _text(rows[IDENTITY]),
+        "mapping_sha256": pa.array([mapping] * len(rows), type=pa.string()),
+        "codebook_version": pa.array([codebook.version] * len(rows), type=pa.string()),
+    }
+    for var in codebook.variables:
+        values = rows[var.name]
+        if var.type == "year":
+            columns[var.name] = pa.array(values.astype("Int64").array, from_pandas=True)
+        else:
+            columns[var.name] = _text(values)
+    columns["pseudonym"] = _text(rows[PSEUDONYM])
+    columns["valid_from"] = pa.array(np.full(len(rows), sequence, dtype=np.int64))
+    db.insert_arrow(case_record_table, pa.table(columns))
+
+
+def _close(db: Warehouse, table: sa.Table, ends: pd.DataFrame, id_column: str, sequence: int) -> int:
+    ends = ends[ends["reason"] != ERASED]  # erasures delete, below
+    if ends.empty:
+        return 0
+    db.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"))
+        .values(valid_to=sequence, end_reason=sa.bindparam("b_reason")),
+        [
+            {"b_id": int(i), "b_reason": str(r)}
+            for i, r in zip(ends[id_column], ends["reason"], strict=True)
+        ],
+    )
+    return len(ends)
+
+
+def _release_members(db: Warehouse, label: str, sequence: int) -> pd.DataFrame:
+    """Case id and identity key of every record release `label` held."""
+    case = case_record_table
+    excluded = sa.select(ReleaseExclusion.case_record_id).where(
+        ReleaseExclusion.release_label == label
+    )
+    return (
+        db.select_arrow(
+            sa.select(case.c.id, case.c.identity_key)
+            .where(current_at(case, sequence))
+            .where(case.c.id.not_in(excluded))
+        )
+        .to_pandas()
+        .astype({"identity_key": "string[pyarrow]"})
+    )
+
+
+def _erase(db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed) -> None:
+    """Register this run's withdrawals; erase every version of every registered person the
+    store still holds, noting where their rows sit in earlier release folders first."""
+    registry = WithdrawalRegistry.__table__
+    have = {p for (p,) in db.execute(sa.select(registry.c.pseudonym))}
+    new = withdrawn.drop_duplicates("pseudonym")
+    new = new[~new["pseudonym"].isin(have)]
+    if len(new):
+        today = dt.date.today()
+        db.execute(
+            sa.insert(registry),
+            [
+                {"pseudonym": p, "partner": partner, "recorded_on": today}
+                for p, partner in zip(new["pseudonym"], new["partner"], strict=True)
+            ],
+        )
+    result.withdrawals_recorded = len(new)
+    pseudonyms = sorted(set(withdrawn["pseudonym"].dropna()))
+    if not pseudonyms:
+        return
+    case, staged = case_record_table, staged_record_table
+    hits = []
+    for chunk in _in_chunks(pseudonyms):
+        hits += db.execute(
+            sa.select(case.c.id, case.c.entity_id, case.c.valid_from, case.c.valid_to).where(
+                case.c.pseudonym.in_(chunk)
+            )
+        )
+    staged_hits = []
+    for chunk in _in_chunks(pseudonyms):
+        staged_hits += db.execute(
+            sa.select(staged.c.id, staged.c.entity_id).where(staged.c.pseudonym.in_(chunk))
+        )
+    erased_cases = {int(row[0]) for row in hits}
+    releases = db.execute(
+        sa.select(DataRelease.label, DataRelease.sequence, DataRelease.row_order).where(
+            DataRelease.sequence < release.sequence
+        )
+    )
+    for label, sequence, order in releases:
+        if not any(f <= sequence and (t is None or t > sequence) for _, _, f, t in hits):
+            continue
+        members = _release_members(db, label, sequence)
+        if order == KEYED_ORDER:
+            ordered = members["id"].to_numpy()[release_order(label, members["identity_key"])]
+        else:
+            ordered = np.sort(members["id"].to_numpy())
+        positions = np.flatnonzero(np.isin(ordered, list(erased_cases)))
+        if len(positions):
+            result.purge_positions[label] = positions.tolist()
+            result.purge_sizes[label] = len(ordered)
+            db.execute(
+                sa.update(DataRelease)
+                .where(DataRelease.label == label)
+                .values(row_count=DataRelease.row_count - len(positions))
+            )
+            db.execute(
+                sa.insert(PrivacyAudit),
+                [
+                    {
+                        "recorded_at": dt.datetime.now(dt.UTC),
+                        "release_label": label,
+                        "action": PURGE,
+                        "records": len(positions),
+                    }
+                ],
+            )
+    ids = sorted(erased_cases)
+    for chunk in _in_chunks(ids):
+        db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(chunk)))
+        db.execute(sa.delete(case).where(case.c.id.in_(chunk)))
+    staged_ids = sorted({int(row[0]) for row in staged_hits})
+    for chunk in _in_chunks(staged_ids):
+        db.execute(sa.delete(staged).where(staged.c.id.in_(chunk)))
+    # Snapshots before this release may hold them: dropped (rebuilt from the tables).
+    entities = sorted({int(row[1]) for row in hits} | {int(row[1]) for row in staged_hits})
+    if entities:
+        db.execute(
+            sa.delete(PartnerSnapshot).where(
+                PartnerSnapshot.entity_id.in_(entities),
+                PartnerSnapshot.sequence < release.sequence,
+            )
+        )
+    result.records_erased = len(ids)
+
+
+def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataFrame) -> None:
+    data, sha256 = snapshot_bytes(records)
+    db.execute(
+        sa.insert(PartnerSnapshot),
+        [{"entity_id": entity, "sequence": sequence, "rows": len(records), "sha256": sha256,
+          "parquet": data}],
+    )
+    # Kept: this one and the latest before it (what a rerun of this release starts from).
+    snap = PartnerSnapshot.__table__
+    earlier = db.execute(
+        sa.select(sa.func.max(snap.c.sequence)).where(
+            snap.c.entity_id == entity, snap.c.sequence < sequence
+        )
+    )[0][0]
+    if earlier is not None:
+        db.execute(
+            sa.delete(snap).where(snap.c.entity_id == entity, snap.c.sequence < earlier)
+        )
+
+
+def commit(
+    url: str,
+    release: ReleaseRow,
+    entities: list[dict],
+    partners: list[ChangeSet],
+    merged: pd.DataFrame,
+    withdrawn: pd.DataFrame,
+    codebook: Codebook | None = None,
+) -> Committed:
+    """Write the release and its changes (see the module docstring). `merged`: PARTNER and
+    IDENTITY of the records the release's linkage merged away; `withdrawn`: pseudonym and
+    partner of this run's withdrawals."""
+    from ctdc_harmonizer.warehouse.schema import migrate
+
+    codebook = codebook or default_codebook()
+    result = Committed(release=release.label, sequence=release.sequence)
+    migrate(url)  # a first release creates the warehouse
+    with warehouse(url, f"committing release '{release.label}'", write=True) as db:
+        _check_head(db, release)
+        if release.replaces:
+            _undo_release(db, release.replaces, release.sequence)
+        ids = _entities(db, entities)
+        db.execute(
+            sa.insert(DataRelease),
+            [
+                {
+                    "label": release.label,
+                    "sequence": release.sequence,
+                    "codebook_version": release.codebook_version,
+                    "created_at": dt.datetime.now(dt.UTC),
+                    "row_count": release.rows,
+                    "row_order": KEYED_ORDER,
+                    "metadata_json": json.dumps(
+                        release.metadata, sort_keys=True, ensure_ascii=False, default=str
+                    ),
+                }
+            ],
+        )
+        case = case_record_table
+        currents: dict[str, pd.DataFrame] = {}
+        for changes in partners:
+            entity = ids[changes.partner]
+            files: dict[str, int] = {}
+            if changes.delivery is not None:
+                files = _insert_delivery(db, release, entity, changes.delivery)
+                result.deliveries += 1
+            refs = _insert_staged(db, release.sequence, entity, files, changes.staged_new)
+            result.staged_inserted += len(refs)
+            result.versions_closed += _close(
+                db, staged_record_table, changes.staged_end, STAGED_ID, release.sequence
+            )
+            result.versions_closed += _close(db, case, changes.case_end, CASE_ID, release.sequence)
+            new = changes.case_new
+            staged_ids = new[STAGED_ID].astype("Int64").copy()
+            from_refs = staged_ids.isna() & new[REF].notna()
+            staged_ids[from_refs] = new.loc[from_refs, REF].astype(int).map(refs).astype("Int64")
+            file_ids = new[DELIVERY_FILE_ID].astype("Int64").copy()
+            by_name = file_ids.isna() & new[FILE].notna()
+            file_ids[by_name] = new.loc[by_name, FILE].map(files).astype("Int64")
+            _insert_versions(
+                db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
+            )
+            result.versions_inserted += len(new)
+            current = changes.current.copy()
+            pending = current[STAGED_ID].isna() & current[REF].notna()
+            current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
+            new_cases = dict(
+                db.execute(
+                    sa.select(case.c.staged_record_id, case.c.id).where(
+                        case.c.entity_id == entity, case.c.valid_from == release.sequence
+                    )
+                )
+            )
+            fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
+            current.loc[fresh, CASE_ID] = (
+                current.loc[fresh, STAGED_ID].astype(int).map(new_cases).astype("Int64")
+            )
+            named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
+            current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
+            currents[changes.partner] = current
+        _erase(db, release, withdrawn, result)
+        for changes in partners:
+            current = currents[changes.partner]
+            if len(withdrawn):
+                current = current[~current[PSEUDONYM].isin(set(withdrawn["pseudonym"]))]
+            records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
+            _write_snapshot(db, ids[changes.partner], release.sequence, records)
+            result.snapshots += 1
+        if len(merged):
+            result.exclusions = _exclude(db, ids, currents, merged, release.label)
+    log.info(
+        "store: release %s committed: %d staged record(s), %d harmonized version(s), %d closed, "
+        "%d record(s) erased",
+        release.label,
+        result.staged_inserted,
+        result.versions_inserted,
+        result.versions_closed,
+        result.records_erased,
+    )
+    return result
+
+
+def _exclude(
+    db: Warehouse,
+    ids: dict[str, int],
+    currents: dict[str, pd.DataFrame],
+    merged: pd.DataFrame,
+    label: str,
+) -> int:
+    """The merged records' case ids (changed partners from their new records, carried ones
+    from the store), excluded from the release."""
+    case = case_record_table
+    rows = []
+    for partner, group in merged.groupby(PARTNER):
+        wanted = set(group[IDENTITY])
+        if partner in currents:
+            current = currents[partner]
+            found = current.loc[current[IDENTITY].isin(wanted), CASE_ID].dropna()
+            rows += [int(i) for i in found]
+            continue
+        for chunk in _in_chunks(sorted(wanted)):
+            rows += [
+                int(i)
+                for (i,) in db.execute(
+                    sa.select(case.c.id).where(
+                        case.c.entity_id == ids[partner],
+                        case.c.valid_to.is_(None),
+                        case.c.identity_key.in_(chunk),
+                    )
+                )
+            ]
+    if rows:
+        db.execute(
+            sa.insert(ReleaseExclusion),
+            [{"release_label": label, "case_record_id": i, "reason": "linked_duplicate"} for i in rows],
+        )
+    return len(rows)

@@ -1,0 +1,238 @@
+"""A partner's stored records as of a release: current harmonized versions with their keys,
+and the staged rows a re-harmonization starts from.
+
+The fast path is the partner's snapshot (one Parquet blob per partner and release that
+changed it, written by the commit); without one (a warehouse migrated from before the store,
+a snapshot dropped by an erasure) the records are read from the tables, and the next commit
+that changes the partner writes a snapshot again.
+
+PRIVACY: the frames hold pseudonyms, identity and linkage keys (restricted): they stay in the
+run's private work folder and never reach a release file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from ctdc_harmonizer.codebook import Codebook, default_codebook
+from ctdc_harmonizer.columns import (
+    CASE_ID,
+    CONTENT,
+    DELIVERY_FILE_ID,
+    FILE,
+    HELD_BACK,
+    IDENTITY,
+    MAPPING,
+    PSEUDONYM,
+    ROW,
+    STAGED_ID,
+)
+from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
+from ctdc_harmonizer.store.payload import decode_payloads
+from ctdc_harmonizer.warehouse.connection import Warehouse
+from ctdc_harmonizer.warehouse.models import (
+    LINK_KEY_COLUMNS,
+    DeliveryFile,
+    PartnerSnapshot,
+    ReportingEntity,
+    case_record_table,
+    staged_record_table,
+)
+
+CODEBOOK_VERSION = "_codebook_version"
+# A current record's bookkeeping, then the codebook columns (`record_columns`).
+KEY_COLUMNS = [
+    CASE_ID,
+    STAGED_ID,
+    IDENTITY,
+    CONTENT,
+    PSEUDONYM,
+    *LINK_COLUMNS,
+    DELIVERY_FILE_ID,
+    FILE,
+    MAPPING,
+    CODEBOOK_VERSION,
+    HELD_BACK,
+]
+INTEGER_KEYS = [CASE_ID, STAGED_ID, CONTENT, DELIVERY_FILE_ID]
+
+
+def record_columns(codebook: Codebook | None = None) -> list[str]:
+    return [*KEY_COLUMNS, *(codebook or default_codebook()).columns]
+
+
+def current_at(table: sa.Table, base: int) -> sa.ColumnElement[bool]:
+    """The versions of `table` current at release sequence `base`."""
+    return sa.and_(
+        table.c.valid_from <= base, sa.or_(table.c.valid_to.is_(None), table.c.valid_to > base)
+    )
+
+
+def entity_id(db: Warehouse, partner: str) -> int | None:
+    found = db.execute(sa.select(ReportingEntity.id).where(ReportingEntity.code == partner))
+    return found[0][0] if found else None
+
+
+def empty_records(codebook: Codebook | None = None) -> pd.DataFrame:
+    codebook = codebook or default_codebook()
+    return typed_records(pd.DataFrame(columns=record_columns(codebook)), codebook)
+
+
+def typed_records(frame: pd.DataFrame, codebook: Codebook) -> pd.DataFrame:
+    """The record frame with its one set of dtypes, whichever path it was read by."""
+    out = pd.DataFrame(index=frame.index)
+    for name in record_columns(codebook):
+        column = frame[name] if name in frame else pd.Series(pd.NA, index=frame.index)
+        if name == HELD_BACK:
+            out[name] = column.fillna(False).astype(bool)
+        elif name in INTEGER_KEYS:
+            out[name] = column.astype("Int64")
+        elif name in LINK_COLUMNS:
+            out[name] = column.astype("UInt64")
+        elif name in codebook.columns and codebook.variable(name).type == "year":
+            out[name] = column.astype("Int64")
+        else:
+            out[name] = column.astype("string[pyarrow]")
+    return out
+
+
+def _link_keys_unsigned(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stored link keys are signed 64-bit integers; the pipeline's are unsigned."""
+    for stored, name in zip(LINK_KEY_COLUMNS, LINK_COLUMNS, strict=True):
+        values = frame.pop(stored)
+        present = values.notna().to_numpy()
+        raw = values.astype("Int64").to_numpy(dtype=np.int64, na_value=0).view(np.uint64)
+        frame[name] = pd.arrays.IntegerArray(raw, ~present)
+    return frame
+
+
+def _from_tables(db: Warehouse, entity: int, base: int, codebook: Codebook) -> pd.DataFrame:
+    """The slow path: current case versions (with their staged keys) and held-back staged
+    records, read from the tables."""
+    case, staged = case_record_table, staged_record_table
+    staged_keys = [
+        staged.c.content_key.label(CONTENT),
+        *(staged.c[name] for name in LINK_KEY_COLUMNS),
+    ]
+    with_case = (
+        sa.select(
+            case.c.id.label(CASE_ID),
+            case.c.staged_record_id.label(STAGED_ID),
+            case.c.identity_key.label(IDENTITY),
+            case.c.pseudonym.label(PSEUDONYM),
+            case.c.delivery_file_id.label(DELIVERY_FILE_ID),
+            DeliveryFile.file_name.label(FILE),
+            case.c.mapping_sha256.label(MAPPING),
+            case.c.codebook_version.label(CODEBOOK_VERSION),
+            *(case.c[name] for name in codebook.columns),
+            *staged_keys,
+        )
+        .select_from(
+            case.outerjoin(staged, staged.c.id == case.c.staged_record_id).outerjoin(
+                DeliveryFile.__table__, DeliveryFile.id == case.c.delivery_file_id
+            )
+        )
+        .where(case.c.entity_id == entity, current_at(case, base))
+    )
+    held_back = (
+        sa.select(
+            staged.c.id.label(STAGED_ID),
+            staged.c.identity_key.label(IDENTITY),
+            staged.c.pseudonym.label(PSEUDONYM),
+            staged.c.delivery_file_id.label(DELIVERY_FILE_ID),
+            DeliveryFile.file_name.label(FILE),
+            *staged_keys,
+        )
+        .select_from(
+            staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+        )
+        .where(staged.c.entity_id == entity, current_at(staged, base))
+        .where(
+            ~sa.exists().where(case.c.staged_record_id == staged.c.id, current_at(case, base))
+        )
+    )
+    parts = [
+        db.select_arrow(with_case).to_pandas().assign(**{HELD_BACK: False}),
+        db.select_arrow(held_back).to_pandas().assign(**{HELD_BACK: True}),
+    ]
+    frame = pd.concat([_link_keys_unsigned(p) for p in parts], ignore_index=True)
+    return typed_records(frame, codebook)
+
+
+def snapshot_bytes(records: pd.DataFrame) -> tuple[bytes, str]:
+    """A partner's current records as a Parquet file, and its SHA-256."""
+    sink = io.BytesIO()
+    records.reset_index(drop=True).to_parquet(sink, index=False)
+    data = sink.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def current_records(
+    db: Warehouse, partner: str, base: int, codebook: Codebook | None = None
+) -> pd.DataFrame:
+    """The partner's records current at release sequence `base` (`record_columns`): from its
+    snapshot when one is valid, else from the tables."""
+    codebook = codebook or default_codebook()
+    entity = entity_id(db, partner)
+    if entity is None or base == 0:
+        return empty_records(codebook)
+    snap = PartnerSnapshot.__table__
+    found = db.execute(
+        sa.select(snap.c.parquet, snap.c.sha256, snap.c.rows)
+        .where(snap.c.entity_id == entity, snap.c.sequence <= base)
+        .order_by(snap.c.sequence.desc())
+        .limit(1)
+    )
+    if found:
+        data, sha256, rows = found[0]
+        data = bytes(data)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CtdcError(
+                f"partner '{partner}': its stored snapshot does not match its checksum; "
+                "delete the partner's rows of partner_snapshot (they are rebuilt) and rerun"
+            )
+        frame = pd.read_parquet(io.BytesIO(data))
+        if len(frame) == rows:
+            return typed_records(frame, codebook)
+    return _from_tables(db, entity, base, codebook)
+
+
+def staged_rows(db: Warehouse, staged_ids: list[int], fields: list[str]) -> pd.DataFrame:
+    """The stored staged values of `staged_ids` (decoded payloads, `fields`), with STAGED_ID,
+    FILE and ROW (the file and line the record was delivered in)."""
+    staged = staged_record_table
+    parts = []
+    for start in range(0, len(staged_ids), 50_000):
+        chunk = staged_ids[start : start + 50_000]
+        table = db.select_arrow(
+            sa.select(
+                staged.c.id.label(STAGED_ID),
+                DeliveryFile.file_name.label(FILE),
+                staged.c.source_row.label(ROW),
+                staged.c.payload,
+            )
+            .select_from(
+                staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+            )
+            .where(staged.c.id.in_(chunk))
+        )
+        values = decode_payloads(table.column("payload"), fields)
+        values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
+        values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
+        values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
+        parts.append(values)
+    if not parts:
+        empty = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
+        empty.insert(0, ROW, pd.Series([], dtype=np.int64))
+        empty.insert(0, FILE, pd.Series([], dtype="string[pyarrow]"))
+        empty.insert(0, STAGED_ID, pd.Series([], dtype="Int64"))
+        return empty
+    frame = pd.concat(parts, ignore_index=True)
+    order = pd.Series(range(len(staged_ids)), index=pd.Index(staged_ids))
+    return frame.iloc[np.argsort(frame[STAGED_ID].map(order).to_numpy())].reset_index(drop=True)
