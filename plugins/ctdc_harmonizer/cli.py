@@ -54,7 +54,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     folder, committed = results["build_release_folder"], results["commit_release"]
     published, purged = results["publish_release_folder"], results["purge_withdrawn_records"]
     print(f"release {published.release}: {published.rows} records in {published.release_dir}")
-    print("delivered rows: " + ", ".join(f"{k} {v}" for k, v in folder.totals.items() if not k.startswith("records_")))
+    print(
+        "delivered rows: "
+        + ", ".join(f"{k} {v}" for k, v in folder.totals.items() if not k.startswith("records_"))
+    )
     _print_partners(plan, published.release_dir)
     print(
         f"store: release {committed.release} is number {committed.sequence}; "

@@ -30,3 +30,9 @@ def default_landing() -> str:
 def default_out() -> str:
     """The out folder when none is named: $CTDC_OUT, else $AIRFLOW_HOME/ctdc/releases."""
     return os.environ.get("CTDC_OUT") or str(ctdc_home() / "releases")
+
+
+def mapped_partners(root: str | Path | None = None) -> list[str]:
+    """The partners with a mapping folder (cheap: folder names only)."""
+    folder = Path(root) if root else mappings_dir()
+    return sorted(p.parent.name for p in folder.glob("*/partner.yaml"))

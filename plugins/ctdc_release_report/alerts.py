@@ -80,10 +80,10 @@ def run_failed() -> CtdcAlert:
 
 def approval_waiting() -> CtdcAlert:
     return _alert(
-        "[CTDC] approval waiting: release {{ ti.xcom_pull(task_ids='summarize')['release'] }}",
+        "[CTDC] approval waiting: release {{ ti.xcom_pull(task_ids='summarize_release')['release'] }}",
         [
-            "Release {{ ti.xcom_pull(task_ids='summarize')['release'] }} "
-            "({{ ti.xcom_pull(task_ids='summarize')['rows'] }} harmonized rows) waits for "
+            "Release {{ ti.xcom_pull(task_ids='summarize_release')['release'] }} "
+            "({{ ti.xcom_pull(task_ids='summarize_release')['rows'] }} harmonized rows) waits for "
             "a data team member to approve or reject its hand-off to synthesis.",
             "Review the release report and decide under Required actions:",
             '<a href="{{ ctdc_run_link }}">{{ ctdc_run_link }}</a>',

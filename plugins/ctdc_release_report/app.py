@@ -17,7 +17,7 @@ from ctdc_release_report import html
 
 PREFIX = "/ctdc-report"
 DAG_ID = "ctdc_annual_update"
-SUMMARY_TASK = "summarize"
+SUMMARY_TASK = "summarize_release"
 GATE_TASKS = ("approve", "publish")
 
 app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)

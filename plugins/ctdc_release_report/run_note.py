@@ -17,7 +17,7 @@ from airflow.listeners import hookimpl
 log = logging.getLogger(__name__)
 
 DAG_ID = "ctdc_annual_update"
-SUMMARY_TASK = "summarize"
+SUMMARY_TASK = "summarize_release"
 HEADING = "**Harmonized rows per partner**"
 PARTNER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a mapping folder name, nothing else
 

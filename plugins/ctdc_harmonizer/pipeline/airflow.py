@@ -144,7 +144,11 @@ def pipeline_tasks(
     def partner_chain(plan: Any, partner: Any) -> Any:
         chain: dict[str, Any] = {}
         for step in pipeline.chain:
-            make = task(_callable(step, label_partner=True), task_id=step.name, map_index_template=BY_PARTNER)
+            make = task(
+                _callable(step, label_partner=True),
+                task_id=step.name,
+                map_index_template=BY_PARTNER,
+            )
             chain[step.name] = make(plan=plan, partner=partner, **inputs(step, chain))
         return chain[pipeline.chain[-1].name]
 
@@ -174,9 +178,9 @@ def pipeline_tasks(
         previous = made
     if pipeline.teardown_step is not None:
         step = pipeline.teardown_step
-        made = task(_callable(step, label_partner=False), task_id=step.name, **(teardown_args or {}))(
-            plan=plan
-        )
+        made = task(
+            _callable(step, label_partner=False), task_id=step.name, **(teardown_args or {})
+        )(plan=plan)
         outputs[step.name] = made.as_teardown(setups=plan)
     return outputs
 

@@ -97,6 +97,8 @@ class ReleaseSummary(StepResult):
     """The headline the approval request shows (counts only)."""
 
     release: str
+    rows: int
+    partners: dict[str, int]  # records released per partner
     subject: str
     body: str
     report: str  # the folder the report page reads (staged until published)

@@ -133,9 +133,8 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
     synthesis receives a withdrawn record, and the warehouse records the folder's new hash
     (a crash before this line is reported as a mismatch by `ctdc check`, as it should be)."""
     from ctdc_harmonizer.release.folder import folder_digest
-    from ctdc_harmonizer.warehouse.models import DataRelease
-
     from ctdc_harmonizer.synthesis.handoff import handoff_dir, write_handoff
+    from ctdc_harmonizer.warehouse.models import DataRelease
 
     if handoff_dir(folder.parent, label).is_dir():
         write_handoff(folder)

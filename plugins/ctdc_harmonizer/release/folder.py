@@ -95,7 +95,9 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     issues = _report_rows(content.issues, ISSUE_COLUMNS, ISSUE_COLUMNS[:-1])
     write_report_csv(issues, staging / VALUE_ISSUES)
     rejects = content.rejects.reindex(columns=REJECT_REPORT_COLUMNS).astype({"row": "int64"})
-    write_report_csv(rejects.sort_values(["partner", "file", "row"], kind="stable"), staging / REJECTS)
+    write_report_csv(
+        rejects.sort_values(["partner", "file", "row"], kind="stable"), staging / REJECTS
+    )
     write_json(staging / COVERAGE, content.coverage)
     if content.overlaps is not None:  # PRIVACY: counts only, small cells hidden
         write_json(staging / OVERLAPS, content.overlaps)

@@ -33,9 +33,7 @@ def release_metadata(
             "state": entry.get("state"),
             "mode": config.delivery.mode,
             "last_delivery": entry.get("last_delivery"),
-            "files": {
-                name: file["sha256"] for name, file in (entry.get("files") or {}).items()
-            },
+            "files": {name: file["sha256"] for name, file in (entry.get("files") or {}).items()},
             "not_read": entry.get("not_read", {}),
         }
     return {

@@ -105,12 +105,19 @@ def reconcile(release: str, partners: dict[str, dict]) -> dict:
     grand = totals(delivered)
     records = {
         key: sum(_count(e["records"][key]) for e in partners.values())
-        for key in ("previous", "new", "retired", "erased", "current", "held_back", "merged", "released")
+        for key in (
+            "previous",
+            "new",
+            "retired",
+            "erased",
+            "current",
+            "held_back",
+            "merged",
+            "released",
+        )
     }
     holds = all(
-        f["unaccounted"] == 0
-        for e in partners.values()
-        for f in (e.get("files") or {}).values()
+        f["unaccounted"] == 0 for e in partners.values() for f in (e.get("files") or {}).values()
     ) and all(e["records"]["unaccounted"] == 0 for e in partners.values())
     return {
         "release": release,

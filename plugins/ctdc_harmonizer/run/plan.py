@@ -53,7 +53,12 @@ WORK_FOLDER = ".work"
 STORE_LOCK = "store"  # one run at a time per out folder: the lease is on the store
 WORK_URL_ENV = storage.WORK_URL_ENV  # intermediates on shared storage (an fsspec URL), optional
 
-DELIVERED, REHARMONIZED, CARRIED, DISCONTINUED = "delivered", "reharmonized", "carried", "discontinued"
+DELIVERED, REHARMONIZED, CARRIED, DISCONTINUED = (
+    "delivered",
+    "reharmonized",
+    "carried",
+    "discontinued",
+)
 
 
 class DeliveredFile(BaseModel):

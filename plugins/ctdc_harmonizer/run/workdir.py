@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
     import pandas as pd
 
 
-
 def _is_local(path: UPath) -> bool:
     return isinstance(path, Path)
 

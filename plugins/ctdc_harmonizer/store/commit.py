@@ -172,7 +172,10 @@ def _entities(db: Warehouse, entities: list[dict]) -> dict[str, int]:
             sa.update(table)
             .where(table.c.code == sa.bindparam("b_code"))
             .values(name=sa.bindparam("b_name"), datasource_type=sa.bindparam("b_type")),
-            [{"b_code": e["code"], "b_name": e["name"], "b_type": e["datasource_type"]} for e in old],
+            [
+                {"b_code": e["code"], "b_name": e["name"], "b_type": e["datasource_type"]}
+                for e in old
+            ],
         )
     return dict(db.execute(sa.select(table.c.code, table.c.id)))
 
@@ -305,7 +308,9 @@ def _insert_versions(
     db.insert_arrow(case_record_table, pa.table(columns))
 
 
-def _close(db: Warehouse, table: sa.Table, ends: pd.DataFrame, id_column: str, sequence: int) -> int:
+def _close(
+    db: Warehouse, table: sa.Table, ends: pd.DataFrame, id_column: str, sequence: int
+) -> int:
     ends = ends[ends["reason"] != ERASED]  # erasures delete, below
     if ends.empty:
         return 0
@@ -428,8 +433,15 @@ def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataF
     data, sha256 = snapshot_bytes(records)
     db.execute(
         sa.insert(PartnerSnapshot),
-        [{"entity_id": entity, "sequence": sequence, "rows": len(records), "sha256": sha256,
-          "parquet": data}],
+        [
+            {
+                "entity_id": entity,
+                "sequence": sequence,
+                "rows": len(records),
+                "sha256": sha256,
+                "parquet": data,
+            }
+        ],
     )
     # Kept: this one and the latest before it (what a rerun of this release starts from).
     snap = PartnerSnapshot.__table__
@@ -439,9 +451,7 @@ def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataF
         )
     )[0][0]
     if earlier is not None:
-        db.execute(
-            sa.delete(snap).where(snap.c.entity_id == entity, snap.c.sequence < earlier)
-        )
+        db.execute(sa.delete(snap).where(snap.c.entity_id == entity, snap.c.sequence < earlier))
 
 
 def commit(
@@ -578,6 +588,9 @@ def _exclude(
     if rows:
         db.execute(
             sa.insert(ReleaseExclusion),
-            [{"release_label": label, "case_record_id": i, "reason": "linked_duplicate"} for i in rows],
+            [
+                {"release_label": label, "case_record_id": i, "reason": "linked_duplicate"}
+                for i in rows
+            ],
         )
     return len(rows)

@@ -50,9 +50,7 @@ def content_keys(frame: pd.DataFrame, columns: list[str], key: bytes) -> pd.Seri
     return pd.Series(hashed.to_numpy(dtype=np.uint64).view(np.int64), index=frame.index)
 
 
-def identity_keys(
-    partner: str, pseudonyms: pd.Series, content: pd.Series, key: bytes
-) -> pd.Series:
+def identity_keys(partner: str, pseudonyms: pd.Series, content: pd.Series, key: bytes) -> pd.Series:
     """Per row (in delivery order) its identity key (see the module docstring). `content`:
     the row texts used where a row has no pseudonym."""
     by_content = keyed_hash(content, key, f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}")
@@ -98,7 +96,9 @@ def hex_words(identities: pd.Series) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.uint64)
     if text.null_count or not all(len(v) == 64 for v in (text[0].as_py(), text[-1].as_py())):
         raise ValueError("identity keys must be 64 hex digits")
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + len(text) + 1]
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[
+        text.offset : text.offset + len(text) + 1
+    ]
     if not (np.diff(offsets) == 64).all():
         raise ValueError("identity keys must be 64 hex digits")
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]

@@ -58,11 +58,10 @@ def decode_payloads(payloads: pa.Array | pa.ChunkedArray, fields: list[str]) -> 
     schema = pa.schema([(name, pa.string()) for name in fields])
     table = pajson.read_json(
         pa.BufferReader(data),
-        parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"
+        ),
     )
     return pd.DataFrame(
-        {
-            name: pd.Series(pd.array(table.column(name), dtype="string[pyarrow]"))
-            for name in fields
-        }
+        {name: pd.Series(pd.array(table.column(name), dtype="string[pyarrow]")) for name in fields}
     )

@@ -153,9 +153,7 @@ def _from_tables(db: Warehouse, entity: int, base: int, codebook: Codebook) -> p
             staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
         )
         .where(staged.c.entity_id == entity, current_at(staged, base))
-        .where(
-            ~sa.exists().where(case.c.staged_record_id == staged.c.id, current_at(case, base))
-        )
+        .where(~sa.exists().where(case.c.staged_record_id == staged.c.id, current_at(case, base)))
     )
     parts = [
         db.select_arrow(with_case).to_pandas().assign(**{HELD_BACK: False}),

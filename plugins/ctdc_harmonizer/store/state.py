@@ -49,11 +49,15 @@ class PartnerHistory(BaseModel):
 
     def stale_staged(self, harmonization_hash: str, codebook_version: str) -> bool:
         """Some current records were harmonized under another mapping or codebook."""
-        return any(key != _under(harmonization_hash, codebook_version) for key in self.harmonized_under)
+        return any(
+            key != _under(harmonization_hash, codebook_version) for key in self.harmonized_under
+        )
 
     def harmonized_under_others(self, harmonization_hash: str) -> bool:
         """Some current records were harmonized under another mapping."""
-        return any(key.split(KEY_SEPARATOR)[0] != harmonization_hash for key in self.harmonized_under)
+        return any(
+            key.split(KEY_SEPARATOR)[0] != harmonization_hash for key in self.harmonized_under
+        )
 
 
 KEY_SEPARATOR = "|"
@@ -146,9 +150,7 @@ def read_store_state(url: str, release: str, exists: bool) -> StoreState:
             sa.select(staged.c.entity_id, sa.func.count())
             .where(_current_at(staged, base))
             .where(
-                ~sa.exists().where(
-                    case.c.staged_record_id == staged.c.id, _current_at(case, base)
-                )
+                ~sa.exists().where(case.c.staged_record_id == staged.c.id, _current_at(case, base))
             )
             .group_by(staged.c.entity_id)
         )

@@ -117,7 +117,6 @@ class _SqliteArrow:
 
     def __init__(self, database: str):
         import adbc_driver_sqlite.dbapi as adbc
-
         from sqlalchemy.dialects import sqlite
 
         self._dialect = sqlite.dialect(paramstyle="qmark")

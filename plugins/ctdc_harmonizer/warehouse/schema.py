@@ -30,7 +30,11 @@ def warehouse_exists(url: str) -> bool:
     taken to exist (plan checks that it answers)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return bool(parsed.database) and parsed.database != ":memory:" and Path(parsed.database).is_file()
+        return (
+            bool(parsed.database)
+            and parsed.database != ":memory:"
+            and Path(parsed.database).is_file()
+        )
     return True
 
 

@@ -172,7 +172,9 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     s_keys = keys.loc[from_store].reset_index(drop=True)
     s_end = rules.reharmonized_end(outcomes.loc[from_store, "outcome"].reset_index(drop=True))
     position = pd.Series(np.arange(len(stored)), index=pd.Index(stored[IDENTITY]))
-    s_at = s_keys[IDENTITY].map(position).astype(int).to_numpy() if len(s_keys) else np.zeros(0, int)
+    s_at = (
+        s_keys[IDENTITY].map(position).astype(int).to_numpy() if len(s_keys) else np.zeros(0, int)
+    )
     again = (s_end == "").to_numpy()
     if again.any():
         redo = by_row.loc[s_rows[again]].reset_index(drop=True)
@@ -194,9 +196,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     held = (s_end == rules.HELD_BACK).to_numpy()
     dropped_stored = (s_end == rules.REHARMONIZED_EXCLUDED).to_numpy()
     reharm_case = stored[CASE_ID].iloc[s_at].reset_index(drop=True)
-    case_end_parts.append(
-        _ends(reharm_case, s_end.replace("", rules.REHARMONIZED), CASE_ID)
-    )
+    case_end_parts.append(_ends(reharm_case, s_end.replace("", rules.REHARMONIZED), CASE_ID))
 
     case_new = pd.concat(version_parts, ignore_index=True)
     # Ends: revisions and retirements decided by the delivery, erasures, re-harmonization.
@@ -341,7 +341,8 @@ def _delivery_record(
         files[name] = {
             "sha256": meta["sha256"],
             "size_bytes": meta.get("size_bytes"),
-            "counts": {"rows_read": meta["rows_read"]} | {f"rows_{k}": v for k, v in counts.items()},
+            "counts": {"rows_read": meta["rows_read"]}
+            | {f"rows_{k}": v for k, v in counts.items()},
         }
     totals = {str(k): v for k, v in totals.items()}
     withdrawals = info.get("withdrawals")

@@ -147,7 +147,15 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
                 stored_rows = len(values)
                 staged = pd.concat([staged, values.drop(columns=[STAGED_ID])], ignore_index=True)
                 again_keys = again[
-                    [IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, STAGED_ID, CASE_ID, DELIVERY_FILE_ID]
+                    [
+                        IDENTITY,
+                        CONTENT,
+                        PSEUDONYM,
+                        *LINK_COLUMNS,
+                        STAGED_ID,
+                        CASE_ID,
+                        DELIVERY_FILE_ID,
+                    ]
                 ].assign(**{ORIGIN: FROM_STORE})
                 keys = pd.concat([keys, again_keys[keys.columns]], ignore_index=True)
     staged_path = work.write_frame(work.STAGED, staged)
@@ -229,7 +237,9 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     # Delivered and stored rows are mapped apart: the coverage gate and the unmapped list
     # speak of this delivery only (stored values the mapping did not know were never kept).
     parts = {
-        kind: map_partner(staged.loc[mask].reset_index(drop=True), config, codebook, plan.release_year)
+        kind: map_partner(
+            staged.loc[mask].reset_index(drop=True), config, codebook, plan.release_year
+        )
         for kind, mask in (("delivered", delivered), ("stored", ~delivered))
         if mask.any() or kind == "delivered"
     }
@@ -243,8 +253,8 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     for kind, result in parts.items():
         kept_rows = positions[kind][(result.outcomes["outcome"] == Outcome.HARMONIZED).to_numpy()]
         harmonized.append(result.harmonized.assign(_staged_row=kept_rows))
-    harmonized = pd.concat(harmonized, ignore_index=True).sort_values("_staged_row").reset_index(
-        drop=True
+    harmonized = (
+        pd.concat(harmonized, ignore_index=True).sort_values("_staged_row").reset_index(drop=True)
     )
     work.write_frame(work.HARMONIZED, harmonized)
     work.write_frame(work.OUTCOMES, outcomes)
@@ -266,9 +276,7 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
         config.unmapped_min_rows,
     )
     work.write_table(work.UNMAPPED, restricted)
-    work.write_table(
-        work.ISSUES, pd.concat([r.issues for r in parts.values()], ignore_index=True)
-    )
+    work.write_table(work.ISSUES, pd.concat([r.issues for r in parts.values()], ignore_index=True))
     coverage = coverage_report(ours.unknown_rows, int(delivered.sum()), config)
     work.write_json(work.COVERAGE, coverage)
     counts = outcomes["outcome"].value_counts()

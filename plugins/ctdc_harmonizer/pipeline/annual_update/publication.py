@@ -53,9 +53,12 @@ def commit_release(
                 mapping=plan.partner_config(partner).harmonization_hash,
             )
         )
-    configs = {p: plan.partner_config(p) for p in sorted(set(assembled.partners) | set(assembled.changed))}
+    configs = {
+        p: plan.partner_config(p) for p in sorted(set(assembled.partners) | set(assembled.changed))
+    }
     entities = [
-        {"code": code, "name": c.name, "datasource_type": c.datasource} for code, c in configs.items()
+        {"code": code, "name": c.name, "datasource_type": c.datasource}
+        for code, c in configs.items()
     ]
     work = WorkDir(assembled.work)
     release = ReleaseRow(
@@ -109,7 +112,12 @@ def publish_release_folder(
 
     locks.check(plan.lock, plan.release)
     swap_into_place(plan.staging_dir, plan.release_path, plan.aside_dir)
-    log.info("release %s published in %s (sequence %d)", plan.release, plan.release_path, committed.sequence)
+    log.info(
+        "release %s published in %s (sequence %d)",
+        plan.release,
+        plan.release_path,
+        committed.sequence,
+    )
     return PublishedRelease(
         release=plan.release,
         release_dir=str(plan.release_path),

@@ -143,8 +143,12 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     work.write_json(work.OVERLAPS, linked.matrix)
     empty = pd.DataFrame(columns=REJECT_REPORT_COLUMNS)
     work.write_table(work.REJECTS, pd.concat(rejects, ignore_index=True) if rejects else empty)
-    work.write_table(work.UNMAPPED, pd.concat(unmapped, ignore_index=True) if unmapped else pd.DataFrame())
-    work.write_table(work.ISSUES, pd.concat(issues, ignore_index=True) if issues else pd.DataFrame())
+    work.write_table(
+        work.UNMAPPED, pd.concat(unmapped, ignore_index=True) if unmapped else pd.DataFrame()
+    )
+    work.write_table(
+        work.ISSUES, pd.concat(issues, ignore_index=True) if issues else pd.DataFrame()
+    )
     work.write_json(work.COVERAGE, coverage)
     withdrawn = [w.read_frame(w.WITHDRAWN) for w in changed.values() if w.exists(w.WITHDRAWN)]
     work.write_frame(
@@ -236,6 +240,8 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
     summary = headline(folder.staged_dir, plan.release)
     return ReleaseSummary(
         release=plan.release,
+        rows=summary["rows"],
+        partners=summary["partners"],
         subject=f"Commit and publish release {plan.release}?",
         body=summary["body"],
         report=folder.staged_dir,

@@ -151,9 +151,7 @@ def _create_tables() -> None:
     )
     for column in ("delivery_file_id", "identity_key", "pseudonym", "valid_from", "valid_to"):
         op.create_index(f"ix_staged_record_{column}", "staged_record", [column])
-    op.create_index(
-        "ix_staged_record_entity_current", "staged_record", ["entity_id", "valid_to"]
-    )
+    op.create_index("ix_staged_record_entity_current", "staged_record", ["entity_id", "valid_to"])
     op.create_table(
         "release_exclusion",
         sa.Column(
@@ -179,7 +177,7 @@ def _number_releases(conn: sa.Connection) -> None:
     ).scalars()
     for number, label in enumerate(list(labels), start=1):
         conn.execute(
-            sa.text('UPDATE "data_release" SET sequence = :n, row_order = \'id\' WHERE label = :l'),
+            sa.text("UPDATE \"data_release\" SET sequence = :n, row_order = 'id' WHERE label = :l"),
             {"n": number, "l": label},
         )
 
@@ -257,7 +255,7 @@ def _version_case_records(conn: sa.Connection) -> None:
         conn.execute(
             sa.text(
                 f'INSERT INTO "case_record" (release_label, batch_id, {columns}, valid_from) '
-                f"SELECT release_label, batch_id, {columns}, :next FROM \"case_record\" "
+                f'SELECT release_label, batch_id, {columns}, :next FROM "case_record" '
                 "WHERE entity_id = :e AND valid_from = :s ORDER BY id"
             ),
             {"e": entity_id, "s": sequence, "next": head + 1},
