@@ -1,6 +1,10 @@
 """`ctdc`: the command line for the data team.
 
     ctdc run --landing DIR --out DIR [--partners a,b] [--release LABEL] [--warehouse URL]
+             [--accept-retirements a,b]
+    ctdc history --out DIR [--partner P] [--warehouse URL]
+    ctdc rebuild --out DIR --release LABEL --into DIR [--warehouse URL]
+    ctdc backfill --history DIR --out DIR [--warehouse URL]
     ctdc generate --out DIR [--records N] [--seed S] [--partners a,b]
     ctdc profile --landing DIR --partner NAME --out DIR
     ctdc check --out DIR [--release LABEL] [--warehouse URL]
@@ -106,6 +110,63 @@ def _print_partners(plan, release_dir: str | None) -> None:
         print(f"  {partner}: {text}")
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.store import history
+    from ctdc_harmonizer.warehouse import default_warehouse_url
+
+    url = args.warehouse or default_warehouse_url(args.out)
+    deliveries = history.deliveries(url, args.partner)
+    if deliveries.empty:
+        print("no delivery recorded in the store yet")
+        return 0
+    print("deliveries (per partner and release: rows read and where they went):")
+    shown = deliveries.drop(columns=["sequence"]).astype({"received_at": str})
+    shown["received_at"] = shown["received_at"].str.slice(0, 19)
+    print(shown.to_string(index=False))
+    held = history.releases(url)
+    if args.partner:
+        held = held[held["partner"] == args.partner]
+    print("\nreleases (records each held, per partner):")
+    print(
+        held.pivot_table(
+            index=["release", "sequence", "rows"], columns="partner", values="records", fill_value=0
+        ).to_string()
+    )
+    return 0
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.store import history
+    from ctdc_harmonizer.warehouse import default_warehouse_url
+
+    url = args.warehouse or default_warehouse_url(args.out)
+    rebuilt = history.rebuild_release(url, args.release, args.into)
+    print(f"release {rebuilt['release']}: {rebuilt['rows']} records rebuilt in {args.into}")
+    published = Path(args.out) / args.release
+    for name, digest in rebuilt["files"].items():
+        if (published / name).is_file():
+            from ctdc_harmonizer.fileio import sha256_of
+
+            same = sha256_of(published / name) == digest
+            print(f"  {name}: {'identical to' if same else 'DIFFERS from'} {published / name}")
+    return 0
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.pipeline.backfill import backfill
+
+    runs = backfill(args.history, args.out, mappings=args.mappings, warehouse_url=args.warehouse)
+    for results in runs:
+        plan = results["plan_release"]
+        if plan.nothing_to_do:
+            print(f"release {plan.release}: nothing to do")
+            continue
+        published = results["publish_release_folder"]
+        print(f"release {published.release}: {published.rows} records in {published.release_dir}")
+        _print_partners(plan, published.release_dir)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from ctdc_harmonizer.release import state
 
@@ -195,6 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
         "mapping allows (comma-separated)",
     )
     run.set_defaults(func=_cmd_run)
+    hist = sub.add_parser("history", help="each partner's deliveries and each release, counts only")
+    hist.add_argument("--out", required=True, help="the out folder of the runs")
+    hist.add_argument("--partner", help="one partner only")
+    hist.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    hist.set_defaults(func=_cmd_history)
+    rebuild = sub.add_parser(
+        "rebuild", help="write an earlier release's table again from the store"
+    )
+    rebuild.add_argument("--out", required=True, help="the out folder of the runs")
+    rebuild.add_argument("--release", required=True, help="the release label")
+    rebuild.add_argument("--into", required=True, help="folder receiving the rebuilt table")
+    rebuild.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    rebuild.set_defaults(func=_cmd_rebuild)
+    back = sub.add_parser("backfill", help="load a folder of past deliveries, release by release")
+    back.add_argument("--history", required=True, help="folder of <release>/<partner>/ folders")
+    back.add_argument("--out", required=True, help="folder that receives the releases")
+    back.add_argument("--mappings", help="mapping folders root (default: the repo's mappings/)")
+    back.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    back.set_defaults(func=_cmd_backfill)
     gen = sub.add_parser("generate", help="write seeded sample extracts into a landing folder")
     gen.add_argument("--out", required=True)
     gen.add_argument("--records", type=int, default=600, help="records per partner")

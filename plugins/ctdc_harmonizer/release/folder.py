@@ -64,6 +64,23 @@ def folder_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
+def release_table(frame: pd.DataFrame, codebook: Codebook) -> pd.DataFrame:
+    """The release's table with its one set of dtypes (the year Int64, every other variable
+    string), in codebook order: a built release and a rebuilt one write the same bytes."""
+    return pd.DataFrame(
+        {
+            var.name: frame[var.name].astype("Int64" if var.type == "year" else "string")
+            for var in codebook.variables
+        }
+    )
+
+
+def write_table(table: pd.DataFrame, folder: Path) -> None:
+    """harmonized.csv (NULL as an empty cell) and harmonized.parquet, into `folder`."""
+    table.to_csv(folder / TABLE_CSV, index=False, na_rep="", encoding="utf-8")
+    table.to_parquet(folder / TABLE_PARQUET, index=False)
+
+
 def check_replaceable(target: Path) -> None:
     """Only a folder this pipeline wrote (it holds metadata.json) is ever replaced."""
     if target.exists() and not (target / MARKER).is_file():
@@ -82,12 +99,12 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    table = content.harmonized
-    table.to_csv(staging / TABLE_CSV, index=False, na_rep="", encoding="utf-8")
-    table.to_parquet(staging / TABLE_PARQUET, index=False)
+    table = release_table(content.harmonized, codebook)
+    content.harmonized = None
+    write_table(table, staging)
     # Validated as categories (a few codes per column): the text table can go now.
     validated = categorical(table)
-    content.harmonized = table = None
+    table = None
     write_json(staging / RECONCILIATION, content.reconciliation)
     order = ["partner", "field", "note", "source_value"]
     unmapped = _report_rows(content.unmapped, UNMAPPED_REPORT_COLUMNS, order)
