@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 from ctdc_harmonizer.run.file_check import harmonize_file
 
 
@@ -25,9 +26,9 @@ def all_harmonized(config: PartnerConfig, path: Path, year_max: int = 2025) -> p
     return result.harmonized
 
 
-def run_partner(landing: Path, tmp_path: Path, partner: str, mappings: Path) -> dict:
+def run_partner(landing: Path, tmp_path: Path, partner: str, mappings: Path) -> AnnualUpdateRun:
     """`ctdc run` for one partner into tmp_path/out, with a SQLite warehouse in tmp_path."""
-    return local.run(
+    return run_annual_update(
         str(landing),
         str(tmp_path / "out"),
         "2025",

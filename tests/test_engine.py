@@ -9,7 +9,7 @@ from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CoverageError
 from ctdc_harmonizer.harmonize.unmapped import CONTACT_REDACTED as REDACTED
 from ctdc_harmonizer.mapping.partner import load_partner
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run.file_check import harmonize_file
 from tiny_partner import VALUES_CSV, row, write_extract, write_partner
 
@@ -196,7 +196,7 @@ def test_unknown_values_are_reported_with_counts(tmp_path):
 def run_tiny(tmp_path, rows, **mapping_files):
     write_partner(tmp_path, **mapping_files)
     write_extract(tmp_path, rows)
-    return local.run(
+    return run_annual_update(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         "2025",
@@ -229,7 +229,7 @@ def test_withdrawals_erased_duplicates_merged_and_reconciled(tmp_path):
     assert file["rejected"] == {"missing_year_of_registration": 1}
     assert file["harmonized"] == 2
     assert file["unaccounted"] == 0 and recon["invariant_holds"]
-    assert info.written.rows == 2
+    assert info.folder.rows == 2
     released = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert b"Zorana" not in released and b"CASE-WITHDRAWN-7731" not in released
 
@@ -245,7 +245,7 @@ def test_coverage_gate_fails_on_unknown_value_then_passes_once_mapped(tmp_path):
     assert "ctdc unmapped --partner tiny" in message
     fixed = VALUES_CSV + "controls,kidnapping,meansAbusePsyPhySex,1,approximate,abduction\n"
     info = run_tiny(tmp_path, rows, **{"partner.yaml": strict, "values.csv": fixed})
-    assert info.written.rows == 4
+    assert info.folder.rows == 4
 
 
 def pipeline_yaml_with_threshold(threshold: float) -> str:

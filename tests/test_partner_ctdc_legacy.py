@@ -13,7 +13,7 @@ from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.ingest.files import find_extract_files
 from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.paths import mappings_dir
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run.file_check import harmonize_file
 from ctdc_harmonizer.samples import ctdc_legacy
 
@@ -37,7 +37,7 @@ def harmonize_rows(tmp_path: Path, rows: list[dict], missing: str = "-99"):
 
 
 def run_pipeline(landing: Path, out: Path, partner: str = PARTNER, mappings: str | None = None):
-    return local.run(
+    return run_annual_update(
         str(landing),
         str(out),
         RELEASE,
@@ -75,11 +75,11 @@ def test_sample_harmonizes_with_every_row_accounted_for(tmp_path):
     assert [p.name for p in paths] == ["ctdc_global_2020_kanon.csv", "ctdc_global_2021.csv"]
     assert pd.read_csv(paths[0], dtype=str, nrows=0).columns.tolist() == ctdc_legacy.COLUMNS
     info = run_pipeline(tmp_path / "land", tmp_path / "out")
-    totals = info.written.totals
+    totals = info.folder.totals
     assert totals["rows_read"] == 600
     assert totals["unaccounted"] == 0
     assert totals["harmonized"] == 600
-    release = Path(info.written.release_dir)
+    release = Path(info.published.release_dir)
     assert pd.read_csv(release / "unmapped.csv").empty
     assert pd.read_csv(release / "value_issues.csv").empty
     harmonized = pd.read_csv(release / "harmonized.csv", dtype=str, keep_default_na=False)
@@ -219,7 +219,7 @@ def test_onboarding_from_a_folder_of_mapping_files_only(tmp_path):
     ctdc_legacy.generate(landing, 300, 11)
     (landing / PARTNER).rename(landing / "some_new_partner")
     info = run_pipeline(landing, tmp_path / "out", "some_new_partner", str(mappings))
-    assert info.written.totals["rows_read"] == 300
-    assert info.written.totals["harmonized"] == 300
-    assert info.written.totals["unaccounted"] == 0
-    assert pd.read_csv(Path(info.written.release_dir) / "unmapped.csv").empty
+    assert info.folder.totals["rows_read"] == 300
+    assert info.folder.totals["harmonized"] == 300
+    assert info.folder.totals["unaccounted"] == 0
+    assert pd.read_csv(Path(info.published.release_dir) / "unmapped.csv").empty

@@ -90,7 +90,7 @@ def run(landing: Path, tmp_path: Path) -> dict:
 
 
 def release_file(info: dict, name: str) -> Path:
-    return Path(info.written.release_dir) / name
+    return Path(info.published.release_dir) / name
 
 
 # --- ages ---------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def run(landing: Path, tmp_path: Path) -> dict:
 
 
 def release_file(info: dict, name: str) -> Path:
-    return Path(info.written.release_dir) / name
+    return Path(info.published.release_dir) / name
 
 
 # --- Appendix II: the 17 flags of the previous scheme -----------------------------------------
@@ -322,6 +322,9 @@ def test_duplicates_merged_and_withdrawals_erased(tmp_path):
     assert totals == {
         "rows_read": 5,
         "harmonized": 3,
+        "new": 3,  # a first delivery: every harmonized row is a new record
+        "revised": 0,
+        "unchanged": 0,
         "rejected": 0,
         "excluded": 0,
         "erased": 1,

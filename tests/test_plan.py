@@ -5,7 +5,7 @@ import pytest
 
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run import plan as planning
 
 
@@ -22,33 +22,35 @@ def landing(tmp_path):
 def test_scheduled_release_is_labelled_by_the_year_before_the_run(
     landing, tmp_path, run_date, label
 ):
-    plan = planning.plan_scheduled_run("", str(landing), str(tmp_path / "out"), [], run_date)
+    plan = planning.plan_scheduled_release("", str(landing), str(tmp_path / "out"), [], run_date)
     assert plan.release == label and plan.release_year == int(label)
 
 
 def test_environment_gives_default_folders(landing, tmp_path, monkeypatch):
     monkeypatch.setenv("CTDC_LANDING", str(landing))
     monkeypatch.setenv("CTDC_OUT", str(tmp_path / "releases"))
-    plan = planning.plan_scheduled_run("r1", "", "", [], pd.Timestamp("2026-03-01"))
+    plan = planning.plan_scheduled_release("r1", "", "", [], pd.Timestamp("2026-03-01"))
     assert plan.out == str((tmp_path / "releases").resolve())
     assert plan.release_dir.endswith("/releases/r1")
 
 
-def test_partners_without_delivery_are_skipped_and_listed(landing, tmp_path):
-    plan = planning.plan_run(str(landing), str(tmp_path / "out"), "2025")
+def test_partners_without_delivery_have_no_work(landing, tmp_path):
+    plan = planning.plan_release(str(landing), str(tmp_path / "out"), "2025")
     assert plan.partners == ["case_management"]
-    assert "iom" in plan.partners_without_delivery
+    assert plan.partner_plans["case_management"].state == "delivered"
+    assert plan.partner_plans["iom"].state == "carried" and not plan.partner_plans["iom"].files
+    assert "iom" in plan.carried
 
 
 def test_a_named_partner_without_delivery_is_an_error(landing, tmp_path):
     with pytest.raises(CtdcError, match="partner 'iom': landing folder"):
-        planning.plan_run(str(landing), str(tmp_path / "out"), "2025", ["iom"])
+        planning.plan_release(str(landing), str(tmp_path / "out"), "2025", ["iom"])
 
 
 @pytest.mark.parametrize("label", ["", "../x", ".hidden"])
 def test_release_label_must_be_a_plain_name(landing, tmp_path, label):
     with pytest.raises(CtdcError, match="release label"):
-        planning.plan_run(str(landing), str(tmp_path / "out"), label, ["case_management"])
+        planning.plan_release(str(landing), str(tmp_path / "out"), label, ["case_management"])
 
 
 def test_errors_survive_a_process_boundary():
@@ -69,36 +71,36 @@ def test_errors_survive_a_process_boundary():
 def test_partners_run_in_parallel_processes(tmp_path):
     landing = tmp_path / "landing"
     samples.generate_all(landing, 60, 3, ["case_management", "ctdc_legacy"])
-    info = local.run(
+    info = run_annual_update(
         str(landing),
         str(tmp_path / "out"),
         "2025",
         workers=2,
         warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
     )
-    assert info.written.totals["unaccounted"] == 0
-    assert info.warehouse.case_records == info.written.rows > 0
+    assert info.folder.totals["unaccounted"] == 0
+    assert info.committed.versions_inserted == info.folder.rows > 0
 
 
 def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):
     folder = landing / "case_management"
     (folder / "~$htcds_case_export.xlsx").write_bytes(b"lock")
     (folder / ".htcds_case_export.xlsx.swp").write_bytes(b"swap")
-    info = local.run(
+    info = run_annual_update(
         str(landing),
         str(tmp_path / "out"),
         "2025",
         ["case_management"],
         warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
     )
-    assert info.written.totals["rows_read"] == 20 and info.written.totals["unaccounted"] == 0
+    assert info.folder.totals["rows_read"] == 20 and info.folder.totals["unaccounted"] == 0
     recon = (tmp_path / "out" / "2025" / "reconciliation.json").read_text()
     assert "~$" not in recon and "swp" not in recon
 
 
 def test_nothing_delivered_is_an_empty_plan_not_an_error(tmp_path):
     (tmp_path / "landing").mkdir()
-    plan = planning.plan_scheduled_run(
+    plan = planning.plan_scheduled_release(
         None, str(tmp_path / "landing"), str(tmp_path / "out"), None, "2026-01-01"
     )
     assert plan.partners == [] and plan.release == "2025"
@@ -108,14 +110,14 @@ def test_nothing_delivered_is_an_empty_plan_not_an_error(tmp_path):
 def test_a_named_partner_is_still_required_to_deliver(tmp_path):
     (tmp_path / "landing").mkdir()
     with pytest.raises(CtdcError, match="partner 'iom': landing folder"):
-        planning.plan_scheduled_run(
+        planning.plan_scheduled_release(
             None, str(tmp_path / "landing"), str(tmp_path / "out"), ["iom"], "2026-01-01"
         )
 
 
 def test_a_named_landing_folder_that_does_not_exist_is_an_error(tmp_path):
-    with pytest.raises(CtdcError, match="no partner folder found"):
-        planning.plan_scheduled_run(
+    with pytest.raises(CtdcError, match="landing folder .*typo not found"):
+        planning.plan_scheduled_release(
             None, str(tmp_path / "typo"), str(tmp_path / "out"), None, "2026-01-01"
         )
 
@@ -137,7 +139,7 @@ def test_unusable_warehouse_fails_the_plan_before_any_work(landing, tmp_path, ur
 
     out = tmp_path / "out"
     with pytest.raises(CtdcError) as err:
-        planning.plan_run(str(landing), str(out), "2025", warehouse_url=url)
+        planning.plan_release(str(landing), str(out), "2025", warehouse_url=url)
     message = str(err.value)
     assert said in message and "warehouse" in message
     assert "s3cr3t" not in message and err.value.__cause__ is None

@@ -19,7 +19,7 @@ from ctdc_harmonizer import cli
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.mapping.spec import FieldSpec
 from ctdc_harmonizer.privacy import keys, linkage, pseudonyms
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.samples.people import twin_records
 from databases import postgres_schema
@@ -78,7 +78,7 @@ def _land(root: Path, partner: str, rows: list[dict], withdrawals: str | None = 
 
 
 def _run(root: Path, release: str, mappings: Path, partners=("tiny",)) -> dict:
-    return local.run(
+    return run_annual_update(
         str(root / "landing"), str(root / "out"), release, list(partners), str(mappings), workers=1
     )
 
@@ -105,7 +105,17 @@ def _released_text(out: Path) -> str:
 
 def _stored_pseudonyms(out: Path) -> list[str]:
     with sqlite3.connect(out / "warehouse.sqlite") as conn:
-        return [r[0] for r in conn.execute("SELECT pseudonym FROM case_record") if r[0]]
+        return [
+            r[0]
+            for table in ("case_record", "staged_record")
+            for r in conn.execute(f"SELECT pseudonym FROM {table}")
+            if r[0]
+        ]
+
+
+def _per_release(conn) -> dict[str, int]:
+    """Records each release holds, through the release view."""
+    return dict(conn.execute("SELECT release_label, count(*) FROM ctdc_release_v3 GROUP BY 1"))
 
 
 # --- the key ------------------------------------------------------------------------------------
@@ -116,7 +126,7 @@ def test_a_run_without_a_key_refuses_to_start(tmp_path, monkeypatch, capsys):
     _land(tmp_path, "tiny", _others("A"))
     monkeypatch.delenv(keys.KEY_ENV)
     with pytest.raises(CtdcError, match="no pseudonym key"):
-        planning.plan_run(
+        planning.plan_release(
             str(tmp_path / "landing"), str(tmp_path / "out"), "r1", ["tiny"], str(mappings)
         )
     code = cli.main(
@@ -170,43 +180,45 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
 
     _land(tmp_path, "tiny", delivery)
     first = _run(tmp_path, "r1", mappings)
-    assert first.written.rows == 7
+    assert first.folder.rows == 7
     before = pd.read_parquet(out / "r1" / "harmonized.parquet")
 
-    # r2: the partner delivers the withdrawal (and the record once more).
+    # r2: the partner delivers the withdrawal (its extract, unchanged, is not read again):
+    # the person is erased from the store, history included, and from the r1 folder.
     _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
     second = _run(tmp_path, "r2", mappings)
-    assert second.written.rows == 6 and second.written.totals["erased"] == 1
-    privacy = second.warehouse.privacy
-    assert privacy.withdrawals_recorded == 1 and privacy.records_purged == 1
-    # The earlier release, in the warehouse and in its folder, no longer holds the person.
+    assert second.plan.partner_plans["tiny"].not_read == {"extract.csv": "already ingested in release r1"}
+    assert second.folder.rows == 6 and second.folder.totals["records_erased"] == 1
+    assert second.committed.withdrawals_recorded == 1 and second.committed.records_erased == 1
+    assert second.purged.records_purged == 1 and second.purged.folders_rewritten == 1
+    # The earlier release, in the store and in its folder, no longer holds the person.
     after = pd.read_parquet(out / "r1" / "harmonized.parquet")
     assert len(after) == len(before) - 1
     assert len(pd.read_csv(out / "r1" / "harmonized.csv")) == 6
     audit = json.loads((out / "r1" / "audit.json").read_text())
     assert audit["entries"][0]["records_removed"] == 1
     with sqlite3.connect(out / "warehouse.sqlite") as conn:
-        counts = dict(
-            conn.execute("SELECT release_label, count(*) FROM case_record GROUP BY release_label")
-        )
-        assert counts == {"r1": 6, "r2": 6}
+        assert _per_release(conn) == {"r1": 6, "r2": 6}
         registry = conn.execute("SELECT * FROM withdrawal_registry").fetchall()
         assert len(registry) == 1 and registry[0][1] == "tiny"
         assert PLANTED_ID not in repr(registry)
         r1_rows = conn.execute("SELECT row_count FROM data_release WHERE label='r1'").fetchone()
         assert r1_rows[0] == 6
+        assert conn.execute("SELECT count(*) FROM pending_purge").fetchone()[0] == 0
+    assert any(s["state"] == "consistent" for s in _states(out).values())
 
-    # r3: the partner forgets and delivers the record again, without a withdrawals file.
-    _land(tmp_path, "tiny", delivery)
+    # r3: the partner forgets and delivers the record again (with one more case), without a
+    # withdrawals file: the registry erases it as it is read.
+    _land(tmp_path, "tiny", [*delivery, *_others("B", 1)])
     third = _run(tmp_path, "r3", mappings)
-    assert third.written.rows == 6 and third.written.totals["erased"] == 1
+    assert third.folder.rows == 7 and third.folder.totals["erased"] == 1
     recon = json.loads((out / "r3" / "reconciliation.json").read_text())
     assert recon["invariant_holds"] and recon["partners"]["tiny"]["totals"]["erased"] == 1
-    assert third.warehouse.privacy.withdrawals_recorded == 0
+    assert third.committed.withdrawals_recorded == 0
 
     # r4: a withdrawal line naming someone no longer delivered but registered is honoured.
-    _land(tmp_path, "tiny", _others("A"), withdrawals=f"record_id\n{PLANTED_ID}\n")
-    assert _run(tmp_path, "r4", mappings).written.rows == 6
+    _land(tmp_path, "tiny", _others("A"), withdrawals=f"record_id\n{PLANTED_ID}\n \n")
+    assert _run(tmp_path, "r4", mappings).folder.rows == 6
 
     # Nothing identifying, and no pseudonym, in any file, log line or console output.
     text = _released_text(out) + caplog.text + "".join(capsys.readouterr())
@@ -214,6 +226,12 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
         assert value not in text
     stored = _stored_pseudonyms(out)
     assert stored and not any(p in text for p in stored)
+
+
+def _states(out: Path) -> dict:
+    from ctdc_harmonizer.release.state import release_states
+
+    return release_states(out)
 
 
 def test_a_withdrawal_matching_nothing_anywhere_is_still_an_error(tmp_path):
@@ -235,10 +253,10 @@ def test_a_withdrawal_by_identifying_fields_is_registered_too(tmp_path):
         [person, *_others("N")],
         withdrawals=f"full_name,born_on\n  zorana PLANTEDOVA ,{PLANTED_BORN}\n",
     )
-    assert _run(tmp_path, "r2", mappings, partners=("ngo",)).written.rows == 6
-    _land(tmp_path, "ngo", [person, *_others("N")])
+    assert _run(tmp_path, "r2", mappings, partners=("ngo",)).folder.rows == 6
+    _land(tmp_path, "ngo", [person, *_others("N"), *_others("M", 1)])
     third = _run(tmp_path, "r3", mappings, partners=("ngo",))
-    assert third.written.rows == 6 and third.written.totals["erased"] == 1
+    assert third.folder.rows == 7 and third.folder.totals["erased"] == 1
     assert len(pd.read_parquet(tmp_path / "out" / "r1" / "harmonized.parquet")) == 6
 
 
@@ -259,8 +277,8 @@ def test_the_same_person_at_two_partners_is_one_overlap(tmp_path, policy):
     matrix = json.loads((tmp_path / "out" / "r1" / "overlaps.json").read_text())
     assert matrix["pairs"] == {"ngo|tiny": None}  # 1 < 5: hidden in the shareable report
     merged = 1 if policy == "merge" else 0
-    assert info.written.rows == 14 - merged
-    assert recon["totals"]["duplicates_merged"] == merged
+    assert info.folder.rows == 14 - merged
+    assert recon["records"]["merged"] == merged  # release-level: kept in the store, not released
     text = _released_text(tmp_path / "out")
     assert not any(value in text for value in [*PLANTED, "Plantedovà", "1987-09-05"])
 
@@ -332,8 +350,8 @@ def test_the_registry_on_postgresql(tmp_path, pg_url):
     mappings = _mappings(tmp_path)
     delivery = [_planted_person(), *_others("A")]
 
-    def run(release: str) -> dict:
-        return local.run(
+    def run(release: str):
+        return run_annual_update(
             str(tmp_path / "landing"),
             str(tmp_path / "out"),
             release,
@@ -346,18 +364,18 @@ def test_the_registry_on_postgresql(tmp_path, pg_url):
     _land(tmp_path, "tiny", delivery)
     run("r1")
     _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
-    assert run("r2").warehouse.privacy.records_purged == 1
-    _land(tmp_path, "tiny", delivery)
-    assert run("r3").written.totals["erased"] == 1
+    assert run("r2").purged.records_purged == 1
+    _land(tmp_path, "tiny", [*delivery, *_others("B", 1)])
+    assert run("r3").folder.totals["erased"] == 1
     assert len(pd.read_parquet(tmp_path / "out" / "r1" / "harmonized.parquet")) == 6
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
         per_release = dict(
             conn.execute(
-                sa.text("SELECT release_label, count(*) FROM case_record GROUP BY release_label")
+                sa.text("SELECT release_label, count(*) FROM ctdc_release_v3 GROUP BY 1")
             ).all()
         )
-        assert per_release == {"r1": 6, "r2": 6, "r3": 6}
+        assert per_release == {"r1": 6, "r2": 6, "r3": 7}
         assert conn.execute(sa.text("SELECT count(*) FROM privacy_audit")).scalar() == 1
     engine.dispose()
 
@@ -375,3 +393,6 @@ def test_a_folder_that_disagrees_with_the_warehouse_is_not_rewritten_on_a_guess(
         _run(tmp_path, "r2", mappings)
     assert len(pd.read_parquet(folder / "harmonized.parquet")) == 6  # untouched
     assert not (folder / "audit.json").exists()
+    with sqlite3.connect(tmp_path / "out" / "warehouse.sqlite") as conn:  # nothing committed
+        assert _per_release(conn) == {"r1": 7}
+        assert conn.execute("SELECT count(*) FROM withdrawal_registry").fetchone()[0] == 0

@@ -25,7 +25,7 @@ from ctdc_harmonizer.ingest.deidentify import deidentify
 from ctdc_harmonizer.ingest.extract import read_extract
 from ctdc_harmonizer.ingest.files import find_extract_files
 from ctdc_harmonizer.mapping.partner import load_partner
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run.file_check import harmonize_file
 from ctdc_harmonizer.samples import case_management
 from tiny_partner import COLUMNS, row, write_extract, write_partner
@@ -354,7 +354,7 @@ def test_json_rejects_reconcile_in_a_full_run(tmp_path, caplog):
     lines += [json.dumps(report(3, victim_citizenship="Mexico")), json.dumps(report(4))]
     hotline_file(tmp_path, lines)
     with caplog.at_level(logging.DEBUG):
-        local.run(
+        run_annual_update(
             str(tmp_path / "landing"),
             str(tmp_path / "out"),
             "2025",

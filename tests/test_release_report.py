@@ -12,7 +12,7 @@ import pytest
 
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.release import report
-from ctdc_harmonizer.run import local
+from ctdc_harmonizer.pipeline.local import run_annual_update
 
 PARTNERS = ["hotline", "iom"]
 
@@ -24,9 +24,9 @@ def releases(tmp_path_factory):
     for partner in PARTNERS:
         samples.generate(partner, root / "landing", n=60, seed=11)
     out = root / "out"
-    local.run(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
+    run_annual_update(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
     time.sleep(0.05)  # distinct modification times: the order of releases
-    local.run(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
+    run_annual_update(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
     return root, out
 
 

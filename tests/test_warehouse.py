@@ -1,253 +1,53 @@
-"""Warehouse: Alembic schema, view generated from the codebook, idempotent release loads."""
+"""The warehouse: its schema through Alembic, one connection interface with a native bulk path
+per backend (ADBC on a SQLite file, COPY on PostgreSQL, SQLAlchemy otherwise) and one
+value-free error path."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.warehouse import default_warehouse_url, load_release, migrate
-from ctdc_harmonizer.warehouse import loader as loader_module
-from ctdc_harmonizer.warehouse.loader import WarehouseError
+from ctdc_harmonizer.warehouse import default_warehouse_url, migrate
+from ctdc_harmonizer.warehouse.connection import (
+    WarehouseDiskFullError,
+    WarehouseError,
+    WarehouseUnavailableError,
+    database_error,
+    open_warehouse,
+    warehouse,
+)
+from ctdc_harmonizer.warehouse.models import (
+    DataRelease,
+    Delivery,
+    ReportingEntity,
+    WithdrawalRegistry,
+)
 from databases import postgres_schema
 
 CODEBOOK = default_codebook()
-TABLES = ["reporting_entity", "data_release", "extract_batch", "case_record"]
-ENTITIES = [
-    {"code": "iom", "name": "IOM", "datasource_type": "Case Management"},
-    {"code": "hotline", "name": "Hotline partner", "datasource_type": "Hotline"},
+TABLES = [
+    "reporting_entity",
+    "data_release",
+    "delivery",
+    "delivery_file",
+    "staged_record",
+    "case_record",
+    "release_exclusion",
+    "partner_snapshot",
+    "pending_purge",
 ]
-# (partner, file, rows in the frame)
-FILES = [("iom", "iom_2024.xlsx", 5), ("iom", "iom_2023.xlsx", 3), ("hotline", "calls.csv", 4)]
-
-
-def make_frame() -> pd.DataFrame:
-    """A small harmonized frame: every codebook column, cycling allowed values and NULLs."""
-    n = sum(rows for _, _, rows in FILES)
-    data: dict[str, pd.Series] = {}
-    for var in CODEBOOK.variables:
-        if var.type == "year":
-            data[var.name] = pd.Series([2018 + i % 5 for i in range(n)], dtype="Int64")
-            continue
-        pool = ["USA", "PHL", "UKR"] if var.type == "country" else var.allowed
-        # Every third value is NULL, so NULL handling is exercised in each column.
-        values = [pd.NA if i % 3 == 0 else pool[i % len(pool)] for i in range(n)]
-        data[var.name] = pd.Series(values, dtype="string")
-    frame = pd.DataFrame(data)
-    frame["_partner"] = [p for p, _, rows in FILES for _ in range(rows)]
-    frame["_file"] = [f for _, f, rows in FILES for _ in range(rows)]
-    return frame
-
-
-def make_batches() -> list[dict]:
-    return [
-        {
-            "partner": p,
-            "file": f,
-            "sha256": "0" * 64,
-            "rows_read": rows + 2,
-            "rows_harmonized": rows,
-            "rows_rejected": 1,
-            "rows_excluded": 1,
-            "rows_erased": 0,
-            "rows_duplicates_merged": 0,
-        }
-        for p, f, rows in FILES
-    ]
-
-
-def counts(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        out = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
-    engine.dispose()
-    return out
-
-
-def load(url: str, release: str = "2025-02", frame: pd.DataFrame | None = None) -> dict:
-    frame = make_frame() if frame is None else frame
-    return load_release(
-        url, release, frame, make_batches(), ENTITIES, {"codebook_version": "3", "note": "test"}
-    )
-
-
-def check_release(url: str, release: str = "2025-02") -> None:
-    """View columns, per-release counts and NULLs against the frame that was loaded."""
-    frame = make_frame()
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        result = conn.execute(
-            sa.text('SELECT * FROM ctdc_release_v3 WHERE "release_label" = :r'), {"r": release}
-        )
-        assert list(result.keys()) == ["release_label", *CODEBOOK.columns]
-        view = pd.DataFrame(result.all(), columns=list(result.keys()))
-        assert len(view) == len(frame)
-        for col in CODEBOOK.columns:
-            n_null = conn.execute(
-                sa.text(
-                    f'SELECT count(*) FROM case_record WHERE release_label = :r AND "{col}" IS NULL'
-                ),
-                {"r": release},
-            ).scalar_one()
-            assert n_null == int(frame[col].isna().sum()), col
-        # Stored values equal the frame's, as a multiset (row order is not a contract).
-        assert sorted(view["yearOfRegistration"]) == sorted(frame["yearOfRegistration"])
-        assert sorted(view["gender"].dropna()) == sorted(frame["gender"].dropna())
-        per_batch = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT b.file_name, count(c.id) FROM extract_batch b "
-                    "JOIN case_record c ON c.batch_id = b.id AND c.entity_id = b.entity_id "
-                    "WHERE b.release_label = :r GROUP BY b.file_name"
-                ),
-                {"r": release},
-            ).all()
-        )
-        assert per_batch == {f: rows for _, f, rows in FILES}
-        meta = conn.execute(
-            sa.text("SELECT codebook_version, row_count FROM data_release WHERE label = :r"),
-            {"r": release},
-        ).one()
-        assert tuple(meta) == ("3", len(frame))
-    engine.dispose()
+PLANTED = "Zorana Plantedova, born 1987-05-09"  # a value no error may quote
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'wh' / 'warehouse.sqlite'}"
-
-
-def test_migrate_creates_codebook_columns(sqlite_url: str) -> None:
-    migrate(sqlite_url)
-    migrate(sqlite_url)  # a second upgrade is a no-op
-    engine = sa.create_engine(sqlite_url)
-    insp = sa.inspect(engine)
-    assert set(TABLES) <= set(insp.get_table_names())
-    assert "ctdc_release_v3" in insp.get_view_names()
-    cols = {c["name"]: c for c in insp.get_columns("case_record")}
-    # pseudonym: migration 0003 (privacy), never in the release view
-    assert list(cols) == [
-        "id",
-        "release_label",
-        "batch_id",
-        "entity_id",
-        *CODEBOOK.columns,
-        "pseudonym",
-    ]
-    for var in CODEBOOK.variables:
-        col = cols[var.name]
-        if var.type == "year":
-            assert isinstance(col["type"], sa.Integer) and not col["nullable"]
-        else:
-            assert isinstance(col["type"], sa.String) and col["type"].length == 64
-            assert col["nullable"]
-    assert any(ix["column_names"] == ["release_label"] for ix in insp.get_indexes("case_record"))
-    with engine.connect() as conn:
-        assert (
-            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
-        )  # head: rows_duplicates_merged (0004)
-    engine.dispose()
-
-
-def test_sqlite_load(sqlite_url: str) -> None:
-    result = load(sqlite_url)
-    n = len(make_frame())
-    assert result == {
-        "release": "2025-02",
-        "case_records": n,
-        "batches": len(FILES),
-        "entities": len(ENTITIES),
-        "dialect": "sqlite",
-        "method": "arrow",
-    }
-    assert counts(sqlite_url) == {
-        "reporting_entity": 2,
-        "data_release": 1,
-        "extract_batch": 3,
-        "case_record": n,
-    }
-    check_release(sqlite_url)
-
-
-def test_sqlite_idempotent_and_releases_kept(sqlite_url: str) -> None:
-    load(sqlite_url)
-    first = counts(sqlite_url)
-    load(sqlite_url)
-    assert counts(sqlite_url) == first
-    load(sqlite_url, release="2025-08")
-    second = counts(sqlite_url)
-    assert second["reporting_entity"] == 2  # upserted by code, not duplicated
-    assert second["data_release"] == 2
-    assert second["extract_batch"] == 2 * first["extract_batch"]
-    assert second["case_record"] == 2 * first["case_record"]
-    check_release(sqlite_url, "2025-02")
-    check_release(sqlite_url, "2025-08")
-
-
-def test_entity_upsert_updates_name(sqlite_url: str) -> None:
-    load(sqlite_url)
-    renamed = [{**ENTITIES[0], "name": "IOM (renamed)"}, ENTITIES[1]]
-    load_release(sqlite_url, "2025-02", make_frame(), make_batches(), renamed, {})
-    engine = sa.create_engine(sqlite_url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT code, name FROM reporting_entity")).all()
-        version = conn.execute(sa.text("SELECT codebook_version FROM data_release")).scalar()
-    engine.dispose()
-    assert dict(rows)["iom"] == "IOM (renamed)" and len(rows) == 2
-    assert version == CODEBOOK.version  # falls back to the warehouse's codebook
-
-
-def test_failed_reload_keeps_previous_release(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    load(sqlite_url)
-    before = counts(sqlite_url)
-
-    def boom(*_args: object, **_kwargs: object) -> str:
-        raise RuntimeError("insert failed")
-
-    # After the release's old rows are deleted, in the load's transaction (either path).
-    monkeypatch.setattr(loader_module, "_case_rows", boom)
-    with pytest.raises(RuntimeError):
-        load(sqlite_url)
-    assert counts(sqlite_url) == before  # the deletes were rolled back
-
-
-def test_errors_name_columns_not_values(sqlite_url: str) -> None:
-    secret = "SURVIVOR-NAME-" * 6  # wider than the column: must not be echoed
-    frame = make_frame()
-    frame["gender"] = frame["gender"].astype(object)
-    frame.loc[1, "gender"] = secret
-    with pytest.raises(WarehouseError, match="column 'gender'") as info:
-        load(sqlite_url, frame=frame)
-    assert "SURVIVOR" not in str(info.value)
-
-    frame = make_frame()
-    frame.loc[0, "yearOfRegistration"] = pd.NA
-    with pytest.raises(WarehouseError, match="'yearOfRegistration': 1 rows are NULL"):
-        load(sqlite_url, frame=frame)
-
-    frame = make_frame()
-    frame.loc[0, "_file"] = "unknown.csv"
-    with pytest.raises(WarehouseError, match="file 'unknown.csv'"):
-        load(sqlite_url, frame=frame)
-
-    with pytest.raises(WarehouseError, match="lacks columns: citizenship"):
-        load(sqlite_url, frame=make_frame().drop(columns=["citizenship"]))
-
-
-def test_default_warehouse_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CTDC_WAREHOUSE_URL", raising=False)
-    assert default_warehouse_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/warehouse.sqlite"
-    monkeypatch.setenv("CTDC_WAREHOUSE_URL", "postgresql+psycopg://u@h/db")
-    assert default_warehouse_url(tmp_path) == "postgresql+psycopg://u@h/db"
-
-
-# --- PostgreSQL ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -256,74 +56,211 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.postgres
-def test_postgres_copy_load_and_idempotency(pg_url: str) -> None:
-    result = load(pg_url)
-    n = len(make_frame())
-    assert result["dialect"] == "postgresql" and result["method"] == "copy"
-    assert result["case_records"] == n
-    first = counts(pg_url)
-    assert first == {"reporting_entity": 2, "data_release": 1, "extract_batch": 3, "case_record": n}
-    check_release(pg_url)
+@pytest.fixture(
+    params=[
+        "sqlite-adbc",
+        "sqlite-core",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The same test through each way into a warehouse."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+        if request.param == "sqlite-core":  # as where the ADBC driver is not installed
+            monkeypatch.setattr(
+                "ctdc_harmonizer.warehouse.connection._adbc_available", lambda: False
+            )
+    migrate(url)
+    from ctdc_harmonizer.warehouse.models import case_record_table
 
-    load(pg_url)
-    assert counts(pg_url) == first
-    load(pg_url, release="2025-08")
-    assert counts(pg_url)["case_record"] == 2 * n
-    check_release(pg_url, "2025-08")
+    with warehouse(url, "emptying", write=True) as db:
+        db.execute(sa.delete(case_record_table))
+        db.execute(sa.delete(WithdrawalRegistry))
+        db.execute(sa.delete(Delivery))
+        db.execute(sa.delete(DataRelease))
+        db.execute(sa.delete(ReportingEntity))
+    return url
 
-    # Everything, alembic_version included, lives in the per-run schema.
-    schema = sa.make_url(pg_url).query["options"].split("=", 1)[1]
-    engine = sa.create_engine(pg_url)
+
+def test_migrate_creates_the_store(sqlite_url: str) -> None:
+    migrate(sqlite_url)
+    migrate(sqlite_url)  # a second upgrade is a no-op
+    engine = sa.create_engine(sqlite_url)
+    insp = sa.inspect(engine)
+    assert set(TABLES) <= set(insp.get_table_names())
+    assert "extract_batch" not in insp.get_table_names()  # replaced by delivery_file (0005)
+    assert "ctdc_release_v3" in insp.get_view_names()
+    cols = {c["name"]: c for c in insp.get_columns("case_record")}
+    assert [c for c in cols if c in CODEBOOK.columns] == CODEBOOK.columns
+    assert {"valid_from", "valid_to", "end_reason", "identity_key", "pseudonym"} <= set(cols)
+    for var in CODEBOOK.variables:
+        col = cols[var.name]
+        if var.type == "year":
+            assert isinstance(col["type"], sa.Integer) and not col["nullable"]
+        else:
+            assert isinstance(col["type"], sa.String) and col["type"].length == 64
+            assert col["nullable"]
+    staged = {c["name"] for c in insp.get_columns("staged_record")}
+    # PRIVACY: the staged store holds keys and de-identified values, no id, name or date.
+    assert staged == {
+        "id",
+        "entity_id",
+        "delivery_file_id",
+        "source_row",
+        "identity_key",
+        "pseudonym",
+        "content_key",
+        "link_exact",
+        "link_exact_swapped",
+        "link_sound",
+        "link_sound_swapped",
+        "payload",
+        "valid_from",
+        "valid_to",
+        "end_reason",
+    }
     with engine.connect() as conn:
-        names = set(
-            conn.execute(
-                sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
-                {"s": schema},
-            ).scalars()
-        )
-        view_cols = conn.execute(
-            sa.text(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = :s AND table_name = 'ctdc_release_v3' "
-                "ORDER BY ordinal_position"
-            ),
-            {"s": schema},
-        ).scalars()
-        assert list(view_cols) == ["release_label", *CODEBOOK.columns]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
     engine.dispose()
-    assert {*TABLES, "alembic_version", "ctdc_release_v3"} <= names
 
 
-@pytest.mark.postgres
-def test_postgres_copy_error_is_sanitised(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    load(pg_url)
-    before = counts(pg_url)
-    # Bypass the frame checks so the database itself rejects a value.
-    monkeypatch.setattr(loader_module, "_check_frame", lambda *_: None)
-    frame = make_frame()
-    frame["yearOfRegistration"] = frame["yearOfRegistration"].astype(object)
-    frame.loc[2, "yearOfRegistration"] = "SURVIVOR-SECRET"
-    with pytest.raises(WarehouseError) as info:
-        load(pg_url, frame=frame)
-    assert "SURVIVOR" not in str(info.value) and "SQLSTATE" in str(info.value)
-    assert info.value.__cause__ is None
-    assert counts(pg_url) == before
+COUNTS = ["rows_read", "rows_new", "rows_revised", "rows_unchanged", "rows_rejected"]
+COUNTS += ["rows_excluded", "rows_erased", "rows_duplicates_merged", "records_retired"]
 
 
-def test_sqlite_load_enforces_foreign_keys(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
-    """The Arrow path's own connection checks the links too: a record naming no batch is
-    refused (by the database, value-free), and nothing of the load stays."""
-    load(sqlite_url)
-    before = counts(sqlite_url)
-    case_rows = loader_module._case_rows
+def _release(db, label: str = "r1") -> int:
+    db.execute(sa.insert(ReportingEntity), [{"code": "p", "name": "P", "datasource_type": "x"}])
+    db.execute(
+        sa.insert(DataRelease),
+        [
+            {
+                "label": label,
+                "sequence": 1,
+                "codebook_version": "3",
+                "created_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+                "row_count": 0,
+                "row_order": "keyed",
+                "metadata_json": "{}",
+            }
+        ],
+    )
+    return db.execute(sa.select(ReportingEntity.id))[0][0]
 
-    def orphaned(*args, **kwargs):
-        rows = case_rows(*args, **kwargs)
-        return rows.assign(batch_id=10_000)  # no such batch
 
-    monkeypatch.setattr(loader_module, "_case_rows", orphaned)
-    with pytest.raises(WarehouseError, match="failed in the database") as info:
-        load(sqlite_url)
-    assert "10000" not in str(info.value)
-    assert counts(sqlite_url) == before
+def test_bulk_rows_go_in_and_come_out_the_same(url: str) -> None:
+    """Text that CSV and SQL must quote, an empty text beside a NULL, years."""
+    from ctdc_harmonizer.warehouse.models import case_record_table
+
+    texts = ["a,b", 'say "no"', "two\nlines", "", None, "Côte d'Ivoire", "x" * 64]
+    n = len(texts)
+    with warehouse(url, "loading", write=True) as db:
+        entity = _release(db)
+        data = pa.table(
+            {
+                "entity_id": [entity] * n,
+                "identity_key": [f"{i:064x}" for i in range(n)],
+                "codebook_version": ["3"] * n,
+                "yearOfRegistration": list(range(2002, 2002 + n)),
+                "gender": texts,
+                "valid_from": [1] * n,
+            }
+        )
+        db.insert_arrow(case_record_table, data)
+    with warehouse(url, "reading") as db:
+        back = db.select_arrow(
+            sa.select(case_record_table.c.gender, case_record_table.c.yearOfRegistration).order_by(
+                case_record_table.c.identity_key
+            )
+        )
+    assert back.column("gender").to_pylist() == texts
+    assert back.column("yearOfRegistration").to_pylist() == list(range(2002, 2002 + n))
+
+
+def test_a_transaction_is_all_or_nothing(url: str) -> None:
+    with pytest.raises(WarehouseError), warehouse(url, "loading", write=True) as db:
+        db.execute(sa.insert(ReportingEntity), [{"code": "a", "name": "A", "datasource_type": "x"}])
+        db.execute(sa.insert(ReportingEntity), [{"code": "a", "name": "B", "datasource_type": "y"}])
+    with warehouse(url, "reading") as db:
+        assert db.execute(sa.select(sa.func.count()).select_from(ReportingEntity)) == [(0,)]
+
+
+def test_errors_never_quote_a_value(url: str) -> None:
+    with pytest.raises(WarehouseError) as caught, warehouse(url, "loading", write=True) as db:
+        row = {"code": PLANTED, "name": PLANTED, "datasource_type": PLANTED}
+        db.execute(sa.insert(ReportingEntity), [row, row])  # the unique code, twice
+    message = str(caught.value)
+    assert "loading failed in the database" in message
+    assert "Zorana" not in message and "1987" not in message
+    assert caught.value.__cause__ is None
+
+
+def test_foreign_keys_hold_on_every_connection(url: str) -> None:
+    orphan = {
+        "entity_id": 999,
+        "release_label": "nowhere",
+        "mode": "full",
+        "received_at": dt.datetime(2025, 1, 1),
+        "source": "landing folder",
+        "mapping_sha256": None,
+        "codebook_version": "3",
+        **dict.fromkeys(COUNTS, 0),
+    }
+    with pytest.raises(WarehouseError), warehouse(url, "loading", write=True) as db:
+        db.execute(sa.insert(Delivery), [orphan])
+
+
+class _Driver(Exception):
+    """Stands for a driver's error class (its message may quote a value)."""
+
+    def __init__(self, text: str, sqlstate: str | None = None):
+        super().__init__(text)
+        self.sqlstate = sqlstate
+
+
+_Driver.__module__ = "psycopg.errors"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "said"),
+    [
+        (_Driver(f"value too long: {PLANTED}", "22001"), WarehouseError, "SQLSTATE 22001"),
+        (
+            _Driver("could not extend file: No space left on device", "53100"),
+            WarehouseDiskFullError,
+            "disk full",
+        ),
+        (_Driver("database or disk is full"), WarehouseDiskFullError, "disk full"),
+    ],
+)
+def test_driver_errors_are_classified_without_their_text(error, kind, said) -> None:
+    described = database_error("committing release '2025'", error)
+    assert isinstance(described, kind) and said in str(described)
+    assert "Zorana" not in str(described) and "extend" not in str(described)
+
+
+def test_an_unreachable_database_is_worth_retrying() -> None:
+    from ctdc_harmonizer.safety import is_infrastructure
+
+    operational = sa.exc.OperationalError("SELECT 1", {}, _Driver(f"refused {PLANTED}"))
+    described = database_error("reading the store", operational)
+    assert isinstance(described, WarehouseUnavailableError) and is_infrastructure(described)
+    assert "Zorana" not in str(described)
+
+
+def test_a_sqlite_file_is_opened_through_arrow(sqlite_url: str) -> None:
+    migrate(sqlite_url)
+    connection = open_warehouse(sqlite_url)
+    try:
+        assert type(connection).__name__ == "_SqliteArrow"
+    finally:
+        connection.close()
+
+
+def test_default_warehouse_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CTDC_WAREHOUSE_URL", raising=False)
+    assert default_warehouse_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/warehouse.sqlite"
+    monkeypatch.setenv("CTDC_WAREHOUSE_URL", "postgresql+psycopg://u@h/db")
+    assert default_warehouse_url(tmp_path) == "postgresql+psycopg://u@h/db"

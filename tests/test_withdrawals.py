@@ -28,7 +28,8 @@ from ctdc_harmonizer.ingest.withdrawals import (
 from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.mapping.spec import FieldSpec
 from ctdc_harmonizer.run import plan as planning
-from ctdc_harmonizer.run import steps
+from ctdc_harmonizer.pipeline.annual_update import stage_partner
+from ctdc_harmonizer.run.workdir import PartnerWork
 from tiny_partner import PARTNER_YAML, row, write_extract, write_partner
 
 PLANTED = ["Zorana", "Plantedova", "1987-11-23", "23/11/1987", "CASE-PLANTED-4411"]
@@ -333,15 +334,16 @@ def test_match_fields_are_read_only_for_matching_and_dropped(tmp_path):
     (tmp_path / "landing" / "tiny" / "withdrawals.csv").write_text(
         "full_name,born_on\nZorana Plantedova,1987-11-23\n"
     )
-    plan = planning.plan_run(
+    plan = planning.plan_release(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         "2025",
         ["tiny"],
         str(tmp_path / "mappings"),
     )
-    counts = steps.stage_partner(plan, "tiny")
-    staged = pd.read_parquet(counts.staged)
+    counts = stage_partner(plan, "tiny")
+    work = PartnerWork(counts.work, "tiny")
+    staged = work.read_frame(work.STAGED)
     assert counts.erased == 1 and len(staged) == 1
     assert "full_name" not in staged.columns
     assert_no_planted(staged.astype(str).to_csv())

@@ -78,7 +78,7 @@ def release_files(folder: Path) -> dict[str, str]:
 
 
 def run(landing: Path, out: Path, workers: int = 2):
-    return local.run(
+    return run_annual_update(
         str(landing),
         str(out),
         RELEASE,
@@ -121,8 +121,8 @@ def test_a_run_with_intermediates_on_s3_gives_the_same_release(
     remote = run(landing, tmp_path / "s3-out")
 
     # The same release, byte for byte.
-    assert remote.written.rows == reference.written.rows > 0
-    assert remote.written.totals == reference.written.totals
+    assert remote.folder.rows == reference.folder.rows > 0
+    assert remote.folder.totals == reference.folder.totals
     local_files = release_files(tmp_path / "local-out" / RELEASE)
     assert "harmonized.parquet" in local_files and "metadata.json" in local_files
     assert release_files(tmp_path / "s3-out" / RELEASE) == local_files
@@ -163,7 +163,7 @@ def test_a_failed_run_leaves_nothing_in_the_bucket(s3_env, landing, tmp_path, mo
     for name, value in emulator.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv(storage.WORK_URL_ENV, emulator.url(PREFIX))
-    assert run(landing, tmp_path / "out", workers=1).written.rows > 0
+    assert run(landing, tmp_path / "out", workers=1).folder.rows > 0
     assert emulator.objects() == []
 
 

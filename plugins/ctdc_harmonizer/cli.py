@@ -35,28 +35,25 @@ def _partners(text: str | None) -> list[str] | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from ctdc_harmonizer.pipeline import local
-    from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
+    from ctdc_harmonizer.pipeline.local import run_annual_update
     from ctdc_harmonizer.run.plan import default_release_label
 
     release = args.release or default_release_label(dt.date.today())
-    results = local.run(
-        ANNUAL_UPDATE,
-        landing=args.landing,
-        out=args.out,
-        release=release,
+    done = run_annual_update(
+        args.landing,
+        args.out,
+        release,
         partners=_partners(args.partners),
         mappings=args.mappings,
         warehouse_url=args.warehouse,
         accept_retirements=_partners(args.accept_retirements),
     )
-    plan = results["plan_release"]
+    plan = done.plan
     if plan.nothing_to_do:
         print(f"release {release}: nothing to do (no new delivery, no mapping change)")
         _print_partners(plan, None)
         return 0
-    folder, committed = results["build_release_folder"], results["commit_release"]
-    published, purged = results["publish_release_folder"], results["purge_withdrawn_records"]
+    folder, committed, published, purged = done.folder, done.committed, done.published, done.purged
     print(f"release {published.release}: {published.rows} records in {published.release_dir}")
     print(
         "delivered rows: "
@@ -156,12 +153,12 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from ctdc_harmonizer.pipeline.backfill import backfill
 
     runs = backfill(args.history, args.out, mappings=args.mappings, warehouse_url=args.warehouse)
-    for results in runs:
-        plan = results["plan_release"]
+    for done in runs:
+        plan = done.plan
         if plan.nothing_to_do:
             print(f"release {plan.release}: nothing to do")
             continue
-        published = results["publish_release_folder"]
+        published = done.published
         print(f"release {published.release}: {published.rows} records in {published.release_dir}")
         _print_partners(plan, published.release_dir)
     return 0

@@ -18,6 +18,7 @@ from multiprocessing import forkserver
 from typing import Any
 
 from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMETER, Pipeline, Step
+from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
 log = logging.getLogger(__name__)
 # What a chain's worker needs, imported once by the fork server.
@@ -121,3 +122,39 @@ def run(
     finally:
         if pipeline.teardown is not None:
             pipeline.teardown(plan)
+
+
+def run_annual_update(
+    landing: str,
+    out: str,
+    release: str,
+    partners: list[str] | None = None,
+    mappings: str | None = None,
+    warehouse_url: str | None = None,
+    accept_retirements: list[str] | None = None,
+    workers: int | None = None,
+) -> AnnualUpdateRun:
+    """`ctdc run`: the annual update, every step, committed at once (no approver)."""
+    from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
+
+    results = run(
+        ANNUAL_UPDATE,
+        workers=workers,
+        landing=landing,
+        out=out,
+        release=release,
+        partners=partners,
+        mappings=mappings,
+        warehouse_url=warehouse_url,
+        accept_retirements=accept_retirements,
+    )
+    return AnnualUpdateRun(
+        plan=results["plan_release"],
+        assembled=results.get("assemble_release"),
+        folder=results.get("build_release_folder"),
+        summary=results.get("summarize_release"),
+        committed=results.get("commit_release"),
+        published=results.get("publish_release_folder"),
+        purged=results.get("purge_withdrawn_records"),
+        handoff=results.get("hand_off_release"),
+    )

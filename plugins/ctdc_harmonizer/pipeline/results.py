@@ -8,6 +8,8 @@ part of a result: frames stay in the run's work folder, named by the result that
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -151,12 +153,16 @@ class Finished(StepResult):
     work_folder_removed: bool
 
 
-class RunSummary(StepResult):
-    """A whole run from the command line."""
+class AnnualUpdateRun(StepResult):
+    """A whole annual update from the command line: each step's result (None when the run
+    had nothing to do)."""
 
-    plan: dict
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    plan: Any
     assembled: AssembledRelease | None = None
     folder: ReleaseFolder | None = None
+    summary: ReleaseSummary | None = None
     committed: CommittedRelease | None = None
     published: PublishedRelease | None = None
     purged: PurgedReleases | None = None

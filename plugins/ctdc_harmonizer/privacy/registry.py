@@ -160,26 +160,42 @@ def _refresh_derived(folder: Path, label: str, url: str) -> None:
         engine.dispose()
 
 
-def purge_release_folders(
-    url: str, out: Path, positions: dict[str, list[int]], sizes: dict[str, int], run: str
-) -> dict:
-    """Rewrite the earlier release folders in `out` that held people withdrawn in this run
-    (`positions`: per release, where their rows are; `sizes`: its rows before), each with an
-    audit entry; rebuild their hand-off; record their new content hash. Counts only."""
-    folders = _release_folders(Path(out), sorted(positions))
-    for label, folder in folders.items():  # check every folder before changing any
-        rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
-        if rows != sizes[label]:
-            raise CtdcError(
-                f"release {label}: the folder {folder} holds {rows} rows, the store "
-                f"{sizes[label]}: they disagree, so the withdrawn records cannot be located in "
-                "the folder; rebuild it (`ctdc history rebuild`), then rerun"
+def apply_pending_purges(url: str, out: Path) -> dict:
+    """Rewrite every release folder in `out` the store still has to purge (its pending
+    purges: the rows of people erased by a commit), each with an audit entry; rebuild their
+    hand-off; record their new content hash; then drop the pending purge. Counts only."""
+    from ctdc_harmonizer.warehouse.connection import warehouse
+    from ctdc_harmonizer.warehouse.models import PendingPurge
+    from ctdc_harmonizer.warehouse.schema import warehouse_exists
+
+    if not warehouse_exists(url):
+        return {"releases_purged": 0, "records_purged": 0, "folders_rewritten": 0}
+    with warehouse(url, "reading pending purges") as db:
+        pending = db.execute(
+            sa.select(
+                PendingPurge.release_label,
+                PendingPurge.rows_before,
+                PendingPurge.positions_json,
+                PendingPurge.recorded_by,
             )
-    for label, folder in folders.items():
-        _rewrite_folder(folder, np.array(positions[label], dtype=np.int64), sizes[label], run)
-        _refresh_derived(folder, label, url)
+        )
+    folders = _release_folders(Path(out), [label for label, *_ in pending])
+    records = 0
+    for label, rows_before, positions_json, recorded_by in pending:
+        folder = folders.get(label)
+        positions = json.loads(positions_json)
+        if folder is not None:
+            rows = len(pd.read_parquet(folder / "harmonized.parquet", columns=[]))
+            if rows == rows_before:  # not yet rewritten (a rewritten one has fewer rows)
+                _rewrite_folder(
+                    folder, np.array(positions, dtype=np.int64), rows_before, recorded_by
+                )
+            _refresh_derived(folder, label, url)
+        records += len(positions)
+        with warehouse(url, "recording a purge", write=True) as db:
+            db.execute(sa.delete(PendingPurge).where(PendingPurge.release_label == label))
     return {
-        "releases_purged": len(positions),
-        "records_purged": int(sum(len(p) for p in positions.values())),
+        "releases_purged": len(pending),
+        "records_purged": records,
         "folders_rewritten": len(folders),
     }

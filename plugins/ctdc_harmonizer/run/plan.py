@@ -22,6 +22,7 @@ stays in memory.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -276,10 +277,26 @@ def _named_partners(landing: str, root: Path, partners: list[str] | None) -> lis
     return named
 
 
+@functools.lru_cache(maxsize=1024)
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, once per (path, size, mtime) in a process (plans read twice)."""
+    from ctdc_harmonizer.fileio import sha256_of
+
+    return sha256_of(Path(path))
+
+
+def _delivered_file(path: Path) -> DeliveredFile:
+    status = path.stat()
+    return DeliveredFile(
+        name=path.name,
+        sha256=_checksum(str(path), status.st_size, status.st_mtime_ns),
+        size_bytes=status.st_size,
+    )
+
+
 def _plan_partner(
     config: PartnerConfig, landing: Path, state: StoreState, may_read: bool, codebook_version: str
 ) -> PartnerPlan:
-    from ctdc_harmonizer.fileio import sha256_of
     from ctdc_harmonizer.ingest.files import find_extract_files, os_problem
     from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
 
@@ -291,11 +308,7 @@ def _plan_partner(
         found = []
         for path in find_extract_files(config, landing):
             try:
-                found.append(
-                    DeliveredFile(
-                        name=path.name, sha256=sha256_of(path), size_bytes=path.stat().st_size
-                    )
-                )
+                found.append(_delivered_file(path))
             except OSError as exc:
                 from ctdc_harmonizer.errors import ExtractError
 
@@ -312,11 +325,7 @@ def _plan_partner(
                 not_read[entry.name] = f"already ingested in release {ingested[entry.sha256]}"
         found_withdrawals = find_withdrawals_file(config, landing)
         if found_withdrawals is not None:
-            checked = DeliveredFile(
-                name=found_withdrawals.name,
-                sha256=sha256_of(found_withdrawals),
-                size_bytes=found_withdrawals.stat().st_size,
-            )
+            checked = _delivered_file(found_withdrawals)
             if checked.sha256 in ingested:
                 not_read[checked.name] = f"already applied in release {ingested[checked.sha256]}"
             else:
@@ -398,6 +407,7 @@ def plan_release(
     warehouse_url: str | None = None,
     work_url: str | None = None,
     accept_retirements: list[str] | None = None,
+    allow_missing_landing: bool = False,
 ) -> ReleasePlan:
     """Check the run's inputs before any work, decide what it does with each partner, then
     take the store's lease and reset the private work folder (module docstring).
@@ -422,6 +432,8 @@ def plan_release(
 
     root = Path(mappings or mappings_dir())
     check_release_label(release)
+    if not allow_missing_landing and not Path(landing).is_dir():
+        raise CtdcError(f"landing folder {landing} not found")
     known = available_partners(root)
     named = _named_partners(landing, root, partners)
     accept = sorted({p.strip() for p in accept_retirements or [] if p.strip()})
@@ -440,19 +452,27 @@ def plan_release(
         storage.check_reachable(base)
     codebook = default_codebook()
     out_path = Path(out)
-    _prepare_out(out_path)
-    # The lease first, then the store: what this run plans against cannot move under it.
-    lock = locks.acquire(out_path, STORE_LOCK, lock_owner)  # a rival run fails here, at once
-    try:
+
+    def store_plans() -> tuple[StoreState, dict[str, PartnerPlan]]:
         if warehouse_exists(url):
             from ctdc_harmonizer.warehouse import migrate
 
             migrate(url)  # a warehouse made by an earlier version is upgraded in place
         state = read_store_state(url, release, warehouse_exists(url))
-        plans = _plan_partners(root, known, named, Path(landing), state, codebook.version)
-    except BaseException:
-        locks.release(lock)
-        raise
+        return state, _plan_partners(root, known, named, Path(landing), state, codebook.version)
+
+    # Read once to see whether there is anything to do (a run with nothing to do touches
+    # nothing), then again under the store's lease: what the run plans against cannot move.
+    state, plans = store_plans()
+    lock = None
+    if any(entry.has_work for entry in plans.values()):
+        _prepare_out(out_path)
+        lock = locks.acquire(out_path, STORE_LOCK, lock_owner)  # a rival run fails at once
+        try:
+            state, plans = store_plans()
+        except BaseException:
+            locks.release(lock)
+            raise
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
@@ -477,7 +497,8 @@ def plan_release(
         "warehouse_url": warehouse_url,
     }
     if not with_work:
-        locks.release(lock)
+        if lock is not None:
+            locks.release(lock)
         log.info("release %s: nothing to do (no new delivery, no mapping change)", release)
         return ReleasePlan(partners=[], **common)
     local = out_path / WORK_FOLDER / release
@@ -543,12 +564,9 @@ def plan_scheduled_release(
     from ctdc_harmonizer.paths import default_landing, default_out
 
     label = release or default_release_label(today)
+    named_landing = bool(landing)
     landing = landing or default_landing()
     out = out or default_out()
-    if not Path(landing).is_dir() and not partners:
-        landing_named = landing != default_landing()
-        if landing_named:
-            raise CtdcError(f"landing folder {landing} not found")
     return plan_release(
         landing,
         out,
@@ -558,4 +576,6 @@ def plan_scheduled_release(
         warehouse_url=os.environ.get("CTDC_WAREHOUSE_URL") or None,
         work_url=work or None,
         accept_retirements=accept_retirements,
+        # A yearly run before the first delivery: the default landing may not exist yet.
+        allow_missing_landing=not named_landing,
     )

@@ -167,8 +167,6 @@ class WorkDir(_Folder):
     REJECTS = "assembled/rejects.csv"
     COVERAGE = "assembled/coverage.json"
     WITHDRAWN = "assembled/withdrawn.parquet"
-    # commit_release
-    PURGE = "committed/purge.json"  # earlier releases: positions of erased rows
 
     def partner(self, partner: str) -> PartnerWork:
         work = PartnerWork(self.root / "partners" / partner, partner)

@@ -24,9 +24,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
@@ -54,6 +57,7 @@ from ctdc_harmonizer.warehouse.models import (
     Delivery,
     DeliveryFile,
     PartnerSnapshot,
+    PendingPurge,
     PrivacyAudit,
     ReleaseExclusion,
     ReportingEntity,
@@ -113,9 +117,7 @@ class Committed:
     records_erased: int = 0
     exclusions: int = 0
     snapshots: int = 0
-    # earlier release label -> positions of erased rows in its folder's table
-    purge_positions: dict[str, list[int]] = field(default_factory=dict)
-    purge_sizes: dict[str, int] = field(default_factory=dict)
+    releases_to_purge: list[str] = field(default_factory=list)
 
 
 def _in_chunks(values: list) -> list[list]:
@@ -343,9 +345,27 @@ def _release_members(db: Warehouse, label: str, sequence: int) -> pd.DataFrame:
     )
 
 
-def _erase(db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed) -> None:
+def _folder_rows(out: Path | None, label: str) -> int | None:
+    """Rows of the published folder of `label` in `out` (None: no such folder)."""
+    from ctdc_harmonizer.release.folder import TABLE_PARQUET
+    from ctdc_harmonizer.release.metadata import MARKER
+
+    if out is None:
+        return None
+    folder = out / label
+    if not (folder / MARKER).is_file() or not (folder / TABLE_PARQUET).is_file():
+        return None
+    return pq.read_metadata(folder / TABLE_PARQUET).num_rows
+
+
+def _erase(
+    db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed, out: Path | None
+) -> None:
     """Register this run's withdrawals; erase every version of every registered person the
-    store still holds, noting where their rows sit in earlier release folders first."""
+    store still holds, recording first where their rows sit in earlier release folders (a
+    pending purge per folder, applied after publication: registry.apply_pending_purges).
+    A folder that does not hold the rows the store says it does is not rewritten on a guess:
+    the whole commit is refused."""
     registry = WithdrawalRegistry.__table__
     have = {p for (p,) in db.execute(sa.select(registry.c.pseudonym))}
     new = withdrawn.drop_duplicates("pseudonym")
@@ -392,8 +412,33 @@ def _erase(db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: 
             ordered = np.sort(members["id"].to_numpy())
         positions = np.flatnonzero(np.isin(ordered, list(erased_cases)))
         if len(positions):
-            result.purge_positions[label] = positions.tolist()
-            result.purge_sizes[label] = len(ordered)
+            held = _folder_rows(out, label)
+            if held is not None and held != len(ordered):
+                raise CtdcError(
+                    f"release {label}: its folder holds {held} rows, the store {len(ordered)}: "
+                    "they disagree, so the withdrawn records cannot be located in the folder; "
+                    f"rebuild it (`ctdc rebuild --release {label}`), then run again"
+                )
+            if db.execute(
+                sa.select(PendingPurge.release_label).where(PendingPurge.release_label == label)
+            ):
+                raise CtdcError(
+                    f"release {label}: an earlier purge of its folder has not been applied yet; "
+                    "run again (each run applies pending purges before committing)"
+                )
+            if held is not None:
+                db.execute(
+                    sa.insert(PendingPurge),
+                    [
+                        {
+                            "release_label": label,
+                            "rows_before": len(ordered),
+                            "positions_json": json.dumps(positions.tolist()),
+                            "recorded_by": release.label,
+                        }
+                    ],
+                )
+                result.releases_to_purge.append(label)
             db.execute(
                 sa.update(DataRelease)
                 .where(DataRelease.label == label)
@@ -462,10 +507,11 @@ def commit(
     merged: pd.DataFrame,
     withdrawn: pd.DataFrame,
     codebook: Codebook | None = None,
+    out: Path | None = None,
 ) -> Committed:
     """Write the release and its changes (see the module docstring). `merged`: PARTNER and
     IDENTITY of the records the release's linkage merged away; `withdrawn`: pseudonym and
-    partner of this run's withdrawals."""
+    partner of this run's withdrawals; `out`: the folder holding the published releases."""
     from ctdc_harmonizer.warehouse.schema import migrate
 
     codebook = codebook or default_codebook()
@@ -534,7 +580,7 @@ def commit(
             named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
             current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
             currents[changes.partner] = current
-        _erase(db, release, withdrawn, result)
+        _erase(db, release, withdrawn, result, out)
         for changes in partners:
             current = currents[changes.partner]
             if len(withdrawn):

@@ -27,6 +27,7 @@ STAGED_TABLE = "staged_record"
 CASE_TABLE = "case_record"
 EXCLUSION_TABLE = "release_exclusion"
 SNAPSHOT_TABLE = "partner_snapshot"
+PURGE_TABLE = "pending_purge"
 RELEASE_VIEW = "ctdc_release_v3"
 KEY_LENGTH = 64  # a keyed hash (HMAC-SHA-256) in hex: pseudonyms and identity keys
 REASON_LENGTH = 32

@@ -49,6 +49,7 @@ from ctdc_harmonizer.warehouse.columns import (
     KEY_LENGTH,
     LABEL_LENGTH,
     LEDGER_TABLE,
+    PURGE_TABLE,
     REASON_LENGTH,
     REGISTRY_TABLE,
     RELEASE_TABLE,
@@ -285,6 +286,22 @@ class PartnerSnapshot(Base):
     rows: Mapped[int] = mapped_column(sa.Integer)
     sha256: Mapped[str] = mapped_column(sa.String(64))
     parquet: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class PendingPurge(Base):
+    """PRIVACY: an earlier release folder still to be rewritten without people erased from the
+    store (written with the erasure, in the same transaction; deleted once the folder is
+    rewritten): a crash between the two never leaves a withdrawn person in a folder unnoticed.
+    Positions are row numbers in the folder's table, never a value."""
+
+    __tablename__ = PURGE_TABLE
+
+    release_label: Mapped[str] = mapped_column(
+        sa.String(LABEL_LENGTH), sa.ForeignKey(f"{RELEASE_TABLE}.label"), primary_key=True
+    )
+    rows_before: Mapped[int] = mapped_column(sa.Integer)
+    positions_json: Mapped[str] = mapped_column(sa.Text)
+    recorded_by: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
 
 
 class PrivacySpend(Base):

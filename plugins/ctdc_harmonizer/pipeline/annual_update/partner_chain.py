@@ -87,9 +87,9 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
             "undeclared_columns_dropped": result.dropped_columns,
         }
     kept = config.kept_fields
-    empty_staged = pd.DataFrame(
+    empty_staged = pd.DataFrame(  # no file read (a withdrawal, or a mapping change, only)
         {FILE: pd.Series([], dtype="string"), ROW: pd.Series([], dtype="int64")}
-        | {name: pd.Series([], dtype="string") for name in kept}
+        | {name: pd.Series([], dtype="string") for name in [*kept, config.record_id] if name}
     )
     staged = pd.concat(frames, ignore_index=True) if frames else empty_staged
     hashes = (

@@ -31,6 +31,7 @@ def commit_release(
     """Write the release (with the built folder's metadata and content hash) and every
     partner's changes to the store, in one transaction (store/commit.py)."""
     from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.privacy.registry import apply_pending_purges
     from ctdc_harmonizer.release.folder import staged_metadata
     from ctdc_harmonizer.run import locks
     from ctdc_harmonizer.run.workdir import PartnerWork, WorkDir
@@ -76,6 +77,8 @@ def commit_release(
         raise CtdcError(
             f"release {plan.release}: the built folder changed after it was built; run again"
         )
+    # A purge an earlier run could not finish is applied first (registry.py).
+    apply_pending_purges(plan.warehouse(), plan.out_path)
     committed = commit(
         plan.warehouse(),
         release,
@@ -84,9 +87,7 @@ def commit_release(
         work.read_frame(work.MERGED),
         work.read_frame(work.WITHDRAWN),
         codebook,
-    )
-    work.write_json(
-        work.PURGE, {"positions": committed.purge_positions, "sizes": committed.purge_sizes}
+        plan.out_path,
     )
     return CommittedRelease(
         release=plan.release,
@@ -98,7 +99,7 @@ def commit_release(
         withdrawals_recorded=committed.withdrawals_recorded,
         records_erased=committed.records_erased,
         exclusions=committed.exclusions,
-        releases_to_purge=sorted(committed.purge_positions),
+        releases_to_purge=sorted(committed.releases_to_purge),
         work=str(work.root),
     )
 
@@ -131,14 +132,9 @@ def purge_withdrawn_records(
 ) -> PurgedReleases:
     """Rewrite the earlier release folders that held people withdrawn in this run (their
     stored records were erased by the commit), each with an audit entry (counts only)."""
-    from ctdc_harmonizer.privacy.registry import purge_release_folders
-    from ctdc_harmonizer.run.workdir import WorkDir
+    from ctdc_harmonizer.privacy.registry import apply_pending_purges
 
-    work = WorkDir(committed.work)
-    purge = work.read_json(work.PURGE)
-    counts = purge_release_folders(
-        plan.warehouse(), plan.out_path, purge["positions"], purge["sizes"], published.release
-    )
+    counts = apply_pending_purges(plan.warehouse(), plan.out_path)
     if counts["records_purged"]:
         log.info(
             "withdrawals: %d record(s) purged from %d earlier release folder(s)",

@@ -15,7 +15,7 @@ extract_batch per delivered file. From here on a record is kept across releases 
   staged_record_id, identity_key, mapping_sha256, codebook_version) and its validity
   (valid_from, valid_to, end_reason);
 - staged_record (the restricted de-identified rows a re-harmonization starts from),
-  release_exclusion and partner_snapshot are new, empty;
+  release_exclusion, partner_snapshot and pending_purge are new, empty;
 - the ctdc_release_v3 view is defined over the validity spans.
 
 What the upgrade reconstructs: every release keeps its rows (each migrated row is valid in
@@ -167,6 +167,18 @@ def _create_tables() -> None:
         sa.Column("rows", sa.Integer, nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("parquet", sa.LargeBinary, nullable=False),
+    )
+
+
+def _create_purges() -> None:
+    op.create_table(
+        "pending_purge",
+        sa.Column(
+            "release_label", sa.String(64), sa.ForeignKey("data_release.label"), primary_key=True
+        ),
+        sa.Column("rows_before", sa.Integer, nullable=False),
+        sa.Column("positions_json", sa.Text, nullable=False),
+        sa.Column("recorded_by", sa.String(64), nullable=False),
     )
 
 
@@ -326,6 +338,7 @@ def upgrade() -> None:
     op.create_index("ix_case_record_valid_to", "case_record", ["valid_to"])
     op.create_index("ix_case_record_entity_current", "case_record", ["entity_id", "valid_to"])
     op.drop_table("extract_batch")
+    _create_purges()
     op.execute(RELEASE_VIEW_SQL)
 
 
