@@ -100,7 +100,7 @@ def _print_partners(plan, release_dir: str | None) -> None:
         if table is not None:
             row = table.loc[partner]
             text += (
-                f": {row['new']} new, {row['revised']} revised, {row['retired']} retired, "
+                f": {row['added']} added, {row['revised']} revised, {row['retired']} retired, "
                 f"{row['erased']} erased; {row['previous']} -> {row['current']} records, "
                 f"{row['released']} released"
             )

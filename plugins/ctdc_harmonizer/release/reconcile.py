@@ -5,8 +5,9 @@ Two ledgers, both checked before anything is published:
 - per delivered file (one per partner that delivered): `rows_read = new + revised + unchanged
   + rejected + excluded + erased + duplicates_merged` (new + revised + unchanged are the rows
   harmonized: `harmonized`);
-- per partner and release: `previous + new - retired - erased = current` (its stored records
-  before and after this release) and `current = released + held_back + merged` (held back:
+- per partner and release: `previous + added - retired - erased = current` (its stored records
+  before and after this release; added: records it had not delivered before, revisions replace
+  their earlier version one for one) and `current = released + held_back + merged` (held back:
   rejected by today's mapping; merged: the same person found at another partner, policy
   'merge'). A carried partner has no delivery, and previous = current.
 
@@ -24,7 +25,7 @@ FILE_INVARIANT = (
     "+ duplicates_merged (harmonized = new + revised + unchanged)"
 )
 RECORD_INVARIANT = (
-    "per partner: previous + new - retired - erased = current; current = released + held_back "
+    "per partner: previous + added - retired - erased = current; current = released + held_back "
     "+ merged"
 )
 FILE_KEYS = ("new", "revised", "unchanged", "rejected", "excluded", "erased", "duplicates_merged")
@@ -77,7 +78,7 @@ def record_ledger(counts: dict, released: int, merged: int) -> dict:
     retired = counts.get("retired", {})
     ledger = {
         "previous": int(counts["previous"]),
-        "new": int(counts.get("new", 0)),
+        "added": int(counts.get("added", 0)),
         "revised": int(counts.get("revised", 0)),
         "retired": {str(k): int(v) for k, v in retired.items() if v},
         "erased": int(counts.get("erased", 0)),
@@ -88,7 +89,7 @@ def record_ledger(counts: dict, released: int, merged: int) -> dict:
         "released": int(released),
     }
     before_after = (
-        ledger["previous"] + ledger["new"] - _count(ledger["retired"]) - ledger["erased"]
+        ledger["previous"] + ledger["added"] - _count(ledger["retired"]) - ledger["erased"]
     ) - ledger["current"]
     split = ledger["current"] - (ledger["released"] + ledger["held_back"] + ledger["merged"])
     ledger["unaccounted"] = abs(before_after) + abs(split)
@@ -107,7 +108,7 @@ def reconcile(release: str, partners: dict[str, dict]) -> dict:
         key: sum(_count(e["records"][key]) for e in partners.values())
         for key in (
             "previous",
-            "new",
+            "added",
             "retired",
             "erased",
             "current",

@@ -58,7 +58,7 @@ PARTNER_COLUMNS = [
     "rows_read",
     *OUTCOMES,
     "previous",
-    "new",
+    "added",
     "revised",
     "retired",
     "current",
@@ -80,7 +80,7 @@ def reconciliation(release_dir: Path) -> pd.DataFrame:
             | _outcomes(totals)
             | {
                 "previous": records["previous"],
-                "new": records["new"],
+                "added": records["added"],
                 "revised": records.get("revised", 0),
                 "retired": sum(records["retired"].values()),
                 "current": records["current"],
@@ -211,7 +211,7 @@ def headline(release_dir: str | Path, release: str | None = None) -> dict:
     lines = [
         f"**Release {release}**: {int(meta['rows'])} records from {len(recon)} partner(s).",
         "",
-        "| partner | this release | read | new | revised | retired | erased | records "
+        "| partner | this release | read | added | revised | retired | erased | records "
         "before | after | released |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -221,7 +221,7 @@ def headline(release_dir: str | Path, release: str | None = None) -> dict:
         if state["flagged"]:
             text += f", **no delivery for {state['releases_without_delivery']} release(s)**"
         lines.append(
-            f"| {r.partner} | {text} | {r.rows_read} | {r.new} | {r.revised} | {r.retired} "
+            f"| {r.partner} | {text} | {r.rows_read} | {r.added} | {r.revised} | {r.retired} "
             f"| {r.erased} | {r.previous} | {r.current} | {r.released} |"
         )
     lines += [

@@ -82,6 +82,9 @@ class PartnerPlan(BaseModel):
     not_read: dict[str, str] = {}  # file name -> why it is not read
     withdrawals: DeliveredFile | None = None  # a withdrawals file not applied yet
     reharmonize: str = ""  # why its stored records are harmonized again ('' = they are not)
+    # records held back (rejected when last harmonized) to harmonize again: the release year
+    # moved, and a registration year that was ahead of the last release may now be in range
+    held_back: bool = False
     stored_records: int = 0  # current records in the store before this run
     stored_without_staged: int = 0  # of them, loaded before the store: cannot be re-harmonized
     last_delivery: str | None = None  # the release it last delivered in
@@ -94,7 +97,7 @@ class PartnerPlan(BaseModel):
 
     @property
     def has_work(self) -> bool:
-        return self.delivered or bool(self.reharmonize)
+        return self.delivered or bool(self.reharmonize) or self.held_back
 
     @property
     def state(self) -> str:
@@ -295,7 +298,12 @@ def _delivered_file(path: Path) -> DeliveredFile:
 
 
 def _plan_partner(
-    config: PartnerConfig, landing: Path, state: StoreState, may_read: bool, codebook_version: str
+    config: PartnerConfig,
+    landing: Path,
+    state: StoreState,
+    may_read: bool,
+    codebook_version: str,
+    release_year: int,
 ) -> PartnerPlan:
     from ctdc_harmonizer.ingest.files import find_extract_files, os_problem
     from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
@@ -337,8 +345,12 @@ def _plan_partner(
     if history and history.stale_staged(config.harmonization_hash, codebook_version):
         changed = history.harmonized_under_others(config.harmonization_hash)
         reharmonize = "mapping changed" if changed else "codebook version changed"
+    held_back = bool(history and history.held_back) and release_year != (
+        state.base_release_year or release_year
+    )
+    # Releases without a delivery of this partner, this one included (if it does not deliver).
     last = history.last_delivery_sequence if history else None
-    without = (state.sequence - last - 1) if last else (state.sequence - 1 if stored else 0)
+    without = (state.sequence - last) if last else (state.sequence - 1 if stored else 0)
     active = config.delivery.status == "active"
     return PartnerPlan(
         partner=config.code,
@@ -348,6 +360,7 @@ def _plan_partner(
         not_read=not_read,
         withdrawals=withdrawals,
         reharmonize=reharmonize,
+        held_back=held_back,
         stored_records=stored,
         stored_without_staged=history.without_staged if history else 0,
         last_delivery=history.last_delivery_release if history else None,
@@ -355,7 +368,7 @@ def _plan_partner(
         flagged=active
         and bool(stored)
         and not (files or withdrawals is not None)
-        and without >= config.delivery.max_releases_without_delivery,
+        and without > config.delivery.max_releases_without_delivery,
     )
 
 
@@ -366,6 +379,7 @@ def _plan_partners(
     landing: Path,
     state: StoreState,
     codebook_version: str,
+    release_year: int,
 ) -> dict[str, PartnerPlan]:
     """Every mapped partner's plan; a partner the store holds without a mapping is an error."""
     from ctdc_harmonizer.mapping.partner import load_partner
@@ -382,7 +396,9 @@ def _plan_partners(
     for partner in known:
         config = load_partner(root / partner)  # raises MappingError naming file and line
         may_read = not named or partner in named
-        plans[partner] = _plan_partner(config, landing, state, may_read, codebook_version)
+        plans[partner] = _plan_partner(
+            config, landing, state, may_read, codebook_version, release_year
+        )
         entry = plans[partner]
         if entry.delivered and entry.status == "discontinued":
             log.info("partner %s is marked discontinued; its delivery is read", partner)
@@ -452,6 +468,7 @@ def plan_release(
         storage.check_reachable(base)
     codebook = default_codebook()
     out_path = Path(out)
+    year = release_year or release_year_of(release, dt.date.today().year)
 
     def store_plans() -> tuple[StoreState, dict[str, PartnerPlan]]:
         if warehouse_exists(url):
@@ -459,7 +476,8 @@ def plan_release(
 
             migrate(url)  # a warehouse made by an earlier version is upgraded in place
         state = read_store_state(url, release, warehouse_exists(url))
-        return state, _plan_partners(root, known, named, Path(landing), state, codebook.version)
+        plans = _plan_partners(root, known, named, Path(landing), state, codebook.version, year)
+        return state, plans
 
     # Read once to see whether there is anything to do (a run with nothing to do touches
     # nothing), then again under the store's lease: what the run plans against cannot move.
@@ -481,7 +499,6 @@ def plan_release(
             ", ".join(strays),
         )
     with_work = [p for p in known if plans[p].has_work]
-    year = release_year or release_year_of(release, dt.date.today().year)
     common = {
         "release": release,
         "release_year": year,

@@ -6,22 +6,24 @@ row and every stored current record, where it goes.
 Delivered rows (each already read, de-identified, with withdrawals erased and duplicates
 merged, then harmonized under today's mapping), by identity key (store/identity.py):
 
-- harmonized, identity not stored: **new**;
+- harmonized or rejected, identity not stored: **new** (a rejected one is stored **held back**:
+  kept without a harmonized version, not released, harmonized again in a later release, when
+  the release year, the mapping or the codebook may let it in; a registration year after the
+  release's is the common case);
 - harmonized, identity stored, same content: **unchanged** (the stored version stays; it gets a
-  new harmonized version only when the partner is re-harmonized or had none);
-- harmonized, identity stored, other content: **revised** (the stored version is closed, the
-  delivered one replaces it);
-- rejected or excluded: counted as such; when its identity is stored, the stored record is
-  **retired** too (`revision_rejected`, `revision_excluded`): the partner's latest word on
-  that record is one the pipeline cannot use, or a refusal, and an older version is never
-  published in its place.
+  new harmonized version when the partner is re-harmonized or it was held back);
+- identity stored, other content (or now rejected): **revised** (the stored version is closed,
+  the delivered one replaces it, held back if rejected: an older version is never published in
+  place of the partner's latest word);
+- excluded (an inclusion rule: consent refused, not a victim): never stored; when its identity
+  is stored, the stored record is **retired** (`revision_excluded`).
 
 Stored current records a delivery does not name: under mode `full` **retired**
-(`not_redelivered`); under `incremental` kept, and re-harmonized with the rest of the partner's
-history when its mapping or the codebook changed (`reharmonized`; one that is now excluded is
-retired, `reharmonized_excluded`; one that is now rejected stays stored without a harmonized
-version, `held_back`, until a later mapping or delivery brings it back). Erasures (withdrawals)
-are decided while reading and applied to the store by the commit.
+(`not_redelivered`); under `incremental` kept. A partner's stored records are harmonized again
+when its mapping or the codebook changed (all of them: `reharmonized`) or when it has records
+held back (those); one that is now excluded is retired (`reharmonized_excluded`), one that is
+now rejected is held back (`held_back`). Erasures (withdrawals) are decided while reading and
+applied to the store by the commit.
 """
 
 from __future__ import annotations
@@ -41,10 +43,9 @@ MODES = (FULL, INCREMENTAL)
 NEW, REVISED, UNCHANGED = "new", "revised", "unchanged"
 # Why a stored record stopped being current (staged_record / case_record.end_reason).
 NOT_REDELIVERED = "not_redelivered"
-REVISION_REJECTED = "revision_rejected"
 REVISION_EXCLUDED = "revision_excluded"
 REHARMONIZED_EXCLUDED = "reharmonized_excluded"
-RETIREMENT_REASONS = (NOT_REDELIVERED, REVISION_REJECTED, REVISION_EXCLUDED, REHARMONIZED_EXCLUDED)
+RETIREMENT_REASONS = (NOT_REDELIVERED, REVISION_EXCLUDED, REHARMONIZED_EXCLUDED)
 REVISED_REASON = "revised"
 REHARMONIZED = "reharmonized"  # a case version replaced by one under today's mapping
 HELD_BACK = "held_back"  # a case version closed: today's mapping rejects the record
@@ -59,9 +60,12 @@ STORED_COLUMNS = ["identity", "content", "staged_id", "case_id"]  # current reco
 class Comparison:
     """Where each delivered row and each stored current record goes."""
 
-    fate: pd.Series  # per delivered row: new, revised, unchanged, rejected, excluded
+    # per delivered row: new, revised, unchanged (harmonized), rejected, excluded
+    fate: pd.Series
     # per delivered row: the stored record it names (its position in `stored`), -1 if none
     matched: np.ndarray
+    # per delivered row: it becomes a stored version (new, revised, rejected and different)
+    inserted: np.ndarray
     # per stored record: '' (stays as it is), revised, or a retirement reason
     stored_end: pd.Series
 
@@ -72,6 +76,7 @@ class Comparison:
             NEW: int(fates.get(NEW, 0)),
             REVISED: int(fates.get(REVISED, 0)),
             UNCHANGED: int(fates.get(UNCHANGED, 0)),
+            "added": int((self.inserted & (self.matched < 0)).sum()),
             "retired": int(sum(ends.get(r, 0) for r in RETIREMENT_REASONS)),
         }
 
@@ -90,6 +95,7 @@ def compare_delivery(delivered: pd.DataFrame, stored: pd.DataFrame, mode: str) -
     known = matched >= 0
     outcome = delivered["outcome"].astype(str).to_numpy()
     harmonized = outcome == Outcome.HARMONIZED
+    rejected = outcome == Outcome.REJECTED
     same = np.zeros(len(delivered), dtype=bool)
     if known.any():
         stored_content = stored["content"].to_numpy()[matched[known]]
@@ -99,20 +105,17 @@ def compare_delivery(delivered: pd.DataFrame, stored: pd.DataFrame, mode: str) -
         np.where(~known, NEW, np.where(same, UNCHANGED, REVISED)),
         outcome,
     )
+    inserted = (harmonized | rejected) & ~(known & same)
     stored_end = np.full(len(stored), "", dtype=object)
     if mode == FULL:
         stored_end[:] = NOT_REDELIVERED  # unless the delivery names it (below)
         stored_end[matched[known]] = ""
-    for kind, reason in (
-        (REVISED, REVISED_REASON),
-        (Outcome.REJECTED, REVISION_REJECTED),
-        (Outcome.EXCLUDED, REVISION_EXCLUDED),
-    ):
-        hit = known & (fate == kind)
-        stored_end[matched[hit]] = reason
+    stored_end[matched[known & inserted]] = REVISED_REASON
+    stored_end[matched[known & (outcome == Outcome.EXCLUDED)]] = REVISION_EXCLUDED
     return Comparison(
         fate=pd.Series(fate, index=delivered.index, dtype=object),
         matched=matched,
+        inserted=inserted,
         stored_end=pd.Series(stored_end, index=stored.index, dtype=object),
     )
 

@@ -18,7 +18,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctdc_harmonizer.columns import REJECT, REJECT_COLUMN
+from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import arrow_text, per_distinct
+
+
+def stored_fields(config: PartnerConfig) -> list[str]:
+    """What the store keeps of a staged row: the partner's kept fields, and the reader's reject
+    reason and column (a row it could not read whole stays rejected when harmonized again)."""
+    return [*config.kept_fields, REJECT, REJECT_COLUMN]
 
 
 def _member(name: str, values: pd.Series) -> pa.ChunkedArray:

@@ -7,6 +7,8 @@ Counts, labels, checksums and hashes only.
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
@@ -42,6 +44,8 @@ class PartnerHistory(BaseModel):
     harmonized_under: dict[str, int] = {}
     # current records without a staged row (loaded before the store existed)
     without_staged: int = 0
+    # current records without a harmonized version: rejected when last harmonized
+    held_back: int = 0
     last_delivery_release: str | None = None
     last_delivery_sequence: int | None = None
     # file checksum -> the release that ingested it
@@ -76,6 +80,7 @@ class StoreState(BaseModel):
     base: int = 0  # the sequence the run builds on (0: an empty store)
     sequence: int = 1  # the sequence the run's release gets
     replaces: str | None = None  # the head release this run replaces, if any
+    base_release_year: int | None = None  # the year the base release was made for
     partners: dict[str, PartnerHistory] = {}
 
     @property
@@ -157,6 +162,13 @@ def read_store_state(url: str, release: str, exists: bool) -> StoreState:
         for entity_id, count in held_back:
             entry = partners[entities[entity_id]]
             entry["current_records"] = entry.get("current_records", 0) + int(count)
+            entry["held_back"] = int(count)
+        base_year = None
+        if base:
+            meta = db.execute(
+                sa.select(DataRelease.metadata_json).where(DataRelease.sequence == base)
+            )
+            base_year = json.loads(meta[0][0] or "{}").get("release_year") if meta else None
         sequences = {r.label: r.sequence for r in releases}
         files = db.execute(
             sa.select(Delivery.entity_id, Delivery.release_label, DeliveryFile.sha256).join(
@@ -176,5 +188,6 @@ def read_store_state(url: str, release: str, exists: bool) -> StoreState:
         base=base,
         sequence=sequence,
         replaces=replaces,
+        base_release_year=base_year,
         partners={code: PartnerHistory(**entry) for code, entry in partners.items()},
     )

@@ -67,6 +67,20 @@ def _guard(plan: ReleasePlan, partner: str, retired: int, stored: int) -> None:
     )
 
 
+def _versions_of(values: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
+    """New harmonized versions (`values`) of stored records (`target`, same order)."""
+    return values.assign(
+        **{
+            IDENTITY: target[IDENTITY],
+            PSEUDONYM: target[PSEUDONYM],
+            REF: pd.Series(pd.NA, index=values.index, dtype="Int64"),
+            STAGED_ID: target[STAGED_ID],
+            DELIVERY_FILE_ID: target[DELIVERY_FILE_ID],
+            FILE: target[FILE],
+        }
+    )
+
+
 def _ends(ids: pd.Series, reasons: pd.Series | str, column: str) -> pd.DataFrame:
     frame = pd.DataFrame({column: ids.astype("Int64").to_numpy(), "reason": reasons})
     return frame[frame[column].notna()].reset_index(drop=True)
@@ -118,30 +132,34 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
 
     fate = comparison.fate
     mapping = config.harmonization_hash
-    # New staged records: delivered rows that are new or revise a stored one.
-    fresh = fate.isin([rules.NEW, rules.REVISED]).to_numpy()
+    harmonized_row = (d_out["outcome"] == Outcome.HARMONIZED).to_numpy()
+    # New staged versions: delivered rows that are new, revise a stored one, or are rejected
+    # and differ from what is stored (held back).
+    fresh = comparison.inserted
     staged_new = d_keys.loc[fresh, KEY_FIELDS].reset_index(drop=True)
     staged_new[PAYLOAD] = payloads[fresh].reset_index(drop=True).astype("string")
     staged_new[FILE] = d_out.loc[fresh, FILE].reset_index(drop=True).astype("string")
     staged_new[ROW] = d_out.loc[fresh, ROW].reset_index(drop=True).astype("int64")
     staged_new[REF] = np.arange(len(staged_new), dtype=np.int64)
+    new_held = ~harmonized_row[fresh]
 
-    version_parts, updated_at, updated_values = [], [], []
-    # 1. versions of the new staged records
-    new_values = by_row.loc[d_rows[fresh]].reset_index(drop=True)
+    version_parts, updated_at, updated_values, case_end_parts = [], [], [], []
+    # 1. harmonized versions of the new staged records (a held-back one has none)
+    with_values = fresh & harmonized_row
+    new_values = by_row.loc[d_rows[with_values]].reset_index(drop=True)
+    refs = staged_new.loc[~new_held].reset_index(drop=True)
     version_parts.append(
         new_values.assign(
             **{
-                IDENTITY: staged_new[IDENTITY],
-                PSEUDONYM: staged_new[PSEUDONYM],
-                REF: staged_new[REF],
+                IDENTITY: refs[IDENTITY],
+                PSEUDONYM: refs[PSEUDONYM],
+                REF: refs[REF],
                 STAGED_ID: pd.Series(pd.NA, index=new_values.index, dtype="Int64"),
                 DELIVERY_FILE_ID: pd.Series(pd.NA, index=new_values.index, dtype="Int64"),
-                FILE: staged_new[FILE],
+                FILE: refs[FILE],
             }
         )
     )
-    case_end_parts = []
     # 2. unchanged records that need a harmonized version (re-harmonized, or held back)
     matched = comparison.matched
     unchanged = (fate == rules.UNCHANGED).to_numpy()
@@ -151,22 +169,15 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     if len(redo_at):
         redo = by_row.loc[redo_rows].reset_index(drop=True)
         target = stored.iloc[redo_at].reset_index(drop=True)
-        version_parts.append(
-            redo.assign(
-                **{
-                    IDENTITY: target[IDENTITY],
-                    PSEUDONYM: target[PSEUDONYM],
-                    REF: pd.Series(pd.NA, index=redo.index, dtype="Int64"),
-                    STAGED_ID: target[STAGED_ID],
-                    DELIVERY_FILE_ID: target[DELIVERY_FILE_ID],
-                    FILE: target[FILE],
-                }
-            )
-        )
+        version_parts.append(_versions_of(redo, target))
         case_end_parts.append(_ends(target[CASE_ID], rules.REHARMONIZED, CASE_ID))
         updated_at.append(redo_at)
         updated_values.append(redo)
-    # 3. stored records harmonized again under today's mapping
+    # 3. delivered again unchanged but rejected today: the stored record is held back
+    still = (fate == Outcome.REJECTED).to_numpy() & (matched >= 0) & ~fresh
+    held_at = matched[still]
+    case_end_parts.append(_ends(stored[CASE_ID].iloc[held_at], rules.HELD_BACK, CASE_ID))
+    # 4. stored records harmonized again (mapping or codebook changed; or held back)
     from_store = (keys[ORIGIN] == FROM_STORE).to_numpy()
     s_rows = np.flatnonzero(from_store)
     s_keys = keys.loc[from_store].reset_index(drop=True)
@@ -179,25 +190,13 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     if again.any():
         redo = by_row.loc[s_rows[again]].reset_index(drop=True)
         target = stored.iloc[s_at[again]].reset_index(drop=True)
-        version_parts.append(
-            redo.assign(
-                **{
-                    IDENTITY: target[IDENTITY],
-                    PSEUDONYM: target[PSEUDONYM],
-                    REF: pd.Series(pd.NA, index=redo.index, dtype="Int64"),
-                    STAGED_ID: target[STAGED_ID],
-                    DELIVERY_FILE_ID: target[DELIVERY_FILE_ID],
-                    FILE: target[FILE],
-                }
-            )
-        )
+        version_parts.append(_versions_of(redo, target))
         updated_at.append(s_at[again])
         updated_values.append(redo)
     held = (s_end == rules.HELD_BACK).to_numpy()
     dropped_stored = (s_end == rules.REHARMONIZED_EXCLUDED).to_numpy()
     reharm_case = stored[CASE_ID].iloc[s_at].reset_index(drop=True)
     case_end_parts.append(_ends(reharm_case, s_end.replace("", rules.REHARMONIZED), CASE_ID))
-
     case_new = pd.concat(version_parts, ignore_index=True)
     # Ends: revisions and retirements decided by the delivery, erasures, re-harmonization.
     ended = comparison.stored_end != ""
@@ -238,19 +237,21 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         current.loc[at_rows, MAPPING] = mapping
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version
         current.loc[at_rows, HELD_BACK] = False
-    held_rows = s_at[held]
+    held_rows = np.concatenate([s_at[held], held_at])
     if len(held_rows):
         for name in codebook.columns:
             current.loc[held_rows, name] = pd.NA
         current.loc[held_rows, CASE_ID] = pd.NA
         current.loc[held_rows, HELD_BACK] = True
-    added = new_values.assign(
-        **{
-            name: staged_new[name]
-            for name in [IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, FILE, REF]
-        },
-        **{MAPPING: mapping, CODEBOOK_VERSION: codebook.version, HELD_BACK: False},
-    )
+    # the new staged records, with their harmonized values where they have some
+    added = staged_new[[IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, FILE, REF]].copy()
+    for name in codebook.columns:
+        column = pd.Series(pd.NA, index=added.index, dtype=new_values[name].dtype)
+        column.iloc[np.flatnonzero(~new_held)] = new_values[name].to_numpy()
+        added[name] = column
+    added[MAPPING] = np.where(new_held, None, mapping)
+    added[CODEBOOK_VERSION] = codebook.version
+    added[HELD_BACK] = new_held
     current = pd.concat([current.loc[keep], added], ignore_index=True)
     refs = current[REF]
     current = typed_records(current, codebook)
@@ -270,10 +271,12 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     if delivery is not None:
         work.write_json(work.DELIVERY, delivery)
     reasons = comparison.stored_end.value_counts()
+    added_count = int((comparison.inserted & (comparison.matched < 0)).sum())
+    revised_count = int((comparison.stored_end == rules.REVISED_REASON).sum())
     result = PartnerChanges(
         partner=partner,
-        new=counts[rules.NEW],
-        revised=counts[rules.REVISED],
+        new=added_count,
+        revised=revised_count,
         unchanged=counts[rules.UNCHANGED],
         retired=int(retired_now.sum()) + int(dropped_stored.sum()),
         reharmonized=int(again.sum()) + len(redo_at) if entry.reharmonize else int(again.sum()),
@@ -286,8 +289,8 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         work.CHANGE_COUNTS,
         {
             "previous": previous,
-            "new": result.new,
-            "revised": result.revised,
+            "added": added_count,
+            "revised": revised_count,
             "unchanged": result.unchanged,
             "retired": {
                 **{str(r): int(reasons.get(r, 0)) for r in rules.RETIREMENT_REASONS},

@@ -40,6 +40,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
         FILE,
         FROM_DELIVERY,
         FROM_STORE,
+        HELD_BACK,
         IDENTITY,
         ORIGIN,
         PSEUDONYM,
@@ -56,6 +57,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     from ctdc_harmonizer.privacy import stage as privacy_stage
     from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
     from ctdc_harmonizer.store.identity import content_keys, identity_keys, row_text
+    from ctdc_harmonizer.store.payload import stored_fields
     from ctdc_harmonizer.store.records import current_records, staged_rows
     from ctdc_harmonizer.warehouse.connection import warehouse
 
@@ -137,13 +139,19 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
             is_gone = stored[PSEUDONYM].isin(gone).to_numpy()
             erased_stored = stored.loc[is_gone, [STAGED_ID, CASE_ID, IDENTITY]]
             stored = stored.loc[~is_gone]
-            if entry.reharmonize:
-                again = stored[stored[STAGED_ID].notna()]
-                if entry.mode == "full" and entry.files:
-                    again = again.iloc[:0]  # the delivery replaces or retires every record
-                else:
-                    again = again[~again[IDENTITY].isin(set(keys[IDENTITY]))]
-                values = staged_rows(db, again[STAGED_ID].astype(int).tolist(), kept)
+            # Harmonized again: the whole history when the mapping or the codebook changed,
+            # else the records held back (a later release year may let them in).
+            again = stored[stored[STAGED_ID].notna()]
+            if not entry.reharmonize:
+                again = again[again[HELD_BACK]]
+            if entry.mode == "full" and entry.files:
+                again = again.iloc[:0]  # the delivery replaces or retires every record
+            else:
+                again = again[~again[IDENTITY].isin(set(keys[IDENTITY]))]
+            if len(again):
+                values = staged_rows(
+                    db, again[STAGED_ID].astype(int).tolist(), stored_fields(config)
+                )
                 stored_rows = len(values)
                 staged = pd.concat([staged, values.drop(columns=[STAGED_ID])], ignore_index=True)
                 again_keys = again[
@@ -225,7 +233,7 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     from ctdc_harmonizer.harmonize.mapper import map_partner
     from ctdc_harmonizer.harmonize.unmapped import restrict_unmapped
     from ctdc_harmonizer.run.workdir import PartnerWork
-    from ctdc_harmonizer.store.payload import encode_payloads
+    from ctdc_harmonizer.store.payload import encode_payloads, stored_fields
 
     partner = checked.staged.partner
     config = plan.partner_config(partner)
@@ -261,13 +269,12 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     # PRIVACY: what the store keeps of each delivered row: a value the mapping could not use
     # (unknown to it, unreadable) may be anything, a name typed in the wrong column: dropped.
     ours = parts["delivered"]
-    values = staged.loc[delivered, config.kept_fields].reset_index(drop=True)
+    fields = stored_fields(config)
+    values = staged.loc[delivered].reindex(columns=fields).reset_index(drop=True)
     for name in ours.unusable.columns:
         if name in values:
             values[name] = values[name].mask(ours.unusable[name].to_numpy())
-    work.write_frame(
-        work.PAYLOADS, pd.DataFrame({"payload": encode_payloads(values, config.kept_fields)})
-    )
+    work.write_frame(work.PAYLOADS, pd.DataFrame({"payload": encode_payloads(values, fields)}))
     restricted = restrict_unmapped(
         ours.unmapped,
         ours.unknown_rows,

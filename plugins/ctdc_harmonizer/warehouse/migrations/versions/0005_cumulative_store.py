@@ -20,8 +20,10 @@ extract_batch per delivered file. From here on a record is kept across releases 
 
 What the upgrade reconstructs: every release keeps its rows (each migrated row is valid in
 exactly the release that held it), its counts and metadata; each partner's rows in the last
-release that held that partner become its current records (a partner missing from the last
-release is carried forward from the last one it was in); a row's identity key is its
+release that held that partner become its current records (a partner the last release did
+not hold is carried forward as copies of its rows, current from the last release on and left
+out of that release by its exclusions: every migrated release keeps exactly its rows); a row's
+identity key is its
 pseudonym where one exists and is unique among its partner's current rows, so later deliveries
 revise it, else a key made from its id. What it cannot: staged rows (the identifiers and
 source values were never kept), so migrated records cannot be re-harmonized after a mapping
@@ -237,9 +239,8 @@ def _version_case_records(conn: sa.Connection) -> None:
         )
     )
     conn.execute(sa.text('UPDATE "case_record" SET valid_to = valid_from + 1'))
-    # Each partner's rows in the last release that held the partner stay current. A partner
-    # the last release did not hold is carried forward from then on as copies valid from the
-    # next release, so that every release migrated here keeps exactly the rows it held.
+    # Each partner's rows in the last release that held the partner stay current (a partner the
+    # last release did not hold: as copies, see below).
     head = conn.execute(sa.text('SELECT MAX(sequence) FROM "data_release"')).scalar()
     latest = conn.execute(
         sa.text('SELECT entity_id, MAX(valid_from) FROM "case_record" GROUP BY entity_id')
@@ -264,13 +265,26 @@ def _version_case_records(conn: sa.Connection) -> None:
                 {"e": entity_id, "s": sequence},
             )
             continue
+        # Copies valid from the head release on (so the store sees them as current), which
+        # that release's exclusions leave out of it (it held no row of this partner).
+        first_copy = conn.execute(
+            sa.text('SELECT COALESCE(MAX(id), 0) FROM "case_record"')
+        ).scalar()
         conn.execute(
             sa.text(
                 f'INSERT INTO "case_record" (release_label, batch_id, {columns}, valid_from) '
-                f'SELECT release_label, batch_id, {columns}, :next FROM "case_record" '
+                f'SELECT release_label, batch_id, {columns}, :head FROM "case_record" '
                 "WHERE entity_id = :e AND valid_from = :s ORDER BY id"
             ),
-            {"e": entity_id, "s": sequence, "next": head + 1},
+            {"e": entity_id, "s": sequence, "head": head},
+        )
+        conn.execute(
+            sa.text(
+                'INSERT INTO "release_exclusion" (release_label, case_record_id, reason) '
+                "SELECT r.label, c.id, 'carried_after_release' FROM \"case_record\" c "
+                'JOIN "data_release" r ON r.sequence = :head WHERE c.id > :first'
+            ),
+            {"head": head, "first": first_copy},
         )
     # Identity: the pseudonym where it names one current row of its partner, else the id.
     rows = conn.execute(
