@@ -1,4 +1,6 @@
-"""The annual-update DAG end to end in Airflow: once with dag.test(), once with the CLI.
+"""The annual-update DAG end to end in Airflow: once with dag.test(), once with `airflow dags
+test`, each into its own out folder (a store each), and `ctdc run` beside dag.test() to show
+the two runners of the one declaration make the same release.
 
 Then the privacy check: no identifier from the sample extracts (names, phones, e-mails,
 addresses, case ids, notes, dates of birth) may be found in the release folder, the
@@ -69,6 +71,11 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("releases")
 
 
+@pytest.fixture(scope="module")
+def cli_out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli_releases")
+
+
 def conf(landing: Path, out: Path, release: str, partners: list[str]) -> dict:
     return {"landing": str(landing), "out": str(out), "release": release, "partners": partners}
 
@@ -93,14 +100,38 @@ def dag_run(request, repo_root, metadata_db, sample_landing, out_dir, partners) 
 
 
 @pytest.fixture(scope="module")
-def cli_run(dag_run, sample_landing, out_dir, partners) -> Run:
+def cli_run(dag_run, sample_landing, cli_out_dir, partners) -> Run:
     """One run through `airflow dags test` in a subprocess (after the in-process run)."""
     airflow = Path(sys.executable).with_name("airflow")
     command = [str(airflow), "dags", "test", DAG_ID, "--mark-success-pattern", "approve", "-c"]
-    command.append(json.dumps(conf(sample_landing, out_dir, CLI_RELEASE, partners)))
+    command.append(json.dumps(conf(sample_landing, cli_out_dir, CLI_RELEASE, partners)))
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ)
     state = "success" if done.returncode == 0 else f"failed (exit {done.returncode})"
-    return Run(state, "", out_dir, done.stdout + done.stderr)
+    return Run(state, "", cli_out_dir, done.stdout + done.stderr)
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """Each file of a release folder and its SHA-256, Great Expectations' Data Docs aside
+    (they embed the time of the run and random element ids)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "data_docs" not in p.parts
+    }
+
+
+def test_ctdc_run_and_the_dag_make_the_same_release_byte_for_byte(
+    dag_run, sample_landing, partners, tmp_path
+):
+    from ctdc_harmonizer.pipeline.local import run_annual_update
+
+    run_annual_update(str(sample_landing), str(tmp_path / "out"), RELEASE, partners)
+    from_cli = folder_digests(tmp_path / "out" / RELEASE)
+    from_dag = folder_digests(dag_run.out / RELEASE)
+    assert len(from_cli) > 8 and "harmonized.parquet" in from_cli
+    assert from_cli == from_dag
+    handoff = [folder_digests(out / "handoff" / RELEASE) for out in (tmp_path / "out", dag_run.out)]
+    assert handoff[0] == handoff[1]
 
 
 # --- the runs ------------------------------------------------------------------------------
@@ -132,7 +163,13 @@ def test_dag_test_run_succeeds_for_every_partner(dag_run, metadata_db, partners)
     assert not failed
     # The partner task group is mapped: one instance of each of its tasks per partner.
     mapped = Counter(task for task, index in states if index >= 0)
-    steps = ("read", "validate_contract", "map", "validate_codebook")
+    steps = (
+        "stage_partner",
+        "check_staged_contract",
+        "harmonize_partner",
+        "check_codebook_contract",
+        "compare_with_store",
+    )
     assert mapped == {f"partner.{step}": len(partners) for step in steps}
     assert map_names(metadata_db, dag_run.run_id) == set(partners)  # not 0..n in the UI
 
@@ -149,7 +186,7 @@ def test_release_folder(dag_run, partners):
     recon = json.loads((release / "reconciliation.json").read_text(encoding="utf-8"))
     assert recon["invariant_holds"] is True
     assert sorted(recon["partners"]) == partners
-    assert recon["totals"]["harmonized"] == len(harmonized)
+    assert recon["totals"]["harmonized"] == len(harmonized) == recon["records"]["released"]
     assert not (dag_run.out / ".work" / RELEASE).exists(), "work folder left behind"
 
 
@@ -157,7 +194,7 @@ def test_warehouse_holds_the_release(dag_run):
     rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
     with sqlite3.connect(dag_run.out / "warehouse.sqlite") as conn:
         loaded = conn.execute(
-            "SELECT count(*) FROM case_record WHERE release_label = ?", (RELEASE,)
+            "SELECT count(*) FROM ctdc_release_v3 WHERE release_label = ?", (RELEASE,)
         ).fetchone()[0]
     assert loaded == rows > 0
 
@@ -179,12 +216,11 @@ def test_asset_event_carries_release_rows_and_report(dag_run, metadata_db):
         ).fetchone()
     extra = json.loads(extra)
     rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
-    handoff = dag_run.out / RELEASE / "handoff"
+    handoff = dag_run.out / "handoff" / RELEASE
     manifest = hashlib.sha256((handoff / "manifest.json").read_bytes()).hexdigest()
     assert extra == {
         "release": RELEASE,
         "rows": rows,
-        "report": str(dag_run.out / RELEASE),
         "handoff": str(handoff),
         "manifest_sha256": manifest,
     }
@@ -195,8 +231,10 @@ def test_cli_dags_test_succeeds(cli_run):
     recon = json.loads((cli_run.out / CLI_RELEASE / "reconciliation.json").read_text("utf-8"))
     assert recon["invariant_holds"] is True
     with sqlite3.connect(cli_run.out / "warehouse.sqlite") as conn:
-        labels = {row[0] for row in conn.execute("SELECT DISTINCT release_label FROM case_record")}
-    assert {RELEASE, CLI_RELEASE} <= labels
+        labels = {
+            row[0] for row in conn.execute("SELECT DISTINCT release_label FROM ctdc_release_v3")
+        }
+    assert labels == {CLI_RELEASE}
 
 
 # --- privacy --------------------------------------------------------------------------------
@@ -281,8 +319,8 @@ def sqlite_text(path: Path) -> str:
     return dump + "\n" + path.read_bytes().decode("utf-8", errors="ignore")
 
 
-def test_no_identifier_in_release_folders(cli_run, identifiers):
-    files = [p for r in (RELEASE, CLI_RELEASE) for p in (cli_run.out / r).rglob("*") if p.is_file()]
+def test_no_identifier_in_release_folders(dag_run, cli_run, identifiers):
+    files = [p for run in (dag_run, cli_run) for p in run.out.rglob("*") if p.is_file()]
     assert any(p.suffix == ".parquet" for p in files)
     assert leaks(identifiers, "\n".join(file_text(p) for p in files)) == []
 
@@ -330,12 +368,12 @@ def test_run_note_carries_per_partner_counts(dag_run, metadata_db, partners):
     note = run_note(metadata_db, dag_run.run_id)
     recon = report.reconciliation(dag_run.out / RELEASE)
     table = "\n".join(
-        f"| {r.partner} | {int(r.harmonized)} |" for r in recon.sort_values("partner").itertuples()
+        f"| {r.partner} | {int(r.released)} |" for r in recon.sort_values("partner").itertuples()
     )
     assert note.startswith("checked by the data team\n\n**Harmonized rows per partner**")
     assert note.count("**Harmonized rows per partner**") == 1
     assert table in note
-    assert f"Total: {int(recon.harmonized.sum())} rows from {len(partners)} partner(s)." in note
+    assert f"Total: {int(recon.released.sum())} rows from {len(partners)} partner(s)." in note
 
 
 def test_run_note_keeps_only_partner_names_and_integers():
@@ -356,7 +394,7 @@ def test_no_identifier_in_xcom_or_metadata_db(dag_run, cli_run, metadata_db, ide
         xcoms = conn.execute(
             "SELECT task_id, value FROM xcom WHERE dag_id = ?", (DAG_ID,)
         ).fetchall()
-    assert {"plan", "partner.read", "load_warehouse"} <= {task for task, _ in xcoms}
+    assert {"plan_release", "partner.stage_partner", "commit_release"} <= {t for t, _ in xcoms}
     assert leaks(identifiers, "\n".join(str(value) for _, value in xcoms)) == []
     assert leaks(identifiers, sqlite_text(metadata_db)) == []
 
@@ -400,11 +438,11 @@ def failed_run(request, dag_run, repo_root, sample_landing, tmp_path_factory) ->
 def test_bad_file_fails_its_partner_only_with_a_located_error(failed_run, metadata_db, identifiers):
     assert failed_run.state == "failed"
     states = task_states(metadata_db, failed_run.run_id)
-    reads = {index: state for (task, index), state in states.items() if task == "partner.read"}
+    reads = {i: state for (task, i), state in states.items() if task == "partner.stage_partner"}
     assert sorted(reads.values()) == ["failed", "success"]  # case_management, iom
-    codebook_checks = [s for (t, _), s in states.items() if t == "partner.validate_codebook"]
-    assert "success" in codebook_checks  # iom went all the way through its chain
-    assert states[("combine", -1)] == "upstream_failed"
+    compared = [s for (t, _), s in states.items() if t == "partner.compare_with_store"]
+    assert "success" in compared  # iom went all the way through its chain
+    assert states[("assemble_release", -1)] == "upstream_failed"
     assert not (failed_run.out / FAILED_RELEASE).exists(), "no release from a failed run"
     if not failed_run.output:
         pytest.skip("pytest output capture is off (-s): the run's logs were not captured")
@@ -419,8 +457,9 @@ def test_bad_file_fails_its_partner_only_with_a_located_error(failed_run, metada
 def test_nothing_delivered_succeeds_at_once_and_skips_the_rest(
     repo_root, metadata_db, tmp_path, monkeypatch
 ):
-    """Default params, an empty landing folder: the run succeeds, everything after `partners`
-    is skipped (no release, no approval request), instead of failing and retrying."""
+    """Default params, an empty landing folder: the run succeeds, everything after
+    `partners_with_work` is skipped (no release, no approval request), instead of failing and
+    retrying."""
     import time
 
     from airflow.dag_processing.dagbag import DagBag
@@ -434,10 +473,10 @@ def test_nothing_delivered_succeeds_at_once_and_skips_the_rest(
     assert str(getattr(run.state, "value", run.state)) == "success"
     assert time.monotonic() - started < 60
     states = task_states(metadata_db, run.run_id)
-    assert states.pop(("plan", -1)) == "success"
-    assert states.pop(("partners", -1)) == "success"
+    assert states.pop(("plan_release", -1)) == "success"
+    assert states.pop(("partners_with_work", -1)) == "success"
     # The teardown runs whatever happened upstream; with nothing planned it has nothing to do.
-    assert states.pop(("cleanup", -1)) in {"success", "skipped"}
+    assert states.pop(("finish_run", -1)) in {"success", "skipped"}
     assert set(states.values()) == {"skipped"}, states
     assert not (tmp_path / "out").exists()
 
@@ -448,10 +487,14 @@ def test_no_pseudonym_outside_the_warehouse(dag_run, cli_run, airflow_home, meta
     stored: set[str] = set()
     for run in (dag_run, cli_run):
         with sqlite3.connect(run.out / "warehouse.sqlite") as conn:
-            stored |= {r[0] for r in conn.execute("SELECT pseudonym FROM case_record") if r[0]}
+            stored |= {r[0] for r in conn.execute("SELECT pseudonym FROM staged_record") if r[0]}
     assert len(stored) > 100
-    files = [p for r in (RELEASE, CLI_RELEASE) for p in (cli_run.out / r).rglob("*") if p.is_file()]
-    files += [p for p in (dag_run.out / RELEASE).rglob("*") if p.is_file()]
+    files = [
+        p
+        for run in (dag_run, cli_run)
+        for p in run.out.rglob("*")
+        if p.is_file() and p.suffix != ".sqlite"
+    ]
     files += [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
     texts = [dag_run.output, cli_run.output, sqlite_text(metadata_db), *map(file_text, files)]
     blob = "\n".join(texts)
