@@ -11,23 +11,31 @@ import pytest
 
 DAG_ID = "ctdc_annual_update"
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / f"{DAG_ID}.py"
-HEAVY = ("pandas", "great_expectations", "ctdc_harmonizer")
+# The DAG file imports the pipeline's declaration (ctdc_harmonizer.pipeline), never a stage
+# library: those load in the task that runs a step.
+HEAVY = ("pandas", "great_expectations", "pyarrow", "pandera")  # sqlalchemy: Airflow loads it
+CHAIN = [
+    "stage_partner",
+    "check_staged_contract",
+    "harmonize_partner",
+    "check_codebook_contract",
+    "compare_with_store",
+]
 TASK_IDS = {
-    "plan",
-    "partners",
-    "partner.read",
-    "partner.validate_contract",
-    "partner.map",
-    "partner.validate_codebook",
-    "combine",
-    "write_release",
-    "load_warehouse",
-    "hand_off",
-    "summarize",
+    "plan_release",
+    "partners_with_work",
+    *(f"partner.{step}" for step in CHAIN),
+    "assemble_release",
+    "build_release_folder",
+    "summarize_release",
     "approve",
-    "publish",
+    "commit_release",
+    "publish_release_folder",
+    "purge_withdrawn_records",
+    "hand_off_release",
+    "announce_release",
     "outcome",
-    "cleanup",
+    "finish_run",
 }
 
 
@@ -55,7 +63,14 @@ def test_dag_settings(dag):
     assert dag.default_args["retries"] >= 1
     assert callable(dag.default_args["on_failure_callback"])
     assert dag.tags
-    assert set(dag.params.keys()) == {"release", "landing", "out", "work", "partners"}
+    assert set(dag.params.keys()) == {
+        "release",
+        "landing",
+        "out",
+        "work",
+        "partners",
+        "accept_retirements",
+    }
     # Defaults are resolved at run time (params empty), never from the parsing environment.
     assert {k: dag.params[k] for k in dag.params} == dict.fromkeys(dag.params)
 
@@ -69,16 +84,17 @@ def test_trigger_form_accepts_empty_params_and_offers_mapped_partners(dag, repo_
     for name, schema in schemas.items():
         assert "null" in schema["type"], name  # the form may leave it empty
         assert dag.params.get_param(name).description, name
-    partners = schemas["partners"]
-    assert partners["examples"] == mapped  # the form's multi-select
-    assert partners["items"]["enum"] == mapped
-    assert Param(["iom"], **partners).resolve() == ["iom"]
-    with pytest.raises(ParamValidationError):
-        Param(["no_such_partner"], **partners).resolve()
+    for name in ("partners", "accept_retirements"):
+        partners = schemas[name]
+        assert partners["examples"] == mapped  # the form's multi-select
+        assert partners["items"]["enum"] == mapped
+        assert Param(["iom"], **partners).resolve() == ["iom"]
+        with pytest.raises(ParamValidationError):
+            Param(["no_such_partner"], **partners).resolve()
 
 
 def test_partner_tasks_are_named_by_partner(dag):
-    for step in ("read", "validate_contract", "map", "validate_codebook"):
+    for step in CHAIN:
         assert "partner" in dag.get_task(f"partner.{step}").map_index_template
 
 
@@ -86,31 +102,40 @@ def test_tasks_and_wiring(dag):
     assert set(dag.task_ids) == TASK_IDS
     group = dag.task_group_dict["partner"]
     assert type(group).__name__ == "MappedTaskGroup"
-    steps = ["read", "validate_contract", "map", "validate_codebook"]
-    chain = [f"partner.{step}" for step in steps]
+    chain = [f"partner.{step}" for step in CHAIN]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids
-    assert "partner.validate_codebook" in dag.get_task("combine").upstream_task_ids
-    assert "combine" in dag.get_task("write_release").upstream_task_ids
-    assert "write_release" in dag.get_task("load_warehouse").upstream_task_ids
-    gate = ["load_warehouse", "hand_off", "summarize", "approve", "publish", "outcome", "cleanup"]
-    for upstream, downstream in zip(gate, gate[1:], strict=False):
+    assert "partner.compare_with_store" in dag.get_task("assemble_release").upstream_task_ids
+    order = [
+        "assemble_release",
+        "build_release_folder",
+        "summarize_release",
+        "approve",
+        "commit_release",
+        "publish_release_folder",
+        "purge_withdrawn_records",
+        "hand_off_release",
+        "announce_release",
+        "outcome",
+        "finish_run",
+    ]
+    for upstream, downstream in zip(order, order[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids
     assert type(dag.get_task("approve")).__name__ == "ReleaseApproval"  # an ApprovalOperator
     assert dag.get_task("outcome").trigger_rule == "all_done"
-    # The teardown frees the release lease and deletes the work folder, also after a failure.
-    assert dag.get_task("cleanup").is_teardown and dag.get_task("plan").is_setup
-    assert [t.task_id for t in dag.leaves] == ["cleanup"]
+    # The teardown frees the store's lease and deletes the work folder, also after a failure.
+    assert dag.get_task("finish_run").is_teardown and dag.get_task("plan_release").is_setup
+    assert [t.task_id for t in dag.leaves] == ["finish_run"]
 
 
-def test_only_publish_emits_the_release_asset(dag):
+def test_only_announce_release_emits_the_release_asset(dag):
     from airflow.sdk import Asset
 
-    outlets = dag.get_task("publish").outlets
+    outlets = dag.get_task("announce_release").outlets
     assert [(o.name, o.uri) for o in outlets if isinstance(o, Asset)] == [
         ("ctdc_harmonized_release", "ctdc://harmonized-release/")  # as Airflow normalizes it
     ]
-    assert all(not dag.get_task(t).outlets for t in TASK_IDS - {"publish"})
+    assert all(not dag.get_task(t).outlets for t in TASK_IDS - {"announce_release"})
 
 
 def test_parsing_imports_no_heavy_module(repo_root: Path):

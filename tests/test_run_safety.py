@@ -21,10 +21,10 @@ import pytest
 
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.release import folder as release_folder
-from ctdc_harmonizer.release import publish as release_publish
 from ctdc_harmonizer.release import state as release_state
-from ctdc_harmonizer.run import locks, steps
+from ctdc_harmonizer.run import locks
 from ctdc_harmonizer.run import plan as planning
+from ctdc_harmonizer.run.finish import finish_run
 from tiny_partner import PARTNER_YAML, row, write_extract, write_partner
 
 NAMES = ["Zarqa Plantedname", "Oyelaran Fictitia", "Brunhild Madeupsdottir"]
@@ -127,10 +127,10 @@ def test_names_shifted_into_a_coded_field_fail_the_gate_without_values(tmp_path,
 def test_unexpected_exception_is_reported_by_type_only(tmp_path, capsys, monkeypatch):
     setup(tmp_path, good_rows())
 
-    def broken(plan):
+    def broken(*args):
         raise KeyError(f"{NAMES[0]} {CASE_ID}")
 
-    monkeypatch.setattr(steps, "combine", broken)
+    monkeypatch.setattr("ctdc_harmonizer.release.reconcile.reconcile", broken)
     assert cli.main(argv(tmp_path)) == 1
     captured = capsys.readouterr()
     assert "ctdc: error: unexpected KeyError" in captured.err
@@ -219,7 +219,7 @@ def test_unmapped_partner_folder_is_reported_not_read(tmp_path, capsys):
 
 def test_work_folder_is_private(tmp_path):
     setup(tmp_path, good_rows())
-    plan = planning.plan_run(
+    plan = planning.plan_release(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         RELEASE,
@@ -229,7 +229,7 @@ def test_work_folder_is_private(tmp_path):
         for folder in (tmp_path / "out" / ".work", Path(plan.work_dir)):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     finally:
-        steps.finish_run(plan)
+        finish_run(plan)
     assert not Path(plan.work_dir).exists()
 
 
@@ -239,7 +239,7 @@ def test_work_folder_is_private(tmp_path):
 def test_a_second_writer_of_the_same_release_fails_at_once(tmp_path, capsys):
     setup(tmp_path, good_rows())
     (tmp_path / "out").mkdir()
-    held = locks.acquire(tmp_path / "out", RELEASE)
+    held = locks.acquire(tmp_path / "out", planning.STORE_LOCK)
     # Its own open file: flock then conflicts as with another process.
     holder_fd = locks._held.pop(held.path)
     try:
@@ -247,8 +247,9 @@ def test_a_second_writer_of_the_same_release_fails_at_once(tmp_path, capsys):
         assert cli.main(argv(tmp_path)) == 1
         assert time.monotonic() - started < 5
         err = capsys.readouterr().err
-        assert f"release '{RELEASE}' is being written into this out folder by another run" in err
-        assert cli.main(argv(tmp_path, release="2026")) == 0  # another release is not blocked
+        assert "the store of this out folder is being updated by another run (process" in err
+        # another release is blocked too: one run at a time builds on the store
+        assert cli.main(argv(tmp_path, release="2026")) == 1
     finally:
         os.close(holder_fd)
     assert cli.main(argv(tmp_path)) == 0  # the holder has gone
@@ -257,15 +258,20 @@ def test_a_second_writer_of_the_same_release_fails_at_once(tmp_path, capsys):
 def test_an_airflow_lease_blocks_other_runs_until_released(tmp_path, capsys):
     setup(tmp_path, good_rows())
     (tmp_path / "out").mkdir()
-    lease = locks.acquire(tmp_path / "out", RELEASE, lease_owner="ctdc_annual_update/run_a")
+    lease = locks.acquire(
+        tmp_path / "out", planning.STORE_LOCK, lease_owner="ctdc_annual_update/run_a"
+    )
     assert cli.main(argv(tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "locked by Airflow run 'ctdc_annual_update/run_a'" in err
+    assert "held by Airflow run 'ctdc_annual_update/run_a'" in err
+    assert "waiting for approval" in err
     # The same DAG run may plan again (a cleared plan task), another may not.
-    again = locks.acquire(tmp_path / "out", RELEASE, lease_owner="ctdc_annual_update/run_a")
+    again = locks.acquire(
+        tmp_path / "out", planning.STORE_LOCK, lease_owner="ctdc_annual_update/run_a"
+    )
     locks.check(again, RELEASE)
     locks.release(lease)
-    with pytest.raises(Exception, match="no longer holds its lock"):
+    with pytest.raises(Exception, match="no longer holds the store's lock"):
         locks.check(lease, RELEASE)
     assert cli.main(argv(tmp_path)) == 0
 
@@ -277,12 +283,12 @@ def test_crash_after_the_warehouse_commit_is_detected_and_repaired(tmp_path, cap
     setup(tmp_path, good_rows(20))
     assert cli.main(argv(tmp_path)) == 0
     old = release_folder.folder_digest(tmp_path / "out" / RELEASE)
-    write_extract(tmp_path, good_rows(12))  # changed input
+    write_extract(tmp_path, good_rows(24))  # changed input
 
     def crash(*args):
         raise OSError(errno.EIO, "Input/output error", str(tmp_path / "out" / RELEASE))
 
-    monkeypatch.setattr(release_publish, "swap_into_place", crash)
+    monkeypatch.setattr(release_folder, "swap_into_place", crash)
     assert cli.main(argv(tmp_path)) == 1
     monkeypatch.undo()
     assert release_folder.folder_digest(tmp_path / "out" / RELEASE) == old  # old folder intact
@@ -291,13 +297,13 @@ def test_crash_after_the_warehouse_commit_is_detected_and_repaired(tmp_path, cap
     assert cli.main(check) == 1
     captured = capsys.readouterr()
     assert f"release {RELEASE}: mismatch" in captured.out
-    plan = planning.plan_run(
+    plan = planning.plan_release(
         str(tmp_path / "landing"),
         str(tmp_path / "out"),
         RELEASE,
         mappings=str(tmp_path / "mappings"),
     )
-    steps.finish_run(plan)
+    finish_run(plan)
     assert plan.previous_release_state == "mismatch"
     assert cli.main(argv(tmp_path)) == 0  # the rerun replaces both
     assert cli.main(check) == 0
@@ -323,7 +329,7 @@ def wait_for_load(process: subprocess.Popen) -> str:
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if "loading the warehouse" in line:
+        if "store: committing release" in line:
             return "".join(seen)
     raise AssertionError("the run ended before loading the warehouse:\n" + "".join(seen))
 
@@ -338,8 +344,9 @@ def hold_database(path: Path) -> sqlite3.Connection:
 
 def test_two_runs_of_one_release_at_once(tmp_path):
     setup(tmp_path, good_rows())
-    (tmp_path / "out").mkdir()
     warehouse = tmp_path / "out" / "warehouse.sqlite"
+    assert cli.main(argv(tmp_path)) == 0  # the store exists
+    write_extract(tmp_path, good_rows(24))  # a new delivery: the next runs have work
     blocker = hold_database(warehouse)
     first = start(tmp_path, warehouse)
     try:
@@ -352,7 +359,7 @@ def test_two_runs_of_one_release_at_once(tmp_path):
             timeout=120,
         )
         assert second.returncode == 1
-        assert "is being written into this out folder by another run" in second.stderr
+        assert "the store of this out folder is being updated by another run" in second.stderr
         assert "Traceback" not in second.stderr
         assert time.monotonic() - started < 60  # fails at once (process start-up aside)
     finally:
@@ -374,7 +381,7 @@ def test_sigkill_during_the_warehouse_load_keeps_the_old_release(tmp_path):
     warehouse = tmp_path / "out" / "warehouse.sqlite"
     assert cli.main(argv(tmp_path)) == 0
     old = release_folder.folder_digest(tmp_path / "out" / RELEASE)
-    write_extract(tmp_path, good_rows(12))  # changed input for the rerun
+    write_extract(tmp_path, good_rows(24))  # changed input for the rerun
 
     blocker = hold_database(warehouse)
     run = start(tmp_path, warehouse)
@@ -425,11 +432,11 @@ def test_a_dag_run_leases_its_release_across_tasks(tmp_path):
 
     samples.generate("case_management", tmp_path / "landing", n=20, seed=1)
     args = ("r1", str(tmp_path / "landing"), str(tmp_path / "out"), [], "2026-03-01")
-    plan = planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_1")
-    locks.check(plan.lock, "r1")  # what write_release and load_warehouse do first
+    plan = planning.plan_scheduled_release(*args, lock_owner="ctdc_annual_update/run_1")
+    locks.check(plan.lock, "r1")  # what the steps that write do first
     with pytest.raises(ReleaseLockedError, match="ctdc_annual_update/run_1"):
-        planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
+        planning.plan_scheduled_release(*args, lock_owner="ctdc_annual_update/run_2")
     assert Path(plan.work_dir).is_dir()  # the refused run did not touch the first one's
-    assert steps.finish_run(plan).work_folder_removed is True
-    second = planning.plan_scheduled_run(*args, lock_owner="ctdc_annual_update/run_2")
-    steps.finish_run(second)
+    assert finish_run(plan).work_folder_removed is True
+    second = planning.plan_scheduled_release(*args, lock_owner="ctdc_annual_update/run_2")
+    finish_run(second)

@@ -5,18 +5,14 @@ from __future__ import annotations
 import csv
 import errno
 import logging
-import traceback
 
 import pandas as pd
 import pytest
 
 from ctdc_harmonizer import safety
 from ctdc_harmonizer.codebook import default_codebook
-from ctdc_harmonizer.errors import CoverageError, ExtractError, InfrastructureError
+from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.harmonize.unmapped import CONTACT_REDACTED, SHIFTED_DISTINCT, restrict_unmapped
-from ctdc_harmonizer.run import airflow as boundary
-from ctdc_harmonizer.run.plan import RunPlan
-from ctdc_harmonizer.run.results import Checked
 
 PLANTED = "Zarqa Plantedname"
 
@@ -49,91 +45,6 @@ def test_os_errors_name_path_and_errno():
 def test_ctdc_errors_keep_their_located_message():
     exc = ExtractError("iom", "x.csv", "required column is missing", column="sex", row=4)
     assert safety.describe(exc) == str(exc)
-
-
-@pytest.mark.parametrize(
-    ("exc", "retry"),
-    [
-        (CoverageError("too many unknown values"), False),
-        (ExtractError("iom", "x.csv", "cannot be read"), False),
-        (KeyError(PLANTED), False),
-        (InfrastructureError("database busy"), True),
-        (OSError(errno.EIO, "Input/output error"), True),
-    ],
-)
-def test_airflow_boundary_fails_data_errors_fast_and_retries_infrastructure(exc, retry):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    def step(plan):
-        raise exc
-
-    guarded = boundary.airflow_boundary(step)
-    expected = boundary.RetryableStepError if retry else AirflowFailException
-    with pytest.raises(expected) as caught:
-        guarded({})
-    assert not isinstance(caught.value, AirflowFailException) if retry else True
-    # What Airflow logs is the traceback: it must not carry the original message.
-    printed = "".join(traceback.format_exception(caught.value))
-    assert PLANTED not in printed
-    assert caught.value.__suppress_context__
-
-
-def test_guarded_steps_wrap_the_steps_and_the_plan():
-    steps = boundary.annual_update_steps()
-    assert steps.plan_run.__wrapped__.__name__ == "plan_run"
-    assert steps.stage_partner.__wrapped__.__name__ == "stage_partner"
-    with pytest.raises(AttributeError):
-        _ = steps.EMPTY_WITHDRAWN  # only steps, by name
-
-
-def test_each_task_imports_only_its_own_step(repo_root):
-    """The teardown and the outcome never load pandas; the partner chain never loads Great
-    Expectations (a task pays its imports: about a second for pandas and pandera)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from ctdc_harmonizer.run.airflow import annual_update_steps as s; "
-        "getattr(s(), sys.argv[1]); print(sorted(m for m in ('pandas', 'great_expectations') "
-        "if m in sys.modules))"
-    )
-    loaded = {
-        step: subprocess.run(
-            [sys.executable, "-c", code, step], capture_output=True, text=True, check=True
-        ).stdout.split("\n")[-2]
-        for step in ("finish_run", "release_outcome", "stage_partner")
-    }
-    assert loaded == {
-        "finish_run": "[]",
-        "release_outcome": "[]",
-        "stage_partner": "['pandas']",
-    }
-
-
-def test_the_boundary_types_xcom_dicts_and_returns_plain_dicts():
-    """XCom carries dicts; a step sees its typed plan and its typed result leaves as a dict."""
-    seen = []
-
-    def step(plan: RunPlan, partner: str) -> Checked:
-        seen.append(plan)
-        return Checked(partner=partner, rows=len(plan.partners))
-
-    xcom = {"release": "2025", "landing": "/l", "out": "/o", "partners": ["iom", "hotline"]}
-    result = boundary.airflow_boundary(step)(xcom, partner="iom")
-    assert isinstance(seen[0], RunPlan) and seen[0].partners == ["iom", "hotline"]
-    assert result == {"partner": "iom", "rows": 2}
-    assert RunPlan.model_validate(xcom).to_xcom() == xcom  # the same small dict both ways
-
-
-def test_a_malformed_plan_in_xcom_fails_fast_without_quoting_it():
-    from airflow.sdk.exceptions import AirflowFailException
-
-    def step(plan: RunPlan) -> dict:
-        return {}
-
-    with pytest.raises(AirflowFailException) as caught:
-        boundary.airflow_boundary(step)({"release": PLANTED})
-    assert PLANTED not in str(caught.value) and "ValidationError" in str(caught.value)
 
 
 def test_log_filter_drops_exception_text(caplog):

@@ -1,4 +1,8 @@
-"""One writer per release and out folder: `<out>/.locks/<release>.lock`.
+"""One writer per out folder's store: `<out>/.locks/store.lock` (run/plan.py's STORE_LOCK).
+
+A run builds on the store as it was planned and commits its release on top: two runs at once
+would each plan against a store the other is about to change, so one waits for nobody and the
+second is refused at once, naming the run that holds the store.
 
 Two kinds of holder, one file:
 
@@ -44,8 +48,19 @@ class LockInfo(BaseModel):
     kind: Literal["process", "lease"]
 
 
-def lock_path(out: str | Path, release: str) -> Path:
-    return Path(out) / LOCK_FOLDER / f"{release}.lock"
+def lock_path(out: str | Path, name: str) -> Path:
+    return Path(out) / LOCK_FOLDER / f"{name}.lock"
+
+
+def holder(out: str | Path, name: str) -> dict:
+    """Who holds the lock `name` of `out` as its file says (owner, kind, since), or {}. A
+    process holder's entry may be stale (its flock died with it); a lease's is not."""
+    path = lock_path(out, name)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def process_owner() -> str:
@@ -68,34 +83,37 @@ def _write(fd: int, content: dict) -> None:
     os.fsync(fd)
 
 
-def _open_locked(path: Path, release: str) -> int:
+def _open_locked(path: Path) -> int:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        who = holder(path.parent.parent, path.stem)
+        by = f" ({who['owner']}, since {who.get('since')})" if who.get("owner") else ""
         raise ReleaseLockedError(
-            f"release '{release}' is being written into this out folder by another run "
-            f"(lock {path}); not starting a second one"
+            f"the store of this out folder is being updated by another run{by} (lock {path}); "
+            "not starting a second one"
         ) from None
     return fd
 
 
-def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> LockInfo:
-    """Take the release's lock: a flock held by this process (lease_owner None) or an
+def acquire(out: str | Path, name: str, lease_owner: str | None = None) -> LockInfo:
+    """Take the lock `name` of `out`: a flock held by this process (lease_owner None) or an
     Airflow lease for `lease_owner` (a DAG run id)."""
-    path = lock_path(out, release)
-    fd = _open_locked(path, release)
+    path = lock_path(out, name)
+    fd = _open_locked(path)
     try:
         current = _read(fd)
         owner = lease_owner or process_owner()
         # A process holder's flock died with it: its file content is stale. A lease is not.
         if current.get("kind") == LEASE and current.get("owner") != owner:
             raise ReleaseLockedError(
-                f"release '{release}' is locked by Airflow run '{current.get('owner')}' since "
-                f"{current.get('since')} (lock {path}); if that run has ended without its "
-                "cleanup task, delete the lock file"
+                f"the store of this out folder is held by Airflow run '{current.get('owner')}' "
+                f"since {current.get('since')} (running, or waiting for approval; lock {path}); "
+                "wait for it to end, or, if that run has ended without its teardown, delete the "
+                "lock file"
             )
         kind = LEASE if lease_owner else PROCESS
         since = datetime.now(UTC).isoformat(timespec="seconds")
@@ -111,7 +129,8 @@ def acquire(out: str | Path, release: str, lease_owner: str | None = None) -> Lo
 
 
 def check(lock: LockInfo, release: str) -> None:
-    """The run still owns its lock (a step about to publish checks this first)."""
+    """The run (making `release`) still owns its lock (a step about to publish checks this
+    first)."""
     path = Path(lock.path)
     try:
         content = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -119,7 +138,8 @@ def check(lock: LockInfo, release: str) -> None:
         content = {}
     if content.get("owner") != lock.owner:
         raise ReleaseLockedError(
-            f"release '{release}': this run no longer holds its lock ({path}); not publishing"
+            f"release '{release}': this run no longer holds the store's lock ({path}); not "
+            "publishing"
         )
 
 

@@ -517,6 +517,7 @@ def commit(
     codebook = codebook or default_codebook()
     result = Committed(release=release.label, sequence=release.sequence)
     migrate(url)  # a first release creates the warehouse
+    log.info("store: committing release %s (sequence %d)", release.label, release.sequence)
     with warehouse(url, f"committing release '{release.label}'", write=True) as db:
         _check_head(db, release)
         if release.replaces:

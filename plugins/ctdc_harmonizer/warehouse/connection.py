@@ -115,7 +115,7 @@ class _SqliteArrow:
 
     dialect = "sqlite"
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, busy_seconds: float = 30.0):
         import adbc_driver_sqlite.dbapi as adbc
         from sqlalchemy.dialects import sqlite
 
@@ -125,7 +125,8 @@ class _SqliteArrow:
         self._cursor = self._connection.cursor()
         self._cursor.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
         self._cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        self._cursor.execute("PRAGMA busy_timeout=30000")
+        # A rival writer's transaction is waited for, this long (URL option `timeout`).
+        self._cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
 
     def _compiled(
         self, statement: sa.Executable, keys: list[str] | None = None
@@ -318,7 +319,8 @@ def open_warehouse(url: str) -> Warehouse:
             and database != ":memory:"
             and _adbc_available()
         ):
-            return _SqliteArrow(database)
+            timeout = float(parsed.query.get("timeout", 30.0))
+            return _SqliteArrow(database, busy_seconds=timeout)
         return _Core(url)
     except Exception as exc:
         if _is_driver_error(exc):

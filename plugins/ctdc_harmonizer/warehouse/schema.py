@@ -55,7 +55,12 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def migrate(url: str) -> None:
-    """Upgrade the database at `url` to the latest warehouse revision (idempotent)."""
+    """Upgrade the database at `url` to the latest warehouse revision (idempotent). Driver
+    errors are value-free (warehouse/connection.py)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from ctdc_harmonizer.warehouse.connection import database_error
+
     _ensure_sqlite_dir(url)
     cfg = alembic_config(url)
     engine = create_engine(url, poolclass=pool.NullPool, hide_parameters=True)
@@ -65,6 +70,8 @@ def migrate(url: str) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+    except DBAPIError as exc:
+        raise database_error("upgrading the warehouse schema", exc) from None
     finally:
         engine.dispose()
 

@@ -1,0 +1,221 @@
+"""The pipelines declared once: wiring checked at declaration, the same steps run by the
+command line and built into Airflow tasks, the task boundary (value-free, data errors fail at
+once, infrastructure errors retry), each task importing only what its step needs."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+import traceback
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from ctdc_harmonizer.errors import CoverageError, ExtractError, InfrastructureError
+from ctdc_harmonizer.pipeline import airflow as boundary
+from ctdc_harmonizer.pipeline import local
+from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
+from ctdc_harmonizer.pipeline.declaration import DeclarationError, Pipeline
+from ctdc_harmonizer.run.plan import ReleasePlan
+
+PLANTED = "Zarqa Plantedname"
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    partners: list[str]
+
+
+class Read(BaseModel):
+    partner: str
+    rows: int
+
+
+class Mapped(BaseModel):
+    partner: str
+    rows: int
+
+
+class Combined(BaseModel):
+    rows: int
+
+
+class Counted(BaseModel):
+    rows: int
+    partners: int
+
+
+def make_plan(partners: list[str]) -> Plan:
+    return Plan(partners=partners)
+
+
+def read(plan: Plan, partner: str) -> Read:
+    return Read(partner=partner, rows=len(partner))
+
+
+def map_rows(plan: Plan, read: Read) -> Mapped:
+    return Mapped(partner=read.partner, rows=read.rows * 10)
+
+
+def combine(plan: Plan, mapped: list[Mapped]) -> Combined:
+    return Combined(rows=sum(m.rows for m in mapped))
+
+
+def count(plan: Plan, combined: Combined) -> Counted:
+    return Counted(rows=combined.rows, partners=len(plan.partners))
+
+
+def test_the_annual_update_is_declared_once_and_wired_by_types():
+    order = [step.name for step in ANNUAL_UPDATE.ordered()]
+    assert order == [
+        "plan_release",
+        "stage_partner",
+        "check_staged_contract",
+        "harmonize_partner",
+        "check_codebook_contract",
+        "compare_with_store",
+        "assemble_release",
+        "build_release_folder",
+        "summarize_release",
+        "commit_release",
+        "publish_release_folder",
+        "purge_withdrawn_records",
+        "hand_off_release",
+        "finish_run",
+    ]
+    assert ANNUAL_UPDATE.plan_step.produces is ReleasePlan
+    commit = next(s for s in ANNUAL_UPDATE.ordered() if s.name == "commit_release")
+    sources = {p: i.step.name for p, i in ANNUAL_UPDATE.inputs_of(commit).items()}
+    assert sources == {"assembled": "assemble_release", "folder": "build_release_folder"}
+    assemble = next(s for s in ANNUAL_UPDATE.ordered() if s.name == "assemble_release")
+    assert ANNUAL_UPDATE.inputs_of(assemble)["partners"].collected
+
+
+def test_a_new_step_is_one_function_and_one_line_of_a_declaration():
+    """What docs/architecture.md says: write the function, add it to the declaration; both
+    runners take it from there."""
+    pipeline = Pipeline(
+        name="demo",
+        plan=make_plan,
+        per_partner=(read, map_rows),
+        steps=(combine, count),  # `count`: the new step
+    )
+    results = local.run(pipeline, workers=1, partners=["iom", "ngo"])
+    assert results["count"] == Counted(rows=60, partners=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"steps": (count,)}, "needs combined: Combined, which no earlier step produces"),
+        ({"steps": (combine, combine)}, "declared twice"),
+        ({"per_partner": (read,), "steps": (map_rows,)}, "takes one partner's Read"),
+        ({"per_partner": (), "steps": (read,)}, "takes a partner but is not in the chain"),
+    ],
+)
+def test_a_step_that_does_not_fit_is_refused_where_it_is_declared(kwargs, said):
+    base = {"name": "demo", "plan": make_plan, "per_partner": (read, map_rows)}
+    with pytest.raises(DeclarationError, match=said):
+        Pipeline(**{**base, **kwargs})
+
+
+def test_the_dag_is_built_from_the_same_declaration(repo_root):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(repo_root / "dags")).dags["ctdc_annual_update"]
+    declared = {s.name for s in ANNUAL_UPDATE.ordered()}
+    chain = {s.name for s in ANNUAL_UPDATE.chain}
+    tasks = {t.split(".")[-1] for t in dag.task_ids}
+    assert declared <= tasks
+    assert {f"partner.{name}" for name in chain} <= set(dag.task_ids)
+    for step in ANNUAL_UPDATE.ordered()[1:]:
+        task_id = f"partner.{step.name}" if step.name in chain else step.name
+        upstream = {t.split(".")[-1] for t in dag.get_task(task_id).upstream_task_ids}
+        for source in ANNUAL_UPDATE.inputs_of(step).values():
+            assert source.step.name in upstream, (step.name, source.step.name)
+    # the approval sits between the steps and the gated ones
+    assert "summarize_release" in dag.get_task("approve").upstream_task_ids
+    assert "approve" in dag.get_task("commit_release").upstream_task_ids
+
+
+# --- the task boundary ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        (CoverageError("too many unknown values"), False),
+        (ExtractError("iom", "x.csv", "cannot be read"), False),
+        (KeyError(PLANTED), False),
+        (InfrastructureError("database busy"), True),
+        (OSError(errno.EIO, "Input/output error"), True),
+    ],
+)
+def test_the_boundary_fails_data_errors_fast_and_retries_infrastructure(exc, retry):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    def step(plan):
+        raise exc
+
+    guarded = boundary.boundary(step)
+    expected = boundary.RetryableStepError if retry else AirflowFailException
+    with pytest.raises(expected) as caught:
+        guarded({})
+    assert not isinstance(caught.value, AirflowFailException) if retry else True
+    # What Airflow logs is the traceback: it must not carry the original message.
+    printed = "".join(traceback.format_exception(caught.value))
+    assert PLANTED not in printed
+    assert caught.value.__suppress_context__
+
+
+def test_the_boundary_types_xcom_dicts_and_returns_plain_dicts():
+    """XCom carries dicts; a step sees its typed inputs, a list of results included."""
+    seen = []
+
+    def step(plan: Plan, mapped: list[Mapped]) -> Combined:
+        seen.append((plan, mapped))
+        return combine(plan, mapped)
+
+    xcom_plan = {"partners": ["iom", "hotline"]}
+    xcom_mapped = [{"partner": "iom", "rows": 3}, {"partner": "hotline", "rows": 4}]
+    result = boundary.boundary(step)(xcom_plan, mapped=xcom_mapped)
+    assert isinstance(seen[0][0], Plan) and all(isinstance(m, Mapped) for m in seen[0][1])
+    assert result == {"rows": 7}
+
+
+def test_a_malformed_plan_in_xcom_fails_fast_without_quoting_it():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    def step(plan: ReleasePlan) -> dict:
+        return {}
+
+    with pytest.raises(AirflowFailException) as caught:
+        boundary.boundary(step)({"release": PLANTED})
+    assert PLANTED not in str(caught.value) and "ValidationError" in str(caught.value)
+
+
+def test_each_task_imports_only_what_its_step_needs():
+    """The DAG file imports the declaration: that loads no stage library. A task pays its own
+    step's imports when it runs (about a second for pandas and pandera): the teardown loads no
+    pandas, the partner chain no Great Expectations."""
+    heavy = "print(sorted(m for m in ('pandas', 'great_expectations') if m in sys.modules))"
+    code = {
+        "declaration": "import sys; import ctdc_harmonizer.pipeline.annual_update; " + heavy,
+        "teardown": (
+            "import sys; from ctdc_harmonizer.pipeline.annual_update import finish_run; "
+            "from ctdc_harmonizer.run.plan import ReleasePlan; "
+            "finish_run(ReleasePlan(release='r', landing='/l', out='/o', partners=[])); " + heavy
+        ),
+        "chain": (
+            "import sys; from ctdc_harmonizer.pipeline.annual_update import partner_chain; "
+            "from ctdc_harmonizer.harmonize import mapper, contracts; " + heavy
+        ),
+    }
+    loaded = {
+        name: subprocess.run(
+            [sys.executable, "-c", text], capture_output=True, text=True, check=True
+        ).stdout.split("\n")[-2]
+        for name, text in code.items()
+    }
+    assert loaded == {"declaration": "[]", "teardown": "[]", "chain": "['pandas']"}
