@@ -25,14 +25,16 @@ from s3_emulator import EmulatorUnavailable, S3Emulator, free_port
 
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.errors import CtdcError, ReleaseLockedError
-from ctdc_harmonizer.run import local, steps, storage
+from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.run import storage
 from ctdc_harmonizer.run import plan as planning
+from ctdc_harmonizer.run.finish import finish_run
 from ctdc_harmonizer.safety import is_infrastructure
 
 PARTNERS = ["hotline", "iom"]  # iom's MiMOSA records carry linkage hashes
 RELEASE = "2025"
 PREFIX = "ctdc-work"
-STAGED_NAMES = {"staged.parquet", "private.parquet", "harmonized.parquet", "outcomes.parquet"}
+STAGED_NAMES = {"staged.parquet", "keys.parquet", "harmonized.parquet", "outcomes.parquet"}
 
 
 @pytest.fixture(scope="module")
@@ -88,23 +90,26 @@ def run(landing: Path, out: Path, workers: int = 2):
     )
 
 
-def spy_on_combine(monkeypatch, emulator) -> dict:
-    """Before `combine` (in the main process, after both partner chains ran in their own
-    processes): what the bucket and the local work folder hold."""
-    seen: dict = {}
-    combine = steps.combine
+def spy_on_assemble(monkeypatch, emulator, out: Path) -> dict:
+    """When the release is assembled (in the main process, after both partner chains ran in
+    their own processes): what the bucket and the local work folder hold."""
+    from ctdc_harmonizer.store import identity
 
-    def spying(plan):
-        seen["plan"] = plan
+    seen: dict = {}
+    release_order = identity.release_order
+
+    def spying(label, identities):
         seen["objects"] = emulator.objects()
         seen["private"] = {
-            key: emulator.read(key) for key in seen["objects"] if key.endswith("private.parquet")
+            key: emulator.read(key) for key in seen["objects"] if key.endswith("keys.parquet")
         }
-        local_work = Path(plan.local_dir)
-        seen["local_files"] = [p for p in local_work.rglob("*") if p.is_file()]
-        return combine(plan)
+        local_work = out / ".work" / RELEASE
+        seen["local_files"] = [
+            p for p in local_work.rglob("*") if p.is_file() and "release" not in p.parts
+        ]
+        return release_order(label, identities)
 
-    monkeypatch.setattr(steps, "combine", spying)
+    monkeypatch.setattr(identity, "release_order", spying)
     return seen
 
 
@@ -116,7 +121,7 @@ def test_a_run_with_intermediates_on_s3_gives_the_same_release(
 ):
     emulator = s3_env
     reference = run(landing, tmp_path / "local-out")
-    seen = spy_on_combine(monkeypatch, emulator)
+    seen = spy_on_assemble(monkeypatch, emulator, tmp_path / "s3-out")
     monkeypatch.setenv(storage.WORK_URL_ENV, emulator.url(PREFIX))
     remote = run(landing, tmp_path / "s3-out")
 
@@ -128,7 +133,7 @@ def test_a_run_with_intermediates_on_s3_gives_the_same_release(
     assert release_files(tmp_path / "s3-out" / RELEASE) == local_files
 
     # The partner chains (two worker processes) handed their frames over through the bucket.
-    plan = seen["plan"]
+    plan = remote.plan
     out_id = hashlib.sha256(str((tmp_path / "s3-out").resolve()).encode()).hexdigest()[:12]
     run_prefix = f"{PREFIX}/{out_id}/{RELEASE}"
     assert plan.work_dir == f"s3://{emulator.bucket}/{run_prefix}"
@@ -136,7 +141,7 @@ def test_a_run_with_intermediates_on_s3_gives_the_same_release(
     assert f"{run_prefix}/plan.json" in objects
     for partner in PARTNERS:
         for name in STAGED_NAMES:
-            assert f"{run_prefix}/{partner}/{name}" in objects, (partner, name)
+            assert f"{run_prefix}/partners/{partner}/{name}" in objects, (partner, name)
     assert all(key.startswith(run_prefix + "/") for key in objects)
     assert seen["local_files"] == [], "intermediates written to the out folder's file system"
 
@@ -147,12 +152,13 @@ def test_a_run_with_intermediates_on_s3_gives_the_same_release(
 
 def test_a_failed_run_leaves_nothing_in_the_bucket(s3_env, landing, tmp_path, monkeypatch):
     emulator = s3_env
-    seen = spy_on_combine(monkeypatch, emulator)
+    seen = spy_on_assemble(monkeypatch, emulator, tmp_path / "out")
 
-    def broken(plan):
+    def broken(*args):
         raise CtdcError("release step failed (test)")
 
-    monkeypatch.setattr(steps, "start_warehouse_load", broken)  # after combine, in this process
+    # after the release is assembled, in this process
+    monkeypatch.setattr("ctdc_harmonizer.release.folder.build_release", broken)
     monkeypatch.setenv(storage.WORK_URL_ENV, emulator.url(PREFIX))
     with pytest.raises(CtdcError, match="release step failed"):
         run(landing, tmp_path / "out")
@@ -171,24 +177,24 @@ def test_a_rerun_starts_from_an_empty_prefix_and_the_teardown_empties_it(s3_env,
     emulator = s3_env
     out = tmp_path / "out"
     prefix = storage.run_prefix(PREFIX, out, RELEASE)
-    emulator.put(f"{prefix}/iom/staged.parquet", b"left by a crashed run")
+    emulator.put(f"{prefix}/partners/iom/staged.parquet", b"left by a crashed run")
     emulator.put(f"{prefix}-rc1/iom/staged.parquet", b"another release's")  # not ours
     emulator.put(f"{PREFIX}/0123456789ab/{RELEASE}/plan.json", b"another out folder's")
     url = emulator.url(PREFIX)
-    plan = planning.plan_run(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
+    plan = planning.plan_release(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
     try:
         assert emulator.objects(prefix) == [f"{prefix}/plan.json"]
         assert plan.work.exists("plan.json") and not plan.work.partner("iom").exists(
             "staged.parquet"
         )
     finally:
-        finished = steps.finish_run(plan)
+        finished = finish_run(plan)
     assert finished.work_folder_removed is True
     assert emulator.objects(prefix) == []
     assert emulator.objects() == sorted(
         [f"{prefix}-rc1/iom/staged.parquet", f"{PREFIX}/0123456789ab/{RELEASE}/plan.json"]
     )
-    assert steps.finish_run(plan).work_folder_removed is False  # idempotent
+    assert finish_run(plan).work_folder_removed is False  # idempotent
 
 
 def test_a_teardown_that_cannot_remove_the_prefix_keeps_the_lock(
@@ -203,7 +209,7 @@ def test_a_teardown_that_cannot_remove_the_prefix_keeps_the_lock(
     url = emulator.url(PREFIX)
     owner = "ctdc_annual_update/run_1"
     args = (str(landing), str(tmp_path / "out"), RELEASE, PARTNERS)
-    plan = planning.plan_run(*args, lock_owner=owner, work_url=url)
+    plan = planning.plan_release(*args, lock_owner=owner, work_url=url)
     prefix = plan.work_dir.removeprefix(f"s3://{emulator.bucket}/")
 
     def unreachable(*args, **kwargs):
@@ -212,16 +218,16 @@ def test_a_teardown_that_cannot_remove_the_prefix_keeps_the_lock(
     with monkeypatch.context() as patched:  # fsspec binds sync methods per instance
         patched.setattr(plan.work.root.fs, "rm", unreachable)
         with pytest.raises(CtdcError) as err:
-            steps.finish_run(plan)
+            finish_run(plan)
     assert is_infrastructure(err.value)
     assert "EndpointConnectionError" in str(err.value) and emulator.secret not in str(err.value)
     assert emulator.objects(prefix) == [f"{prefix}/plan.json"]
     with pytest.raises(ReleaseLockedError, match=owner):
-        planning.plan_run(*args, lock_owner="ctdc_annual_update/run_2", work_url=url)
-    assert steps.finish_run(plan).work_folder_removed is True
+        planning.plan_release(*args, lock_owner="ctdc_annual_update/run_2", work_url=url)
+    assert finish_run(plan).work_folder_removed is True
     assert emulator.objects() == []
-    second = planning.plan_run(*args, lock_owner="ctdc_annual_update/run_2", work_url=url)
-    steps.finish_run(second)
+    second = planning.plan_release(*args, lock_owner="ctdc_annual_update/run_2", work_url=url)
+    finish_run(second)
 
 
 # --- what the plan keeps, what logs show ---------------------------------------------------
@@ -233,15 +239,15 @@ def test_no_secret_in_the_plan_and_no_object_content_in_logs(
     """The plan (XCom, plan.json) holds the URL and no credential; with every logger at DEBUG,
     neither the secret key nor a pseudonym or linkage hash stored in the bucket is logged."""
     emulator = s3_env
-    seen = spy_on_combine(monkeypatch, emulator)
+    seen = spy_on_assemble(monkeypatch, emulator, tmp_path / "out")
     monkeypatch.setenv(storage.WORK_URL_ENV, emulator.url(PREFIX))
     caplog.set_level(logging.DEBUG)
     for name in ("botocore", "aiobotocore", "s3fs", "fsspec"):
         logging.getLogger(name).setLevel(logging.NOTSET)  # as a DEBUG deployment would have
-    run(landing, tmp_path / "out", workers=1)  # in this process: its logs are captured
+    done = run(landing, tmp_path / "out", workers=1)  # in this process: its logs are captured
 
-    plan = seen["plan"]
-    xcom = json.dumps(plan.to_xcom())
+    plan = done.plan
+    xcom = json.dumps(plan.model_dump(mode="json", exclude_none=True))
     assert emulator.secret not in xcom and emulator.key_id not in xcom
     assert json.loads(xcom)["work_dir"] == plan.work_dir
     hashes = set()
@@ -281,7 +287,7 @@ def test_an_unusable_work_url_fails_the_plan_before_any_work(
 ):
     out = tmp_path / "out"
     with pytest.raises(CtdcError) as err:
-        planning.plan_run(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
+        planning.plan_release(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
     message = str(err.value)
     assert said in message and "CTDC_WORK_URL" in message
     assert "s3cr3t" not in message and "AKIAPLANTED" not in message
@@ -298,7 +304,9 @@ def test_an_unreachable_store_is_an_infrastructure_error(s3_env, landing, tmp_pa
     s3fs.S3FileSystem.clear_instance_cache()
     out = tmp_path / "out"
     with pytest.raises(CtdcError) as err:
-        planning.plan_run(str(landing), str(out), RELEASE, PARTNERS, work_url="s3://ctdc-work/x")
+        planning.plan_release(
+            str(landing), str(out), RELEASE, PARTNERS, work_url="s3://ctdc-work/x"
+        )
     assert is_infrastructure(err.value)
     assert "cannot reach s3://ctdc-work/x (EndpointConnectionError)" in str(err.value)
     assert s3_env.secret not in str(err.value) and err.value.__cause__ is None
@@ -312,7 +320,7 @@ def test_missing_credentials_are_a_setting_error(s3_env, landing, tmp_path, monk
         monkeypatch.delenv(name)
     s3fs.S3FileSystem.clear_instance_cache()
     with pytest.raises(CtdcError) as err:
-        planning.plan_run(
+        planning.plan_release(
             str(landing), str(tmp_path / "out"), RELEASE, PARTNERS, work_url="s3://ctdc-work/x"
         )
     assert "NoCredentialsError" in str(err.value) and not is_infrastructure(err.value)
@@ -398,19 +406,20 @@ def test_the_command_line_reads_the_work_url_from_the_environment(
 
 
 def test_the_dag_param_work_wins_over_the_environment(s3_env, landing, tmp_path, monkeypatch):
-    """The DAG's `plan` task passes its params to plan_scheduled_run: `work` names the store,
+    """The DAG's `plan_release` task passes its params to plan_scheduled_release: `work` names
+    the store,
     empty means $CTDC_WORK_URL (and without it, the out folder)."""
     monkeypatch.setenv(storage.WORK_URL_ENV, s3_env.url("from-env"))
     args = (RELEASE, str(landing), str(tmp_path / "out"), PARTNERS, "2026-03-01")
     for work, prefix in ((s3_env.url("from-param"), "from-param/"), (None, "from-env/")):
-        plan = planning.plan_scheduled_run(*args, lock_owner="dag/run", work=work)
+        plan = planning.plan_scheduled_release(*args, lock_owner="dag/run", work=work)
         try:
             assert plan.work_dir.startswith(f"s3://{s3_env.bucket}/{prefix}")
             assert s3_env.objects(prefix)  # plan.json
         finally:
-            steps.finish_run(plan)
+            finish_run(plan)
     monkeypatch.delenv(storage.WORK_URL_ENV)
-    plan = planning.plan_scheduled_run(*args, lock_owner="dag/run", work="")
-    steps.finish_run(plan)
+    plan = planning.plan_scheduled_release(*args, lock_owner="dag/run", work="")
+    finish_run(plan)
     assert plan.work_dir == str(tmp_path.resolve() / "out" / ".work" / RELEASE)
     assert s3_env.objects() == []
