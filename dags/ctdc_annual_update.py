@@ -117,9 +117,10 @@ def ctdc_annual_update():
 
     # The asset event's extra is the synthesis DAG's contract: release, rows, handoff, sha256.
     @task(outlets=[RELEASE])
-    def announce_release(handed: dict, outlet_events=None) -> dict:
-        outlet_events[RELEASE].extra = handed
-        return handed
+    def announce_release(handed: dict, published: dict, outlet_events=None) -> dict:
+        extra = {**handed, "report": published["release_dir"]}
+        outlet_events[RELEASE].extra = extra
+        return extra
 
     @task(trigger_rule="all_done", retries=0)
     def outcome(ti=None) -> str:
@@ -130,7 +131,8 @@ def ctdc_annual_update():
         decision = None if handed else ti.xcom_pull(task_ids="approve", key=DECISION)
         return boundary(release_outcome)(summary, handed, decision)
 
-    announce_release(steps["hand_off_release"]) >> outcome() >> steps["finish_run"]
+    announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
+    announced >> outcome() >> steps["finish_run"]
 
 
 ctdc_annual_update()

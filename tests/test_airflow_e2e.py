@@ -221,6 +221,7 @@ def test_asset_event_carries_release_rows_and_report(dag_run, metadata_db):
     assert extra == {
         "release": RELEASE,
         "rows": rows,
+        "report": str(dag_run.out / RELEASE),
         "handoff": str(handoff),
         "manifest_sha256": manifest,
     }

@@ -89,12 +89,12 @@ def test_map_fails_at_once_and_the_run_is_cleaned_up(shifted_run, metadata_db):
 
     assert shifted_run.state == "failed"
     states = tasks(metadata_db, shifted_run.run_id)
-    assert states["partner.map"] == ("failed", 1), states  # no retry of a data error
-    assert states["partner.read"][0] == "success"
-    assert states["cleanup"][0] == "success", states  # the teardown ran on failure
+    assert states["partner.harmonize_partner"] == ("failed", 1), states  # no retry of a data error
+    assert states["partner.stage_partner"][0] == "success"
+    assert states["finish_run"][0] == "success", states  # the teardown ran on failure
     assert not (shifted_run.out / ".work" / RELEASE).exists()
     assert not (shifted_run.out / RELEASE).exists()
-    assert locks.lock_path(shifted_run.out, RELEASE).read_text() == ""
+    assert locks.lock_path(shifted_run.out, "store").read_text() == ""  # the lease is free
     if shifted_run.output:
         assert "mimosa_gender:" in shifted_run.output  # the gate names the field, with counts
 
@@ -115,7 +115,7 @@ def test_no_planted_name_in_xcom_or_metadata_db(shifted_run, metadata_db):
             (DAG_ID, shifted_run.run_id),
         ).fetchall()
         dump = "\n".join(conn.iterdump())
-    assert {"plan", "partner.read"} <= {task for task, _ in xcoms}
+    assert {"plan_release", "partner.stage_partner"} <= {task for task, _ in xcoms}
     assert found("\n".join(str(value) for _, value in xcoms)) == []
     raw = metadata_db.read_bytes().decode("utf-8", errors="ignore")
     assert found(dump + raw) == []

@@ -1,5 +1,6 @@
 """The approval gate's decisions: published only after Approve; a rejection or no answer leaves
-the release unpublished and the run says so (the `outcome` task fails with the reason)."""
+the store and every published release as they were, and the run says so (the `outcome` task
+fails with the reason)."""
 
 from __future__ import annotations
 
@@ -24,23 +25,26 @@ def outcome(dag, xcoms: dict):
 
 
 def test_published_after_approval(dag):
-    published = {"release": "2025", "rows": 10, "report": "/r/2025"}
-    assert outcome(dag, {"summarize": SUMMARY, "publish": published}) == "release 2025 published"
+    handed = {"release": "2025", "rows": 10, "handoff": "/r/handoff/2025"}
+    done = outcome(dag, {"summarize_release": SUMMARY, "announce_release": handed})
+    assert done == "release 2025 committed, published and handed to synthesis"
 
 
 def test_rejection_is_named_with_who_rejected(dag):
     from airflow.sdk.exceptions import AirflowFailException
 
     decision = {"chosen": ["Reject"], "by": "alice"}
-    with pytest.raises(AirflowFailException, match="release 2025 NOT published: rejected by alice"):
-        outcome(dag, {"summarize": SUMMARY, "approve": decision})
+    said = "release 2025 NOT committed nor published: rejected by alice"
+    with pytest.raises(AirflowFailException, match=said):
+        outcome(dag, {"summarize_release": SUMMARY, "approve": decision})
 
 
 def test_no_answer_is_no_approval(dag):
     from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match="release 2025 NOT published: no approval"):
-        outcome(dag, {"summarize": SUMMARY})
+    said = "release 2025 NOT committed nor published: no approval"
+    with pytest.raises(AirflowFailException, match=said):
+        outcome(dag, {"summarize_release": SUMMARY})
     with pytest.raises(AirflowFailException, match="an earlier step failed"):
         outcome(dag, {})
 
@@ -60,7 +64,8 @@ def test_the_decision_is_recorded_before_a_rejection_skips_publish(dag):
     with pytest.raises(DownstreamTasksSkipped):
         approve.execute_complete({"ti": ti, "task": approve}, event)
     assert pushed["decision"] == {"chosen": ["Reject"], "by": "bob"}
-    assert pushed["skipmixin_key"] == {"skipped": ["publish"]}  # Airflow skips publish
+    # Airflow skips what follows: nothing is committed, published or handed off
+    assert pushed["skipmixin_key"] == {"skipped": ["commit_release"]}
 
 
 def test_approval_waits_a_week_with_no_default_answer(dag):
@@ -69,4 +74,4 @@ def test_approval_waits_a_week_with_no_default_answer(dag):
     assert approve.defaults is None  # a timeout never approves by itself
     assert approve.response_timeout == timedelta(days=7)
     assert approve.retries == 0
-    assert "summarize" in approve.body  # the headline counts of the run
+    assert "summarize_release" in approve.body  # the headline counts of the run

@@ -19,14 +19,18 @@ PARTNERS = ["hotline", "iom"]
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory):
-    """Two releases in one folder: 2024 with both partners, 2025 with iom only."""
+    """Two releases in one folder: 2024 with both partners, 2025 with a new IOM extract (the
+    hotline carried forward)."""
     root = tmp_path_factory.mktemp("report")
     for partner in PARTNERS:
         samples.generate(partner, root / "landing", n=60, seed=11)
     out = root / "out"
     run_annual_update(str(root / "landing"), str(out), "2024", PARTNERS, workers=1)
     time.sleep(0.05)  # distinct modification times: the order of releases
-    run_annual_update(str(root / "landing"), str(out), "2025", ["iom"], workers=1)
+    samples.generate("iom", root / "landing", n=70, seed=12)  # IOM's whole new dataset
+    run_annual_update(
+        str(root / "landing"), str(out), "2025", ["iom"], workers=1, accept_retirements=["iom"]
+    )
     return root, out
 
 
@@ -58,14 +62,14 @@ def test_change_against_the_previous_release(releases):
     change = report.build(out / "2025", out / "2024")["change"]
     assert change["previous"] == "2024"
     partners = {p["partner"]: p for p in change["partners"]}
-    assert partners["hotline"]["harmonized"] == 0  # did not take part in 2025
-    assert partners["hotline"]["delta"] == -partners["hotline"]["harmonized_previous"] < 0
-    assert partners["iom"]["delta"] == 0  # same extract both years
+    # The hotline did not deliver in 2025: carried forward, nothing lost.
+    assert partners["hotline"]["delta"] == 0 and partners["hotline"]["released"] > 0
+    assert partners["iom"]["delta"] != 0  # a new dataset
     by_variable: dict[str, int] = {}
     for row in change["variables"]:
         by_variable[row["variable"]] = by_variable.get(row["variable"], 0) + row["delta"]
     # Every variable has one value per row: the changes of each add up to the row change.
-    assert set(by_variable.values()) == {partners["hotline"]["delta"]}
+    assert set(by_variable.values()) == {partners["iom"]["delta"]}
 
 
 def test_headline_is_markdown_counts(releases):
@@ -73,7 +77,7 @@ def test_headline_is_markdown_counts(releases):
     head = report.headline(out / "2024")
     assert head["release"] == "2024" and head["report"] == str(out / "2024")
     assert head["partners"] == {
-        r["partner"]: r["harmonized"] for r in report.build(out / "2024")["reconciliation"]
+        r["partner"]: r["released"] for r in report.build(out / "2024")["reconciliation"]
     }
     assert "| hotline |" in head["body"] and "| iom |" in head["body"]
     json.dumps(head)  # travels through XCom

@@ -197,7 +197,8 @@ def test_reconciliations_hold_over_time(years):
             ledger = entry["records"]
             retired = sum(ledger["retired"].values())
             assert (
-                ledger["previous"] + ledger["added"] - retired - ledger["erased"] == ledger["current"]
+                ledger["previous"] + ledger["added"] - retired - ledger["erased"]
+                == ledger["current"]
             )
             assert ledger["current"] == ledger["released"] + ledger["held_back"] + ledger["merged"]
             for file in (entry["files"] or {}).values():

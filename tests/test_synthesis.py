@@ -114,7 +114,8 @@ def test_handoff_holds_exactly_table_and_manifest(handed_off):
     manifest_digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     assert handed_off["manifest_sha256"] == manifest_digest
     assert verify_handoff(folder, RELEASE, manifest_digest).rows == 400
-    assert write_handoff(folder.parent)["manifest_sha256"] == manifest_digest  # reproducible
+    release_dir = folder.parent.parent / RELEASE  # <out>/handoff/<release> beside <out>/<release>
+    assert write_handoff(release_dir)["manifest_sha256"] == manifest_digest  # reproducible
 
 
 def test_one_changed_byte_is_refused_and_nothing_is_published(handed_off):

@@ -134,7 +134,7 @@ def test_asset_event_carries_the_handoff_contract(annual_run, metadata_db):  # n
         extras = [json.loads(e) for (e,) in conn.execute("SELECT extra FROM asset_event")]
     extra = next(e for e in extras if e.get("release") == RELEASE)
     assert set(extra) == {"release", "rows", "handoff", "manifest_sha256", "report"}
-    assert Path(extra["handoff"]) == annual_run.resolve() / RELEASE / "handoff"
+    assert Path(extra["handoff"]) == annual_run.resolve() / "handoff" / RELEASE
     assert Path(extra["report"]) == annual_run.resolve() / RELEASE  # the release report's folder
     assert extra["rows"] == len(pd.read_parquet(Path(extra["handoff"]) / "harmonized.parquet"))
 

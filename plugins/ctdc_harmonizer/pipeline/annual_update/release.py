@@ -134,7 +134,6 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
         }
     recon = reconcile(plan.release, ledgers)
     recon["sequence"] = plan.sequence
-    recon["replaces"] = plan.replaces
     recon["overlaps"] = linked.summary
     work = plan.work
     work.write_frame(work.RECORDS, table)
