@@ -146,6 +146,10 @@ def rerun_with_other_label_after_failure(env: Env) -> None:
 def two_releases_same_out(env: Env) -> None:
     assert in_process_run(env) == 0
     env.release = "2025-rc2"
+    # A new release needs something new: IOM delivers its extract again (a byte changed, the
+    # same records), so its unchanged records are compared with the store.
+    for extract in (env.landing / P).glob("iom_case_export_*.csv"):
+        extract.write_bytes(extract.read_bytes() + b"\n")
 
 
 def both_releases_complete(result) -> None:

@@ -45,8 +45,23 @@ class MappingResult:
     issues: pd.DataFrame  # partner, field, issue, count
     unknown_rows: pd.DataFrame  # field, rows (rows carrying >= 1 unknown value), for the gate
     # Per staged row and source field: the mapping could not use the value (unknown to it,
-    # unreadable). Only fields with such a cell are columns; the store keeps them missing.
+    # unreadable). Only fields with such a cell are columns.
     unusable: pd.DataFrame
+    # Multi-valued coded fields with an unknown token: each such cell with its unknown tokens
+    # replaced by the INVALID marker (the known ones kept, so they map the same again).
+    storable: dict[str, pd.Series]
+
+    def storable_values(self, staged: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+        """What the store may keep of `staged` (the frame this result was mapped from): a value
+        the mapping could not use becomes the INVALID marker (it may be anything: a name
+        typed in the wrong column), known tokens of a multi-valued cell stay."""
+        values = staged.reindex(columns=fields).reset_index(drop=True)
+        for name in fields:
+            if name in self.storable:
+                values[name] = self.storable[name].to_numpy()
+            elif name in self.unusable.columns:
+                values[name] = values[name].mask(self.unusable[name].to_numpy(), INVALID)
+        return values
 
 
 def _first_valid(candidates: list[pd.Series], index: pd.Index, dtype: str = "string") -> pd.Series:
@@ -131,6 +146,25 @@ def _spread_hits(hits: pd.DataFrame, codes_by_field: dict, index: pd.Index) -> d
     return columns
 
 
+def _storable_multi(
+    long: pd.DataFrame, known: np.ndarray, field: str, delimiter: str, codes: np.ndarray
+) -> pd.Series:
+    """Per row, the multi-valued cell of `field` with its unknown tokens replaced by INVALID."""
+    mine = long.loc[(long["field"] == field).to_numpy()].assign(
+        known=known[(long["field"] == field).to_numpy()]
+    )
+    tokens = mine["token"].where(mine["known"], INVALID)
+    joined = (
+        mine.assign(token=tokens)
+        .sort_values(["uid", "pos"], kind="stable")
+        .groupby("uid")["token"]
+        .agg(delimiter.join)
+    )
+    per_uid = np.full(codes.max() + 2 if len(codes) else 1, None, dtype=object)
+    per_uid[joined.index.to_numpy()] = joined.to_numpy(dtype=object)
+    return pd.Series(per_uid[codes], dtype="string")  # -1 (an empty cell) -> trailing None
+
+
 def _apply_reader_rejects(frame: pd.DataFrame, outcome: pd.DataFrame) -> None:
     """Rows the reader could not read whole (e.g. wrong_type) are rejected with its reason."""
     if REJECT not in frame.columns:
@@ -149,6 +183,16 @@ def _apply_inclusion(frame: pd.DataFrame, config: PartnerConfig, outcome: pd.Dat
         hit = keys.isin(excluded_keys).fillna(False)
         hit &= outcome["outcome"] == HARMONIZED
         outcome.loc[hit, ["outcome", "reason", "column"]] = [EXCLUDED, rule.rule, rule.field]
+        # A value the reading could not keep (the store's INVALID marker) cannot say whether
+        # the rule applies: never included.
+        unreadable = (frame[rule.field] == INVALID).fillna(False) & (
+            outcome["outcome"] == HARMONIZED
+        )
+        outcome.loc[unreadable, ["outcome", "reason", "column"]] = [
+            REJECTED,
+            f"unreadable_{rule.rule}",
+            rule.field,
+        ]
 
 
 def _registration_year(
@@ -194,8 +238,12 @@ def map_partner(
     _apply_inclusion(frame, config, outcome)
     work = Derivation(frame, config, codebook)
     year_sources = config.derive[YEAR_VARIABLE]
+    year_candidates = derivations.derive(YEAR_VARIABLE, year_sources, work)
+    for source, candidate in zip(year_sources, year_candidates, strict=True):
+        if candidate.invalid is not None:  # a present but unreadable year: never stored
+            work.mark_unusable(source.field, candidate.invalid)
     year = _registration_year(
-        derivations.derive(YEAR_VARIABLE, year_sources, work),
+        year_candidates,
         year_sources[0].field,
         outcome,
         year_min,
@@ -217,8 +265,16 @@ def map_partner(
     work.unknown.append(
         long.loc[~known, ["field", "token", "weight"]].assign(gid=long.loc[~known, "uid"])
     )
+    storable = {}
     for name, uids in long.loc[~known].groupby("field")["uid"]:
-        work.mark_unusable(name, pd.Series(np.isin(codes_by_field[name], uids.to_numpy())))
+        hit = np.isin(codes_by_field[name], uids.to_numpy())
+        spec = config.field(name)
+        if spec.multi:  # keep the known tokens: they map again as they did
+            storable[name] = _storable_multi(
+                long, known, name, spec.delimiter, codes_by_field[name]
+            )
+        else:
+            work.mark_unusable(name, pd.Series(hit))
     merged = long[known].merge(config.values, on=["field", "key"], how="inner")
     coded = _spread_hits(merged[merged["variable"] != ""], codes_by_field, frame.index)
 
@@ -256,4 +312,5 @@ def map_partner(
             {name: mask.to_numpy(dtype=bool) for name, mask in work.unusable.items()},
             index=frame.index,
         ),
+        storable=storable,
     )

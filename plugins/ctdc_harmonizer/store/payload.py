@@ -3,7 +3,8 @@
 PRIVACY: what goes in is restricted (docs/privacy.md, "The store"): the partner's kept fields
 after de-identification (coded values, country names, years, whole-year ages), and only values
 the mapping used when the record was harmonized; a value it did not know or could not read is
-kept as missing (it may be a name typed into the wrong column). Never a record id, a name, a
+kept as the INVALID marker (it may be a name typed into the wrong column), which harmonizes
+as it did (unknown, unreadable) and never counts as a consent. Never a record id, a name, a
 date, a free-text note.
 
 Built column by column in Arrow: each distinct value is JSON-escaped once, then the objects are

@@ -267,13 +267,11 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     work.write_frame(work.HARMONIZED, harmonized)
     work.write_frame(work.OUTCOMES, outcomes)
     # PRIVACY: what the store keeps of each delivered row: a value the mapping could not use
-    # (unknown to it, unreadable) may be anything, a name typed in the wrong column: dropped.
+    # (unknown to it, unreadable) may be anything, a name typed in the wrong column: it is
+    # kept as the INVALID marker only (harmonize/mapper.py, MappingResult.storable_values).
     ours = parts["delivered"]
     fields = stored_fields(config)
-    values = staged.loc[delivered].reindex(columns=fields).reset_index(drop=True)
-    for name in ours.unusable.columns:
-        if name in values:
-            values[name] = values[name].mask(ours.unusable[name].to_numpy())
+    values = ours.storable_values(staged.loc[delivered], fields)
     work.write_frame(work.PAYLOADS, pd.DataFrame({"payload": encode_payloads(values, fields)}))
     restricted = restrict_unmapped(
         ours.unmapped,
