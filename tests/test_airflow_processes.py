@@ -240,7 +240,7 @@ def approved_run(deployment, browser, screenshots):
     if page is not None:  # what the approver sees before answering
         page.goto(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/required_actions")
         page.get_by_text(request["subject"]).first.click(timeout=60_000)
-        page.get_by_text("harmonized rows").first.wait_for(timeout=30_000)
+        page.get_by_text("records before").first.wait_for(timeout=30_000)
         page.screenshot(path=str(screenshots / "approval.png"), full_page=True)
     report = api.get(f"/ctdc-report/api/runs/{DAG_ID}/{run_id}")
     page = api.get(f"/ctdc-report/runs/{DAG_ID}/{run_id}")
@@ -278,7 +278,7 @@ def test_the_yearly_run_with_nothing_delivered_succeeds(deployment, approved_run
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{scheduled[0]['dag_run_id']}/taskInstances"
     )["task_instances"]
     skipped = {t["task_id"] for t in tis if t["state"] == "skipped"}
-    assert {"combine", "approve", "publish"} <= skipped
+    assert {"assemble_release", "approve", "announce_release"} <= skipped
 
 
 def test_approval_request_shows_headline_counts(approved_run):
@@ -286,8 +286,8 @@ def test_approval_request_shows_headline_counts(approved_run):
     assert request["options"] == ["Approve", "Reject"]
     assert RELEASE in request["subject"]
     body = request["body"]
-    assert all(f"| {p} |" in body for p in PARTNERS)
-    assert "harmonized rows" in body
+    assert all(f"| {p} | delivered" in body for p in PARTNERS)
+    assert "records from" in body and "records before" in body
     assert approved_run["answer"]["chosen_options"] == ["Approve"]
 
 
@@ -306,7 +306,7 @@ def test_run_succeeds_with_partner_named_tasks_and_publish(deployment, approved_
     ]
     states = {(t["task_id"], t["map_index"]): t["state"] for t in tis}
     assert set(states.values()) == {"success"}, states
-    assert {"approve", "publish", "outcome"} <= {task for task, _ in states}
+    assert {"approve", "announce_release", "outcome"} <= {task for task, _ in states}
     names = {t["rendered_map_index"] for t in tis if t["map_index"] >= 0}
     assert names == set(PARTNERS)
 
@@ -362,10 +362,11 @@ def test_asset_event_carries_release_rows_and_report(deployment, approved_run):
     _, api, paths = deployment
     events = api.json("GET", "/api/v2/assets/events", None)["asset_events"]
     mine = [e for e in events if e["source_run_id"] == approved_run["run_id"]]
-    assert [e["source_task_id"] for e in mine] == ["publish"]
+    assert [e["source_task_id"] for e in mine] == ["announce_release"]
     rows = approved_run["report"].json()["rows"]
     report_dir = str((paths["home"] / "releases" / RELEASE).resolve())
-    handoff = Path(report_dir) / "handoff"  # the synthesis contract travels in the same extra
+    # the synthesis contract travels in the same extra
+    handoff = (paths["home"] / "releases" / "handoff" / RELEASE).resolve()
     manifest = hashlib.sha256((handoff / "manifest.json").read_bytes()).hexdigest()
     assert mine[0]["extra"] == {
         "release": RELEASE,

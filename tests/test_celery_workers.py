@@ -5,7 +5,8 @@ throw-away PostgreSQL database; the two partner chains of a run are executed by 
 workers (each takes one task at a time), which hand each other their intermediates through an
 S3 bucket (moto's S3 server, `CTDC_WORK_URL=s3://...`, endpoint and keys in the standard botocore
 variables), not through their shared disk. This run is then REJECTED through the REST API: the
-release stays unpublished (no asset event), the run fails saying so, the data team is e-mailed
+release is neither committed nor published (no asset event), the run fails saying so, the data
+team is e-mailed
 that the run failed, and the teardown empties the bucket. Skipped with a reason when Redis,
 PostgreSQL or the S3 emulator does not answer.
 """
@@ -174,16 +175,16 @@ def test_partner_chains_ran_on_different_workers(celery_deployment, rejected_run
     partner_of = {  # the map index's partner, as the UI names it (map_index_template)
         t["map_index"]: t["rendered_map_index"]
         for t in tis["task_instances"]
-        if t["task_id"] == "partner.read"
+        if t["task_id"] == "partner.stage_partner"
     }
     assert sorted(partner_of.values()) == PARTNERS
     # Which worker takes which task is Celery's choice (a fast task may leave one worker
     # both reads): the partner chains' tasks, together, ran on both workers.
-    steps = ("partner.read", "partner.validate_contract", "partner.map")
+    steps = ("partner.stage_partner", "partner.check_staged_contract", "partner.harmonize_partner")
     chain_workers = {ran[(step, i)] for step in steps for i in partner_of}
     assert len(chain_workers) == 2, f"the partner chains ran on one worker only: {ran}"
-    # combine, on one worker, read the frames the other worker's chain had written.
-    combiner = ran[("combine", -1)]
+    # assemble_release, on one worker, read the frames the other worker's chain had written.
+    combiner = ran[("assemble_release", -1)]
     assert any(ran[(step, i)] != combiner for step in steps for i in partner_of), ran
 
 
@@ -196,9 +197,9 @@ def test_workers_exchanged_intermediates_through_the_bucket(celery_deployment, r
     requests = re.sub(r"\x1b\[[0-9;]*m", "", log)  # werkzeug colours some status lines
     prefix = re.escape(f"/{s3.bucket}/{WORK_PREFIX}/") + r"[0-9a-f]{12}/" + re.escape(RELEASE)
     for partner in PARTNERS:
-        for frame in ("staged.parquet", "private.parquet", "harmonized.parquet"):
-            put = re.compile(rf'"PUT {prefix}/{partner}/{frame} HTTP/1.1" 200')
-            get = re.compile(rf'"GET {prefix}/{partner}/{frame} HTTP/1.1" 20[06]')
+        for frame in ("staged.parquet", "keys.parquet", "harmonized.parquet"):
+            put = re.compile(rf'"PUT {prefix}/partners/{partner}/{frame} HTTP/1.1" 200')
+            get = re.compile(rf'"GET {prefix}/partners/{partner}/{frame} HTTP/1.1" 20[06]')
             assert put.search(requests), (partner, frame, "not written to the bucket")
             assert get.search(requests), (partner, frame, "not read from the bucket")
     assert s3.objects() == [], "intermediates left in the bucket"
@@ -213,7 +214,8 @@ def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment,
     tis = api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
     states = {t["task_id"]: t["state"] for t in tis["task_instances"] if t["map_index"] < 0}
     assert states["approve"] == "success"  # a decision was taken
-    assert states["publish"] == "skipped"
+    assert states["commit_release"] == "skipped"  # nothing committed, nothing published
+    assert states["announce_release"] == "skipped"
     assert states["outcome"] == "failed"
     events = api.json("GET", "/api/v2/assets/events")["asset_events"]
     assert not [e for e in events if e["source_run_id"] == run_id]
@@ -222,7 +224,7 @@ def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment,
         params={"full_content": True},
         headers={"Accept": "application/x-ndjson"},
     ).text
-    assert f"release {RELEASE} NOT published: rejected by admin" in log
+    assert f"release {RELEASE} NOT committed nor published: rejected by admin" in log
     mails = wait_for(
         "the failure alert",
         lambda: [m for m in smtp.messages if m["Subject"].startswith("[CTDC] run failed")],

@@ -18,8 +18,8 @@ import pytest
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.mapping.spec import FieldSpec
-from ctdc_harmonizer.privacy import keys, linkage, pseudonyms
 from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.privacy import keys, linkage, pseudonyms
 from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.samples.people import twin_records
 from databases import postgres_schema

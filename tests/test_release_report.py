@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer import samples
-from ctdc_harmonizer.release import report
 from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.release import report
 
 PARTNERS = ["hotline", "iom"]
 

@@ -9,9 +9,9 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from store_scenario import Scenario, build
 
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.columns import Outcome
@@ -20,7 +20,6 @@ from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.store import changes as rules
 from ctdc_harmonizer.store.identity import identity_keys, release_order
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
-from store_scenario import Scenario, build
 
 KEY = b"k" * 32
 FIXTURE = Path(__file__).parent / "fixtures" / "warehouse_0004_two_releases.sqlite"
@@ -121,7 +120,7 @@ def test_payloads_round_trip():
     assert back["c"].isna().all()  # a field the mapping kept later: missing
 
 
-# --- three years, as partners deliver them ---------------------------------------------------------
+# --- three years, as partners deliver them -------------------------------------------------------
 
 
 def _rows(folder: Path) -> Counter:
@@ -313,7 +312,7 @@ def test_a_rerun_of_the_latest_release_replaces_it_and_is_idempotent(years, tmp_
         _run(scenario.landing(y3), out, scenario.years[0], scenario.mappings(y3))
 
 
-# --- guards -------------------------------------------------------------------------------------
+# --- guards --------------------------------------------------------------------------------------
 
 
 def test_a_full_delivery_retiring_half_a_partner_fails_unless_accepted(tmp_path):
@@ -363,7 +362,7 @@ def test_a_partner_not_delivered_for_long_is_flagged(tmp_path):
     assert "no delivery for 3 release(s)" in done.summary.body
 
 
-# --- a warehouse from before the store -------------------------------------------------------------
+# --- a warehouse from before the store -----------------------------------------------------------
 
 
 def test_a_warehouse_made_before_the_store_upgrades_and_carries_on(tmp_path):

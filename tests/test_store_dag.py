@@ -11,9 +11,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from store_scenario import build
 
 from ctdc_harmonizer.pipeline.local import run_annual_update
-from store_scenario import build
 
 pytestmark = pytest.mark.airflow
 DAG_ID = "ctdc_annual_update"

@@ -344,7 +344,8 @@ def test_a_warehouse_from_before_the_store_upgrades_keeping_its_releases(url: st
     keys = dict(
         run_sql(
             url,
-            "SELECT pseudonym, identity_key FROM case_record WHERE valid_to IS NULL AND pseudonym IS NOT NULL AND entity_id = 1",
+            "SELECT pseudonym, identity_key FROM case_record "
+            "WHERE valid_to IS NULL AND pseudonym IS NOT NULL AND entity_id = 1",
         )
     )
     assert keys == {"a" * 64: "a" * 64}  # a unique pseudonym is the identity: redelivery revises

@@ -27,8 +27,8 @@ from ctdc_harmonizer.ingest.withdrawals import (
 )
 from ctdc_harmonizer.mapping.partner import load_partner
 from ctdc_harmonizer.mapping.spec import FieldSpec
-from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.pipeline.annual_update import stage_partner
+from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.run.workdir import PartnerWork
 from tiny_partner import PARTNER_YAML, row, write_extract, write_partner
 

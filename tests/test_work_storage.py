@@ -26,8 +26,8 @@ from s3_emulator import EmulatorUnavailable, S3Emulator, free_port
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.errors import CtdcError, ReleaseLockedError
 from ctdc_harmonizer.pipeline.local import run_annual_update
-from ctdc_harmonizer.run import storage
 from ctdc_harmonizer.run import plan as planning
+from ctdc_harmonizer.run import storage
 from ctdc_harmonizer.run.finish import finish_run
 from ctdc_harmonizer.safety import is_infrastructure
 

@@ -78,13 +78,17 @@ def run_failed() -> CtdcAlert:
     )
 
 
+SUMMARY = "ti.xcom_pull(task_ids='summarize_release')"
+
+
 def approval_waiting() -> CtdcAlert:
     return _alert(
-        "[CTDC] approval waiting: release {{ ti.xcom_pull(task_ids='summarize_release')['release'] }}",
+        "[CTDC] approval waiting: release {{ " + SUMMARY + "['release'] }}",
         [
-            "Release {{ ti.xcom_pull(task_ids='summarize_release')['release'] }} "
-            "({{ ti.xcom_pull(task_ids='summarize_release')['rows'] }} harmonized rows) waits for "
-            "a data team member to approve or reject its hand-off to synthesis.",
+            "Release {{ " + SUMMARY + "['release'] }} "
+            "({{ " + SUMMARY + "['rows'] }} harmonized rows) waits for a data team member to "
+            "approve or reject: approving commits it to the store, publishes it and hands it "
+            "to synthesis.",
             "Review the release report and decide under Required actions:",
             '<a href="{{ ctdc_run_link }}">{{ ctdc_run_link }}</a>',
         ],

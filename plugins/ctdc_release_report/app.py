@@ -1,7 +1,8 @@
 """Routes of the release report. Every route needs an Airflow user allowed to read the DAG's runs.
 
 A run's release folder is found through what the run itself recorded (the XCom of its
-`summarize` task), never through a path taken from the request.
+`summarize_release` task: the folder built aside, before approval; of its
+`publish_release_folder` task once published), never through a path taken from the request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ctdc_release_report import html
 PREFIX = "/ctdc-report"
 DAG_ID = "ctdc_annual_update"
 SUMMARY_TASK = "summarize_release"
-GATE_TASKS = ("approve", "publish")
+PUBLISH_TASK = "publish_release_folder"
+GATE_TASKS = ("approve", "announce_release")
 
 app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)
 can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
@@ -39,14 +41,17 @@ def _runs(run_id: str | None = None) -> list[dict]:
     found = []
     with create_session() as session:
         for rid, state, run_after in session.execute(runs.order_by(DagRun.run_after)):
-            xcom = session.scalars(
-                select(XComModel).where(
-                    XComModel.dag_id == DAG_ID,
-                    XComModel.run_id == rid,
-                    XComModel.task_id == SUMMARY_TASK,
-                    XComModel.key == "return_value",
-                )
-            ).first()
+            xcom, published = (
+                session.scalars(
+                    select(XComModel).where(
+                        XComModel.dag_id == DAG_ID,
+                        XComModel.run_id == rid,
+                        XComModel.task_id == task,
+                        XComModel.key == "return_value",
+                    )
+                ).first()
+                for task in (SUMMARY_TASK, PUBLISH_TASK)
+            )
             gates = dict(
                 session.execute(
                     select(TaskInstance.task_id, TaskInstance.state).where(
@@ -62,8 +67,11 @@ def _runs(run_id: str | None = None) -> list[dict]:
                     "state": str(getattr(state, "value", state)),
                     "run_after": run_after.isoformat() if run_after else None,
                     "summary": XComModel.deserialize_value(xcom) if xcom else None,
+                    "published_dir": (
+                        XComModel.deserialize_value(published)["release_dir"] if published else None
+                    ),
                     "approval": str(gates.get("approve") or "not reached"),
-                    "published": str(gates.get("publish")) == "success",
+                    "published": str(gates.get("announce_release")) == "success",
                 }
             )
     return found
@@ -78,12 +86,22 @@ def _report(dag_id: str, run_id: str) -> dict:
     if not runs or not runs[0]["summary"]:
         raise HTTPException(404, "this run has not written a release (yet)")
     run = runs[0]
-    release_dir = Path(run["summary"]["report"])
-    if not release_dir.is_dir():
+    release_dir, out = _release_folder(run)
+    if release_dir is None:
         raise HTTPException(404, "the release folder of this run no longer exists")
-    previous = report.previous_release(release_dir.parent, release_dir.name)
-    built = report.build(release_dir, release_dir.parent / previous if previous else None)
-    return built | {"run": {k: v for k, v in run.items() if k != "summary"}}
+    previous = report.previous_release(out, run["summary"]["release"])
+    built = report.build(release_dir, out / previous if previous else None)
+    return built | {"run": {k: v for k, v in run.items() if k not in ("summary", "published_dir")}}
+
+
+def _release_folder(run: dict) -> tuple[Path | None, Path]:
+    """The folder this run's report is read from, and the out folder holding the releases:
+    the published folder once published, else the folder built aside (until the run ends)."""
+    if run["published_dir"] and Path(run["published_dir"]).is_dir():
+        published = Path(run["published_dir"])
+        return published, published.parent
+    staged = Path(run["summary"]["report"])  # <out>/.work/<release>/release
+    return (staged if staged.is_dir() else None), staged.parents[2]
 
 
 def _history() -> list[dict]:

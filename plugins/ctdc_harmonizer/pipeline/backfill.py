@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
 log = logging.getLogger(__name__)
 

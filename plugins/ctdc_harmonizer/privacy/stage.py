@@ -1,7 +1,8 @@
 """What the reading step adds for privacy: pseudonyms, linkage keys, registry erasure.
 
-Called by the staging step (pipeline/annual_update/partner_chain.py) while the identifiers are still in the frame; what
-it returns holds keyed hashes only, kept in the run's private work folder.
+Called by the staging step (pipeline/annual_update/partner_chain.py) while the identifiers are
+still in the frame; what it returns holds keyed hashes only, kept in the run's private work
+folder.
 """
 
 from __future__ import annotations

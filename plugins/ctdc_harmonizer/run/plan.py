@@ -324,10 +324,8 @@ def _plan_partner(
                     config.code, path.name, f"cannot be opened ({os_problem(exc)})"
                 ) from None
         new = [f for f in found if f.sha256 not in ingested]
-        if config.delivery.mode == "full" and new:
-            files = found  # the partner's whole dataset: every file of the folder
-        else:
-            files = new
+        # A full partner's delivery is its whole dataset: then every file of the folder.
+        files = found if config.delivery.mode == "full" and new else new
         for entry in found:
             if entry not in files:
                 not_read[entry.name] = f"already ingested in release {ingested[entry.sha256]}"

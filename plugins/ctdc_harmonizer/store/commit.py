@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import numpy as np
