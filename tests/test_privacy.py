@@ -231,7 +231,7 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
 
 
 def _states(out: Path) -> dict:
-    from ctdc_harmonizer.release.state import release_states
+    from ctdc_harmonizer.release.consistency import release_states
 
     return release_states(out)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from ctdc_harmonizer import cli
+from ctdc_harmonizer.release import consistency as release_state
 from ctdc_harmonizer.release import folder as release_folder
-from ctdc_harmonizer.release import state as release_state
 from ctdc_harmonizer.run import locks
 from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.run.finish import finish_run

@@ -22,7 +22,7 @@ from alembic.migration import MigrationContext
 
 from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
-from ctdc_harmonizer.warehouse.columns import CASE_TABLE, RELEASE_VIEW, release_view_sql
+from ctdc_harmonizer.warehouse.layout import CASE_TABLE, RELEASE_VIEW, release_view_sql
 from ctdc_harmonizer.warehouse.models import Base, case_record_columns
 from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
 from databases import postgres_schema

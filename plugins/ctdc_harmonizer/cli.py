@@ -165,7 +165,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ctdc_harmonizer.release import state
+    from ctdc_harmonizer.release import consistency as state
 
     states = state.release_states(args.out, args.warehouse, only=args.release)
     bad = 0

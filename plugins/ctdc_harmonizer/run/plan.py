@@ -436,7 +436,7 @@ def plan_release(
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.mapping.partner import available_partners
     from ctdc_harmonizer.privacy import keys as privacy_keys
-    from ctdc_harmonizer.release.state import BAD_STATES, release_states
+    from ctdc_harmonizer.release.consistency import BAD_STATES, release_states
     from ctdc_harmonizer.store.state import read_store_state
     from ctdc_harmonizer.warehouse.schema import (
         check_warehouse,
@@ -588,7 +588,7 @@ def plan_scheduled_release(
         label,
         partners or None,
         lock_owner=lock_owner,
-        warehouse_url=os.environ.get("CTDC_WAREHOUSE_URL") or None,
+        warehouse_url=None,  # $CTDC_WAREHOUSE_URL, else the out folder's
         work_url=work or None,
         accept_retirements=accept_retirements,
         # A yearly run before the first delivery: the default landing may not exist yet.

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ctdc_harmonizer.codebook import Codebook
-from ctdc_harmonizer.warehouse.columns import (
+from ctdc_harmonizer.warehouse.layout import (
     AUDIT_TABLE,
     CASE_TABLE,
     DELIVERY_FILE_TABLE,

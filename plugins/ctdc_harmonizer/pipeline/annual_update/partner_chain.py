@@ -323,6 +323,6 @@ def check_codebook_contract(plan: ReleasePlan, harmonized: HarmonizedPartner) ->
 def compare_with_store(plan: ReleasePlan, checked: CheckedHarmonized) -> PartnerChanges:
     """What this partner's delivery and mapping change in the store (store/changes.py): new,
     revised, unchanged, retired, re-harmonized, held back, erased; the retirement guard."""
-    from ctdc_harmonizer.pipeline.annual_update.changes import partner_changes
+    from ctdc_harmonizer.pipeline.annual_update.comparison import partner_changes
 
     return partner_changes(plan, checked.harmonized)
