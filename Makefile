@@ -10,7 +10,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 DEMO_DIR := $(CURDIR)/demo
-RELEASE ?= demo-$(shell date +%Y)
+RELEASE ?= demo-$(shell date +%Y)  # the second year; the first is the year before
 
 .PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps
 
@@ -28,8 +28,10 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.installed
 
-## Generate sample extracts, run the annual update DAG, then the synthesis DAG on its asset event.
+## From a clean demo folder: sample extracts, two years of the annual update DAG (the second
+## with a partner carried forward and a corrected mapping), then the synthesis DAG.
 demo: install
+	rm -rf $(DEMO_DIR)
 	$(PY) -m ctdc_harmonizer.cli generate --out $(DEMO_DIR)/landing --seed 2025
 	$(PY) scripts/run_demo.py --landing $(DEMO_DIR)/landing --out $(DEMO_DIR)/releases --release $(RELEASE)
 	$(PY) scripts/run_synthesis_demo.py --out $(DEMO_DIR)/releases --release $(RELEASE)

@@ -44,7 +44,9 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
     """All synthesis steps in a row, timed (runs in a fresh process per size)."""
     import os
 
-    from ctdc_harmonizer.synthesis import steps
+    from ctdc_harmonizer.pipeline import local
+    from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
+    from ctdc_harmonizer.synthesis.plan import plan_synthesis
 
     os.environ["CTDC_BENCH"] = "1"
     release = f"bench{rows // 1000}k-2025"  # no digits a year could be read from
@@ -54,7 +56,7 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
 
         shutil.rmtree(restricted)
     (root / "warehouse.sqlite").unlink(missing_ok=True)
-    plan = steps.plan_synthesis(release=release, out=str(root))
+    plan = plan_synthesis(release=release, out=str(root))
     config = plan.config.model_copy(
         update={
             "sampling": plan.config.sampling.model_copy(
@@ -64,31 +66,24 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
         }
     )
     plan = plan.model_copy(update={"config": config})
-    timings, results = {}, {}
+    timings, done = {}, {SYNTHESIS.plan_step.name: plan}
     started = time.perf_counter()
-    for step in (
-        steps.verify,
-        steps.disclosure_risk,
-        steps.suppress,
-        steps.fit_aggregates,
-        steps.sample,
-        steps.evaluate,
-        steps.publish,
-    ):
+    for step in SYNTHESIS.release_steps:  # the declared steps, each timed
         t0 = time.perf_counter()
-        results[step.__name__] = step(plan)
-        timings[step.__name__] = round(time.perf_counter() - t0, 2)
+        done[step.name] = local.call_step(SYNTHESIS, step, plan, done)
+        timings[step.name] = round(time.perf_counter() - t0, 2)
     total = round(time.perf_counter() - started, 2)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = {name: r.model_dump() for name, r in done.items() if name != "plan_synthesis"}
     fitted = results["fit_aggregates"]
     return {
-        "rows": results["verify"]["rows"],
+        "rows": results["verify_handoff"]["rows"],
         "seconds_total": total,
         "seconds_by_step": timings,
         "seconds_fit_pacsynth": fitted["fit_seconds"],
         "seconds_pacsynth_sampler": fitted["pacsynth_sample_seconds"],
         "seconds_own_sampler": results["sample"]["sample_seconds"],
-        "pacsynth_sampler_ran": results["verify"]["rows"] <= pacsynth_up_to,
+        "pacsynth_sampler_ran": results["verify_handoff"]["rows"] <= pacsynth_up_to,
         "combinations": fitted["combinations"],
         "peak_rss_mib": round(peak, 1),
         "headline": results["evaluate"],

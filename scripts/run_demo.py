@@ -1,11 +1,19 @@
-"""Run the ctdc_annual_update DAG end to end in this process (what `make demo` does).
+"""Run the ctdc_annual_update DAG end to end in this process (what `make demo` does): two
+consecutive years.
 
 Sets up a local Airflow (AIRFLOW_HOME from the environment, else <repo>/.airflow; SQLite;
 no example DAGs; the repository's dags/ folder), migrates its metadata database when
-needed, runs one DAG run with `dag.test()`, then prints the release folder and the
-reconciliation of its row counts. Exits non-zero when the run fails.
+needed, then runs the DAG with `dag.test()` twice:
 
-    python scripts/run_demo.py --landing demo/landing --out demo/releases --release demo-2025
+1. the year before `--release`: every partner delivers its sample extract;
+2. `--release`: IOM sends its whole dataset again, the hotline an increment, the NGO (HTCDS)
+   nothing, and one row of the NGO's mapping is corrected (a copy of mappings/ in the demo
+   folder): the store carries the NGO forward and harmonizes its history again.
+
+After each run it prints the release folder, the reconciliation and, per partner, whether it
+delivered or was carried forward. Exits non-zero when a run fails.
+
+    python scripts/run_demo.py --landing demo/landing --out demo/releases --release demo-2026
 """
 
 from __future__ import annotations
@@ -85,24 +93,31 @@ def load_dag():
 
 
 def print_summary(release_dir: Path) -> bool:
+    from ctdc_harmonizer.release import report
+
     recon = json.loads((release_dir / "reconciliation.json").read_text(encoding="utf-8"))
-    columns = ["rows_read", "harmonized", "rejected", "excluded", "erased", "duplicates_merged"]
-    header = ["partner", *columns, "unaccounted"]
-    rows = [[p, *(e["totals"][c] for c in header[1:])] for p, e in recon["partners"].items()]
-    rows.append(["TOTAL", *(recon["totals"][c] for c in header[1:])])
+    table = report.reconciliation(release_dir)
+    states = {s["partner"]: s for s in report.partner_states(release_dir)}
+    header = ["partner", "this release", "read", "harmonized", "added", "retired", "records"]
+    rows = []
+    for r in table.itertuples():
+        state = states[r.partner]
+        text = report.STATE_TEXT[state["state"]].format(**{k: v or "-" for k, v in state.items()})
+        rows.append([r.partner, text, r.rows_read, r.harmonized, r.added, r.retired, r.released])
+    rows.append(["TOTAL", "", *(sum(int(row[i]) for row in rows) for i in range(2, 7))])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list) -> str:
         padded = [f"{c!s:>{w}}" for c, w in zip(cells, widths, strict=True)]
-        return "  ".join([f"{cells[0]!s:<{widths[0]}}", *padded[1:]])
+        return "  ".join([f"{cells[0]!s:<{widths[0]}}", f"{cells[1]!s:<{widths[1]}}", *padded[2:]])
 
     print(f"\nRelease folder: {release_dir}")
     for name in sorted(p.name for p in release_dir.iterdir()):
         print(f"  {name}")
-    print(f"\nReconciliation ({recon['invariant']}):")
+    print("\nPer partner (read: rows delivered now; records: in this release):")
     for row in [header, *rows]:
         print(line(row))
-    print(f"Invariant holds: {recon['invariant_holds']}")
+    print(f"Both ledgers hold ({'; '.join(recon['invariants'])}): {recon['invariant_holds']}")
     meta = json.loads((release_dir / "metadata.json").read_text(encoding="utf-8"))
     if meta.get("unmapped_partner_folders"):
         print(
@@ -112,6 +127,27 @@ def print_summary(release_dir: Path) -> bool:
     return bool(recon["invariant_holds"])
 
 
+def previous_label(release: str) -> str:
+    """The year before `release`: demo-2026 -> demo-2025 (a label without a year: <label>-1)."""
+    import re
+
+    found = re.search(r"(19|20)\d{2}", release)
+    if not found:
+        return f"{release}-1"
+    year = int(found.group(0))
+    return release[: found.start()] + str(year - 1) + release[found.end() :]
+
+
+def run_year(dag, conf: dict, out: Path) -> bool:
+    print(f"\nRunning DAG {DAG_ID} for release {conf['release']} ...", flush=True)
+    started = time.monotonic()
+    # The demo approves its own release; a deployed run waits for the data team (approve task).
+    run = dag.test(run_conf=conf, mark_success_pattern="approve")
+    state = str(getattr(run.state, "value", run.state))
+    print(f"DAG run {run.run_id}: {state} in {time.monotonic() - started:.1f} s")
+    return state == "success" and print_summary(out / conf["release"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landing", required=True, type=Path, help="landing folder")
@@ -119,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release", required=True, help="release label, e.g. demo-2025")
     parser.add_argument("--partners", default="", help="comma-separated (default: all found)")
     parser.add_argument(
-        "--no-privacy-step",
+        "--no-second-year",
         action="store_true",
-        help="skip the second release showing withdrawals honoured without withdrawals files",
+        help="run the first year only",
     )
     args = parser.parse_args(argv)
     landing, out = args.landing.resolve(), args.out.resolve()
@@ -131,36 +167,32 @@ def main(argv: list[str] | None = None) -> int:
     migrate_metadata_db()
     quiet_loggers()  # importing Airflow reconfigures logging
     partners = [p for p in args.partners.split(",") if p] or mapped_partners_with_data(landing)
-    # PRIVACY demo step (1/2): a throwaway key; one person recorded by IOM and by the NGO.
+    # PRIVACY demo: a throwaway key; one person recorded by IOM and by the NGO.
     from ctdc_harmonizer.privacy import demo as privacy_demo
+    from ctdc_harmonizer.samples import next_year
 
     privacy_demo.ensure_key()
     if privacy_demo.plant_overlap(landing):
         print("Demo: one IOM beneficiary is also in the NGO's sheet (typos: accent, day/month).")
+    # The demo's own copy of the mappings: its second year corrects one row.
+    mappings = next_year.copy_mappings(REPO_ROOT / "mappings", out.parent / "mappings")
+    os.environ["CTDC_MAPPINGS_DIR"] = str(mappings)
     dag = load_dag()
     for task in dag.tasks:
         task.retries = 0  # data errors fail at once anyway; a demo does not wait on infra ones
-    conf = {"landing": str(landing), "out": str(out), "release": args.release, "partners": partners}
-    print(f"Running DAG {DAG_ID} (AIRFLOW_HOME={home}) for {', '.join(partners)} ...", flush=True)
-    started = time.monotonic()
-    # The demo approves its own release; a deployed run waits for the data team (approve task).
-    run = dag.test(run_conf=conf, mark_success_pattern="approve")
-    state = str(getattr(run.state, "value", run.state))
-    print(f"\nDAG run {run.run_id}: {state} in {time.monotonic() - started:.1f} s")
-    if state != "success":
+    first = previous_label(args.release)
+    conf = {"landing": str(landing), "out": str(out), "partners": partners}
+    print(f"AIRFLOW_HOME={home}; partners: {', '.join(partners)}")
+    if not run_year(dag, {**conf, "release": first}, out):
         return 1
-    if not print_summary(out / args.release):
-        return 1
-    if args.no_privacy_step:
+    if args.no_second_year:
         return 0
-    # PRIVACY demo step (2/2): the next release, the partners' withdrawals files gone.
-    following = f"{args.release}-next"
-    removed = privacy_demo.take_away_withdrawal_files(landing)
-    print(f"\nRunning release {following} with {removed} withdrawals file(s) removed ...")
-    run = dag.test(run_conf={**conf, "release": following}, mark_success_pattern="approve")
-    if str(getattr(run.state, "value", run.state)) != "success":
+    done = next_year.next_year(landing)
+    next_year.correct_mapping(mappings)
+    print(f"\nA year later: {'; '.join(f'{p}: {what}' for p, what in done.items())}.")
+    if not run_year(dag, {**conf, "release": args.release}, out):
         return 1
-    print("\n".join(privacy_demo.summary(out, args.release, following)))
+    print("\n".join(privacy_demo.summary(out, first, args.release)))
     return 0
 
 

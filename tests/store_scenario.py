@@ -15,7 +15,6 @@ read to give the same release: every file still in force, and every withdrawal s
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import shutil
@@ -23,13 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctdc_harmonizer import samples
+from ctdc_harmonizer.samples import next_year
 
 REPO_MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 RECORDS = 60
-CORRECTED = (
-    "vic_MethodsOfControl,Restricts financial access,meansDenyBasicNeeds,",
-    "vic_MethodsOfControl,Restricts financial access,meansDebtBondageEarnings,",
-)
 
 
 @dataclass
@@ -58,39 +54,6 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _iom_re_extract(year1: Path, out: Path, rng: random.Random) -> list[dict]:
-    """IOM's whole dataset a year later: ~8% of cases gone, ~10% revised, 12 new."""
-    source = next(year1.glob("iom_case_export_*.csv"))
-    with source.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    fields = list(rows[0])
-    # A survivor who withdrew stays in IOM's own system: the registry erases them on reading.
-    withdrawn = set((year1 / "withdrawals.csv").read_text(encoding="utf-8").split()[1:])
-    kept = [r for r in rows if r["case_id"] in withdrawn or rng.random() > 0.08]
-    for r in kept:
-        if rng.random() < 0.1:
-            r["mimosa_gender"] = "Male" if r["mimosa_gender"] == "Female" else "Female"
-    new = [dict(r, case_id=f"{r['case_id']}-N") for r in rng.sample(kept, 12)]
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "iom_case_export_2026.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, quoting=csv.QUOTE_ALL)
-        writer.writeheader()
-        writer.writerows(kept + new)
-    return kept + new
-
-
-def _hotline_increment(year1: Path, out: Path, rng: random.Random) -> None:
-    """Next year's reports: 8 earlier reports revised (same report_id), 10 new ones."""
-    source = next(year1.glob("hotline_reports_*.jsonl"))
-    reports = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
-    revised = [dict(r, exploitation_country="Mexico") for r in rng.sample(reports, 8)]
-    new = [dict(r, report_id=f"HL-26-{i:07d}") for i, r in enumerate(rng.sample(reports, 10))]
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "hotline_reports_2026.jsonl").open("w", encoding="utf-8") as f:
-        for report in revised + new:
-            f.write(json.dumps(report) + "\n")
-
-
 def _withdrawals(folder: Path, column: str, values: list[str]) -> None:
     lines = [column, *values]
     (folder / "withdrawals.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -105,16 +68,15 @@ def build(root: Path, seed: int = 16) -> Scenario:
     _copy(REPO_MAPPINGS, scenario.mappings(y1))
     # Year 2: the landing as the team leaves it, with the year's deliveries.
     _copy(scenario.landing(y1), scenario.landing(y2))
-    iom2 = scenario.landing(y2) / "iom"
-    for old in iom2.glob("iom_case_export_*.csv"):
-        old.unlink()  # a full re-extract replaces the old file
-    iom_rows = _iom_re_extract(scenario.landing(y1) / "iom", iom2, rng)
-    _hotline_increment(scenario.landing(y1) / "hotline", scenario.landing(y2) / "hotline", rng)
+    # a full re-extract replaces IOM's old file; the hotline's increment joins its first
+    iom_rows = next_year.iom_re_extract(
+        scenario.landing(y1) / "iom", scenario.landing(y2) / "iom", rng
+    )
+    next_year.hotline_increment(
+        scenario.landing(y1) / "hotline", scenario.landing(y2) / "hotline", rng
+    )
     _copy(scenario.mappings(y1), scenario.mappings(y2))
-    values = scenario.mappings(y2) / "case_management" / "values.csv"
-    text = values.read_text(encoding="utf-8")
-    assert CORRECTED[0] in text
-    values.write_text(text.replace(*CORRECTED), encoding="utf-8")
+    next_year.correct_mapping(scenario.mappings(y2))
     # Year 3: IOM withdraws a year-1 survivor still in its dataset; the hotline stops.
     _copy(scenario.landing(y2), scenario.landing(y3))
     withdrawn = sorted({r["case_id"] for r in iom_rows if not r["case_id"].endswith("-N")})[0]

@@ -18,8 +18,10 @@ import sqlalchemy as sa
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.harmonize.contracts import harmonized_schema_for
+from ctdc_harmonizer.pipeline import local
+from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
 from ctdc_harmonizer.synthesis import fit as fit_mod
-from ctdc_harmonizer.synthesis import steps
+from ctdc_harmonizer.synthesis import plan as steps
 from ctdc_harmonizer.synthesis.config import (
     BudgetConfig,
     DpParams,
@@ -89,7 +91,8 @@ def handed_off(tmp_path: Path) -> dict:
 
 def synthesize(h: dict, **overrides) -> dict:
     kwargs = {"reporting_length": 2, "warehouse_url": h["url"], **overrides}
-    return steps.run_all(release=RELEASE, out=str(h["out"]), **kwargs)
+    done = local.run(SYNTHESIS, release=RELEASE, out=str(h["out"]), **kwargs)
+    return {name: r.model_dump() if hasattr(r, "model_dump") else r for name, r in done.items()}
 
 
 def ledger_rows(url: str) -> list[tuple]:

@@ -28,7 +28,7 @@ DAG_ID = "ctdc_synthesis"
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / f"{DAG_ID}.py"
 RELEASE = "synth-e2e-2025"
 STEPS = [
-    "plan",
+    "plan_synthesis",
     "verify_handoff",
     "disclosure_risk",
     "suppress",
@@ -74,10 +74,11 @@ def test_tasks_run_in_order_one_line_each(dag):
 
 
 def test_parsing_imports_no_heavy_module(repo_root: Path):
+    """The DAG file imports the synthesis's declaration, never pandas, pyarrow or pac-synth."""
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1]); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'pandas', 'pacsynth', 'ctdc_harmonizer'}))"
+        "{'pandas', 'pacsynth', 'pyarrow', 'great_expectations'}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(DAG_FILE)],

@@ -213,9 +213,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
-    from ctdc_harmonizer.synthesis.steps import run_all
+    from ctdc_harmonizer.pipeline import local
+    from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
 
-    result = run_all(
+    result = local.run(
+        SYNTHESIS,
         release=args.release,
         handoff=args.handoff,
         out=args.out,
@@ -225,15 +227,15 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
         seed=args.seed,
         warehouse_url=args.warehouse,
     )
-    fitted, evaluated = result["fit_aggregates"], result["evaluate"]
-    print(f"public dataset: {result['publish']['public_dir']} ({result['publish']['rows']} rows)")
+    fitted, evaluated, public = result["fit_aggregates"], result["evaluate"], result["publish"]
+    print(f"public dataset: {public.public_dir} ({public.rows} rows)")
     print(
-        f"epsilon spent now: {fitted['epsilon_spent_now']:g} "
-        f"(release total {fitted['epsilon_spent_release']:g}; "
-        f"aggregates {'reused' if fitted['reused'] else 'fitted'})"
+        f"epsilon spent now: {fitted.epsilon_spent_now:g} "
+        f"(release total {fitted.epsilon_spent_release:g}; "
+        f"aggregates {'reused' if fitted.reused else 'fitted'})"
     )
-    print(f"mean abs. error vs DP aggregates by length: {evaluated['mae_vs_dp_by_length']}")
-    print(f"comparability report (restricted): {evaluated['report']}")
+    print(f"mean abs. error vs DP aggregates by length: {evaluated.mae_vs_dp_by_length}")
+    print(f"comparability report (restricted): {evaluated.report}")
     return 0
 
 

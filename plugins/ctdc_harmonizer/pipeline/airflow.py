@@ -152,11 +152,11 @@ def pipeline_tasks(
             chain[step.name] = make(plan=plan, partner=partner, **inputs(step, chain))
         return chain[pipeline.chain[-1].name]
 
-    partners = partners_with_work(plan)
     if pipeline.chain:
+        partners = partners_with_work(plan)
         collected = partner_chain.partial(plan=plan).expand(partner=partners)
         outputs[pipeline.chain[-1].name] = collected
-    previous = None
+    previous = None if pipeline.chain else plan
     for step in pipeline.release_steps:
         made = task(_callable(step, label_partner=False), task_id=step.name)(
             plan=plan, **inputs(step, {})

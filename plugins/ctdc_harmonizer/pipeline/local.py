@@ -35,7 +35,9 @@ def _worker_logging() -> None:
         handler.addFilter(ValueFreeTracebacks())
 
 
-def _call(pipeline: Pipeline, step: Step, plan: Any, results: dict[str, Any], **extra: Any) -> Any:
+def call_step(
+    pipeline: Pipeline, step: Step, plan: Any, results: dict[str, Any], **extra: Any
+) -> Any:
     arguments = {PLAN_PARAMETER: plan, **extra}
     for parameter, source in pipeline.inputs_of(step).items():
         arguments[parameter] = results[source.step.name]
@@ -51,7 +53,9 @@ def run_chain(pipeline: Pipeline, plan: Any, partner: str, environment: dict | N
         os.environ.update(environment)
     results: dict[str, Any] = {}
     for step in pipeline.chain:
-        results[step.name] = _call(pipeline, step, plan, results, **{PARTNER_PARAMETER: partner})
+        results[step.name] = call_step(
+            pipeline, step, plan, results, **{PARTNER_PARAMETER: partner}
+        )
     return results[pipeline.chain[-1].name]
 
 
@@ -102,7 +106,7 @@ def run_pipeline(
         results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
     steps = pipeline.release_steps + ([] if until_gate else pipeline.gated_steps)
     for step in steps:
-        results[step.name] = _call(pipeline, step, plan, results)
+        results[step.name] = call_step(pipeline, step, plan, results)
     return results
 
 
@@ -115,7 +119,7 @@ def run(
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lease is given back). A plan with nothing to do runs nothing."""
     plan = pipeline.plan(**plan_arguments)
-    if not plan.partners:
+    if getattr(plan, "nothing_to_do", False):
         return {pipeline.plan_step.name: plan}
     try:
         return run_pipeline(pipeline, plan, workers, until_gate)

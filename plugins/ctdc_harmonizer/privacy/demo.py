@@ -1,6 +1,6 @@
 """The privacy part of the demo (scripts/run_demo.py): a throwaway key, one invented person
-recorded by two partners, and a second release in which the partners' withdrawals files
-are gone but the withdrawals are still honoured (from the registry).
+recorded by two partners, and a second year in which the partners' withdrawals files are not
+read again (already applied) but the withdrawals are still honoured (from the registry).
 
 Demo only: the generated landing folder is edited in place; nothing here runs in a
 deployment.
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctdc_harmonizer.ingest.withdrawals import is_withdrawals_file
 from ctdc_harmonizer.privacy import keys
 
 
@@ -79,26 +78,13 @@ def plant_overlap(landing: Path) -> bool:
     return True
 
 
-def take_away_withdrawal_files(landing: Path) -> int:
-    """The partners 'forget' their withdrawals files in the next delivery."""
-    found = [p for p in landing.glob("*/*") if is_withdrawals_file(p)]
-    for path in found:
-        path.unlink()
-    return len(found)
-
-
 def summary(out: Path, first: str, second: str) -> list[str]:
     lines = ["", "Privacy across releases:"]
-    for label, note in ((first, "withdrawals.csv delivered"), (second, "no withdrawals.csv")):
+    for label, note in ((first, "withdrawals.csv read"), (second, "withdrawals already applied")):
         recon = json.loads((out / label / "reconciliation.json").read_text(encoding="utf-8"))
-        erased = {p: e["totals"]["erased"] for p, e in recon["partners"].items()}
-        lines.append(f"  {label} ({note}): erased per partner {erased}")
+        erased = {p: (e.get("totals") or {}).get("erased", 0) for p, e in recon["partners"].items()}
+        lines.append(f"  {label} ({note}): delivered rows erased per partner {erased}")
         if label == first:
             pairs = recon.get("overlaps", {}).get("persons_at_both_partners", {})
             lines.append(f"  {label}: persons found at two partners {pairs}")
-    audit = out / first / "audit.json"
-    if audit.exists():
-        entries = json.loads(audit.read_text(encoding="utf-8"))["entries"]
-        removed = sum(e["records_removed"] for e in entries)
-        lines.append(f"  {first}: {removed} record(s) purged since publication (audit.json)")
     return lines

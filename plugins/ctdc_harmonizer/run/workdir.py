@@ -196,3 +196,28 @@ class WorkDir(_Folder):
             fs.rm(path, recursive=True)
             fs.invalidate_cache()
         return True
+
+
+class SynthesisWork(_Folder):
+    """A synthesis's intermediates, `<out>/restricted/<release>/work/` (restricted, removed
+    once the public release is written)."""
+
+    SENSITIVE = "sensitive.parquet"  # the suppressed hand-off table, as pac-synth's strings
+    SYNTHETIC = "synthetic.parquet"  # the sampled records
+    PUBLIC_COMPARABILITY = "public_comparability.json"
+    PUBLIC_COMPARABILITY_PAGE = "public_comparability.html"
+
+    def create(self) -> SynthesisWork:
+        """Start from nothing: a rerun starts from the hand-off again."""
+        self.remove()
+        self._make()
+        return self
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def write_text(self, name: str, text: str) -> None:
+        self._write_text(name, text)
+
+    def read_text(self, name: str) -> str:
+        return self._read_text(name)

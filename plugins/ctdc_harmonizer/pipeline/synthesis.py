@@ -1,0 +1,391 @@
+"""The synthesis, declared once: what `ctdc synthesize` and the `ctdc_synthesis` DAG run.
+
+    plan_synthesis -> verify_handoff -> disclosure_risk -> suppress -> fit_aggregates
+    -> sample -> evaluate -> publish
+
+Each step takes the plan and the typed results it needs, writes its own files (intermediates
+in the plan's restricted work folder, run/workdir.py's SynthesisWork; restricted reports in
+`<out>/restricted/<release>/`; the public release in `<out>/public/<release>/`) and returns a
+small typed result. Stage libraries are imported inside the steps (parsing the DAG stays
+light). DP aggregates are fitted once per data and parameters: a rerun reuses them from the
+privacy-budget ledger and spends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ctdc_harmonizer.pipeline.declaration import Pipeline
+from ctdc_harmonizer.synthesis.plan import SynthesisPlan, plan_synthesis
+
+log = logging.getLogger(__name__)
+
+RISK_REPORT = "risk_report.json"
+SUPPRESSION_REPORT = "suppression_report.json"
+COMPARABILITY = "comparability.json"
+COMPARABILITY_PAGE = "comparability.html"
+SYNTHESIS_RECORD = "synthesis.json"
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HandoffVerified(Result):
+    """The hand-off matches its manifest, the codebook and the release named."""
+
+    release: str
+    rows: int
+    manifest: str
+
+
+class RiskAssessed(Result):
+    risk_report: str
+    records_in_classes_below_k: int
+
+
+class SuppressedTable(Result):
+    """The table with its rare values suppressed, as the strings pac-synth takes."""
+
+    cells_set_to_null: int
+    rows: int
+    sensitive: str
+
+
+class FittedAggregates(Result):
+    aggregates_dir: str
+    aggregates_sha256: str
+    reused: bool
+    epsilon_spent_now: float
+    epsilon_spent_release: float
+    combinations: int
+    protected_records: int
+    fit_seconds: float
+    pacsynth_sample_seconds: float | None = None
+
+
+class SyntheticSample(Result):
+    rows: int
+    sampler: str
+    sample_seconds: float
+    synthetic: str
+    stats: dict = {}
+
+
+class Comparability(Result):
+    """The restricted report's headline for the published sampler (figures per combination
+    length, as synthesis/evaluate.py computes them)."""
+
+    report: str
+    mae_vs_dp_by_length: Any
+    mae_vs_sensitive_by_length: Any
+    fabricated_combinations: Any
+    own_at_least_as_accurate: bool | None = None
+
+
+class PublicRelease(Result):
+    public_dir: str
+    rows: int
+    epsilon: float
+    epsilon_spent_now: float
+
+
+def verify_handoff(plan: SynthesisPlan) -> HandoffVerified:
+    """Refuse a hand-off that does not match its manifest, the codebook or the named release;
+    start the work folder from nothing (a rerun starts from the hand-off again)."""
+    from ctdc_harmonizer.synthesis import handoff
+
+    verified = handoff.verify_handoff(plan.handoff, plan.release, plan.expected_manifest_sha256)
+    plan.work.create()
+    log.info("hand-off of release %s verified: %d rows", plan.release, verified.rows)
+    return HandoffVerified(
+        release=plan.release, rows=verified.rows, manifest=verified.manifest_sha256
+    )
+
+
+def _table(plan: SynthesisPlan):
+    from ctdc_harmonizer.synthesis import handoff
+
+    verified = handoff.verify_handoff(plan.handoff, plan.release, plan.expected_manifest_sha256)
+    return verified, handoff.read_table(verified)
+
+
+def disclosure_risk(plan: SynthesisPlan, verified: HandoffVerified) -> RiskAssessed:
+    """Records in equivalence classes smaller than k (restricted report)."""
+    from ctdc_harmonizer.fileio import write_json
+    from ctdc_harmonizer.synthesis.config import load_suppression_config
+    from ctdc_harmonizer.synthesis.risk import disclosure_risk as risk_report
+
+    _, table = _table(plan)
+    report = risk_report(table, plan.config.risk, load_suppression_config())
+    path = plan.restricted / RISK_REPORT
+    write_json(path, {"release": plan.release, **report})
+    log.info(
+        "risk: %d of %d records in equivalence classes smaller than k=%d",
+        report["records_in_classes_below_k"],
+        report["records"],
+        report["k"],
+    )
+    return RiskAssessed(
+        risk_report=str(path), records_in_classes_below_k=report["records_in_classes_below_k"]
+    )
+
+
+def suppress(plan: SynthesisPlan, verified: HandoffVerified) -> SuppressedTable:
+    """Rare values set to NULL (schemas/suppression_v1.yaml); the table as pac-synth's
+    strings."""
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.fileio import write_json
+    from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis.config import load_suppression_config
+    from ctdc_harmonizer.synthesis.suppress import suppress as apply_suppression
+
+    codebook = default_codebook()
+    _, table = _table(plan)
+    done = apply_suppression(table, load_suppression_config(), codebook)
+    strings = fit.as_strings(done.frame, codebook)
+    path = plan.work.write_frame(plan.work.SENSITIVE, strings)
+    write_json(plan.restricted / SUPPRESSION_REPORT, done.report)
+    log.info("suppression: %d cell(s) set to NULL", done.report["cells_set_to_null"])
+    return SuppressedTable(
+        cells_set_to_null=done.report["cells_set_to_null"], rows=len(strings), sensitive=path
+    )
+
+
+def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAggregates:
+    """DP aggregates: reused when this data and these parameters were already spent on."""
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.errors import CtdcError
+    from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT, Ledger
+
+    codebook = default_codebook()
+    config, params = plan.config, plan.config.dp
+    strings = plan.work.read_frame(plan.work.SENSITIVE)
+    dataset_sha = fit.dataset_hash(strings)
+    folder = plan.restricted / "aggregates" / fit.store_key(dataset_sha, params)
+    ledger = Ledger(plan.warehouse())
+    try:
+        reused = None
+        for spend in reversed(ledger.reusable(plan.release, dataset_sha, params.params_hash())):
+            if (folder / fit.AGGREGATES_FILE).is_file():
+                try:
+                    fit.load(folder, spend.aggregates_sha256)
+                except fit.FitError:
+                    continue  # altered on disk: not trusted, not reused
+                reused = spend
+                break
+        if reused is None:
+            ledger.check_budget(plan.release, params, config.budget)  # before fit
+            attempt = ledger.start(plan.release, dataset_sha, params)
+            want_pacsynth = config.sampling.sampler == "pacsynth" or (
+                len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
+            )
+            try:
+                aggregates, pac_sample, seconds = fit.fit(
+                    strings, params, codebook, config.sampling.threads, want_pacsynth
+                )
+                digest = fit.save(aggregates, folder, pac_sample)
+            except CtdcError:
+                ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
+                raise
+            ledger.close(attempt, plan.release, dataset_sha, params, SPENT, digest)
+        else:
+            digest, seconds = reused.aggregates_sha256, {}
+        spent_epsilon, _ = ledger.spent(plan.release)
+    finally:
+        ledger.dispose()
+    aggregates = fit.load(folder, digest)
+    fitted = FittedAggregates(
+        aggregates_dir=str(folder),
+        aggregates_sha256=digest,
+        reused=reused is not None,
+        epsilon_spent_now=0.0 if reused is not None else params.epsilon,
+        epsilon_spent_release=spent_epsilon,
+        combinations=len(aggregates.counts),
+        protected_records=aggregates.protected_records,
+        fit_seconds=seconds.get("fit", 0.0),
+        pacsynth_sample_seconds=seconds.get("pacsynth_sample"),
+    )
+    log.info(
+        "release %s: %s DP aggregates (%d combinations); epsilon spent now %g, in all %g",
+        plan.release,
+        "reused stored" if fitted.reused else "fitted",
+        fitted.combinations,
+        fitted.epsilon_spent_now,
+        spent_epsilon,
+    )
+    return fitted
+
+
+def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
+    """Synthetic records from the stored DP aggregates (post-processing: spends no epsilon)."""
+    import time
+    from pathlib import Path
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.errors import CtdcError
+    from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis import sample as sampler
+
+    codebook = default_codebook()
+    config = plan.config
+    folder = Path(fitted.aggregates_dir)
+    aggregates = fit.load(folder, fitted.aggregates_sha256)
+    started = time.monotonic()
+    if config.sampling.sampler == "own":
+        required = frozenset(v.name for v in codebook.variables if v.required or v.type == "year")
+        synthetic = sampler.sample(
+            aggregates, codebook.columns, seed=config.sampling.seed, never_empty=required
+        )
+    else:
+        synthetic = fit.load_pacsynth_sample(folder)
+        if synthetic is None:
+            raise CtdcError(
+                f"release {plan.release}: pac-synth's sampler runs only right after a fit, "
+                "and these stored aggregates were fitted without it; a new fit would spend "
+                "epsilon again (change a parameter deliberately, or use sampler: own)"
+            )
+    seconds = round(time.monotonic() - started, 2)
+    path = plan.work.write_frame(plan.work.SYNTHETIC, synthetic[codebook.columns])
+    log.info("sampled %d synthetic records (%s sampler)", len(synthetic), config.sampling.sampler)
+    return SyntheticSample(
+        rows=len(synthetic), sampler=config.sampling.sampler, sample_seconds=seconds, synthetic=path
+    )
+
+
+def evaluate(
+    plan: SynthesisPlan,
+    suppressed: SuppressedTable,
+    fitted: FittedAggregates,
+    synthetic: SyntheticSample,
+) -> Comparability:
+    """The synthetic data against the DP aggregates and the sensitive counts (restricted
+    report; its public part kept for the public release)."""
+    from pathlib import Path
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.fileio import write_json
+    from ctdc_harmonizer.synthesis import evaluate as comparability
+    from ctdc_harmonizer.synthesis import fit
+
+    codebook = default_codebook()
+    config, work = plan.config, plan.work
+    folder = Path(fitted.aggregates_dir)
+    aggregates = fit.load(folder, fitted.aggregates_sha256)
+    sensitive = work.read_frame(work.SENSITIVE)
+    sampler = synthetic.sampler
+    samples = {sampler: work.read_frame(work.SYNTHETIC)}
+    pac = fit.load_pacsynth_sample(folder)
+    if pac is not None and sampler != "pacsynth":
+        samples["pacsynth"] = pac
+    report = comparability.comparability(
+        sensitive,
+        samples,
+        aggregates.counts,
+        aggregates.params.reporting_length,
+        codebook,
+        config.evaluation.count_buckets,
+    )
+    report = {"release": plan.release, "published_sampler": sampler, **report}
+    restricted = plan.restricted
+    write_json(restricted / COMPARABILITY, report)
+    title = f"Comparability of the synthetic data, release {plan.release} (restricted)"
+    (restricted / COMPARABILITY_PAGE).write_text(
+        comparability.render_html(report, title, public=False, codebook=codebook),
+        encoding="utf-8",
+    )
+    public = comparability.public_report(report, sampler)
+    work.write_json(work.PUBLIC_COMPARABILITY, public)
+    title = f"Synthetic data vs DP aggregates, release {plan.release}"
+    work.write_text(
+        work.PUBLIC_COMPARABILITY_PAGE,
+        comparability.render_html(public, title, public=True, codebook=codebook),
+    )
+    headline = report["headline"][sampler]
+    log.info("comparability written to %s", restricted / COMPARABILITY_PAGE)
+    return Comparability(
+        report=str(restricted / COMPARABILITY_PAGE),
+        mae_vs_dp_by_length=headline["mae_vs_dp_by_length"],
+        mae_vs_sensitive_by_length=headline["mae_vs_sensitive_by_length"],
+        fabricated_combinations=headline["fabricated_combinations"],
+        own_at_least_as_accurate=report["headline"].get("own_at_least_as_accurate"),
+    )
+
+
+def _partner_names(manifest: dict) -> dict[str, str]:
+    from ctdc_harmonizer.errors import MappingError
+    from ctdc_harmonizer.mapping.partner import load_partner
+    from ctdc_harmonizer.paths import mappings_dir
+
+    names = {}
+    for code in manifest.get("mappings", {}):
+        try:
+            names[code] = load_partner(mappings_dir() / code).name
+        except (MappingError, OSError):
+            names[code] = code
+    return names
+
+
+def publish(
+    plan: SynthesisPlan,
+    fitted: FittedAggregates,
+    synthetic: SyntheticSample,
+    comparable: Comparability,
+) -> PublicRelease:
+    """The public release: synthetic records, DP aggregates, metadata, the public
+    comparability report (`<out>/public/<release>/`); the work folder removed."""
+    from pathlib import Path
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.fileio import write_json
+    from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis import public_release as public_folder
+
+    codebook = default_codebook()
+    config, work = plan.config, plan.work
+    verified, _ = _table(plan)
+    aggregates = fit.load(Path(fitted.aggregates_dir), fitted.aggregates_sha256)
+    records = work.read_frame(work.SYNTHETIC)
+    metadata = public_folder.descriptive_metadata(
+        plan.release,
+        verified.manifest,
+        _partner_names(verified.manifest),
+        aggregates,
+        len(records),
+        config.sampling.sampler,
+        config.version,
+        codebook,
+    )
+    target = public_folder.publish(
+        Path(plan.public_root),
+        plan.release,
+        records,
+        aggregates,
+        metadata,
+        work.read_json(work.PUBLIC_COMPARABILITY),
+        work.read_text(work.PUBLIC_COMPARABILITY_PAGE),
+        codebook,
+    )
+    write_json(
+        plan.restricted / SYNTHESIS_RECORD,
+        {**fitted.model_dump(mode="json"), "public_dir": str(target)},
+    )
+    work.remove()
+    log.info("release %s published in %s", plan.release, target)
+    return PublicRelease(
+        public_dir=str(target),
+        rows=len(records),
+        epsilon=aggregates.params.epsilon,
+        epsilon_spent_now=fitted.epsilon_spent_now,
+    )
+
+
+SYNTHESIS = Pipeline(
+    name="synthesis",
+    plan=plan_synthesis,
+    steps=(verify_handoff, disclosure_risk, suppress, fit_aggregates, sample, evaluate, publish),
+)
