@@ -12,7 +12,8 @@ and two date forms:
 
 Two records of different partners are the same person when they share any of these
 keys; a person is a connected group of records. Only the hashes leave the reader;
-they are dropped when the overlap has been counted (never stored, never released).
+they are stored with each staged record (restricted, docs/privacy.md section 5) so that
+overlaps are counted over every partner's current records; never released.
 
 Why exact keyed hashes rather than a Bloom-filter encoding (clkhash/anonlink): the keys
 are matched by equality (a join, linear in the records), need no similarity threshold,
