@@ -288,11 +288,19 @@ def _checksum(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(Path(path))
 
 
-def _delivered_file(path: Path) -> DeliveredFile:
-    status = path.stat()
+def _delivered_file(partner: str, path: Path) -> DeliveredFile:
+    """A delivered file's name, checksum and size; an unreadable file names the partner."""
+    from ctdc_harmonizer.errors import ExtractError
+    from ctdc_harmonizer.ingest.files import os_problem
+
+    try:
+        status = path.stat()
+        checksum = _checksum(str(path), status.st_size, status.st_mtime_ns)
+    except OSError as exc:
+        raise ExtractError(partner, path.name, f"cannot be opened ({os_problem(exc)})") from None
     return DeliveredFile(
         name=path.name,
-        sha256=_checksum(str(path), status.st_size, status.st_mtime_ns),
+        sha256=checksum,
         size_bytes=status.st_size,
     )
 
@@ -305,7 +313,7 @@ def _plan_partner(
     codebook_version: str,
     release_year: int,
 ) -> PartnerPlan:
-    from ctdc_harmonizer.ingest.files import find_extract_files, os_problem
+    from ctdc_harmonizer.ingest.files import find_extract_files
     from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
 
     history = state.partners.get(config.code)
@@ -313,16 +321,7 @@ def _plan_partner(
     folder = landing / config.code
     if folder.is_dir() and may_read:
         ingested = history.ingested if history else {}
-        found = []
-        for path in find_extract_files(config, landing):
-            try:
-                found.append(_delivered_file(path))
-            except OSError as exc:
-                from ctdc_harmonizer.errors import ExtractError
-
-                raise ExtractError(
-                    config.code, path.name, f"cannot be opened ({os_problem(exc)})"
-                ) from None
+        found = [_delivered_file(config.code, p) for p in find_extract_files(config, landing)]
         new = [f for f in found if f.sha256 not in ingested]
         # A full partner's delivery is its whole dataset: then every file of the folder.
         files = found if config.delivery.mode == "full" and new else new
@@ -331,7 +330,7 @@ def _plan_partner(
                 not_read[entry.name] = f"already ingested in release {ingested[entry.sha256]}"
         found_withdrawals = find_withdrawals_file(config, landing)
         if found_withdrawals is not None:
-            checked = _delivered_file(found_withdrawals)
+            checked = _delivered_file(config.code, found_withdrawals)
             if checked.sha256 in ingested:
                 not_read[checked.name] = f"already applied in release {ingested[checked.sha256]}"
             else:
