@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
@@ -28,6 +29,7 @@ from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
 from databases import postgres_schema
 
 MIGRATION_FILES = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 # What a migration may import: the standard library bits it needs, SQLAlchemy, Alembic.
 ALLOWED_IMPORTS = {"__future__", "collections", "sqlalchemy", "alembic"}
 
@@ -315,7 +317,7 @@ def _at_0004_with_two_releases(url: str) -> None:
 def test_a_warehouse_from_before_the_store_upgrades_keeping_its_releases(url: str) -> None:
     _at_0004_with_two_releases(url)
     command.upgrade(alembic_config(url), "head")
-    assert revision(url) == "0005"
+    assert revision(url) == HEAD
     # Every release still holds exactly its rows.
     held = run_sql(
         url,
@@ -366,7 +368,7 @@ def test_a_warehouse_from_before_the_store_upgrades_keeping_its_releases(url: st
 
 
 def test_there_are_migration_files() -> None:
-    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003", "0004", "0005", "0008"]
 
 
 @pytest.mark.parametrize("path", MIGRATION_FILES, ids=lambda p: p.name)

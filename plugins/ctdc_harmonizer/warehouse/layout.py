@@ -28,6 +28,7 @@ CASE_TABLE = "case_record"
 EXCLUSION_TABLE = "release_exclusion"
 SNAPSHOT_TABLE = "partner_snapshot"
 PURGE_TABLE = "pending_purge"
+RECEIVED_TABLE = "delivery_received"  # files pulled from partners' drops (deliveries/)
 RELEASE_VIEW = "ctdc_release_v3"
 KEY_LENGTH = 64  # a keyed hash (HMAC-SHA-256) in hex: pseudonyms and identity keys
 REASON_LENGTH = 32

@@ -51,6 +51,7 @@ from ctdc_harmonizer.warehouse.layout import (
     LEDGER_TABLE,
     PURGE_TABLE,
     REASON_LENGTH,
+    RECEIVED_TABLE,
     REGISTRY_TABLE,
     RELEASE_TABLE,
     SNAPSHOT_TABLE,
@@ -164,6 +165,35 @@ class DeliveryFile(Base):
     rows_excluded: Mapped[int] = mapped_column(sa.Integer)
     rows_erased: Mapped[int] = mapped_column(sa.Integer)
     rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
+
+
+class DeliveryReceived(Base):
+    """A file pulled from a partner's drop (deliveries/pull.py), recorded before it is read:
+    checksum, size, when and from where (no credential), and what became of its copies."""
+
+    __tablename__ = RECEIVED_TABLE
+    __table_args__ = (
+        sa.UniqueConstraint("partner", "file_name", "sha256", name="uq_delivery_received_file"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    partner: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH), index=True)
+    file_name: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    source_mtime: Mapped[float] = mapped_column(sa.Float)
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
+    complete_by: Mapped[str] = mapped_column(sa.String(16))
+    landing_deleted_at: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), nullable=True
+    )
+    encrypted_until: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), nullable=True
+    )
+    encrypted_deleted_at: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), nullable=True
+    )
 
 
 def _validity() -> list[sa.Column]:
