@@ -12,7 +12,9 @@ command line `ctdc run` runs the same declaration):
 2. Per partner with work (mapped task group `partner`, instances named by partner):
    `stage_partner` -> `check_staged_contract` -> `harmonize_partner` ->
    `check_codebook_contract` -> `compare_with_store` (new, revised, unchanged, retired).
-3. `assemble_release` -> `build_release_folder` (built aside) -> `summarize_release`.
+3. `assemble_release` -> `write_receipts` (each delivering partner's counts-only receipt in
+   `<out>/receipts/<release>/<partner>/`, before approval) -> `build_release_folder` (built
+   aside) -> `summarize_release`.
 4. **`approve`**: a member of the data team approves (UI: Required actions). Nothing before it
    changes the store or publishes anything; rejecting leaves everything as it was.
 5. `commit_release` (one transaction) -> `publish_release_folder` -> `purge_withdrawn_records`

@@ -26,6 +26,7 @@ TASK_IDS = {
     "partners_with_work",
     *(f"partner.{step}" for step in CHAIN),
     "assemble_release",
+    "write_receipts",
     "build_release_folder",
     "summarize_release",
     "approve",
@@ -108,6 +109,7 @@ def test_tasks_and_wiring(dag):
     assert "partner.compare_with_store" in dag.get_task("assemble_release").upstream_task_ids
     order = [
         "assemble_release",
+        "write_receipts",
         "build_release_folder",
         "summarize_release",
         "approve",

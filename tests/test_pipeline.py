@@ -76,6 +76,7 @@ def test_the_annual_update_is_declared_once_and_wired_by_types():
         "check_codebook_contract",
         "compare_with_store",
         "assemble_release",
+        "write_receipts",
         "build_release_folder",
         "summarize_release",
         "commit_release",

@@ -167,3 +167,18 @@ class AnnualUpdateRun(StepResult):
     published: PublishedRelease | None = None
     purged: PurgedReleases | None = None
     handoff: HandedOff | None = None
+
+
+class ReceiptPaths(StepResult):
+    """One partner's receipt: release/receipts.py writes both files."""
+
+    json_path: str
+    html_path: str
+
+
+class PartnerReceipts(StepResult):
+    """The receipts of this run, one per partner that delivered: partner -> its files
+    (`<out>/receipts/<release>/<partner>/receipt.json` and `receipt.html`)."""
+
+    release: str
+    receipts: dict[str, ReceiptPaths]

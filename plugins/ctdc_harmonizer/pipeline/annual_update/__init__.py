@@ -3,7 +3,7 @@
     plan_release
       -> per partner with work: stage_partner -> check_staged_contract -> harmonize_partner
                                 -> check_codebook_contract -> compare_with_store
-      -> assemble_release -> build_release_folder -> summarize_release
+      -> assemble_release -> write_receipts -> build_release_folder -> summarize_release
       -> [approval: the DAG asks the data team; the command line goes on]
       -> commit_release -> publish_release_folder -> purge_withdrawn_records -> hand_off_release
     teardown: finish_run
@@ -30,6 +30,7 @@ from ctdc_harmonizer.pipeline.annual_update.release import (
     assemble_release,
     build_release_folder,
     summarize_release,
+    write_receipts,
 )
 from ctdc_harmonizer.pipeline.declaration import Pipeline
 from ctdc_harmonizer.run.finish import finish_run
@@ -45,7 +46,7 @@ ANNUAL_UPDATE = Pipeline(
         check_codebook_contract,
         compare_with_store,
     ),
-    steps=(assemble_release, build_release_folder, summarize_release),
+    steps=(assemble_release, write_receipts, build_release_folder, summarize_release),
     gate="approve",
     after_gate=(commit_release, publish_release_folder, purge_withdrawn_records, hand_off_release),
     teardown=finish_run,

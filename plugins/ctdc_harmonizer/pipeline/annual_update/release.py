@@ -12,6 +12,7 @@ import logging
 from ctdc_harmonizer.pipeline.results import (
     AssembledRelease,
     PartnerChanges,
+    PartnerReceipts,
     ReleaseFolder,
     ReleaseSummary,
 )
@@ -172,6 +173,48 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
         invariant_holds=recon["invariant_holds"],
         work=str(work.root),
     )
+
+
+def write_receipts(plan: ReleasePlan, assembled: AssembledRelease) -> PartnerReceipts:
+    """Each partner that delivered gets its receipt (release/receipts.py): what became of
+    its rows, counts and row numbers only, in `<out>/receipts/<release>/<partner>/`.
+
+    Written BEFORE the approval, on purpose: a receipt reports on the delivery, not on the
+    release, so the partner learns about its rejected rows and unknown values even when the
+    data team rejects this release. It changes neither the store nor any release folder; a
+    rerun of the release replaces it."""
+    from ctdc_harmonizer.pipeline.results import ReceiptPaths
+    from ctdc_harmonizer.release import receipts
+    from ctdc_harmonizer.run import locks
+    from ctdc_harmonizer.run.workdir import PartnerWork, WorkDir
+
+    locks.check(plan.lock, plan.release)
+    ledgers = WorkDir(assembled.work).read_json(WorkDir.RECONCILIATION)["partners"]
+    written = {}
+    for partner, root in sorted(assembled.changed.items()):
+        if not plan.partner_plans[partner].delivered:
+            continue  # re-harmonized only: no delivery to report on
+        config = plan.partner_config(partner)
+        receipt = receipts.receipt_from_work(
+            PartnerWork(root, partner),
+            plan.release,
+            config.unmapped_min_rows,
+            store_counts=(ledgers.get(partner) or {}).get("files"),
+        )
+        files = receipts.write_receipt(
+            receipt, receipts.receipt_folder(plan.out_path, plan.release, partner)
+        )
+        written[partner] = ReceiptPaths(
+            json_path=str(files.json_path), html_path=str(files.html_path)
+        )
+        log.info(
+            "partner %s: receipt written (%d rows read, %d rejected, %d problem(s))",
+            partner,
+            receipt.totals.rows_read,
+            receipt.totals.rejected,
+            len(receipt.problems),
+        )
+    return PartnerReceipts(release=plan.release, receipts=written)
 
 
 def build_release_folder(plan: ReleasePlan, assembled: AssembledRelease) -> ReleaseFolder:

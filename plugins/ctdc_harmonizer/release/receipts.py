@@ -1,0 +1,602 @@
+"""The receipt a partner reads: what became of its delivery, counts and row numbers only.
+
+One receipt per delivery (per partner that delivered in a run), built from what the partner's
+chain already wrote (run/workdir.py `PartnerWork`: stage info, row outcomes, removed rows, the
+restricted unmapped list, value issues, coverage) or, by `ctdc check-delivery`, from the same
+tables computed on the partner's own machine (run/delivery_check.py). Both write it the same
+way: `receipt.json` (schema `SCHEMA_VERSION`) and `receipt.html` (self-contained, no script,
+no remote resource), in a folder readable by its owner only.
+
+PRIVACY: a receipt holds, for ONE partner: file names, checksums and sizes; rows read,
+harmonized, rejected (per file, column and reason code, with row numbers: they locate a row
+in the partner's own file, they are not values), excluded (per inclusion rule), erased
+(withdrawals) and merged duplicates; value-issue and coverage counts; and the unmapped list
+under the restricted rules (harmonize/unmapped.py: a coded value seen in at least k rows,
+never free text, contact-like or rare values: those are counted only). Never a value of a
+record, a pseudonym, or anything of another partner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ctdc_harmonizer.columns import FILE, ROW, Outcome
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctdc_harmonizer.run.workdir import PartnerWork
+
+SCHEMA_VERSION = 1
+RECEIPTS_FOLDER = "receipts"  # <out>/receipts/<release>/<partner>/
+JSON_NAME = "receipt.json"
+HTML_NAME = "receipt.html"
+ROW_RANGES_SHOWN = 200  # in the page and on stdout; receipt.json always has every row number
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Counts(_Model):
+    """Where a file's rows went: rows_read = harmonized + rejected + excluded + erased +
+    duplicates_merged (blank rows are skipped before reading, not counted as read)."""
+
+    rows_read: int = 0
+    harmonized: int = 0
+    rejected: int = 0
+    excluded: int = 0
+    erased: int = 0
+    duplicates_merged: int = 0
+
+    @property
+    def reconciles(self) -> bool:
+        accounted = (
+            self.harmonized + self.rejected + self.excluded + self.erased + self.duplicates_merged
+        )
+        return self.rows_read == accounted
+
+
+class FileReceipt(Counts):
+    file: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    blank_rows_skipped: int = 0
+    # After a run only: of the harmonized rows, records new to the store, revised, unchanged.
+    new: int | None = None
+    revised: int | None = None
+    unchanged: int | None = None
+
+
+class RejectedRows(_Model):
+    """Rows of one file rejected for one reason in one column, located by row number."""
+
+    file: str
+    column: str
+    reason: str
+    rows: int
+    row_numbers: list[int]
+
+
+class ExcludedRows(_Model):
+    """Rows left out by one inclusion rule (e.g. consent refused), counted."""
+
+    file: str
+    rule: str
+    column: str
+    rows: int
+
+
+class UnmappedValue(_Model):
+    """A value the mapping does not know (restricted rules), or a counted withheld line
+    (`source_value` empty, `note` says how many and why)."""
+
+    field: str
+    source_value: str
+    rows: int
+    note: str
+
+
+class ValueIssue(_Model):
+    """Rows where a variable was set to NULL for a counted reason (e.g. unreadable date)."""
+
+    field: str
+    issue: str
+    rows: int
+
+
+class CoverageField(_Model):
+    field: str
+    rows: int  # rows with a value the mapping does not know in this field
+    share: float
+    failing: bool  # above the partner's coverage threshold: the run stops
+
+
+class Problem(_Model):
+    """Something that stops the delivery being taken: located, never quoted."""
+
+    file: str | None = None
+    column: str | None = None
+    row: int | None = None
+    reason: str
+
+
+class Receipt(_Model):
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["run", "check"]  # after a run of the annual update / ctdc check-delivery
+    partner: str
+    release: str | None  # the release the run built (None for a check)
+    generated_at: str
+    files: list[FileReceipt]
+    totals: Counts
+    reconciles: bool
+    rejected: list[RejectedRows]
+    excluded: list[ExcludedRows]
+    unmapped: list[UnmappedValue]
+    unmapped_min_rows: int
+    value_issues: list[ValueIssue]
+    coverage_threshold: float | None
+    coverage: list[CoverageField]
+    problems: list[Problem]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when the delivery can be taken as it is (rejected rows are counted, not
+        fatal: the rest of the delivery is harmonized)."""
+        return not self.problems and self.reconciles
+
+
+@dataclass(frozen=True)
+class ReceiptFiles:
+    """Where one receipt was written."""
+
+    json_path: Path
+    html_path: Path
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+def build_receipt(
+    *,
+    kind: Literal["run", "check"],
+    partner: str,
+    release: str | None,
+    files: dict[str, dict],
+    outcomes: pd.DataFrame,
+    removed: pd.DataFrame,
+    unmapped: pd.DataFrame,
+    issues: pd.DataFrame,
+    coverage: dict | None,
+    unmapped_min_rows: int,
+    problems: list[Problem] | None = None,
+    notes: list[str] | None = None,
+    store_counts: dict[str, dict] | None = None,
+) -> Receipt:
+    """A partner's receipt from its chain's tables (delivered rows only).
+
+    files: per delivered file, its stage info (sha256, size_bytes, rows_read,
+    blank_rows_skipped); outcomes: per delivered staged row FILE, ROW, outcome, reason,
+    column; removed: per row erased or merged while staging FILE, ROW, outcome; unmapped:
+    the restricted list (UNMAPPED_REPORT_COLUMNS, already restricted); issues:
+    ISSUE_COLUMNS; coverage: harmonize/coverage.py's report; store_counts: per file, the
+    release ledger's new / revised / unchanged (a run only)."""
+    per_file = {name: dict.fromkeys(Counts.model_fields, 0) for name in files}
+    for name, info in files.items():
+        per_file[name]["rows_read"] = int(info.get("rows_read", 0))
+    for frame in (outcomes, removed):
+        if len(frame):
+            counted = frame.groupby([FILE, "outcome"]).size()
+            for (name, outcome), n in counted.items():
+                per_file.setdefault(name, dict.fromkeys(Counts.model_fields, 0))
+                per_file[name][str(outcome)] += int(n)
+    file_receipts = [
+        FileReceipt(
+            file=name,
+            sha256=files.get(name, {}).get("sha256"),
+            size_bytes=files.get(name, {}).get("size_bytes"),
+            blank_rows_skipped=int(files.get(name, {}).get("blank_rows_skipped", 0)),
+            **{
+                key: (store_counts or {}).get(name, {}).get(key)
+                for key in ("new", "revised", "unchanged")
+            },
+            **counts,
+        )
+        for name, counts in sorted(per_file.items())
+    ]
+    totals = Counts(
+        **{key: sum(getattr(f, key) for f in file_receipts) for key in Counts.model_fields}
+    )
+    rejected, excluded = [], []
+    if len(outcomes):
+        bad = outcomes[outcomes["outcome"] == Outcome.REJECTED]
+        for (name, column, reason), group in bad.groupby([FILE, "column", "reason"]):
+            rejected.append(
+                RejectedRows(
+                    file=str(name),
+                    column=str(column),
+                    reason=str(reason),
+                    rows=len(group),
+                    row_numbers=sorted(int(r) for r in group[ROW]),
+                )
+            )
+        out = outcomes[outcomes["outcome"] == Outcome.EXCLUDED]
+        for (name, rule, column), group in out.groupby([FILE, "reason", "column"]):
+            excluded.append(
+                ExcludedRows(file=str(name), rule=str(rule), column=str(column), rows=len(group))
+            )
+    unmapped_list = [
+        UnmappedValue(
+            field=str(row["field"]),
+            source_value=str(row["source_value"]),
+            rows=int(row["count"]),
+            note=str(row["note"]),
+        )
+        for row in (unmapped.fillna("").to_dict("records") if len(unmapped) else [])
+        if str(row.get("partner", partner)) == partner  # never another partner's line
+    ]
+    value_issues = [
+        ValueIssue(field=str(row["field"]), issue=str(row["issue"]), rows=int(row["count"]))
+        for row in (issues.to_dict("records") if len(issues) else [])
+        if str(row.get("partner", partner)) == partner
+    ]
+    coverage = coverage or {}
+    failing = set(coverage.get("failing_fields", []))
+    coverage_fields = [
+        CoverageField(
+            field=item["field"],
+            rows=int(item["rows"]),
+            share=float(item["share"]),
+            failing=item["field"] in failing,
+        )
+        for item in coverage.get("fields", [])
+    ]
+    return Receipt(
+        kind=kind,
+        partner=partner,
+        release=release,
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        files=file_receipts,
+        totals=totals,
+        reconciles=all(f.reconciles for f in file_receipts),
+        rejected=rejected,
+        excluded=excluded,
+        unmapped=unmapped_list,
+        unmapped_min_rows=unmapped_min_rows,
+        value_issues=value_issues,
+        coverage_threshold=coverage.get("threshold"),
+        coverage=coverage_fields,
+        problems=list(problems or []),
+        notes=list(notes or []),
+    )
+
+
+def receipt_from_work(
+    work: PartnerWork,
+    release: str,
+    unmapped_min_rows: int,
+    store_counts: dict[str, dict] | None = None,
+) -> Receipt:
+    """A run's receipt for one partner, from what its chain wrote in its work folder
+    (stage_partner and harmonize_partner): its delivered rows only, not the stored records
+    harmonized again with them."""
+    from ctdc_harmonizer.columns import FROM_DELIVERY, ORIGIN
+
+    stage = work.read_json(work.STAGE_INFO)
+    outcomes = work.read_frame(work.OUTCOMES)
+    outcomes = outcomes[outcomes[ORIGIN] == FROM_DELIVERY]
+    notes = [f"file {name} not read: {why}" for name, why in sorted(stage["not_read"].items())]
+    return build_receipt(
+        kind="run",
+        partner=work.partner,
+        release=release,
+        files=stage.get("files", {}),
+        outcomes=outcomes,
+        removed=work.read_frame(work.REMOVED),
+        unmapped=work.read_table(work.UNMAPPED),
+        issues=work.read_table(work.ISSUES),
+        coverage=work.read_json(work.COVERAGE),
+        unmapped_min_rows=unmapped_min_rows,
+        notes=notes,
+        store_counts=store_counts,
+    )
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def receipt_folder(out: str | Path, release: str, partner: str) -> Path:
+    """Where a run's receipt for `partner` is written: `<out>/receipts/<release>/<partner>/`."""
+    return Path(out) / RECEIPTS_FOLDER / release / partner
+
+
+def write_receipt(receipt: Receipt, folder: str | Path) -> ReceiptFiles:
+    """Write `receipt.json` and `receipt.html` into `folder` (created owner-only), replacing
+    an earlier receipt there as a whole (a rerun leaves one receipt, never a mix)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))  # 0700
+    try:
+        payload = json.dumps(receipt.model_dump(mode="json"), indent=2, sort_keys=True)
+        for name, text in ((JSON_NAME, payload + "\n"), (HTML_NAME, render_html(receipt))):
+            descriptor = os.open(aside / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        if folder.exists():
+            shutil.rmtree(folder)
+        aside.rename(folder)
+    except BaseException:
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    return ReceiptFiles(json_path=folder / JSON_NAME, html_path=folder / HTML_NAME)
+
+
+def read_receipt(path: str | Path) -> Receipt:
+    """A receipt written by `write_receipt` (its folder or its receipt.json)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / JSON_NAME
+    return Receipt.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+# --- reading it: text and page -------------------------------------------------------------
+
+
+def row_ranges(rows: list[int], limit: int = ROW_RANGES_SHOWN) -> str:
+    """Row numbers as ranges ("2-5, 9"), the first `limit` ranges, then how many more rows."""
+    ranges: list[tuple[int, int]] = []
+    for row in rows:
+        if ranges and row == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], row)
+        else:
+            ranges.append((row, row))
+    shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges[:limit])
+    if len(ranges) > limit:
+        rest = sum(b - a + 1 for a, b in ranges[limit:])
+        shown += f", ... and {rest} more row(s) (receipt.json lists them all)"
+    return shown
+
+
+def _title(receipt: Receipt) -> str:
+    if receipt.kind == "check":
+        return f"Delivery check for partner {receipt.partner} (nothing was sent)"
+    return f"Delivery receipt for partner {receipt.partner}, release {receipt.release}"
+
+
+def receipt_text(receipt: Receipt, limit: int = 20) -> str:
+    """The receipt as a few lines for a terminal (at most `limit` lines per list)."""
+    t = receipt.totals
+    lines = [
+        _title(receipt),
+        f"  rows read {t.rows_read}: {t.harmonized} harmonized, {t.rejected} rejected, "
+        f"{t.excluded} excluded, {t.erased} erased (withdrawals), {t.duplicates_merged} "
+        f"duplicates merged; {'reconciles' if receipt.reconciles else 'DOES NOT RECONCILE'}",
+    ]
+    for f in receipt.files:
+        lines.append(
+            f"  file {f.file}: {f.rows_read} read, {f.harmonized} harmonized, {f.rejected} "
+            f"rejected, {f.excluded} excluded, {f.erased} erased"
+            + (
+                f" ({f.new} new, {f.revised} revised, {f.unchanged} unchanged in the store)"
+                if f.new is not None
+                else ""
+            )
+        )
+    sections = [
+        (
+            "problems (the delivery cannot be taken as it is)",
+            [
+                f"partner {receipt.partner}, file {p.file or '-'}, column {p.column or '-'}, "
+                f"row {p.row if p.row is not None else '-'}: {p.reason}"
+                for p in receipt.problems
+            ],
+        ),
+        (
+            "rejected rows (by file, column and reason)",
+            [
+                f"{r.file}, column {r.column}: {r.reason}, {r.rows} row(s): "
+                f"{row_ranges(r.row_numbers, 10)}"
+                for r in receipt.rejected
+            ],
+        ),
+        (
+            "excluded rows (by inclusion rule)",
+            [f"{e.file}, column {e.column}: {e.rule}, {e.rows} row(s)" for e in receipt.excluded],
+        ),
+        (
+            f"values the mapping does not know (coded, seen in {receipt.unmapped_min_rows}+ rows)",
+            [
+                f"{u.field}: {u.source_value!r} in {u.rows} row(s)"
+                if not u.note
+                else f"{u.field}: {u.note} ({u.rows} row(s))"
+                for u in receipt.unmapped
+            ],
+        ),
+        (
+            "value issues (variable set to NULL)",
+            [f"{i.field}: {i.issue}, {i.rows} row(s)" for i in receipt.value_issues],
+        ),
+    ]
+    for heading, items in sections:
+        if not items:
+            continue
+        lines.append(f"  {heading}:")
+        lines.extend(f"    - {item}" for item in items[:limit])
+        if len(items) > limit:
+            lines.append(f"    ... and {len(items) - limit} more (see the receipt files)")
+    lines.extend(f"  note: {note}" for note in receipt.notes)
+    return "\n".join(lines)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#1b1b1b}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #bbb;
+padding:.25rem .6rem;text-align:left;vertical-align:top}th{background:#eee}
+td.n{text-align:right}.bad{color:#a40000;font-weight:bold}.ok{color:#006100;font-weight:bold}
+.small{color:#555;font-size:.9em}
+"""
+
+
+def _table(headers: list[str], rows: list[list[object]], numeric: set[int] = frozenset()) -> str:
+    if not rows:
+        return "<p class='small'>none</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='n'>{html.escape(str(c))}</td>"
+            if i in numeric
+            else f"<td>{html.escape(str(c))}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(receipt: Receipt) -> str:
+    """A self-contained page (inline style, no script, nothing fetched): every text escaped."""
+    t = receipt.totals
+    status = (
+        "<p class='ok'>The delivery can be taken as it is.</p>"
+        if receipt.ok
+        else "<p class='bad'>The delivery cannot be taken as it is: see the problems below.</p>"
+    )
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\">",
+        f"<title>{html.escape(_title(receipt))}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(_title(receipt))}</h1>",
+        f"<p class='small'>generated {html.escape(receipt.generated_at)}; receipt schema "
+        f"version {receipt.schema_version}. Counts and row numbers of your own files only: "
+        "no value of any record is shown.</p>",
+        status,
+        "<h2>Rows</h2>",
+        _table(
+            [
+                "file",
+                "rows read",
+                "harmonized",
+                "rejected",
+                "excluded",
+                "erased",
+                "merged dup.",
+                "blank rows skipped",
+                "SHA-256",
+                "bytes",
+            ],  # fmt: skip
+            [
+                [
+                    f.file,
+                    f.rows_read,
+                    f.harmonized,
+                    f.rejected,
+                    f.excluded,
+                    f.erased,
+                    f.duplicates_merged,
+                    f.blank_rows_skipped,
+                    f.sha256 or "",
+                    f.size_bytes or "",
+                ]  # fmt: skip
+                for f in receipt.files
+            ]
+            + [
+                [
+                    "all files",
+                    t.rows_read,
+                    t.harmonized,
+                    t.rejected,
+                    t.excluded,
+                    t.erased,
+                    t.duplicates_merged,
+                    "",
+                    "",
+                    "",
+                ]  # fmt: skip
+            ],
+            numeric={1, 2, 3, 4, 5, 6, 7, 9},
+        ),
+        "<p>"
+        + (
+            "Every row read is accounted for (read = harmonized + rejected + excluded + "
+            "erased + merged duplicates)."
+            if receipt.reconciles
+            else "<span class='bad'>The counts do not reconcile.</span>"
+        )
+        + "</p>",
+    ]
+    if receipt.problems:
+        parts += [
+            "<h2 class='bad'>Problems</h2>",
+            _table(
+                ["file", "column", "row", "reason"],
+                [[p.file or "", p.column or "", p.row or "", p.reason] for p in receipt.problems],
+            ),
+        ]
+    parts += [
+        "<h2>Rejected rows</h2><p class='small'>By file, column and reason code; row numbers "
+        "as in your file.</p>",
+        _table(
+            ["file", "column", "reason", "rows", "row numbers"],
+            [
+                [r.file, r.column, r.reason, r.rows, row_ranges(r.row_numbers)]
+                for r in receipt.rejected
+            ],
+            numeric={3},
+        ),
+        "<h2>Excluded rows</h2><p class='small'>Left out by an inclusion rule of your "
+        "mapping (e.g. consent refused), counted.</p>",
+        _table(
+            ["file", "column", "rule", "rows"],
+            [[e.file, e.column, e.rule, e.rows] for e in receipt.excluded],
+            numeric={3},
+        ),
+        "<h2>Values your mapping does not know</h2>"
+        f"<p class='small'>A value is shown only when its field is declared coded and at least "
+        f"{receipt.unmapped_min_rows} rows hold it; the others are counted only.</p>",
+        _table(
+            ["field", "value", "rows", "note"],
+            [[u.field, u.source_value, u.rows, u.note] for u in receipt.unmapped],
+            numeric={2},
+        ),
+        "<h2>Value issues</h2><p class='small'>Rows kept, with this variable left empty.</p>",
+        _table(
+            ["field", "issue", "rows"],
+            [[i.field, i.issue, i.rows] for i in receipt.value_issues],
+            numeric={2},
+        ),
+    ]
+    if receipt.coverage:
+        threshold = receipt.coverage_threshold
+        parts += [
+            "<h2>Coverage</h2><p class='small'>Share of rows with a value the mapping does not "
+            f"know, per field (threshold {threshold:.2%}).</p>"
+            if threshold is not None
+            else "<h2>Coverage</h2>",
+            _table(
+                ["field", "rows", "share", "above threshold"],
+                [
+                    [c.field, c.rows, f"{c.share:.2%}", "yes" if c.failing else ""]
+                    for c in receipt.coverage
+                ],
+                numeric={1, 2},
+            ),
+        ]
+    if receipt.notes:
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in receipt.notes)
+        parts.append(f"<h2>Notes</h2><ul>{items}</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
