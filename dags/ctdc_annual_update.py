@@ -6,6 +6,12 @@ a release: every partner's current records, harmonized onto the CTDC codebook v3
 de-identified. The steps are declared once in `ctdc_harmonizer.pipeline.annual_update` (the
 command line `ctdc run` runs the same declaration):
 
+0. With a sources file (`$CTDC_SOURCES`, see mappings/README.md "Where deliveries arrive"):
+   `wait_for_deliveries` waits, deferred on the triggerer (no worker slot), until every
+   partner's drop holds a complete new delivery or `wait_hours` have passed; then
+   `pull_deliveries` copies what is complete and new into the private landing folder
+   (checksums checked, recorded). The approval request names the partners that did not
+   deliver. Without a sources file both do nothing.
 1. `plan_release` reads the store and decides, per partner: **delivered** (new files in its
    landing folder, by checksum), **re-harmonized** (its mapping or the codebook changed: its
    history is harmonized again), **carried forward** (nothing to do; no task runs for it).
@@ -13,13 +19,14 @@ command line `ctdc run` runs the same declaration):
    `stage_partner` -> `check_staged_contract` -> `harmonize_partner` ->
    `check_codebook_contract` -> `compare_with_store` (new, revised, unchanged, retired).
 3. `assemble_release` -> `write_receipts` (each delivering partner's counts-only receipt in
-   `<out>/receipts/<release>/<partner>/`, before approval) -> `build_release_folder` (built
+   `<out>/receipts/<release>/<partner>/`, before approval) -> `send_receipts` (a copy to
+   each partner's outbox, with a sources file) -> `build_release_folder` (built
    aside) -> `summarize_release`.
 4. **`approve`**: a member of the data team approves (UI: Required actions). Nothing before it
    changes the store or publishes anything; rejecting leaves everything as it was.
 5. `commit_release` (one transaction) -> `publish_release_folder` -> `purge_withdrawn_records`
-   -> `hand_off_release` -> `announce_release` emits the asset `ctdc://harmonized-release`,
-   which schedules `ctdc_synthesis`. `outcome` says how the run ended; the teardown
+   -> `hand_off_release` (then `clear_pulled_deliveries`) -> `announce_release` emits the
+   asset `ctdc://harmonized-release`, which schedules `ctdc_synthesis`. `outcome` says how the run ended; the teardown
    `finish_run` frees the store's lease and deletes the intermediates.
 
 Data errors fail their task at once; infrastructure errors (disk, database) retry. XCom holds
@@ -45,6 +52,8 @@ from airflow.sdk import Param, dag, task
 from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
 from ctdc_release_report.approval import DECISION, ReleaseApproval
 
+from ctdc_harmonizer.deliveries.pull import pull_scheduled_deliveries
+from ctdc_harmonizer.deliveries.waiting import WaitForDeliveries
 from ctdc_harmonizer.paths import mapped_partners
 from ctdc_harmonizer.pipeline.airflow import (
     boundary,
@@ -98,13 +107,37 @@ def _partners(description: str) -> Param:
         "accept_retirements": _partners(
             "Partners whose full delivery may retire more records than their mapping allows."
         ),
+        "wait_hours": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="With a sources file: hours to wait for every partner's delivery "
+            "before running with those that delivered. Empty: $CTDC_WAIT_HOURS, else 0.",
+        ),
     },
 )
 def ctdc_annual_update():
+    # Deferred on the triggerer while partners are still delivering: no worker slot held.
+    wait = WaitForDeliveries(
+        task_id="wait_for_deliveries",
+        out="{{ params.out or '' }}",
+        wait_hours="{{ params.wait_hours or '' }}",
+        retries=0,
+    )
+
     @task
-    def plan_release(params=None, dag_run=None) -> dict:
+    def pull_deliveries(waited: dict, params=None) -> dict:
+        return boundary(pull_scheduled_deliveries)(
+            params["landing"], params["out"], deadline_passed=waited["deadline_passed"]
+        )
+
+    @task
+    def plan_release(arrivals: dict, params=None, dag_run=None) -> dict:
         owner = f"{dag_run.dag_id}/{dag_run.run_id}"
-        return boundary(plan_scheduled_release)(**params, today=dag_run.run_after, lock_owner=owner)
+        given = {k: v for k, v in params.items() if k != "wait_hours"}
+        return boundary(plan_scheduled_release)(
+            **given, today=dag_run.run_after, lock_owner=owner, arrivals=arrivals
+        )
 
     approve = ReleaseApproval(  # Reject skips the rest; the decision is kept in XCom
         task_id="approve",
@@ -114,7 +147,7 @@ def ctdc_annual_update():
         notifiers=[alerts.approval_waiting()],
         retries=0,
     )
-    planned = plan_release()
+    planned = plan_release(pull_deliveries(wait.output))
     steps = pipeline_tasks(ANNUAL_UPDATE, planned, gate=approve)
 
     # The asset event's extra is the synthesis DAG's contract: release, rows, handoff, sha256.
@@ -134,7 +167,7 @@ def ctdc_annual_update():
         return boundary(release_outcome)(summary, handed, decision)
 
     announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
-    announced >> outcome() >> steps["finish_run"]
+    [announced, steps["clear_pulled_deliveries"]] >> outcome() >> steps["finish_run"]
 
 
 ctdc_annual_update()

@@ -22,11 +22,14 @@ CHAIN = [
     "compare_with_store",
 ]
 TASK_IDS = {
+    "wait_for_deliveries",
+    "pull_deliveries",
     "plan_release",
     "partners_with_work",
     *(f"partner.{step}" for step in CHAIN),
     "assemble_release",
     "write_receipts",
+    "send_receipts",
     "build_release_folder",
     "summarize_release",
     "approve",
@@ -34,6 +37,7 @@ TASK_IDS = {
     "publish_release_folder",
     "purge_withdrawn_records",
     "hand_off_release",
+    "clear_pulled_deliveries",
     "announce_release",
     "outcome",
     "finish_run",
@@ -71,6 +75,7 @@ def test_dag_settings(dag):
         "work",
         "partners",
         "accept_retirements",
+        "wait_hours",
     }
     # Defaults are resolved at run time (params empty), never from the parsing environment.
     assert {k: dag.params[k] for k in dag.params} == dict.fromkeys(dag.params)
@@ -110,6 +115,7 @@ def test_tasks_and_wiring(dag):
     order = [
         "assemble_release",
         "write_receipts",
+        "send_receipts",
         "build_release_folder",
         "summarize_release",
         "approve",

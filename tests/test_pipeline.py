@@ -77,14 +77,19 @@ def test_the_annual_update_is_declared_once_and_wired_by_types():
         "compare_with_store",
         "assemble_release",
         "write_receipts",
+        "send_receipts",
         "build_release_folder",
         "summarize_release",
         "commit_release",
         "publish_release_folder",
         "purge_withdrawn_records",
         "hand_off_release",
+        "clear_pulled_deliveries",
         "finish_run",
     ]
+    # The pull runs before the plan and hands it what arrived.
+    assert ANNUAL_UPDATE.before_plan_step.name == "pull_deliveries"
+    assert ANNUAL_UPDATE.plan_parameter_for_before() == "arrivals"
     assert ANNUAL_UPDATE.plan_step.produces is ReleasePlan
     commit = next(s for s in ANNUAL_UPDATE.ordered() if s.name == "commit_release")
     sources = {p: i.step.name for p, i in ANNUAL_UPDATE.inputs_of(commit).items()}

@@ -1,7 +1,8 @@
 """`ctdc`: the command line for the data team.
 
     ctdc run --landing DIR --out DIR [--partners a,b] [--release LABEL] [--warehouse URL]
-             [--accept-retirements a,b]
+             [--accept-retirements a,b] [--sources FILE]
+    ctdc pull --landing DIR --out DIR [--sources FILE] [--warehouse URL]
     ctdc history --out DIR [--partner P] [--warehouse URL]
     ctdc rebuild --out DIR --release LABEL --into DIR [--warehouse URL]
     ctdc backfill --history DIR --out DIR [--warehouse URL]
@@ -47,8 +48,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mappings=args.mappings,
         warehouse_url=args.warehouse,
         accept_retirements=_partners(args.accept_retirements),
+        sources=args.sources,
     )
     plan = done.plan
+    for line in plan.arrivals.lines():
+        print(line.replace("**", ""))
     if plan.nothing_to_do:
         print(f"release {release}: nothing to do (no new delivery, no mapping change)")
         _print_partners(plan, None)
@@ -73,6 +77,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"row(s) purged from {purged.folders_rewritten} earlier release folder(s)"
     )
     return 0
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    """Pull the partners' complete new deliveries into the landing folder, nothing more.
+    Credentials: the sources' Airflow connections, as $AIRFLOW_CONN_<ID> variables."""
+    from ctdc_harmonizer.deliveries.pull import REFUSED, pull_deliveries
+    from ctdc_harmonizer.deliveries.sources import sources_path
+
+    if sources_path(args.sources) is None:
+        print("no sources file: give --sources FILE or set CTDC_SOURCES", file=sys.stderr)
+        return 1
+    arrivals = pull_deliveries(
+        args.landing, args.out, sources=args.sources, warehouse_url=args.warehouse
+    )
+    for line in arrivals.lines():
+        print(line.replace("**", ""))
+    return 1 if any(a.state == REFUSED for a in arrivals.partners.values()) else 0
 
 
 def _print_partners(plan, release_dir: str | None) -> None:
@@ -254,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="partners whose full delivery may retire more of their records than their "
         "mapping allows (comma-separated)",
     )
+    sources_help = "where partners deliver (sources.yaml; default: $CTDC_SOURCES, else none)"
+    run.add_argument("--sources", help=sources_help)
     run.set_defaults(func=_cmd_run)
+    pull = sub.add_parser("pull", help="pull complete new deliveries from the partners' drops")
+    pull.add_argument("--landing", required=True, help="folder receiving <partner>/ copies")
+    pull.add_argument("--out", required=True, help="the out folder of the runs")
+    pull.add_argument("--sources", help=sources_help)
+    pull.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
+    pull.set_defaults(func=_cmd_pull)
     hist = sub.add_parser("history", help="each partner's deliveries and each release, counts only")
     hist.add_argument("--out", required=True, help="the out folder of the runs")
     hist.add_argument("--partner", help="one partner only")

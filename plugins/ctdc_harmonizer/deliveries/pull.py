@@ -365,3 +365,68 @@ def pull_deliveries(
                 partner=partner, state=UNREACHABLE, why=str(exc), source=source.where
             )
     return Arrivals(sources=str(path), partners=arrivals, deadline_passed=deadline_passed)
+
+
+def clear_pulled(landing: str, out: str, url: str, now: dt.datetime | None = None) -> dict:
+    """After a commit: delete the plain copies of pulled files the store has now ingested
+    (their SHA-256 in delivery_file, the same content still in the landing folder), and the
+    sealed copies whose retention ended; each deletion recorded in delivery_received.
+    Counts of files deleted and kept."""
+    import sqlalchemy as sa
+
+    from ctdc_harmonizer.fileio import sha256_of
+    from ctdc_harmonizer.warehouse.connection import warehouse
+    from ctdc_harmonizer.warehouse.models import (
+        Delivery,
+        DeliveryFile,
+        DeliveryReceived,
+        ReportingEntity,
+    )
+
+    now = now or dt.datetime.now(dt.UTC)
+    table = DeliveryReceived.__table__
+    ingested = (
+        sa.select(DeliveryFile.sha256)
+        .join(Delivery, Delivery.id == DeliveryFile.delivery_id)
+        .join(ReportingEntity, ReportingEntity.id == Delivery.entity_id)
+        .where(ReportingEntity.code == table.c.partner, DeliveryFile.sha256 == table.c.sha256)
+    )
+    plain = sa.select(table.c.id, table.c.partner, table.c.file_name, table.c.sha256).where(
+        table.c.landing_deleted_at.is_(None), sa.exists(ingested)
+    )
+    sealed = sa.select(table.c.id, table.c.partner, table.c.sha256, table.c.encrypted_until).where(
+        table.c.encrypted_until.is_not(None), table.c.encrypted_deleted_at.is_(None)
+    )
+    counts = {"plain_deleted": 0, "sealed_deleted": 0, "sealed_kept": 0}
+    with warehouse(url, "clearing pulled deliveries", write=True) as conn:
+        for row_id, partner, name, sha in conn.execute(plain):
+            path = Path(landing) / partner / name
+            if path.is_file() and sha256_of(path) == sha:
+                path.unlink()
+                counts["plain_deleted"] += 1
+            conn.execute(
+                sa.update(table).where(table.c.id == row_id).values(landing_deleted_at=now)
+            )
+        for row_id, partner, sha, until in conn.execute(sealed):
+            until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)  # SQLite: naive
+            if until > now:
+                counts["sealed_kept"] += 1
+                continue
+            (Path(out) / SEALED_FOLDER / partner / f"{sha}.sealed").unlink(missing_ok=True)
+            counts["sealed_deleted"] += 1
+            conn.execute(
+                sa.update(table).where(table.c.id == row_id).values(encrypted_deleted_at=now)
+            )
+    return counts
+
+
+def pull_scheduled_deliveries(
+    landing: str | None, out: str | None, deadline_passed: bool = False
+) -> Arrivals:
+    """pull_deliveries with the DAG's defaults ($CTDC_LANDING / $CTDC_OUT, else under
+    $AIRFLOW_HOME/ctdc/) and the sources file of $CTDC_SOURCES."""
+    from ctdc_harmonizer.paths import default_landing, default_out
+
+    return pull_deliveries(
+        landing or default_landing(), out or default_out(), deadline_passed=deadline_passed
+    )

@@ -106,7 +106,9 @@ def load_sources(path: str | Path) -> dict[str, Source]:
         raise MappingError(name, f"cannot be read ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise MappingError(name, "is not valid YAML", line=None if line is None else line + 1)
+        raise MappingError(
+            name, "is not valid YAML", line=None if line is None else line + 1
+        ) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("partners"), dict):
         raise MappingError(name, "needs a mapping `partners:` of partner -> source")
     extra = sorted(set(raw) - {"defaults", "partners"})

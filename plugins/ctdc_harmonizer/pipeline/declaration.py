@@ -9,6 +9,11 @@ produces:
   chain, of the same partner);
 - `<name>: list[T]`: after the chains, the results of every partner's chain step producing T.
 
+A pipeline may also declare one step `before_plan`: it takes (some of) the plan's own
+arguments by name, and the plan receives its result through the plan's parameter of the
+result's type (the annual update pulls the partners' deliveries before planning; in the DAG
+a deferrable wait on the triggerer precedes it).
+
 `Pipeline` checks this wiring when it is declared (a step needing a type nobody produced
 earlier, or two steps producing the same type, is an error at import), and both runners read
 the same declaration: the Airflow DAG (pipeline/airflow.py builds its tasks from it) and the
@@ -81,7 +86,8 @@ class Pipeline:
     plan: makes the plan every step receives; per_partner: the chain run for each partner the
     plan names; steps: run once, after the chains; gate: a person's approval between `steps`
     and `after_gate` (the DAG asks for it; the command line has no one to ask and goes on);
-    teardown: run at the end whether the run succeeded or not."""
+    teardown: run at the end whether the run succeeded or not; before_plan: run before the
+    plan, its result handed to the plan (module docstring)."""
 
     name: str
     plan: Callable[..., Any]
@@ -90,6 +96,7 @@ class Pipeline:
     gate: str | None = None
     after_gate: tuple[Callable[..., Any], ...] = ()
     teardown: Callable[..., Any] | None = None
+    before_plan: Callable[..., Any] | None = None
     wiring: dict[str, dict[str, Input]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +105,23 @@ class Pipeline:
     @property
     def plan_step(self) -> Step:
         return Step(self.plan)
+
+    @property
+    def before_plan_step(self) -> Step | None:
+        return Step(self.before_plan) if self.before_plan else None
+
+    def plan_parameter_for_before(self) -> str | None:
+        """The plan's parameter that receives the before-plan step's result."""
+        if self.before_plan is None:
+            return None
+        produced = self.before_plan_step.produces
+        for name, kind in self.plan_step.hints.items():
+            if name != "return" and produced in (kind, *typing.get_args(kind)):
+                return name
+        raise DeclarationError(
+            f"{self.name}: the plan takes no parameter of type {produced.__name__}, which "
+            f"{self.before_plan_step.name} produces"
+        )
 
     @property
     def chain(self) -> list[Step]:
@@ -124,6 +148,7 @@ class Pipeline:
         return self.wiring[step.name]
 
     def _wire(self) -> dict[str, dict[str, Input]]:
+        self.plan_parameter_for_before()  # checked at declaration
         plan_type = self.plan_step.produces
         produced: dict[Any, Step] = {}
         wiring: dict[str, dict[str, Input]] = {}

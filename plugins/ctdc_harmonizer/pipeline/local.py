@@ -110,6 +110,17 @@ def run_pipeline(
     return results
 
 
+def _planned_arguments(pipeline: Pipeline, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The plan's arguments: the caller's that it takes, and the before-plan step's result
+    (run here, with the caller's arguments it takes)."""
+    planned = {k: v for k, v in arguments.items() if k in pipeline.plan_step.parameters}
+    before = pipeline.before_plan_step
+    if before is not None:
+        given = {k: v for k, v in arguments.items() if k in before.parameters}
+        planned[pipeline.plan_parameter_for_before()] = before.func(**given)
+    return planned
+
+
 def run(
     pipeline: Pipeline,
     workers: int | None = None,
@@ -118,7 +129,7 @@ def run(
 ) -> dict[str, Any]:
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lease is given back). A plan with nothing to do runs nothing."""
-    plan = pipeline.plan(**plan_arguments)
+    plan = pipeline.plan(**_planned_arguments(pipeline, plan_arguments))
     if getattr(plan, "nothing_to_do", False):
         return {pipeline.plan_step.name: plan}
     try:
@@ -137,6 +148,7 @@ def run_annual_update(
     warehouse_url: str | None = None,
     accept_retirements: list[str] | None = None,
     workers: int | None = None,
+    sources: str | None = None,
 ) -> AnnualUpdateRun:
     """`ctdc run`: the annual update, every step, committed at once (no approver)."""
     from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
@@ -151,6 +163,7 @@ def run_annual_update(
         mappings=mappings,
         warehouse_url=warehouse_url,
         accept_retirements=accept_retirements,
+        sources=sources,
     )
     return AnnualUpdateRun(
         plan=results["plan_release"],
@@ -161,4 +174,6 @@ def run_annual_update(
         published=results.get("publish_release_folder"),
         purged=results.get("purge_withdrawn_records"),
         handoff=results.get("hand_off_release"),
+        sent=results.get("send_receipts"),
+        cleared=results.get("clear_pulled_deliveries"),
     )

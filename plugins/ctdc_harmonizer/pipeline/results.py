@@ -153,6 +153,23 @@ class Finished(StepResult):
     work_folder_removed: bool
 
 
+class SentReceipts(StepResult):
+    """Receipts copied to the partners' outboxes: partner -> where (kind, connection, path)."""
+
+    release: str
+    sent: dict[str, str] = {}
+    not_sent: dict[str, str] = {}  # partner -> why (no outbox, the outbox unreachable)
+
+
+class ClearedDeliveries(StepResult):
+    """Pulled copies deleted after the commit: plain copies read into the store, sealed
+    copies past their retention (counts of files)."""
+
+    plain_deleted: int = 0
+    sealed_deleted: int = 0
+    sealed_kept: int = 0
+
+
 class AnnualUpdateRun(StepResult):
     """A whole annual update from the command line: each step's result (None when the run
     had nothing to do)."""
@@ -167,6 +184,8 @@ class AnnualUpdateRun(StepResult):
     published: PublishedRelease | None = None
     purged: PurgedReleases | None = None
     handoff: HandedOff | None = None
+    sent: SentReceipts | None = None
+    cleared: ClearedDeliveries | None = None
 
 
 class ReceiptPaths(StepResult):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from ctdc_harmonizer.deliveries.pull import Arrivals
 from ctdc_harmonizer.errors import CtdcError, OutputError
 from ctdc_harmonizer.fileio import private_folder
 from ctdc_harmonizer.paths import mappings_dir
@@ -133,6 +134,8 @@ class ReleasePlan(BaseModel):
     unmapped_partner_folders: list[str] | None = None
     previous_release_state: str | None = None
     lock: LockInfo | None = None
+    # What the pull before planning fetched from the partners' drops (names, states, reasons)
+    arrivals: Arrivals = Arrivals()
     # In memory only (never XCom, never plan.json): a URL may carry a password. The DAG's
     # steps read $CTDC_WAREHOUSE_URL themselves.
     warehouse_url: str | None = Field(None, exclude=True)
@@ -421,6 +424,7 @@ def plan_release(
     work_url: str | None = None,
     accept_retirements: list[str] | None = None,
     allow_missing_landing: bool = False,
+    arrivals: Arrivals | None = None,
 ) -> ReleasePlan:
     """Check the run's inputs before any work, decide what it does with each partner, then
     take the store's lease and reset the private work folder (module docstring).
@@ -509,6 +513,7 @@ def plan_release(
         "accept_retirements": accept,
         "unmapped_partner_folders": strays,
         "warehouse_url": warehouse_url,
+        "arrivals": arrivals or Arrivals(),
     }
     if not with_work:
         if lock is not None:
@@ -569,6 +574,7 @@ def plan_scheduled_release(
     lock_owner: str | None = None,
     work: str | None = None,
     accept_retirements: list[str] | None = None,
+    arrivals: Arrivals | None = None,
 ) -> ReleasePlan:
     """plan_release with the DAG's defaults: an empty (or null) param means the default.
 
@@ -592,4 +598,5 @@ def plan_scheduled_release(
         accept_retirements=accept_retirements,
         # A yearly run before the first delivery: the default landing may not exist yet.
         allow_missing_landing=not named_landing,
+        arrivals=arrivals,
     )

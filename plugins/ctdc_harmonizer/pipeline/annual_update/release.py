@@ -285,6 +285,7 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
         rows=summary["rows"],
         partners=summary["partners"],
         subject=f"Commit and publish release {plan.release}?",
-        body=summary["body"],
+        # Who delivered by the deadline and who did not (the store carries them), and why.
+        body="\n\n".join([summary["body"], "\n".join(plan.arrivals.lines())]).strip(),
         report=folder.staged_dir,
     )
