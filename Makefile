@@ -12,7 +12,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 DEMO_DIR := $(CURDIR)/demo
 RELEASE ?= demo-$(shell date +%Y)  # the second year; the first is the year before
 
-.PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps
+.PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps sftp-deps
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "python3.11 not found (set PYTHON=...)"; exit 1; }
@@ -64,6 +64,10 @@ bench: install
 ## PostgreSQL metadata DB: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg://... make airflow-ui
 airflow-ui: install
 	$(PY) scripts/airflow_local.py
+
+## Debian's OpenSSH server: the delivery tests start its sftp-server on a loopback port
+sftp-deps:
+	test -x /usr/sbin/sshd || { apt-get update -qq && apt-get install -y -qq openssh-server; }
 
 ## Debian's Chromium for the browser test (Playwright cannot download its own browsers here)
 browser-deps:

@@ -26,8 +26,9 @@ command line `ctdc run` runs the same declaration):
    changes the store or publishes anything; rejecting leaves everything as it was.
 5. `commit_release` (one transaction) -> `publish_release_folder` -> `purge_withdrawn_records`
    -> `hand_off_release` (then `clear_pulled_deliveries`) -> `announce_release` emits the
-   asset `ctdc://harmonized-release`, which schedules `ctdc_synthesis`. `outcome` says how the run ended; the teardown
-   `finish_run` frees the store's lease and deletes the intermediates.
+   asset `ctdc://harmonized-release`, which schedules `ctdc_synthesis`. `outcome` says how
+   the run ended; the teardown `finish_run` frees the store's lease and deletes the
+   intermediates.
 
 Data errors fail their task at once; infrastructure errors (disk, database) retry. XCom holds
 paths and counts only. Each run has a *Release report* tab (plugin `ctdc_release_report`).

@@ -3,6 +3,7 @@
     ctdc run --landing DIR --out DIR [--partners a,b] [--release LABEL] [--warehouse URL]
              [--accept-retirements a,b] [--sources FILE]
     ctdc pull --landing DIR --out DIR [--sources FILE] [--warehouse URL]
+    ctdc manifest FOLDER [--name NAME]   (a partner, last: datapackage.json with SHA-256s)
     ctdc history --out DIR [--partner P] [--warehouse URL]
     ctdc rebuild --out DIR --release LABEL --into DIR [--warehouse URL]
     ctdc backfill --history DIR --out DIR [--warehouse URL]
@@ -94,6 +95,17 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     for line in arrivals.lines():
         print(line.replace("**", ""))
     return 1 if any(a.state == REFUSED for a in arrivals.partners.values()) else 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from ctdc_harmonizer.deliveries.complete import write_manifest
+
+    if not Path(args.folder).is_dir():
+        print(f"folder {args.folder} not found", file=sys.stderr)
+        return 1
+    written = write_manifest(args.folder, args.name or Path(args.folder).name)
+    print(f"wrote {written}: upload it last, after every file it names")
+    return 0
 
 
 def _print_partners(plan, release_dir: str | None) -> None:
@@ -284,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--sources", help=sources_help)
     pull.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
     pull.set_defaults(func=_cmd_pull)
+    manifest = sub.add_parser(
+        "manifest", help="(partners) write datapackage.json for a delivery folder, last"
+    )
+    manifest.add_argument("folder", help="the folder of the delivery's files")
+    manifest.add_argument("--name", help="the delivery's name (default: the folder's)")
+    manifest.set_defaults(func=_cmd_manifest)
     hist = sub.add_parser("history", help="each partner's deliveries and each release, counts only")
     hist.add_argument("--out", required=True, help="the out folder of the runs")
     hist.add_argument("--partner", help="one partner only")

@@ -25,6 +25,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ctdc_harmonizer.deliveries.remote import Entry
 from ctdc_harmonizer.deliveries.sources import MANIFEST, MANIFEST_NAME, Source
@@ -134,3 +135,29 @@ def readiness(source: Source, listed: dict[str, Entry], manifest: bytes | None) 
     if source.complete == MANIFEST:
         return by_manifest(source, listed, manifest)
     return by_stability(source, listed)
+
+
+def write_manifest(folder: str | Path, name: str = "delivery") -> Path:
+    """What a partner runs last, after uploading or before sending (`ctdc manifest FOLDER`):
+    `datapackage.json` naming every file of the folder with its size and SHA-256. Written
+    aside, then renamed: a reader never sees half a manifest."""
+    import os
+
+    from ctdc_harmonizer.fileio import sha256_of
+
+    folder = Path(folder)
+    resources = [
+        {
+            "name": re.sub(r"[^a-z0-9._-]", "-", path.stem.lower()) or "file",
+            "path": path.name,
+            "bytes": path.stat().st_size,
+            "hash": f"sha256:{sha256_of(path)}",
+        }
+        for path in sorted(folder.iterdir())
+        if path.is_file() and not path.name.startswith(".") and path.name != MANIFEST_NAME
+    ]
+    package = {"name": re.sub(r"[^a-z0-9._-]", "-", name.lower()), "resources": resources}
+    part = folder / f".{MANIFEST_NAME}.part"
+    part.write_text(json.dumps(package, indent=2) + "\n", encoding="utf-8")
+    os.replace(part, folder / MANIFEST_NAME)
+    return folder / MANIFEST_NAME

@@ -249,9 +249,23 @@ def _copy_checked(drop: Drop, source: Source, item: Expected, folder: Path) -> t
     return part, hashing.digest.hexdigest()
 
 
-def _refuse(source: Source, parts: list[Path], why: str) -> Arrival:
+def _remove_if_empty(folder: Path) -> None:
+    """An empty partner folder would read as a delivery without its files: none is left."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
+
+
+def _discard(parts: list[Path]) -> None:
     for part in parts:
         part.unlink(missing_ok=True)
+    if parts:
+        _remove_if_empty(parts[0].parent)
+
+
+def _refuse(source: Source, parts: list[Path], why: str) -> Arrival:
+    _discard(parts)
     log.warning("partner %s: delivery refused: %s", source.partner, why)
     return Arrival(partner=source.partner, state=REFUSED, why=why, source=source.where)
 
@@ -280,7 +294,12 @@ def pull_partner(
     folder = private_folder(landing / source.partner)
     parts, digests = [], {}
     for item in wanted:
-        part, digest = _copy_checked(drop, source, item, folder)
+        try:
+            part, digest = _copy_checked(drop, source, item, folder)
+        except InfrastructureError:
+            _discard(parts)
+            _remove_if_empty(folder)
+            raise
         parts.append(part)
         if item.sha256 is not None and digest != item.sha256:
             return _refuse(
@@ -295,8 +314,7 @@ def pull_partner(
         for item in wanted:
             now_there = listed.get(item.name)
             if now_there is None or (now_there.size, now_there.mtime) != (item.size, item.mtime):
-                for part in parts:
-                    part.unlink(missing_ok=True)
+                _discard(parts)
                 why = f"file '{item.name}' changed during the copy"
                 return Arrival(state=WAITING, why=why, **base)
     until = now + dt.timedelta(days=source.keep_encrypted_days) if key else None
@@ -404,11 +422,14 @@ def clear_pulled(landing: str, out: str, url: str, now: dt.datetime | None = Non
             if path.is_file() and sha256_of(path) == sha:
                 path.unlink()
                 counts["plain_deleted"] += 1
+                _remove_if_empty(path.parent)
             conn.execute(
                 sa.update(table).where(table.c.id == row_id).values(landing_deleted_at=now)
             )
         for row_id, partner, sha, until in conn.execute(sealed):
-            until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)  # SQLite: naive
+            if isinstance(until, str):  # SQLite (ADBC) returns its text form
+                until = dt.datetime.fromisoformat(until)
+            until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)  # stored as UTC
             if until > now:
                 counts["sealed_kept"] += 1
                 continue

@@ -99,14 +99,21 @@ class SftpDrop:
         with self._client() as client:
             client.getfo(posixpath.join(self.source.path, name), handle)
 
+    @staticmethod
+    def _makedirs(client, folder: str) -> None:
+        try:
+            client.stat(folder)
+        except FileNotFoundError:
+            parent = posixpath.dirname(folder.rstrip("/"))
+            if parent and parent != folder:
+                SftpDrop._makedirs(client, parent)
+            client.mkdir(folder)
+
     def write(self, folder: str, name: str, data: bytes) -> None:
         import io
 
         with self._client() as client:
-            try:
-                client.stat(folder)
-            except FileNotFoundError:
-                client.mkdir(folder)
+            self._makedirs(client, folder)
             # Written aside then renamed: the partner never reads half a receipt.
             part = posixpath.join(folder, f".{name}.part")
             client.putfo(io.BytesIO(data), part)
@@ -122,7 +129,11 @@ class ObjectStoreDrop:
     def _path(self, url: str):
         from airflow.sdk import ObjectStoragePath
 
-        return ObjectStoragePath(url, conn_id=self.source.conn_id)
+        path = ObjectStoragePath(url, conn_id=self.source.conn_id)
+        # The file system instance is shared and caches listings and ETags: a drop changes
+        # between two looks (a re-uploaded manifest), so every look starts afresh.
+        path.fs.invalidate_cache()
+        return path
 
     def entries(self) -> dict[str, Entry]:
         root = self._path(self.source.path.rstrip("/") + "/")
