@@ -42,9 +42,11 @@ test: install
 	$(PY) -m pytest -q -m "not processes"
 
 ## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
-## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379)
-test-e2e: install
-	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py
+## deployment (~3-5 min), the CeleryExecutor path with two workers (Redis 127.0.0.1:6379), and
+## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait
+test-e2e: install sftp-deps
+	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py \
+		tests/test_airflow_deliveries.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -24,6 +24,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 READY = "ready"
 WAIT_ENV = "CTDC_WAIT_HOURS"
+POLL_ENV = "CTDC_WAIT_POLL_SECONDS"  # how often the triggerer looks at the drops (default 60)
 
 
 def all_ready(states: dict[str, str]) -> bool:
@@ -112,8 +113,9 @@ class WaitForDeliveries(BaseOperator):
         if all_ready(states) or dt.datetime.now(dt.UTC) >= deadline:
             return {"states": states, "deadline_passed": not all_ready(states)}
         self.log.info("waiting for deliveries until %s: %s", deadline.isoformat(), states)
+        poll = float(os.environ.get(POLL_ENV) or self.poll_seconds)
         self.defer(
-            trigger=DeliveriesTrigger(out, deadline.isoformat(), self.poll_seconds),
+            trigger=DeliveriesTrigger(out, deadline.isoformat(), poll),
             method_name="execute_complete",
         )
 
