@@ -245,6 +245,7 @@ def test_sftp_and_object_store_drops_feed_a_run_and_get_receipts_back(
     states = {p: a.state for p, a in second.plan.arrivals.partners.items()}
     assert states == {"hotline": PULLED, "iom": PULLED}, second.plan.arrivals.lines()
     assert second.committed is not None and second.sent.sent.keys() == {"hotline", "iom"}
+    assert "- hotline: pulled, 1 file(s)" in second.summary.body  # the approval request
     assert sorted(p.name for p in (hotline_out / "2025").iterdir()) == [
         "receipt.html",
         "receipt.json",
@@ -269,3 +270,33 @@ def test_sftp_and_object_store_drops_feed_a_run_and_get_receipts_back(
     logged = caplog.text
     assert s3.secret not in logged and Path(sftp.user_key).read_text() not in logged
     assert whole[:40].decode() not in logged and iom_file.read_text()[:60] not in logged
+
+
+def test_the_wait_fires_once_all_delivered_or_at_its_deadline(tmp_path: Path, drop: Path) -> None:
+    """The trigger the DAG defers to (run here in an event loop, as the triggerer does)."""
+    import asyncio
+    import datetime as dt
+
+    from ctdc_harmonizer.deliveries.waiting import DeliveriesTrigger
+
+    out = tmp_path / "out"
+    sources = _sources(tmp_path / "s.yaml", {"iom": {"kind": "local", "path": str(drop)}})
+
+    async def first_event(trigger: DeliveriesTrigger) -> dict:
+        async for event in trigger.run():
+            return event.payload
+
+    def trigger(seconds: float) -> DeliveriesTrigger:
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        made = DeliveriesTrigger(str(out), deadline.isoformat(), 0.2, str(sources))
+        # What the metadata database stores: paths, a deadline, an interval; no secret.
+        assert set(made.serialize()[1]) == {"out", "deadline", "poll_seconds", "sources"}
+        return made
+
+    started = time.monotonic()
+    late = asyncio.run(first_event(trigger(1.0)))  # no manifest: waits until the deadline
+    assert late == {"states": {"iom": WAITING}, "deadline_passed": True}
+    assert time.monotonic() - started >= 1.0
+    write_manifest(drop)
+    ready = asyncio.run(first_event(trigger(3600)))  # complete and new: fires at once
+    assert ready == {"states": {"iom": "ready"}, "deadline_passed": False}
