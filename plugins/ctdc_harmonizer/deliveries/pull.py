@@ -191,7 +191,7 @@ def check_arrivals(
     if path is None:
         return {}
     url = _warehouse_url(out, warehouse_url)
-    _migrated(url)
+    _migrated(url, once=True)
     states = {}
     for partner, source in load_sources(path).items():
         try:
@@ -216,10 +216,15 @@ def _delivery_mode(partner: str, mappings: str | None = None) -> str:
     return load_partner(Path(mappings or mappings_dir()) / partner).delivery.mode
 
 
-def _migrated(url: str) -> None:
+_MIGRATED: set[str] = set()  # by the wait: once per process (it looks every minute)
+
+
+def _migrated(url: str, once: bool = False) -> None:
     from ctdc_harmonizer.warehouse import migrate
 
-    migrate(url)  # the pull records into delivery_received; a new warehouse is created
+    if not (once and url in _MIGRATED):
+        migrate(url)  # the pull records into delivery_received; a new warehouse is created
+        _MIGRATED.add(url)
 
 
 def _copy_checked(drop: Drop, source: Source, item: Expected, folder: Path) -> tuple[Path, str]:

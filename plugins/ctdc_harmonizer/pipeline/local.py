@@ -113,11 +113,14 @@ def run_pipeline(
 def _planned_arguments(pipeline: Pipeline, arguments: dict[str, Any]) -> dict[str, Any]:
     """The plan's arguments: the caller's that it takes, and the before-plan step's result
     (run here, with the caller's arguments it takes)."""
-    planned = {k: v for k, v in arguments.items() if k in pipeline.plan_step.parameters}
     before = pipeline.before_plan_step
-    if before is not None:
-        given = {k: v for k, v in arguments.items() if k in before.parameters}
-        planned[pipeline.plan_parameter_for_before()] = before.func(**given)
+    if before is None:
+        return arguments
+    # The before-plan step's own arguments (the plan does not take them) stop here.
+    plan_takes = pipeline.plan_step.parameters
+    planned = {k: v for k, v in arguments.items() if k in plan_takes or k not in before.parameters}
+    given = {k: v for k, v in arguments.items() if k in before.parameters}
+    planned[pipeline.plan_parameter_for_before()] = before.func(**given)
     return planned
 
 
