@@ -129,7 +129,10 @@ def ctdc_annual_update():
     @task
     def pull_deliveries(waited: dict, params=None) -> dict:
         return boundary(pull_scheduled_deliveries)(
-            params["landing"], params["out"], deadline_passed=waited["deadline_passed"]
+            params["landing"],
+            params["out"],
+            deadline_passed=waited["deadline_passed"],
+            partners=params["partners"],
         )
 
     @task

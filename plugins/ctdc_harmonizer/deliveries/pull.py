@@ -366,13 +366,17 @@ def pull_deliveries(
     warehouse_url: str | None = None,
     mappings: str | None = None,
     deadline_passed: bool = False,
+    partners: list[str] | None = None,
 ) -> Arrivals:
     """Pull every partner's complete, new delivery (module docstring). No sources file
-    ($CTDC_SOURCES or `sources`): nothing to pull, the landing folder is read as it is."""
+    ($CTDC_SOURCES or `sources`): nothing to pull, the landing folder is read as it is.
+    `partners`: the run reads only these partners' deliveries, so only they are pulled."""
     path = sources_path(sources)
     if path is None:
         return Arrivals()
     declared = load_sources(path)
+    if partners:
+        declared = {p: s for p, s in declared.items() if p in partners}
     url = _warehouse_url(out, warehouse_url)
     _migrated(url)
     now = dt.datetime.now(dt.UTC)
@@ -447,12 +451,18 @@ def clear_pulled(landing: str, out: str, url: str, now: dt.datetime | None = Non
 
 
 def pull_scheduled_deliveries(
-    landing: str | None, out: str | None, deadline_passed: bool = False
+    landing: str | None,
+    out: str | None,
+    deadline_passed: bool = False,
+    partners: list[str] | None = None,
 ) -> Arrivals:
     """pull_deliveries with the DAG's defaults ($CTDC_LANDING / $CTDC_OUT, else under
     $AIRFLOW_HOME/ctdc/) and the sources file of $CTDC_SOURCES."""
     from ctdc_harmonizer.paths import default_landing, default_out
 
     return pull_deliveries(
-        landing or default_landing(), out or default_out(), deadline_passed=deadline_passed
+        landing or default_landing(),
+        out or default_out(),
+        deadline_passed=deadline_passed,
+        partners=partners or None,
     )
