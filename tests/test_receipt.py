@@ -72,6 +72,10 @@ def test_run_writes_one_receipt_per_delivering_partner(landing, tmp_path):
     again = receipts.read_receipt(folder / "iom")
     assert again.totals == receipts.Receipt.model_validate_json(first).totals
     assert sorted(p.name for p in (folder / "iom").iterdir()) == ["receipt.html", "receipt.json"]
+    # A run of the release without the hotline's delivery leaves no receipt of it.
+    assert cli.main(["run", "--landing", str(landing), "--out", str(out), "--release", "2025",
+                     "--partners", "iom"]) == 0  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == ["iom"]
 
 
 def test_receipt_is_written_before_approval(landing, tmp_path):

@@ -61,6 +61,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v}" for k, v in folder.totals.items() if not k.startswith("records_"))
     )
     _print_partners(plan, published.release_dir)
+    if done.receipts and done.receipts.receipts:
+        where = Path(args.out) / "receipts" / published.release
+        names = ", ".join(sorted(done.receipts.receipts))
+        print(f"partners' receipts (counts only, one per delivery): {where}/ ({names})")
     print(
         f"store: release {committed.release} is number {committed.sequence}; "
         f"{committed.versions_inserted} new record version(s), {committed.versions_closed} "

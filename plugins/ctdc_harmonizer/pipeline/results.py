@@ -153,22 +153,6 @@ class Finished(StepResult):
     work_folder_removed: bool
 
 
-class AnnualUpdateRun(StepResult):
-    """A whole annual update from the command line: each step's result (None when the run
-    had nothing to do)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    plan: Any
-    assembled: AssembledRelease | None = None
-    folder: ReleaseFolder | None = None
-    summary: ReleaseSummary | None = None
-    committed: CommittedRelease | None = None
-    published: PublishedRelease | None = None
-    purged: PurgedReleases | None = None
-    handoff: HandedOff | None = None
-
-
 class ReceiptPaths(StepResult):
     """One partner's receipt: release/receipts.py writes both files."""
 
@@ -182,3 +166,20 @@ class PartnerReceipts(StepResult):
 
     release: str
     receipts: dict[str, ReceiptPaths]
+
+
+class AnnualUpdateRun(StepResult):
+    """A whole annual update from the command line: each step's result (None when the run
+    had nothing to do)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    plan: Any
+    assembled: AssembledRelease | None = None
+    receipts: PartnerReceipts | None = None
+    folder: ReleaseFolder | None = None
+    summary: ReleaseSummary | None = None
+    committed: CommittedRelease | None = None
+    published: PublishedRelease | None = None
+    purged: PurgedReleases | None = None
+    handoff: HandedOff | None = None

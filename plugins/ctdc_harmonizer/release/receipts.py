@@ -342,6 +342,18 @@ def write_receipt(receipt: Receipt, folder: str | Path) -> ReceiptFiles:
     return ReceiptFiles(json_path=folder / JSON_NAME, html_path=folder / HTML_NAME)
 
 
+def remove_other_receipts(out: str | Path, release: str, keep: set[str]) -> list[str]:
+    """Delete the release's receipts of partners not in `keep` (left by an earlier run of
+    the same release); the partners whose receipts were removed."""
+    folder = Path(out) / RECEIPTS_FOLDER / release
+    if not folder.is_dir():
+        return []
+    gone = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in keep)
+    for name in gone:
+        shutil.rmtree(folder / name)
+    return gone
+
+
 def read_receipt(path: str | Path) -> Receipt:
     """A receipt written by `write_receipt` (its folder or its receipt.json)."""
     path = Path(path)
