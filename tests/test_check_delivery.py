@@ -156,3 +156,14 @@ def test_the_check_imports_no_airflow(landing, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_out_names_any_folder_and_only_the_receipt_is_written(landing, tmp_path, capsys):
+    """--out may be a folder holding the partner's other files: none is touched."""
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    assert check("--partner", "hotline", landing, "--out", mine) == 0
+    assert check("--partner", "hotline", landing, "--out", mine) == 0  # replaced in place
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "receipt.html", "receipt.json"]
+    assert (mine / "notes.txt").read_text() == "keep me\n"
