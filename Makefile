@@ -20,7 +20,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --compile-bytecode --quiet
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --extra dev --extra airflow --compile-bytecode --quiet
 	@# The project is installed editable (uv compiles site-packages only): every process would
 	@# otherwise recompile it (PYTHONDONTWRITEBYTECODE may forbid writing it at import).
 	$(PY) -m compileall -q plugins

@@ -72,6 +72,27 @@ def test_run_writes_one_receipt_per_delivering_partner(landing, tmp_path):
     again = receipts.read_receipt(folder / "iom")
     assert again.totals == receipts.Receipt.model_validate_json(first).totals
     assert sorted(p.name for p in (folder / "iom").iterdir()) == ["receipt.html", "receipt.json"]
+    # A run of the release without the hotline's delivery leaves no receipt of it.
+    assert cli.main(["run", "--landing", str(landing), "--out", str(out), "--release", "2025",
+                     "--partners", "iom"]) == 0  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == ["iom"]
+
+
+def test_the_check_before_sending_gives_the_receipt_the_run_gives(landing, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", "--landing", str(landing), "--out", str(out), "--release", "2025"]) == 0
+    for partner in ("iom", "hotline", "case_management"):
+        ran = receipts.read_receipt(out / "receipts" / "2025" / partner)
+        assert cli.main(["check-delivery", "--partner", partner, str(landing), "--release-year",
+                         "2025", "--out", str(tmp_path / partner)]) == 0  # fmt: skip
+        checked = receipts.read_receipt(tmp_path / partner)
+        assert checked.totals == ran.totals, partner
+        for key in ("rejected", "excluded", "unmapped", "value_issues"):
+            assert getattr(checked, key) == getattr(ran, key), (partner, key)
+        strip = {"new", "revised", "unchanged"}  # what only the store can say
+        assert [f.model_dump(exclude=strip) for f in checked.files] == [
+            f.model_dump(exclude=strip) for f in ran.files
+        ]
 
 
 def test_receipt_is_written_before_approval(landing, tmp_path):

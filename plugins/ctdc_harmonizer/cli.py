@@ -11,6 +11,7 @@
     ctdc profile --landing DIR --partner NAME --out DIR
     ctdc check --out DIR [--release LABEL] [--warehouse URL]
     ctdc unmapped --landing DIR --partner NAME --out FILE
+    ctdc check-delivery --partner NAME [--out DIR] [--mappings DIR] FILE_OR_FOLDER...
     ctdc synthesize --release LABEL [--out DIR | --handoff DIR] [--epsilon E] [--warehouse URL]
 
 Exit 0 on success; otherwise 1 (bad input, mapping, coverage, out folder, a release being
@@ -65,6 +66,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v}" for k, v in folder.totals.items() if not k.startswith("records_"))
     )
     _print_partners(plan, published.release_dir)
+    if done.receipts and done.receipts.receipts:
+        where = Path(args.out) / "receipts" / published.release
+        names = ", ".join(sorted(done.receipts.receipts))
+        print(f"partners' receipts (counts only, one per delivery): {where}/ ({names})")
     print(
         f"store: release {committed.release} is number {committed.sequence}; "
         f"{committed.versions_inserted} new record version(s), {committed.versions_closed} "
@@ -226,6 +231,36 @@ def _cmd_unmapped(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_delivery(args: argparse.Namespace) -> int:
+    # Runs on a partner's machine: no Airflow, no warehouse, no key; nothing is sent.
+    from ctdc_harmonizer.release.receipts import receipt_text
+    from ctdc_harmonizer.run.delivery_check import check_delivery
+
+    checked = check_delivery(
+        args.partner, args.paths, args.mappings, args.out, release_year=args.release_year
+    )
+    receipt = checked.receipt
+    print(receipt_text(receipt))
+    if checked.files is not None:
+        print(f"receipt written: {checked.files.json_path} and {checked.files.html_path}")
+    if receipt.ok:
+        print(f"partner {receipt.partner}: the delivery can be sent (nothing was sent)")
+        return 0
+    for p in receipt.problems:  # located, never quoted
+        print(
+            f"ctdc: problem: partner '{receipt.partner}', file '{p.file or '-'}', column "
+            f"'{p.column or '-'}', row {p.row if p.row is not None else '-'}: {p.reason}",
+            file=sys.stderr,
+        )
+    if not receipt.reconciles:
+        print("ctdc: problem: the counts do not reconcile", file=sys.stderr)
+    print(
+        f"ctdc: error: partner '{receipt.partner}': fix the problem(s) above before sending",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ctdc_harmonizer import samples
 
@@ -351,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     unmapped.add_argument("--out", required=True, help="report file (created owner-only)")
     unmapped.add_argument("--mappings")
     unmapped.set_defaults(func=_cmd_unmapped)
+    checkd = sub.add_parser(
+        "check-delivery",
+        help="check a delivery on the partner's machine before sending it (prints its receipt)",
+    )
+    checkd.add_argument("--partner", required=True, help="the partner's code (its mapping)")
+    checkd.add_argument("paths", nargs="+", help="the files to send, or their folder")
+    checkd.add_argument("--out", help="folder receiving receipt.json and receipt.html")
+    checkd.add_argument("--mappings", help="mapping folders root (default: the project's)")
+    checkd.add_argument(
+        "--release-year", type=int, help="year of the release (default: as ctdc run)"
+    )
+    checkd.set_defaults(func=_cmd_check_delivery)
     syn = sub.add_parser("synthesize", help="DP synthesis of a handed-off release (public data)")
     syn.add_argument("--release", required=True, help="release label")
     syn.add_argument("--out", help="folder holding the releases (default: $CTDC_OUT)")

@@ -9,12 +9,24 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# An installed wheel has no repository around it: it carries schemas/ and mappings/ here
+# (pyproject.toml, force-include).
+PACKAGED_DATA = Path(__file__).resolve().parent / "_data"
+
+
+def _project_folder(name: str) -> Path:
+    """The checkout's folder when there is one (a developer, the image), else the wheel's."""
+    checkout = REPO_ROOT / name
+    packaged = PACKAGED_DATA / name
+    return packaged if not checkout.is_dir() and packaged.is_dir() else checkout
+
+
 def schemas_dir() -> Path:
-    return Path(os.environ.get("CTDC_SCHEMAS_DIR", REPO_ROOT / "schemas"))
+    return Path(os.environ.get("CTDC_SCHEMAS_DIR") or _project_folder("schemas"))
 
 
 def mappings_dir() -> Path:
-    return Path(os.environ.get("CTDC_MAPPINGS_DIR", REPO_ROOT / "mappings"))
+    return Path(os.environ.get("CTDC_MAPPINGS_DIR") or _project_folder("mappings"))
 
 
 def ctdc_home() -> Path:

@@ -222,8 +222,12 @@ def load_withdrawals(config: PartnerConfig, landing: Path) -> Withdrawals | None
     """The partner's withdrawal requests (None when no withdrawals file was delivered).
     Raises ExtractError for any file that cannot be applied in full."""
     path = find_withdrawals_file(config, landing)
-    if path is None:
-        return None
+    return None if path is None else read_withdrawals(config, path)
+
+
+def read_withdrawals(config: PartnerConfig, path: Path) -> Withdrawals:
+    """One withdrawals file's requests (also what `ctdc check-delivery` checks). Raises
+    ExtractError for a file that cannot be applied in full."""
     if not config.record_id and not config.withdrawal_match:
         raise ExtractError(config.code, path.name, _no_method_message(config))
     table = _read_table(config, path)

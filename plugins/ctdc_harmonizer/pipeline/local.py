@@ -171,6 +171,7 @@ def run_annual_update(
     return AnnualUpdateRun(
         plan=results["plan_release"],
         assembled=results.get("assemble_release"),
+        receipts=results.get("write_receipts"),
         folder=results.get("build_release_folder"),
         summary=results.get("summarize_release"),
         committed=results.get("commit_release"),

@@ -170,24 +170,6 @@ class ClearedDeliveries(StepResult):
     sealed_kept: int = 0
 
 
-class AnnualUpdateRun(StepResult):
-    """A whole annual update from the command line: each step's result (None when the run
-    had nothing to do)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    plan: Any
-    assembled: AssembledRelease | None = None
-    folder: ReleaseFolder | None = None
-    summary: ReleaseSummary | None = None
-    committed: CommittedRelease | None = None
-    published: PublishedRelease | None = None
-    purged: PurgedReleases | None = None
-    handoff: HandedOff | None = None
-    sent: SentReceipts | None = None
-    cleared: ClearedDeliveries | None = None
-
-
 class ReceiptPaths(StepResult):
     """One partner's receipt: release/receipts.py writes both files."""
 
@@ -201,3 +183,22 @@ class PartnerReceipts(StepResult):
 
     release: str
     receipts: dict[str, ReceiptPaths]
+
+
+class AnnualUpdateRun(StepResult):
+    """A whole annual update from the command line: each step's result (None when the run
+    had nothing to do)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    plan: Any
+    assembled: AssembledRelease | None = None
+    receipts: PartnerReceipts | None = None
+    folder: ReleaseFolder | None = None
+    summary: ReleaseSummary | None = None
+    committed: CommittedRelease | None = None
+    published: PublishedRelease | None = None
+    purged: PurgedReleases | None = None
+    handoff: HandedOff | None = None
+    sent: SentReceipts | None = None
+    cleared: ClearedDeliveries | None = None

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer.columns import FILE, ROW, Outcome
+from ctdc_harmonizer.fileio import private_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -322,24 +323,35 @@ def receipt_folder(out: str | Path, release: str, partner: str) -> Path:
 
 
 def write_receipt(receipt: Receipt, folder: str | Path) -> ReceiptFiles:
-    """Write `receipt.json` and `receipt.html` into `folder` (created owner-only), replacing
-    an earlier receipt there as a whole (a rerun leaves one receipt, never a mix)."""
+    """Write `receipt.json` and `receipt.html` into `folder` (created owner-only when new;
+    files owner-only). Each file is replaced atomically; nothing else in the folder is
+    touched (`ctdc check-delivery --out` may name any folder of the partner's)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))  # 0700
-    try:
-        payload = json.dumps(receipt.model_dump(mode="json"), indent=2, sort_keys=True)
-        for name, text in ((JSON_NAME, payload + "\n"), (HTML_NAME, render_html(receipt))):
-            descriptor = os.open(aside / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not folder.is_dir():
+        private_folder(folder)
+    payload = json.dumps(receipt.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    for name, text in ((JSON_NAME, payload), (HTML_NAME, render_html(receipt))):
+        descriptor, aside = tempfile.mkstemp(prefix=f".{name}.", dir=folder)  # 0600
+        try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(text)
-        if folder.exists():
-            shutil.rmtree(folder)
-        aside.rename(folder)
-    except BaseException:
-        shutil.rmtree(aside, ignore_errors=True)
-        raise
+            os.replace(aside, folder / name)
+        except BaseException:
+            Path(aside).unlink(missing_ok=True)
+            raise
     return ReceiptFiles(json_path=folder / JSON_NAME, html_path=folder / HTML_NAME)
+
+
+def remove_other_receipts(out: str | Path, release: str, keep: set[str]) -> list[str]:
+    """Delete the release's receipts of partners not in `keep` (left by an earlier run of
+    the same release); the partners whose receipts were removed."""
+    folder = Path(out) / RECEIPTS_FOLDER / release
+    if not folder.is_dir():
+        return []
+    gone = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in keep)
+    for name in gone:
+        shutil.rmtree(folder / name)
+    return gone
 
 
 def read_receipt(path: str | Path) -> Receipt:

@@ -182,7 +182,7 @@ def write_receipts(plan: ReleasePlan, assembled: AssembledRelease) -> PartnerRec
     Written BEFORE the approval, on purpose: a receipt reports on the delivery, not on the
     release, so the partner learns about its rejected rows and unknown values even when the
     data team rejects this release. It changes neither the store nor any release folder; a
-    rerun of the release replaces it."""
+    rerun of the release replaces the release's receipts."""
     from ctdc_harmonizer.pipeline.results import ReceiptPaths
     from ctdc_harmonizer.release import receipts
     from ctdc_harmonizer.run import locks
@@ -214,6 +214,9 @@ def write_receipts(plan: ReleasePlan, assembled: AssembledRelease) -> PartnerRec
             receipt.totals.rejected,
             len(receipt.problems),
         )
+    # The folder holds the receipts of the release's latest run only: a partner that
+    # delivered in a replaced run of this release but not in this one keeps no receipt.
+    receipts.remove_other_receipts(plan.out_path, plan.release, keep=set(written))
     return PartnerReceipts(release=plan.release, receipts=written)
 
 
