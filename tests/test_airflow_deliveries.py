@@ -207,10 +207,11 @@ def _finished(api: Api, run_id: str, timeout: float) -> dict:
 
 
 def _xcom(api: Api, run_id: str, task_id: str):
-    return api.json(
+    value = api.json(
         "GET",
         f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
     )["value"]
+    return json.loads(value) if isinstance(value, str) else value  # the stored JSON
 
 
 @pytest.fixture(scope="module")
