@@ -111,6 +111,30 @@ def test_a_new_step_is_one_function_and_one_line_of_a_declaration():
     assert results["count"] == Counted(rows=60, partners=2)
 
 
+class Arrived(BaseModel):
+    partners: list[str]
+
+
+def fetch(inbox: list[str]) -> Arrived:
+    return Arrived(partners=sorted(inbox))
+
+
+def plan_arrived(arrived: Arrived) -> Plan:
+    return Plan(partners=arrived.partners)
+
+
+def test_a_step_before_the_plan_hands_the_plan_its_result():
+    """`before_plan`: the caller's arguments it takes go to it, its result to the plan's
+    parameter of that type; a plan without such a parameter is refused when declared."""
+    pipeline = Pipeline(
+        name="demo", before_plan=fetch, plan=plan_arrived, per_partner=(read,), steps=()
+    )
+    results = local.run(pipeline, workers=1, inbox=["ngo", "iom"])
+    assert results["plan_arrived"] == Plan(partners=["iom", "ngo"])
+    with pytest.raises(DeclarationError, match="takes no parameter of type Arrived"):
+        Pipeline(name="bad", before_plan=fetch, plan=make_plan)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "said"),
     [
