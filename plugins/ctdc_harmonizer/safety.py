@@ -40,6 +40,14 @@ def os_reason(exc: OSError) -> str:
     return f"{name} ({text})" if name else type(exc).__name__
 
 
+def printable_name(name: str) -> str:
+    """A file name as a message shows it: the partner chose it, so a control character (a
+    line break that would forge a log line, a terminal escape) is shown as its escape."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+
+
 def describe(exc: BaseException, where: str = "") -> str:
     """A value-free one-line description of any exception."""
     prefix = f"{where}: " if where else ""
@@ -116,5 +124,6 @@ __all__ = [
     "formula_safe",
     "is_infrastructure",
     "os_reason",
+    "printable_name",
     "write_report_csv",
 ]

@@ -241,6 +241,7 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
         release=plan.release,
         rows=summary["rows"],
         partners=summary["partners"],
+        not_read=summary["not_read"],
         subject=f"Commit and publish release {plan.release}?",
         body=summary["body"],
         report=folder.staged_dir,
