@@ -112,9 +112,12 @@ def write_report_csv(frame: pd.DataFrame, path: str | Path) -> Path:
 
     CRLF line ends (RFC 4180): with them a cell holding a bare CR or LF is quoted, so it
     cannot split a row in a reader (with "\n" pandas leaves a bare CR unquoted)."""
+    from ctdc_harmonizer.fileio import named_os_errors
+
     path = Path(path)
     safe = frame.apply(formula_safe) if len(frame.columns) else frame
-    safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
+    with named_os_errors(path):
+        safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
     return path
 
 

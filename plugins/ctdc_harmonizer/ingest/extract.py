@@ -50,9 +50,7 @@ def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None)
     except UnicodeDecodeError:
         raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
     except OSError as exc:  # permission denied, a file that vanished, a folder named *.csv
-        raise ExtractError(
-            config.code, path.name, f"cannot be opened ({os_problem(exc)})"
-        ) from None
+        raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     except Exception as exc:  # every reader library raises its own types
         # The library's message may quote file content, so only its type is kept.
         raise ExtractError(
@@ -137,9 +135,7 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     try:
         digest = sha256_of(path)
     except OSError as exc:
-        raise ExtractError(
-            config.code, path.name, f"cannot be opened ({os_problem(exc)})"
-        ) from None
+        raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     info = ReadResult(frame.iloc[:0], path.name, digest, int(blank.sum()), dropped)
     return _Part(frame, frozenset(converted), info)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.ingest.withdrawals import is_withdrawals_file
 from ctdc_harmonizer.mapping.spec import PartnerConfig
+from ctdc_harmonizer.safety import os_reason
 
 SYMLINK_PROBLEM = (
     "is a symbolic link: files are read only from inside the landing folder "
@@ -22,10 +23,9 @@ SYMLINK_PROBLEM = (
 
 
 def os_problem(exc: OSError) -> str:
-    """An OS error in a few words (its own text names paths; keep messages short)."""
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return type(exc).__name__
+    """An OS error as its errno name and the OS's words ('EACCES (Permission denied)'); its
+    own text names absolute paths, and the message names the file already."""
+    return os_reason(exc)
 
 
 # Why a delivered entry is not read (mappings/README.md, "Files in a delivery"): reason codes
@@ -91,7 +91,7 @@ def list_delivery(config: PartnerConfig, landing: Path) -> DeliveryListing:
         entries = sorted(folder.iterdir())
     except OSError as exc:
         raise ExtractError(
-            config.code, str(folder), f"partner folder cannot be listed ({os_problem(exc)})"
+            config.code, str(folder), f"partner folder cannot be listed: {os_problem(exc)}"
         ) from None
     files, not_read = [], {}
     for p in entries:  # the files of one delivery, not records

@@ -297,7 +297,7 @@ def _delivered_file(partner: str, path: Path) -> DeliveredFile:
         status = path.stat()
         checksum = _checksum(str(path), status.st_size, status.st_mtime_ns)
     except OSError as exc:
-        raise ExtractError(partner, path.name, f"cannot be opened ({os_problem(exc)})") from None
+        raise ExtractError(partner, path.name, f"cannot be opened: {os_problem(exc)}") from None
     return DeliveredFile(
         name=path.name,
         sha256=checksum,
