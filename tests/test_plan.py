@@ -1,5 +1,7 @@
 """Run planning: defaults of scheduled runs, partners that did not deliver, bad labels."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -94,8 +96,17 @@ def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):
         warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
     )
     assert info.folder.totals["rows_read"] == 20 and info.folder.totals["unaccounted"] == 0
-    recon = (tmp_path / "out" / "2025" / "reconciliation.json").read_text()
-    assert "~$" not in recon and "swp" not in recon
+    # Not read, and named with their reason (nothing delivered is left out unnamed).
+    expected = {
+        "~$htcds_case_export.xlsx": "lock_file",
+        ".htcds_case_export.xlsx.swp": "hidden_file",
+    }
+    assert info.plan.partner_plans["case_management"].not_read == expected
+    recon = json.loads((tmp_path / "out" / "2025" / "reconciliation.json").read_text())
+    assert recon["partners"]["case_management"]["not_read"] == expected
+    assert set(recon["partners"]["case_management"]["files"]) == {"htcds_case_export.xlsx"}
+    meta = json.loads((tmp_path / "out" / "2025" / "metadata.json").read_text())
+    assert meta["partners"]["case_management"]["not_read"] == expected
 
 
 def test_nothing_delivered_is_an_empty_plan_not_an_error(tmp_path):

@@ -188,7 +188,7 @@ def test_a_withdrawal_lasts_across_releases_and_purges_earlier_ones(tmp_path, ca
     _land(tmp_path, "tiny", delivery, withdrawals=f"record_id\n{PLANTED_ID}\n")
     second = _run(tmp_path, "r2", mappings)
     assert second.plan.partner_plans["tiny"].not_read == {
-        "extract.csv": "already ingested in release r1"
+        "extract.csv": "already_ingested (release r1)"
     }
     assert second.folder.rows == 6 and second.folder.totals["records_erased"] == 1
     assert second.committed.withdrawals_recorded == 1 and second.committed.records_erased == 1

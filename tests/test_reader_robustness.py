@@ -456,7 +456,10 @@ def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(pacsv, "read_csv", denied)
     error = read_error(config, path, caplog)
-    assert error.file == "extract.csv" and error.problem == "cannot be opened (permission denied)"
+    assert (
+        error.file == "extract.csv"
+        and error.problem == "cannot be opened: EACCES (Permission denied)"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -468,7 +471,7 @@ def test_file_without_read_permission_is_a_clear_error(tmp_path, caplog):
         error = read_error(config, path, caplog)
     finally:
         path.chmod(0o600)
-    assert "permission denied" in error.problem
+    assert "EACCES (Permission denied)" in error.problem
 
 
 def test_unlistable_partner_folder_is_a_clear_error(tmp_path, monkeypatch):
@@ -479,7 +482,7 @@ def test_unlistable_partner_folder_is_a_clear_error(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "iterdir", denied)
-    with pytest.raises(ExtractError, match=r"cannot be listed \(permission denied\)"):
+    with pytest.raises(ExtractError, match=r"cannot be listed: EACCES \(Permission denied\)"):
         find_extract_files(config, tmp_path / "landing")
 
 

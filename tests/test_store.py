@@ -178,8 +178,8 @@ def test_partners_come_in_by_delivery_mapping_change_or_carry(years):
     }
     plan2 = done["runs"][y2].plan
     assert plan2.partner_plans["hotline"].not_read == {
-        "hotline_reports_2025.jsonl": f"already ingested in release {y1}",
-        "withdrawals.csv": f"already applied in release {y1}",
+        "hotline_reports_2025.jsonl": f"already_ingested (release {y1})",
+        "withdrawals.csv": f"already_applied (release {y1})",
     }
     assert plan2.partner_plans["case_management"].reharmonize == "mapping changed"
 

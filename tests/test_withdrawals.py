@@ -259,17 +259,17 @@ def test_withdrawals_that_cannot_be_applied_stop_the_run(tmp_path, capsys, caplo
 
 def test_unreadable_file_is_an_error_not_a_skip(tmp_path, capsys, caplog, monkeypatch):
     # Tests may run as root, which reads any file: the OS refusal is simulated.
-    read_text = Path.read_text
+    read_bytes = Path.read_bytes
 
     def refuse(self, *args, **kwargs):
         if is_withdrawals_file(self):
             raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)
+        return read_bytes(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", refuse)
+    monkeypatch.setattr(Path, "read_bytes", refuse)
     code, err = run_cli(tmp_path, capsys, caplog, PARTNER_YAML, "record_id\nB2\n")
     assert code == 1
-    assert "file 'withdrawals.csv': cannot be read (PermissionError)" in err
+    assert "file 'withdrawals.csv': cannot be read: EACCES (Permission denied)" in err
 
 
 def test_a_folder_or_a_link_out_of_the_landing_is_refused(tmp_path, capsys, caplog):

@@ -118,6 +118,7 @@ def _print_partners(plan, release_dir: str | None) -> None:
     from pathlib import Path
 
     from ctdc_harmonizer.release import report
+    from ctdc_harmonizer.safety import printable_name
 
     table = None
     if release_dir:
@@ -143,6 +144,8 @@ def _print_partners(plan, release_dir: str | None) -> None:
                 f"{row['released']} released"
             )
         print(f"  {partner}: {text}")
+        for name, reason in entry.not_read.items():
+            print(f"    not read: {printable_name(name)}: {reason}")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:

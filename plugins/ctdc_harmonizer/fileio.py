@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno as errno_module
 import hashlib
 import json
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def named_os_errors(path: str | Path) -> Iterator[None]:
+    """An OS error raised while writing or reading `path` names it, with its errno.
+
+    pyarrow and pandas raise OSErrors without a file name (pyarrow's without an errno either,
+    only "[errno 28]" in its text): a full disk would say "cannot use a file: ENOSPC", or
+    just "OSError", without saying where. Only the errno number is taken from the text."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename and exc.errno:
+            raise
+        found = _ERRNO_IN_TEXT.search(str(exc))
+        number = exc.errno or (int(found.group(1)) if found else 0)
+        if not number or number not in errno_module.errorcode:
+            raise
+        raise OSError(number, os.strerror(number), str(exc.filename or path)) from None
 
 
 def sha256_of(path: str | Path) -> str:
@@ -16,7 +42,8 @@ def sha256_of(path: str | Path) -> str:
 
 def write_json(path: str | Path, payload: Any) -> None:
     """Indented, keys sorted: the same payload always gives the same bytes."""
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+    with named_os_errors(path):
+        Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def read_json(path: str | Path) -> Any:

@@ -40,6 +40,14 @@ def os_reason(exc: OSError) -> str:
     return f"{name} ({text})" if name else type(exc).__name__
 
 
+def printable_name(name: str) -> str:
+    """A file name as a message shows it: the partner chose it, so a control character (a
+    line break that would forge a log line, a terminal escape) is shown as its escape."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+
+
 def describe(exc: BaseException, where: str = "") -> str:
     """A value-free one-line description of any exception."""
     prefix = f"{where}: " if where else ""
@@ -104,9 +112,12 @@ def write_report_csv(frame: pd.DataFrame, path: str | Path) -> Path:
 
     CRLF line ends (RFC 4180): with them a cell holding a bare CR or LF is quoted, so it
     cannot split a row in a reader (with "\n" pandas leaves a bare CR unquoted)."""
+    from ctdc_harmonizer.fileio import named_os_errors
+
     path = Path(path)
     safe = frame.apply(formula_safe) if len(frame.columns) else frame
-    safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
+    with named_os_errors(path):
+        safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
     return path
 
 
@@ -116,5 +127,6 @@ __all__ = [
     "formula_safe",
     "is_infrastructure",
     "os_reason",
+    "printable_name",
     "write_report_csv",
 ]

@@ -9,14 +9,11 @@ import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.ingest.encoding import check_encoding, python_codec
 from ctdc_harmonizer.ingest.raw import RawFile, arrow_to_frame, header_names
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 
-
-def _python_encoding(encoding: str) -> str:
-    """Python's codec for a declared encoding; UTF-8 may start with a byte-order mark (Excel's
-    'CSV UTF-8'), which pyarrow skips and Python must be told to."""
-    return "utf-8-sig" if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else encoding
+_python_encoding = python_codec
 
 
 def _csv_header_line(path: Path, encoding: str, delimiter: str) -> list:
@@ -67,6 +64,9 @@ def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Raw
         _raise_csv_problem(config, path, len(header))
         raise refused
     data = path.read_bytes()
+    # pyarrow decodes only the columns it keeps: a bad byte in a dropped column (or anywhere
+    # below the first block) would pass unseen.
+    check_encoding(config.code, path, data, spec.encoding)
     if data.count(b'"') % 2:
         _raise_csv_problem(config, path, len(header))  # a stray quote inside a cell is fine
     return RawFile(arrow_to_frame(table), header, _csv_lines(config, path, data, len(table)), None)
@@ -79,13 +79,9 @@ def _raise_csv_problem(config: PartnerConfig, path: Path, width: int) -> None:
     the record itself stay out of it.
     """
     data = path.read_bytes()
+    check_encoding(config.code, path, data, config.reader.encoding)
     try:
-        data.decode(_python_encoding(config.reader.encoding))
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ExtractError(
-            config.code, path.name, f"not readable as {config.reader.encoding}", row=line
-        ) from None
+        "".encode(_python_encoding(config.reader.encoding))
     except LookupError:
         return
     start = 1

@@ -50,9 +50,7 @@ def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None)
     except UnicodeDecodeError:
         raise ExtractError(config.code, path.name, f"not readable as {spec.encoding}") from None
     except OSError as exc:  # permission denied, a file that vanished, a folder named *.csv
-        raise ExtractError(
-            config.code, path.name, f"cannot be opened ({os_problem(exc)})"
-        ) from None
+        raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     except Exception as exc:  # every reader library raises its own types
         # The library's message may quote file content, so only its type is kept.
         raise ExtractError(
@@ -74,23 +72,32 @@ def as_strings(column: pd.Series, nulls: list[str]) -> pd.Series:
     return per_distinct(column, convert)
 
 
-def read_extract(
-    config: PartnerConfig, path: Path, all_columns: bool = False, also: Sequence[str] = ()
-) -> ReadResult:
-    """Read one file: declared columns only, nulls normalized, row numbers attached.
-
-    Only the columns needed downstream are converted (all declared ones with
-    all_columns=True, for profiling); identifier columns are checked for presence
-    and never read into the frame where the format allows it, except those named in
-    `also` (the fields a delivered withdrawal is matched on; deidentify drops them).
-    """
+def _wanted(config: PartnerConfig, all_columns: bool, also: Sequence[str]) -> list[str]:
     declared = [f.name for f in config.fields]
     wanted = (
         declared
         if all_columns
         else [*config.kept_fields, *([config.record_id] if config.record_id else [])]
     )
-    wanted = [*wanted, *(name for name in also if name not in wanted)]
+    return [*wanted, *(name for name in also if name not in wanted)]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One file as read, before its text is normalised (that is done once per delivery).
+    Columns are kept as arrays, not a frame: a frame per small file costs more than its
+    rows do."""
+
+    columns: dict[str, object]  # FILE, ROW, wanted columns as the reader gave them (None:
+    # absent from the file), REJECT, REJECT_COLUMN (None: no reason)
+    size: int  # records (blank spreadsheet rows left out)
+    converted: frozenset[str]  # columns already in their final form (spreadsheet dates)
+    info: ReadResult
+
+
+def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
+    """Read one file: the per-file checks (required columns, records present, checksum)."""
+    declared = {f.name for f in config.fields}
     raw = read_raw(config, path, wanted)
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
@@ -101,21 +108,14 @@ def read_extract(
     dropped = len([c for c in raw.columns if c not in declared])
     nulls = list(config.null_values)
     date_fields = {f.name for f in config.fields_with_role("date")}
-    rows = len(raw.frame)
-    frame = pd.DataFrame({FILE: path.name, ROW: raw.rows.astype(np.int64)})
-    for name in wanted:
-        if name not in raw.frame.columns:
-            frame[name] = pd.Series(pd.NA, index=frame.index, dtype="string")
-        elif name in date_fields and raw.frame[name].dtype == object:
-            frame[name] = raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy()
-        else:
-            frame[name] = as_strings(raw.frame[name], nulls).to_numpy()
-    for name, values in ((REJECT, raw.reject), (REJECT_COLUMN, raw.reject_column)):
-        frame[name] = pd.Series(values, dtype="string") if values is not None else pd.NA
-        frame[name] = frame[name].astype("string")
-    blank = np.zeros(rows, dtype=bool) if raw.blank is None else raw.blank
-    frame = frame.loc[~blank].reset_index(drop=True)
-    if frame.empty:
+    blank = raw.blank if raw.blank is not None and raw.blank.any() else None
+    keep = None if blank is None else ~blank
+
+    def kept(values):
+        return values if keep is None or values is None else values[keep]
+
+    size = len(raw.rows) if keep is None else int(keep.sum())
+    if size == 0:
         # A delivered extract without records is a failed export far more often than a year
         # without cases; published, it would read as "no cases" downstream.
         raise ExtractError(
@@ -124,10 +124,120 @@ def read_extract(
             "no data rows: the file holds its header only; deliver the extract again, or "
             "leave the partner out of this run",
         )
+    columns: dict[str, object] = {
+        FILE: np.full(size, path.name, dtype=object),
+        ROW: kept(raw.rows.astype(np.int64)),
+    }
+    converted = set()
+    for name in wanted:
+        if name not in raw.frame.columns:
+            columns[name] = None
+            converted.add(name)
+        elif name in date_fields and raw.frame[name].dtype == object:
+            # Spreadsheet date cells (datetimes) stay as they are, nulls only removed.
+            columns[name] = kept(raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy())
+            converted.add(name)
+        else:
+            columns[name] = kept(raw.frame[name].array)
+    columns[REJECT] = kept(raw.reject)
+    columns[REJECT_COLUMN] = kept(raw.reject_column)
     try:
         digest = sha256_of(path)
     except OSError as exc:
-        raise ExtractError(
-            config.code, path.name, f"cannot be opened ({os_problem(exc)})"
-        ) from None
-    return ReadResult(frame, path.name, digest, int(blank.sum()), dropped)
+        raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
+    blank_rows = 0 if blank is None else int(blank.sum())
+    info = ReadResult(pd.DataFrame(), path.name, digest, blank_rows, dropped)
+    return _Part(columns, size, frozenset(converted), info)
+
+
+def _joined(pieces: list, sizes: list[int]) -> pd.Series:
+    """One column of every file: Arrow text chunks chained without a copy when every file
+    gave Arrow text (CSV, JSON lines), else through pandas (spreadsheet cells)."""
+    import pyarrow as pa
+
+    total = sum(sizes)
+    if all(piece is None for piece in pieces):
+        return pd.Series(pd.NA, index=range(total), dtype="string")
+    arrow = pd.StringDtype("pyarrow")
+    if all(piece is None or getattr(piece, "dtype", None) == arrow for piece in pieces):
+        chunks = []
+        for piece, size in zip(pieces, sizes, strict=True):
+            if piece is None:
+                chunks.append(pa.nulls(size, pa.string()))
+            else:
+                chunks.extend(c.cast(pa.string()) for c in piece.__arrow_array__().chunks)
+        return pd.Series(pd.array(pa.chunked_array(chunks, type=pa.string()), dtype=arrow))
+    series = [
+        pd.Series(piece if piece is not None else [pd.NA] * size, dtype=object)
+        if getattr(piece, "dtype", None) != arrow
+        else pd.Series(piece)
+        for piece, size in zip(pieces, sizes, strict=True)
+    ]
+    return pd.concat(series, ignore_index=True)
+
+
+def _normalise(config: PartnerConfig, parts: list[_Part], wanted: list[str]) -> pd.DataFrame:
+    """The files' rows in one frame, each text column normalised in ONE pass over the
+    delivery: a delivery of 2,000 small files costs what one file of the same rows does."""
+    sizes = [p.size for p in parts]
+    nulls = list(config.null_values)
+    data: dict[str, object] = {
+        FILE: np.concatenate([p.columns[FILE] for p in parts]),
+        ROW: np.concatenate([p.columns[ROW] for p in parts]),
+    }
+    for name in wanted:
+        column = _joined([p.columns[name] for p in parts], sizes)
+        done = [name in p.converted for p in parts]
+        if all(done):
+            data[name] = column.to_numpy() if column.dtype == object else column
+            continue
+        if not any(done):
+            data[name] = as_strings(column, nulls).to_numpy()
+            continue
+        mask = np.repeat(np.array(done), sizes)
+        column = column.astype(object)
+        column[~mask] = as_strings(column[~mask], nulls).astype(object)
+        data[name] = column.to_numpy()
+    for name in (REJECT, REJECT_COLUMN):
+        pieces = [
+            np.full(p.size, None, dtype=object) if p.columns[name] is None else p.columns[name]
+            for p in parts
+        ]
+        data[name] = pd.Series(np.concatenate(pieces), dtype="string")
+    return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class DeliveryRead:
+    frame: pd.DataFrame  # every file's records, in file order (FILE, ROW name each)
+    files: list[ReadResult]  # per file: name, checksum, blank rows, dropped columns
+
+
+def read_delivery(
+    config: PartnerConfig,
+    paths: Sequence[Path],
+    all_columns: bool = False,
+    also: Sequence[str] = (),
+) -> DeliveryRead:
+    """Read several files of one delivery: each file parsed and checked on its own, then the
+    text of all of them normalised at once (see read_extract for what is read)."""
+    wanted = _wanted(config, all_columns, also)
+    parts = [_read_part(config, Path(path), wanted) for path in paths]
+    if not parts:
+        raise ValueError("read_delivery needs at least one file")
+    return DeliveryRead(_normalise(config, parts, wanted), [p.info for p in parts])
+
+
+def read_extract(
+    config: PartnerConfig, path: Path, all_columns: bool = False, also: Sequence[str] = ()
+) -> ReadResult:
+    """Read one file: declared columns only, nulls normalized, row numbers attached.
+
+    Only the columns needed downstream are converted (all declared ones with
+    all_columns=True, for profiling); identifier columns are checked for presence
+    and never read into the frame where the format allows it, except those named in
+    `also` (the fields a delivered withdrawal is matched on; deidentify drops them).
+    """
+    read = read_delivery(config, [path], all_columns, also)
+    info = read.files[0]
+    return ReadResult(read.frame, info.file, info.sha256, info.blank_rows, info.dropped_columns)

@@ -9,8 +9,26 @@ import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.ingest.raw import WRONG_TYPE, RawFile, arrow_to_frame, header_names
+from ctdc_harmonizer.ingest.encoding import check_encoding
+from ctdc_harmonizer.ingest.raw import (
+    NON_FINITE,
+    WRONG_TYPE,
+    RawFile,
+    arrow_to_frame,
+    header_names,
+)
 from ctdc_harmonizer.mapping.spec import PartnerConfig
+
+# No declared field nests deeper than an array of scalars; a record nested deeper than this
+# is not an export but a hostile or broken file (and would exhaust Python's recursion).
+MAX_JSON_DEPTH = 32
+
+
+class _NonFinite:
+    """What NaN, Infinity and -Infinity parse to: not a number anyone recorded."""
+
+
+NOT_FINITE = _NonFinite()
 
 
 def _json_kinds(config: PartnerConfig) -> dict[str, str]:
@@ -67,18 +85,35 @@ def read_jsonl(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
         names = [
             c for c in (table.column_names if wanted is None else wanted) if c in table.column_names
         ]
-        fits = all(_arrow_type_fits(kinds.get(c, "any"), table[c].type) for c in names)
-        lines = _jsonl_lines(path, table.num_rows) if fits else None
+        fits = all(
+            _arrow_type_fits(kinds.get(c, "any"), table[c].type) and _finite(table[c])
+            for c in names
+        )
+        lines = _jsonl_lines(config, path, table.num_rows) if fits else None
         if lines is not None:
             frame = _json_frame({c: table[c] for c in names}, config, table.num_rows)
             return RawFile(frame, list(table.column_names), lines, None)
     return _read_jsonl_by_line(config, path, wanted, kinds)
 
 
-def _jsonl_lines(path: Path, records: int) -> np.ndarray | None:
+def _finite(column) -> bool:
+    """No NaN or infinity in a numeric column (or array of numbers): pyarrow reads them as
+    numbers, the by-line path rejects their records."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        column = pc.list_flatten(column)
+    if not pa.types.is_floating(column.type):
+        return True
+    return pc.all(pc.or_kleene(pc.is_finite(column), pc.is_null(column))).as_py() is not False
+
+
+def _jsonl_lines(config: PartnerConfig, path: Path, records: int) -> np.ndarray | None:
     """The physical line of each record: blank lines are skipped by the parser, not by the
-    data officer's editor."""
+    data officer's editor. The whole file is checked as UTF-8 first."""
     data = path.read_bytes()
+    check_encoding(config.code, path, data, "utf-8")
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     if lines == records:
         return np.arange(1, records + 1)
@@ -111,16 +146,27 @@ def _json_text(value) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def _json_cell(value, kind: str, delimiter: str) -> tuple[str | None, bool]:
-    """(the cell as text, whether its JSON type is the one the field holds). Arrays are
+def _json_cell(value, kind: str, delimiter: str) -> tuple[str | None, str | None]:
+    """(the cell as text, the reason the record cannot be read whole, if any). Arrays are
     joined as the fast path joins them (an array holding a null gives a null cell)."""
-    if value is None:
+    cell, fits = _json_typed_cell(value, kind, delimiter)
+    if value is NOT_FINITE or (isinstance(value, list) and any(v is NOT_FINITE for v in value)):
+        return None, NON_FINITE
+    return (cell, None) if fits else (None, WRONG_TYPE)
+
+
+def _json_typed_cell(value, kind: str, delimiter: str) -> tuple[str | None, bool]:
+    """(the cell as text, whether its JSON type is the one the field holds)."""
+    if value is None or value is NOT_FINITE:
         return None, True
     scalar = isinstance(value, (str, int, float))
     if isinstance(value, list) and kind in {"list", "any"}:
-        if not all(item is None or isinstance(item, (str, int, float)) for item in value):
+        if not all(
+            item is None or item is NOT_FINITE or isinstance(item, (str, int, float))
+            for item in value
+        ):
             return None, False
-        if any(item is None for item in value):
+        if any(item is None or item is NOT_FINITE for item in value):
             return None, True
         return delimiter.join(_json_text(item) for item in value), True
     if kind == "date":
@@ -134,6 +180,38 @@ class _RepeatedKeys(dict):
     """A JSON object that gives a key twice: the dict keeps the last value, `pairs` all."""
 
     __slots__ = ("pairs",)
+
+
+def _not_finite(_name: str) -> _NonFinite:
+    """parse_constant: json.loads would read NaN and Infinity as floats."""
+    return NOT_FINITE
+
+
+def _json_depth(raw: bytes) -> int:
+    """How deep a line nests arrays and objects (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:  # only lines with many brackets come here (the slow, located path)
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _too_deep(config: PartnerConfig, path: Path, line: int) -> ExtractError:
+    problem = f"this line nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+    return ExtractError(config.code, path.name, problem, row=line)
 
 
 def _json_object(pairs: list) -> dict:
@@ -160,8 +238,14 @@ def _read_jsonl_by_line(
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and (
+                _json_depth(raw) > MAX_JSON_DEPTH
+            ):
+                raise _too_deep(config, path, number)
             try:
-                record = json.loads(raw, object_pairs_hook=_json_object)
+                record = json.loads(raw, object_pairs_hook=_json_object, parse_constant=_not_finite)
+            except RecursionError:  # the depth check above makes this unreachable; defence
+                raise _too_deep(config, path, number) from None
             except UnicodeDecodeError:
                 raise ExtractError(
                     config.code, path.name, "not readable as utf-8", row=number
@@ -196,9 +280,9 @@ def _read_jsonl_by_line(
                     continue
                 if name not in columns:
                     columns[name] = [None] * index
-                cell, fits = _json_cell(value, kinds.get(name, "any"), delimiters.get(name, ";"))
-                if not fits and reason is None:
-                    reason, reason_column = WRONG_TYPE, name
+                cell, why = _json_cell(value, kinds.get(name, "any"), delimiters.get(name, ";"))
+                if why is not None and reason is None:
+                    reason, reason_column = why, name
                 columns[name].append(cell)
             for values in columns.values():
                 if len(values) == index:  # the field is absent from this record
@@ -210,8 +294,8 @@ def _read_jsonl_by_line(
         raise ExtractError(
             config.code,
             path.name,
-            "no record can be read: every record holds a value of the wrong JSON type "
-            "(the first one is named here)",
+            f"no record can be read: every record holds a value of the wrong JSON type or "
+            f"a number that is not finite (the first one is named here: {reasons[0]})",
             column=reason_columns[0],
             row=lines[0],
         )

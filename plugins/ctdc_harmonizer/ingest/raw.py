@@ -11,7 +11,8 @@ import pandas as pd
 from ctdc_harmonizer.errors import ExtractError
 
 WRONG_TYPE = "wrong_type"  # a record holding a value of the wrong JSON type
-READER_REJECT_REASONS = [WRONG_TYPE]  # reasons a reader rejects one record for
+NON_FINITE = "non_finite_number"  # a JSON record holding NaN, Infinity or -Infinity
+READER_REJECT_REASONS = [WRONG_TYPE, NON_FINITE]  # reasons a reader rejects one record for
 
 
 @dataclass(frozen=True)

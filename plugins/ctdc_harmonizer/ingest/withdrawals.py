@@ -31,6 +31,7 @@ import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.mapping.spec import PartnerConfig
+from ctdc_harmonizer.safety import os_reason
 from ctdc_harmonizer.text import is_in, per_distinct
 
 WITHDRAWALS_FILE = "withdrawals.csv"
@@ -170,11 +171,15 @@ def _read_table(config: PartnerConfig, path: Path) -> pd.DataFrame:
     encoding = _encoding(config)
     delimiter = config.reader.csv_delimiter if config.reader.format == "csv" else ","
     try:
-        text = path.read_text(encoding=encoding)
-    except UnicodeDecodeError:
+        data = path.read_bytes()
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
         shown = encoding.removesuffix("-sig")
-        raise ExtractError(config.code, path.name, f"not readable as {shown}") from None
-    except (OSError, LookupError) as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ExtractError(config.code, path.name, f"not readable as {shown}", row=line) from None
+    except OSError as exc:
+        raise ExtractError(config.code, path.name, f"cannot be read: {os_reason(exc)}") from None
+    except LookupError as exc:
         raise ExtractError(
             config.code, path.name, f"cannot be read ({type(exc).__name__})"
         ) from None

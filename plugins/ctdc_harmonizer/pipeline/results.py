@@ -101,6 +101,7 @@ class ReleaseSummary(StepResult):
     release: str
     rows: int
     partners: dict[str, int]  # records released per partner
+    not_read: dict[str, int] = {}  # delivered files not read per partner (reasons: metadata)
     subject: str
     body: str
     report: str  # the folder the report page reads (staged until published)

@@ -20,7 +20,7 @@ import pandas as pd
 from ctdc_harmonizer.codebook import Codebook
 from ctdc_harmonizer.columns import ISSUE_COLUMNS, REJECT_REPORT_COLUMNS, UNMAPPED_REPORT_COLUMNS
 from ctdc_harmonizer.errors import CtdcError
-from ctdc_harmonizer.fileio import sha256_of, write_json
+from ctdc_harmonizer.fileio import named_os_errors, sha256_of, write_json
 from ctdc_harmonizer.release.metadata import MARKER
 from ctdc_harmonizer.release.quality import categorical, validate_release
 from ctdc_harmonizer.safety import write_report_csv
@@ -77,8 +77,10 @@ def release_table(frame: pd.DataFrame, codebook: Codebook) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, folder: Path) -> None:
     """harmonized.csv (NULL as an empty cell) and harmonized.parquet, into `folder`."""
-    table.to_csv(folder / TABLE_CSV, index=False, na_rep="", encoding="utf-8")
-    table.to_parquet(folder / TABLE_PARQUET, index=False)
+    with named_os_errors(folder / TABLE_CSV):
+        table.to_csv(folder / TABLE_CSV, index=False, na_rep="", encoding="utf-8")
+    with named_os_errors(folder / TABLE_PARQUET):
+        table.to_parquet(folder / TABLE_PARQUET, index=False)
 
 
 def check_replaceable(target: Path) -> None:
@@ -119,7 +121,8 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     if content.overlaps is not None:  # PRIVACY: counts only, small cells hidden
         write_json(staging / OVERLAPS, content.overlaps)
     # Dataset-level quality (Great Expectations) on what is about to be released.
-    quality = validate_release(validated, codebook, content.release_year, staging)
+    with named_os_errors(staging / "quality"):  # Great Expectations writes its own files
+        quality = validate_release(validated, codebook, content.release_year, staging)
     if not quality["success"]:
         failed = quality["failed"] - quality["warnings"]
         raise CtdcError(

@@ -107,6 +107,18 @@ def partner_states(release_dir: Path) -> list[dict]:
     ]
 
 
+def not_read_counts(release_dir: Path) -> dict[str, dict[str, int]]:
+    """Per partner, how many delivered files were not read, by reason code."""
+    recon = _read_json(release_dir / "reconciliation.json")
+    counts: dict[str, dict[str, int]] = {}
+    for partner, entry in recon["partners"].items():
+        for reason in (entry.get("not_read") or {}).values():
+            code = reason.split(" ", 1)[0]  # the code, without its detail (the release)
+            counts.setdefault(partner, {}).setdefault(code, 0)
+            counts[partner][code] += 1
+    return counts
+
+
 def _outcomes(totals: dict) -> dict:
     return {
         key: sum(value.values()) if isinstance(value, dict) else int(value)
@@ -224,6 +236,15 @@ def headline(release_dir: str | Path, release: str | None = None) -> dict:
             f"| {r.partner} | {text} | {r.rows_read} | {r.added} | {r.revised} | {r.retired} "
             f"| {r.erased} | {r.previous} | {r.current} | {r.released} |"
         )
+    not_read = not_read_counts(release_dir)
+    if not_read:
+        # Counts by reason only: file names are the partner's text (metadata.json lists them).
+        lines += ["", "Delivered files not read (names in metadata.json):"]
+        lines += [
+            f"- {partner}: "
+            + ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+            for partner, counts in sorted(not_read.items())
+        ]
     lines += [
         "",
         f"Quality: {quality.get('evaluated', 0)} expectations, {quality.get('failed', 0)} failed "
@@ -236,5 +257,6 @@ def headline(release_dir: str | Path, release: str | None = None) -> dict:
         "rows": int(meta["rows"]),
         "report": str(release_dir),
         "partners": {r.partner: int(r.released) for r in recon.itertuples()},
+        "not_read": {p: sum(c.values()) for p, c in sorted(not_read.items())},
         "body": "\n".join(lines),
     }

@@ -80,7 +80,7 @@ class PartnerPlan(BaseModel):
     mode: str
     status: str  # active | discontinued
     files: list[DeliveredFile] = []  # read in this run
-    not_read: dict[str, str] = {}  # file name -> why it is not read
+    not_read: dict[str, str] = {}  # entry name -> reason code (ingest/files.py), detail
     withdrawals: DeliveredFile | None = None  # a withdrawals file not applied yet
     reharmonize: str = ""  # why its stored records are harmonized again ('' = they are not)
     # records held back (rejected when last harmonized) to harmonize again: the release year
@@ -300,7 +300,7 @@ def _delivered_file(partner: str, path: Path) -> DeliveredFile:
         status = path.stat()
         checksum = _checksum(str(path), status.st_size, status.st_mtime_ns)
     except OSError as exc:
-        raise ExtractError(partner, path.name, f"cannot be opened ({os_problem(exc)})") from None
+        raise ExtractError(partner, path.name, f"cannot be opened: {os_problem(exc)}") from None
     return DeliveredFile(
         name=path.name,
         sha256=checksum,
@@ -316,7 +316,7 @@ def _plan_partner(
     codebook_version: str,
     release_year: int,
 ) -> PartnerPlan:
-    from ctdc_harmonizer.ingest.files import find_extract_files
+    from ctdc_harmonizer.ingest import files as delivered
     from ctdc_harmonizer.ingest.withdrawals import find_withdrawals_file
 
     history = state.partners.get(config.code)
@@ -324,22 +324,30 @@ def _plan_partner(
     folder = landing / config.code
     if folder.is_dir() and may_read:
         ingested = history.ingested if history else {}
-        found = [_delivered_file(config.code, p) for p in find_extract_files(config, landing)]
+        listing = delivered.list_delivery(config, landing)
+        not_read = dict(listing.not_read)
+        found = [_delivered_file(config.code, p) for p in listing.files]
         new = [f for f in found if f.sha256 not in ingested]
         # A full partner's delivery is its whole dataset: then every file of the folder.
         files = found if config.delivery.mode == "full" and new else new
+        reading = {f.name for f in files}  # a set: a delivery may hold thousands of files
         for entry in found:
-            if entry not in files:
-                not_read[entry.name] = f"already ingested in release {ingested[entry.sha256]}"
+            if entry.name not in reading:
+                not_read[entry.name] = (
+                    f"{delivered.ALREADY_INGESTED} (release {ingested[entry.sha256]})"
+                )
         found_withdrawals = find_withdrawals_file(config, landing)
         if found_withdrawals is not None:
             checked = _delivered_file(config.code, found_withdrawals)
             if checked.sha256 in ingested:
-                not_read[checked.name] = f"already applied in release {ingested[checked.sha256]}"
+                not_read[checked.name] = (
+                    f"{delivered.ALREADY_APPLIED} (release {ingested[checked.sha256]})"
+                )
             else:
                 withdrawals = checked
+        not_read = dict(sorted(not_read.items()))
     elif folder.is_dir():
-        not_read = {"*": "partner not named in this run's partners"}
+        not_read = {"*": delivered.PARTNER_NOT_NAMED}
     reharmonize = ""
     stored = history.current_records if history else 0
     if history and history.stale_staged(config.harmonization_hash, codebook_version):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from upath import UPath
 
-from ctdc_harmonizer.fileio import private_folder
+from ctdc_harmonizer.fileio import named_os_errors, private_folder
 from ctdc_harmonizer.run import storage
 
 if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
@@ -57,7 +57,8 @@ class _Folder:
         classified, value-free storage error; and no cached listing, since other workers
         write into the same prefix (s3fs would answer "not found" from a stale listing)."""
         if self.local:
-            yield
+            with named_os_errors(self.path(name) if name else self.root):
+                yield
             return
         with storage.guarded(doing, str(self.path(name)) if name else str(self.root)):
             self.root.fs.invalidate_cache()
@@ -76,8 +77,9 @@ class _Folder:
     def write_frame(self, name: str, frame: pd.DataFrame) -> str:
         target = self.path(name)
         if self.local:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(target, index=False)
+            with named_os_errors(target):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(target, index=False)
             return str(target)
         data = frame.to_parquet(index=False)  # serialised first: a data error stays one
         with self._io("write", name):
@@ -89,7 +91,8 @@ class _Folder:
 
         source = self.path(name)
         if self.local:
-            return pd.read_parquet(source, columns=columns)
+            with named_os_errors(source):
+                return pd.read_parquet(source, columns=columns)
         with self._io("read", name):
             data = source.read_bytes()
         return pd.read_parquet(io.BytesIO(data), columns=columns)

@@ -333,12 +333,14 @@ def _delivery_record(
     kinds = [rules.NEW, rules.REVISED, rules.UNCHANGED, Outcome.REJECTED, Outcome.EXCLUDED]
     files = {}
     totals = dict.fromkeys([*kinds, Outcome.ERASED, Outcome.DUPLICATES_MERGED], 0)
+    # Counted once per (file, outcome), not once per file: a delivery may hold 2,000 files.
+    by_file = pd.Series(fate.to_numpy(), index=delivered[FILE].to_numpy()).groupby(level=0)
+    mine_all = by_file.value_counts().to_dict() if len(fate) else {}
+    gone_all = removed.groupby([FILE, "outcome"]).size().to_dict() if len(removed) else {}
     for name, meta in info["files"].items():
-        mine = fate[(delivered[FILE] == name).to_numpy()].value_counts()
-        gone = removed.loc[removed[FILE] == name, "outcome"].value_counts()
-        counts = {str(k): int(mine.get(k, 0)) for k in kinds}
-        counts[str(Outcome.ERASED)] = int(gone.get(Outcome.ERASED, 0))
-        counts[str(Outcome.DUPLICATES_MERGED)] = int(gone.get(Outcome.DUPLICATES_MERGED, 0))
+        counts = {str(k): int(mine_all.get((name, k), 0)) for k in kinds}
+        for kind in (Outcome.ERASED, Outcome.DUPLICATES_MERGED):
+            counts[str(kind)] = int(gone_all.get((name, kind), 0))
         for key, value in counts.items():
             totals[key] += value
         files[name] = {

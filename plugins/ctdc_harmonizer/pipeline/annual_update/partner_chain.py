@@ -51,7 +51,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     from ctdc_harmonizer.errors import ExtractError
     from ctdc_harmonizer.ingest.deidentify import deidentify
     from ctdc_harmonizer.ingest.duplicates import duplicate_rows
-    from ctdc_harmonizer.ingest.extract import read_extract
+    from ctdc_harmonizer.ingest.extract import read_delivery
     from ctdc_harmonizer.ingest.withdrawals import load_withdrawals, match_keys
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.privacy import stage as privacy_stage
@@ -68,26 +68,33 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     key = privacy_keys.pseudonym_key()
     withdrawals = load_withdrawals(config, landing) if entry.withdrawals is not None else None
     frames, match, private, files = [], [], [], {}
-    for planned in entry.files:
-        path = landing / partner / planned.name
-        result = read_extract(config, path, also=privacy_stage.read_columns(config, withdrawals))
-        if result.sha256 != planned.sha256:
-            raise ExtractError(
-                partner,
-                planned.name,
-                "changed since the run was planned (still being delivered?): run again once "
-                "the delivery is complete",
-            )
-        match.append(match_keys(withdrawals, result.frame))  # before identifiers are dropped
-        private.append(privacy_stage.private_columns(config, result.frame, key))
-        frames.append(deidentify(config, result.frame))
-        files[result.file] = {
-            "sha256": result.sha256,
-            "size_bytes": planned.size_bytes,
-            "rows_read": len(result.frame),
-            "blank_rows_skipped": result.blank_rows,
-            "undeclared_columns_dropped": result.dropped_columns,
-        }
+    if entry.files:
+        # Every file parsed and checked on its own, then handled as one frame: the cost of a
+        # delivery does not grow with its number of files.
+        read = read_delivery(
+            config,
+            [landing / partner / planned.name for planned in entry.files],
+            also=privacy_stage.read_columns(config, withdrawals),
+        )
+        rows_read = read.frame[FILE].value_counts()
+        for planned, result in zip(entry.files, read.files, strict=True):
+            if result.sha256 != planned.sha256:
+                raise ExtractError(
+                    partner,
+                    planned.name,
+                    "changed since the run was planned (still being delivered?): run again "
+                    "once the delivery is complete",
+                )
+            files[result.file] = {
+                "sha256": result.sha256,
+                "size_bytes": planned.size_bytes,
+                "rows_read": int(rows_read.get(result.file, 0)),
+                "blank_rows_skipped": result.blank_rows,
+                "undeclared_columns_dropped": result.dropped_columns,
+            }
+        match.append(match_keys(withdrawals, read.frame))  # before identifiers are dropped
+        private.append(privacy_stage.private_columns(config, read.frame, key))
+        frames.append(deidentify(config, read.frame))
     kept = config.kept_fields
     empty_staged = pd.DataFrame(  # no file read (a withdrawal, or a mapping change, only)
         {FILE: pd.Series([], dtype="string"), ROW: pd.Series([], dtype="int64")}

@@ -287,6 +287,7 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
         release=plan.release,
         rows=summary["rows"],
         partners=summary["partners"],
+        not_read=summary["not_read"],
         subject=f"Commit and publish release {plan.release}?",
         # Who delivered by the deadline and who did not (the store carries them), and why.
         body="\n\n".join([summary["body"], "\n".join(plan.arrivals.lines())]).strip(),

@@ -1,0 +1,189 @@
+"""Benchmark: the same records delivered as one file and as many small files (issue 15).
+
+    python benchmarks/bench_many_files.py                      # 3,000 records, 2,000 files
+    python benchmarks/bench_many_files.py --records 3000 --files 2000 --formats csv,jsonl
+
+Per format (CSV: `iom`, JSON lines: `hotline`, Excel workbook: `case_management`), generates
+N sample records (the partner's sample generator, seeded), writes them once as one file and
+once split into K files of the partner's format (each with its header; generation is timed
+apart and not counted), then runs `ctdc run --partners <partner>` on each landing in a fresh
+child process, one right after the other, and prints the wall times and the ratio many / one
+(the aim: at most 2). Prints counts and times only, never a value; the children's output goes
+to log files in the work folder, kept when a child fails. Appends a JSON line to
+benchmarks/out/many_files.jsonl (git-ignored). Run it under the machine's lock
+(`flock /tmp/ctdc-heavy.lock ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ctdc_harmonizer import samples
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "out"
+RELEASE = "bench-2025"
+PARTNERS = {"csv": "iom", "jsonl": "hotline", "xlsx": "case_management"}
+HTCDS_HEADER_ROWS = 2  # field names, then labels (mappings/case_management/partner.yaml)
+
+
+def _extract(folder: Path) -> Path:
+    """The sample's one extract (the withdrawals list is left out of both landings)."""
+    (found,) = [p for p in folder.iterdir() if p.name.casefold() != "withdrawals.csv"]
+    return found
+
+
+def _slices(n: int, k: int) -> list[tuple[int, int]]:
+    """k contiguous, near-equal slices of n records (no empty one)."""
+    k = min(k, n)
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def split_csv(source: Path, target: Path, k: int) -> int:
+    with source.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))  # records, not lines: notes may hold line breaks
+    header, body = rows[0], rows[1:]
+    for i, (a, b) in enumerate(_slices(len(body), k)):
+        path = target / f"{source.stem}_{i:05d}{source.suffix}"
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(body[a:b])
+    return len(body)
+
+
+def split_jsonl(source: Path, target: Path, k: int) -> int:
+    lines = [x for x in source.read_bytes().splitlines(keepends=True) if x.strip()]
+    for i, (a, b) in enumerate(_slices(len(lines), k)):
+        (target / f"{source.stem}_{i:05d}{source.suffix}").write_bytes(b"".join(lines[a:b]))
+    return len(lines)
+
+
+def split_xlsx(source: Path, target: Path, k: int) -> int:
+    import openpyxl
+
+    book = openpyxl.load_workbook(source, read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
+    head, body = rows[:HTCDS_HEADER_ROWS], rows[HTCDS_HEADER_ROWS:]
+    for i, (a, b) in enumerate(_slices(len(body), k)):
+        out = openpyxl.Workbook()
+        sheet = out.active
+        for values in [*head, *body[a:b]]:
+            sheet.append(list(values))
+        out.save(target / f"{source.stem}_{i:05d}{source.suffix}")
+    return len(body)
+
+
+SPLIT = {"csv": split_csv, "jsonl": split_jsonl, "xlsx": split_xlsx}
+
+
+def prepare(fmt: str, records: int, files: int, work: Path, seed: int) -> dict:
+    partner = PARTNERS[fmt]
+    started = time.perf_counter()
+    one, many = work / fmt / "one", work / fmt / "many"
+    samples.generate(partner, one, records, seed)
+    (one / partner / "withdrawals.csv").unlink(missing_ok=True)
+    (many / partner).mkdir(parents=True)
+    count = SPLIT[fmt](_extract(one / partner), many / partner, files)
+    return {
+        "partner": partner,
+        "records": count,
+        "files": len(list((many / partner).iterdir())),
+        "one": one,
+        "many": many,
+        "generated_s": round(time.perf_counter() - started, 2),
+    }
+
+
+def run(landing: Path, out: Path, partner: str, env: dict, log: Path) -> float | None:
+    command = [
+        sys.executable,
+        "-m",
+        "ctdc_harmonizer.cli",
+        "run",
+        "--landing",
+        str(landing),
+        "--out",
+        str(out),
+        "--partners",
+        partner,
+        "--release",
+        RELEASE,
+        "--warehouse",
+        f"sqlite:///{out / 'warehouse.sqlite'}",  # a file of its own, never $CTDC_WAREHOUSE_URL
+    ]
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    elapsed = time.perf_counter() - started
+    return elapsed if code == 0 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--formats", default="csv,jsonl,xlsx")
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    env = dict(os.environ)
+    if not env.get("CTDC_PSEUDONYM_KEY", "").strip():
+        env["CTDC_PSEUDONYM_KEY"] = secrets.token_hex(32)  # a throwaway key, as the demo's
+    work = Path(tempfile.mkdtemp(prefix="bench-many-files-"))
+    report = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "records": args.records,
+        "files": args.files,
+        "load": os.getloadavg(),
+        "formats": {},
+    }
+    failed = False
+    for fmt in formats:
+        case = prepare(fmt, args.records, args.files, work, args.seed)
+        times = {}
+        for shape in ("one", "many"):
+            out = work / fmt / f"out-{shape}"
+            times[shape] = run(case[shape], out, case["partner"], env, work / f"{fmt}-{shape}.log")
+        ok = None not in times.values()
+        failed |= not ok
+        entry = {
+            "partner": case["partner"],
+            "records": case["records"],
+            "files": case["files"],
+            "generated_s": case["generated_s"],
+            "one_s": round(times["one"], 2) if times["one"] else None,
+            "many_s": round(times["many"], 2) if times["many"] else None,
+            "ratio": round(times["many"] / times["one"], 2) if ok else None,
+        }
+        report["formats"][fmt] = entry
+        print(
+            f"{fmt:5s} {entry['partner']:15s} {entry['records']} records: one file "
+            f"{entry['one_s']} s, {entry['files']} files {entry['many_s']} s, "
+            f"ratio {entry['ratio']}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    with (RESULTS / "many_files.jsonl").open("a") as handle:
+        handle.write(json.dumps(report) + "\n")
+    if failed or args.keep:
+        print(f"bench: work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
