@@ -32,6 +32,7 @@ class ReadResult:
     sha256: str
     blank_rows: int
     dropped_columns: int
+    cell_issues: tuple = ()  # workbook cells read as INVALID (excel.CellIssue), never values
 
 
 def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None) -> RawFile:
@@ -130,4 +131,4 @@ def read_extract(
         raise ExtractError(
             config.code, path.name, f"cannot be opened ({os_problem(exc)})"
         ) from None
-    return ReadResult(frame, path.name, digest, int(blank.sum()), dropped)
+    return ReadResult(frame, path.name, digest, int(blank.sum()), dropped, raw.cell_issues)

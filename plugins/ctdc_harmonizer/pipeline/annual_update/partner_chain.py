@@ -23,6 +23,7 @@ from ctdc_harmonizer.pipeline.results import (
 from ctdc_harmonizer.run.plan import ReleasePlan
 
 log = logging.getLogger(__name__)
+CELL_ISSUES_LOGGED = 20  # a workbook's unreadable cells named one by one in the log
 
 
 def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
@@ -77,6 +78,23 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
                 planned.name,
                 "changed since the run was planned (still being delivered?): run again once "
                 "the delivery is complete",
+            )
+        for issue in result.cell_issues[:CELL_ISSUES_LOGGED]:  # locations only, never values
+            log.warning(
+                "%s: file '%s', sheet '%s', cell %s (column '%s'): %s",
+                partner,
+                result.file,
+                issue.sheet,
+                issue.cell,
+                issue.column,
+                issue.reason,
+            )
+        if len(result.cell_issues) > CELL_ISSUES_LOGGED:
+            log.warning(
+                "%s: file '%s': %d more unreadable cells",
+                partner,
+                result.file,
+                len(result.cell_issues) - CELL_ISSUES_LOGGED,
             )
         match.append(match_keys(withdrawals, result.frame))  # before identifiers are dropped
         private.append(privacy_stage.private_columns(config, result.frame, key))
