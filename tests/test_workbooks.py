@@ -303,7 +303,7 @@ def test_highly_compressed_workbook_is_refused(tmp_path, caplog):
 
 def test_declared_limits_are_read_from_the_versioned_file():
     limits = workbook.reader_limits()
-    assert limits.max_unpacked_bytes == 400 << 20 and limits.max_compression_ratio == 100
+    assert limits.max_unpacked_bytes == 768 << 20 and limits.max_compression_ratio == 100
 
 
 def test_never_recalculated_workbook_beyond_the_limit_is_refused(tmp_path, caplog, monkeypatch):
@@ -315,9 +315,102 @@ def test_never_recalculated_workbook_beyond_the_limit_is_refused(tmp_path, caplo
         workbook,
         "reader_limits",
         lambda: workbook.ReaderLimits(
-            max_unpacked_bytes=400 << 20, max_compression_ratio=100, max_unreadable_cells=10
+            max_unpacked_bytes=768 << 20, max_compression_ratio=100, max_unreadable_cells=10
         ),
     )
     error = refused(path, caplog)
     assert "more than 10 cells cannot be read exactly" in error.problem
     assert f"cell {ref(header, 'prs_Gender', FIRST)}" in error.problem
+
+
+# --- OpenDocument ----------------------------------------------------------------------------
+
+ODS_NS = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0" '
+    'xmlns:of="urn:oasis:names:tc:opendocument:xmlns:of:1.2" office:version="1.2"'
+)
+
+
+def ods_cell(value, special: str = "") -> str:
+    if special == "formula":  # a formula saved without its result
+        return '<table:table-cell table:formula="of:=IF(TRUE();&quot;No&quot;;&quot;Yes&quot;)"/>'
+    if special == "error":
+        return (
+            '<table:table-cell table:formula="of:=1/0" office:value-type="float" '
+            'office:value="0" calcext:value-type="error"><text:p>#DIV/0!</text:p>'
+            "</table:table-cell>"
+        )
+    if special == "covered":
+        return "<table:covered-table-cell/>"
+    if value is None or value == "":
+        return "<table:table-cell/>"
+    if hasattr(value, "strftime"):
+        iso = value.strftime("%Y-%m-%dT%H:%M:%S")
+        return (
+            f'<table:table-cell office:value-type="date" office:date-value="{iso}">'
+            f"<text:p>{iso[:10]}</text:p></table:table-cell>"
+        )
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+    span = ' table:number-rows-spanned="4"' if special == "merge4" else ""
+    return (
+        f'<table:table-cell office:value-type="string"{span}><text:p>{text}</text:p>'
+        "</table:table-cell>"
+    )
+
+
+def write_ods(path: Path, rows: list[list], specials: dict[tuple[int, int], str]) -> None:
+    """A minimal OpenDocument spreadsheet, as LibreOffice lays it out (mimetype first and
+    stored), its empty tail one row repeated a million times."""
+    body = []
+    for r, values in enumerate(rows, start=1):
+        cells = "".join(ods_cell(v, specials.get((r, c), "")) for c, v in enumerate(values, 1))
+        body.append(f"<table:table-row>{cells}</table:table-row>")
+    body.append(
+        '<table:table-row table:number-rows-repeated="1048000"><table:table-cell '
+        'table:number-columns-repeated="1024"/></table:table-row>'
+    )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODS_NS}>'
+        '<office:body><office:spreadsheet><table:table table:name="Case Sheet">'
+        + "".join(body)
+        + "</table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+        'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        archive.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+
+
+def test_ods_is_read_with_the_same_consent_rules(tmp_path, caplog):
+    path, book, sheet, header = sample(tmp_path)
+    rows = [[c.value for c in row] for row in sheet.iter_rows(min_row=1, max_row=22)]
+    c = col(header, CONSENT)
+    rows[4][c - 1] = None  # row 5: a consent formula without a stored result
+    rows[6][c - 1] = "No"  # rows 7-10: "No" merged over four rows
+    for r in (8, 9, 10):
+        rows[r - 1][c - 1] = None
+    specials = {(5, c): "formula", (7, c): "merge4", (12, c): "error"}
+    specials |= {(r, c): "covered" for r in (8, 9, 10)}
+    ods = path.with_suffix(".ods")
+    write_ods(ods, rows, specials)
+    result = read(ods, caplog)
+    frame = result.frame.set_index(ROW)
+    assert len(frame) == 20 and frame.index[0] == 3
+    assert frame.loc[5, REJECT] == workbook.FORMULA_WITHOUT_RESULT
+    assert list(frame.loc[7:10, CONSENT]) == ["No"] * 4 and frame.loc[11, CONSENT] == "Yes"
+    assert frame.loc[12, REJECT] == workbook.ERROR_CELL
+    mapped = outcomes(result.frame)
+    assert set(mapped.loc[7:10, "reason"]) == {"consent_refused"}
+    assert mapped.loc[5, "outcome"] == mapped.loc[12, "outcome"] == "rejected"
+    assert NAME not in caplog.text

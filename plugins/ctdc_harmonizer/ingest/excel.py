@@ -52,12 +52,19 @@ def _sheet_and_scan(
                 )
                 part = next(s.part for s in sheets if s.name == name)
                 return name, workbook.scan_sheet(config.code, path.name, archive, part, None)
-    # .xls, .ods: the sheet states come from calamine; cells as it reads them.
+            if workbook.is_ods(archive):
+                name = _calamine_sheet(config, path, reader)
+                return name, workbook.scan_ods_sheet(config.code, path.name, archive, name)
+    return _calamine_sheet(config, path, reader), None  # .xls: cells as calamine reads them
+
+
+def _calamine_sheet(config: PartnerConfig, path: Path, reader) -> str:
+    """The data sheet of an .ods or .xls, from the sheet states calamine reads."""
     states = [
         (name, reader.load_sheet(name, header_row=None, n_rows=1).visible == "visible")
         for name in reader.sheet_names
     ]
-    return workbook.choose_sheet(config.code, path.name, states, config.reader.sheet), None
+    return workbook.choose_sheet(config.code, path.name, states, config.reader.sheet)
 
 
 @dataclass(frozen=True)

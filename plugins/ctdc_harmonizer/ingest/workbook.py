@@ -267,16 +267,39 @@ def _last_row_start(data: bytes) -> int:
 
 
 def _scan_cells(data: bytes, scan: SheetScan, state: dict, columns: set[int] | None) -> None:
-    if scan.first_row is not None and not _MARKERS.search(data):
-        # Nothing to see cell by cell: keep count of rows only.
+    if scan.first_row is None:  # cell by cell only up to the first row holding a value
+        data = data[_cell_by_cell(data, scan, state, columns, until_first_row=True) :]
+    if _has_markers(data):
+        _cell_by_cell(data, scan, state, columns)
+    else:  # nothing to see cell by cell: keep count of rows only
         for match in _ROW.finditer(data):
             ref = _REF.search(match.group(1))
             state["row"] = int(ref.group(2)) if ref else state["row"] + 1
-        _scan_merges(data, scan)
-        return
+    _scan_merges(data, scan)
+
+
+def _has_markers(data: bytes) -> bool:
+    """A formula or an error cell somewhere in `data`: byte searches first (memchr speed),
+    the regular expression only to confirm."""
+    if b"<f" not in data and b":f" not in data and b't="e"' not in data:
+        return False
+    return _MARKERS.search(data) is not None
+
+
+def _cell_by_cell(
+    data: bytes,
+    scan: SheetScan,
+    state: dict,
+    columns: set[int] | None,
+    until_first_row: bool = False,
+) -> int:
+    """The slow path over rows and cells; returns where it stopped (with `until_first_row`:
+    the start of the row after the first one holding a value)."""
     for match in _ROW_OR_CELL.finditer(data):
         attributes = match.group(1)
         if attributes is not None:  # a row
+            if until_first_row and scan.first_row is not None:
+                return match.start()
             ref = _REF.search(attributes)
             state["row"] = int(ref.group(2)) if ref else state["row"] + 1
             state["column"] = 0
@@ -311,7 +334,7 @@ def _scan_cells(data: bytes, scan: SheetScan, state: dict, columns: set[int] | N
                     f"exactly (first: {_first_problem(scan)}): open and save the file in "
                     "Excel or LibreOffice",
                 )
-    _scan_merges(data, scan)
+    return len(data)
 
 
 def _first_problem(scan: SheetScan) -> str:
@@ -327,3 +350,80 @@ def _scan_merges(data: bytes, scan: SheetScan) -> None:
         last_column = column_index(match.group(3)) if match.group(3) else first_column
         last_row = int(match.group(4)) if match.group(4) else first_row
         scan.merges.append(Merge(first_row, first_column, last_row, last_column))
+
+
+# --- OpenDocument (.ods) ----------------------------------------------------------------------
+
+_T = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_O = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+_CALC = "{urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0}"
+
+
+def is_ods(archive: zipfile.ZipFile) -> bool:
+    return "content.xml" in archive.namelist() and "xl/workbook.xml" not in archive.namelist()
+
+
+def scan_ods_sheet(partner: str, file: str, archive: zipfile.ZipFile, sheet: str) -> SheetScan:
+    """The same facts from an OpenDocument spreadsheet's content.xml, for the named table:
+    a formula without `office:value-type` has no stored result; `calcext:value-type="error"`
+    is an error value; `number-rows-spanned` / `number-columns-spanned` are merges. Repeated
+    rows and cells (LibreOffice writes a sheet's empty tail as one row repeated a million
+    times) advance the position without a loop."""
+    scan = SheetScan()
+    limit = reader_limits().max_unreadable_cells
+    row = column = 0
+    inside = False
+    with archive.open("content.xml") as stream:
+        for event, element in ET.iterparse(stream, events=("start", "end")):
+            tag = element.tag
+            if tag == f"{_T}table":
+                if event == "start":
+                    inside = element.get(f"{_T}name") == sheet
+                elif inside:
+                    break
+                element.clear()
+                continue
+            if not inside:
+                if event == "end":
+                    element.clear()
+                continue
+            if tag == f"{_T}table-row":
+                if event == "start":
+                    row, column = row + 1, 0
+                else:
+                    row += int(element.get(f"{_T}number-rows-repeated", "1")) - 1
+                    element.clear()
+                continue
+            if event != "end" or tag not in (f"{_T}table-cell", f"{_T}covered-table-cell"):
+                continue
+            repeat = int(element.get(f"{_T}number-columns-repeated", "1"))
+            column += 1
+            kind = element.get(f"{_O}value-type")
+            shown = kind is not None or any((t or "").strip() for t in element.itertext())
+            if shown and scan.first_row is None:
+                scan.first_row = row
+            reason = None
+            if element.get(f"{_CALC}value-type") == "error":
+                reason = ERROR_CELL
+            elif element.get(f"{_T}formula") is not None and kind is None:
+                reason = FORMULA_WITHOUT_RESULT
+            if reason:
+                for offset in range(min(repeat, limit + 1)):  # repeated cells, bounded
+                    scan.problems[(row, column + offset)] = reason
+                if len(scan.problems) > limit:
+                    raise ExtractError(
+                        partner,
+                        file,
+                        f"more than {limit} cells cannot be read exactly (first: "
+                        f"{_first_problem(scan)}): open and save the file in Excel or "
+                        "LibreOffice",
+                    )
+            rows_spanned = int(element.get(f"{_T}number-rows-spanned", "1"))
+            columns_spanned = int(element.get(f"{_T}number-columns-spanned", "1"))
+            if rows_spanned > 1 or columns_spanned > 1:
+                scan.merges.append(
+                    Merge(row, column, row + rows_spanned - 1, column + columns_spanned - 1)
+                )
+            column += repeat - 1
+            element.clear()
+    return scan
