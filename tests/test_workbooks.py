@@ -414,3 +414,20 @@ def test_ods_is_read_with_the_same_consent_rules(tmp_path, caplog):
     assert set(mapped.loc[7:10, "reason"]) == {"consent_refused"}
     assert mapped.loc[5, "outcome"] == mapped.loc[12, "outcome"] == "rejected"
     assert NAME not in caplog.text
+
+
+def test_encrypted_ods_says_so(tmp_path, caplog):
+    """A password-protected .ods keeps its zip but encrypts the members: the manifest
+    carries their encryption-data."""
+    path = tmp_path / "htcds.ods"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", NAME.encode() * 50)  # stands for ciphertext
+        archive.writestr(
+            "META-INF/manifest.xml",
+            '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:'
+            'manifest:1.0"><manifest:file-entry manifest:full-path="content.xml">'
+            '<manifest:encryption-data manifest:checksum-type="SHA1/1K"/>'
+            "</manifest:file-entry></manifest:manifest>",
+        )
+    assert refused(path, caplog).problem == workbook.ENCRYPTED

@@ -48,6 +48,7 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: .xls, or an en
 # Stream names of an encrypted OOXML package, as the compound file's directory spells them.
 ENCRYPTED_STREAMS = ("EncryptionInfo".encode("utf-16-le"), "EncryptedPackage".encode("utf-16-le"))
 ENCRYPTED = "encrypted workbook: save it without a password"
+MANIFEST = "META-INF/manifest.xml"  # an OpenDocument file's list of members
 
 _BLOCK = 4 << 20  # bytes of sheet XML decompressed at a time
 _MARKERS = re.compile(rb'<(?:\w+:)?f[\s>/]|\st="e"')
@@ -133,6 +134,11 @@ def check_workbook_file(partner: str, path: Path, limits: ReaderLimits) -> None:
         return  # calamine says what it is not
     with zipfile.ZipFile(path) as archive:
         members = archive.infolist()
+        manifest = archive.getinfo(MANIFEST) if _has(archive, MANIFEST) else None
+        # A password-protected .ods encrypts its members and says so in its manifest.
+        small = manifest is not None and manifest.file_size < 1 << 20
+        if small and b"encryption-data" in archive.read(MANIFEST):
+            raise ExtractError(partner, path.name, ENCRYPTED)
     unpacked = sum(m.file_size for m in members)
     packed = max(sum(m.compress_size for m in members), 1)
     if unpacked > limits.max_unpacked_bytes:
@@ -151,6 +157,14 @@ def check_workbook_file(partner: str, path: Path, limits: ReaderLimits) -> None:
             f"{limits.max_compression_ratio:g}, schemas/{LIMITS_FILE}): not a workbook as "
             "spreadsheet programs write them",
         )
+
+
+def _has(archive: zipfile.ZipFile, name: str) -> bool:
+    try:
+        archive.getinfo(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _names_an_encrypted_package(handle) -> bool:

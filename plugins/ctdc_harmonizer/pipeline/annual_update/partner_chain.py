@@ -54,6 +54,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     from ctdc_harmonizer.ingest.duplicates import duplicate_rows
     from ctdc_harmonizer.ingest.extract import read_extract
     from ctdc_harmonizer.ingest.withdrawals import load_withdrawals, match_keys
+    from ctdc_harmonizer.ingest.workbook import CELL_PROBLEMS
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.privacy import stage as privacy_stage
     from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
@@ -81,13 +82,14 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
             )
         for issue in result.cell_issues[:CELL_ISSUES_LOGGED]:  # locations only, never values
             log.warning(
-                "%s: file '%s', sheet '%s', cell %s (column '%s'): %s",
+                "%s: file '%s', sheet '%s', cell %s (column '%s'): %s (%s)",
                 partner,
                 result.file,
                 issue.sheet,
                 issue.cell,
                 issue.column,
                 issue.reason,
+                CELL_PROBLEMS[issue.reason],
             )
         if len(result.cell_issues) > CELL_ISSUES_LOGGED:
             log.warning(
