@@ -285,10 +285,13 @@ def _scan_cells(data: bytes, scan: SheetScan, state: dict, columns: set[int] | N
         data = data[_cell_by_cell(data, scan, state, columns, until_first_row=True) :]
     if _has_markers(data):
         _cell_by_cell(data, scan, state, columns)
-    else:  # nothing to see cell by cell: keep count of rows only
-        for match in _ROW.finditer(data):
-            ref = _REF.search(match.group(1))
-            state["row"] = int(ref.group(2)) if ref else state["row"] + 1
+    else:  # nothing to see cell by cell: only where the rows got to
+        last = _ROW.match(data, max(_last_row_start(data), 0))
+        ref = _REF.search(last.group(1)) if last else None
+        if ref:  # rows say their number (every writer we know does)
+            state["row"] = int(ref.group(2))
+        else:
+            state["row"] += sum(1 for _ in _ROW.finditer(data))
     _scan_merges(data, scan)
 
 
