@@ -212,9 +212,8 @@ def _apply_problems(
     """Unreadable cells of the read columns become the INVALID marker (a value was there,
     nobody knows which); a record whose inclusion or identity field holds one is rejected
     with the cell's reason, so it can never count as consenting or escape a withdrawal."""
-    problems = [p for p in problems if p.column in frame.columns]
-    if not problems:
-        return None, None, ()
+    if not problems or not len(numbers):
+        return None, None, tuple(problems)
     strict = {rule.field for rule in config.inclusion}
     strict |= {config.record_id} if config.record_id else set()
     strict |= set(config.withdrawal_match)
@@ -223,8 +222,8 @@ def _apply_problems(
     reject_column = np.full(len(frame), None, dtype=object)
     for issue in problems:  # unreadable cells, not records
         at = int(issue.row - numbers[0])
-        if at >= len(frame):
-            continue
+        if at >= len(frame) or issue.column not in frame.columns:
+            continue  # a column not read, or a row holding nothing else (named in the log)
         blank[at] = False  # a row holding an unreadable cell is not empty
         marker = None if issue.column in dropped else INVALID
         frame.iat[at, frame.columns.get_loc(issue.column)] = marker
