@@ -431,3 +431,13 @@ def test_encrypted_ods_says_so(tmp_path, caplog):
             "</manifest:file-entry></manifest:manifest>",
         )
     assert refused(path, caplog).problem == workbook.ENCRYPTED
+
+
+def test_legacy_xls_is_refused_with_what_to_do(tmp_path, caplog):
+    """A compound file without encryption streams: an Excel 97-2003 workbook."""
+    path = tmp_path / "htcds.xls"
+    path.write_bytes(
+        workbook.OLE_MAGIC + b"\0" * 1016 + "Workbook".encode("utf-16-le") + b"\0" * 64
+    )
+    error = refused(path, caplog)
+    assert "legacy Excel 97-2003 workbook" in error.problem and ".xlsx or .ods" in error.problem

@@ -55,11 +55,11 @@ def _sheet_and_scan(
             if workbook.is_ods(archive):
                 name = _calamine_sheet(config, path, reader)
                 return name, workbook.scan_ods_sheet(config.code, path.name, archive, name)
-    return _calamine_sheet(config, path, reader), None  # .xls: cells as calamine reads them
+    return _calamine_sheet(config, path, reader), None  # not a zip: calamine says what it is
 
 
 def _calamine_sheet(config: PartnerConfig, path: Path, reader) -> str:
-    """The data sheet of an .ods or .xls, from the sheet states calamine reads."""
+    """The data sheet of an .ods, from the sheet states calamine reads."""
     states = [
         (name, reader.load_sheet(name, header_row=None, n_rows=1).visible == "visible")
         for name in reader.sheet_names

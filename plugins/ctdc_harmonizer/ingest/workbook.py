@@ -48,6 +48,10 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: .xls, or an en
 # Stream names of an encrypted OOXML package, as the compound file's directory spells them.
 ENCRYPTED_STREAMS = ("EncryptionInfo".encode("utf-16-le"), "EncryptedPackage".encode("utf-16-le"))
 ENCRYPTED = "encrypted workbook: save it without a password"
+LEGACY_XLS = (
+    "a legacy Excel 97-2003 workbook (.xls): its formulas and merged cells cannot be "
+    "checked; save it as .xlsx or .ods"
+)
 MANIFEST = "META-INF/manifest.xml"  # an OpenDocument file's list of members
 
 _BLOCK = 4 << 20  # bytes of sheet XML decompressed at a time
@@ -129,7 +133,9 @@ def check_workbook_file(partner: str, path: Path, limits: ReaderLimits) -> None:
         if head == OLE_MAGIC:
             if _names_an_encrypted_package(handle):
                 raise ExtractError(partner, path.name, ENCRYPTED)
-            return  # a legacy .xls: a compound file, read by calamine
+            # A legacy .xls (BIFF): calamine reads its values, but nothing here can tell a
+            # formula without result or a merged consent block in it: refused, not guessed.
+            raise ExtractError(partner, path.name, LEGACY_XLS)
     if not zipfile.is_zipfile(path):
         return  # calamine says what it is not
     with zipfile.ZipFile(path) as archive:
