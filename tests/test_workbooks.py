@@ -441,3 +441,43 @@ def test_legacy_xls_is_refused_with_what_to_do(tmp_path, caplog):
     )
     error = refused(path, caplog)
     assert "legacy Excel 97-2003 workbook" in error.problem and ".xlsx or .ods" in error.problem
+
+
+def test_ods_delivery_through_the_cli_never_publishes_the_refusals(tmp_path, capsys, caplog):
+    """A partner whose configuration names *.ods: `ctdc run` reads it; the merged "No" and
+    the consent formula without result are never in the release; no name escapes."""
+    import csv
+    import datetime as dt
+
+    from ctdc_harmonizer import cli
+
+    path, book, sheet, header = sample(tmp_path)
+    rows = [[c.value for c in row] for row in sheet.iter_rows(min_row=1, max_row=22)]
+    c, date = col(header, CONSENT), col(header, "cas_IncomingReferralDate")
+    for r in (5, 7, 8, 9, 10):  # the refusing records, marked by a year no other has
+        rows[r - 1][date - 1] = dt.datetime(2004, 3, 15)
+    rows[6][c - 1] = "No"
+    specials = {(5, c): "formula", (7, c): "merge4"}
+    specials |= {(r, c): "covered" for r in (8, 9, 10)}
+    path.unlink()
+    write_ods(path.with_suffix(".ods"), rows, specials)
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings" / "case_management", mappings / "case_management")
+    yaml_path = mappings / "case_management" / "partner.yaml"
+    text = yaml_path.read_text(encoding="utf-8").replace('["*.xlsx"]', '["*.xlsx", "*.ods"]')
+    yaml_path.write_text(text, encoding="utf-8")
+    (tmp_path / "landing" / "case_management" / "withdrawals.csv").unlink(missing_ok=True)
+    out = tmp_path / "out"
+    argv = ["run", "--landing", str(tmp_path / "landing"), "--out", str(out)]
+    argv += ["--release", "2025", "--partners", "case_management", "--mappings", str(mappings)]
+    with caplog.at_level(logging.INFO):
+        code = cli.main(argv)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    with (out / "2025" / "harmonized.csv").open(encoding="utf-8", newline="") as handle:
+        years = [row["yearOfRegistration"] for row in csv.DictReader(handle)]
+    assert len(years) >= 10 and "2004" not in years
+    rejects = (out / "2025" / "rejects.csv").read_text(encoding="utf-8")
+    assert "htcds_case_export.ods" in rejects and "formula_without_result" in rejects
+    for text in (printed.out, printed.err, caplog.text):
+        assert NAME not in text
