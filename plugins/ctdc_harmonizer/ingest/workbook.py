@@ -55,7 +55,6 @@ LEGACY_XLS = (
 MANIFEST = "META-INF/manifest.xml"  # an OpenDocument file's list of members
 
 _BLOCK = 4 << 20  # bytes of sheet XML decompressed at a time
-_MARKERS = re.compile(rb'<(?:\w+:)?f[\s>/]|\st="e"')
 _ROW = re.compile(rb"<(?:\w+:)?row\b([^>]*)>")
 _ROW_OR_CELL = re.compile(
     rb"<(?:\w+:)?row\b([^>]*)>|<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S
@@ -302,11 +301,18 @@ def _scan_cells(data: bytes, scan: SheetScan, state: dict, columns: set[int] | N
 
 
 def _has_markers(data: bytes) -> bool:
-    """A formula or an error cell somewhere in `data`: byte searches first (memchr speed),
-    the regular expression only to confirm."""
-    if b"<f" not in data and b":f" not in data and b't="e"' not in data:
-        return False
-    return _MARKERS.search(data) is not None
+    """Whether `data` may hold a formula (`<f`, or `<x:f` with a namespace prefix) or an error
+    value (`<v>#N/A</v>`: every error value starts with '#'). Vectorised: the positions of
+    the rare byte ('f', '#') first, then the byte before each; a false alarm (a text holding
+    '<f' or '>#') only sends the block through the exact, slower path."""
+    import numpy as np
+
+    octets = np.frombuffer(data, dtype=np.uint8)
+    for rare, before in ((b"f"[0], (b"<"[0], b":"[0])), (b"#"[0], (b">"[0],))):
+        at = np.flatnonzero(octets[1:] == rare)
+        if at.size and np.isin(octets[at], before).any():
+            return True
+    return False
 
 
 def _cell_by_cell(
