@@ -3,7 +3,8 @@
 The consent cases are the point: a survivor who refused consent must never be published,
 whether the refusal is a formula whose result was never stored, a "No" typed once across a
 merged block, or an error value. Every refusing record is given a registration year no other
-record has (REFUSED_YEAR), so "not in the release" is checked on the published table itself.
+record has (REFUSED_YEAR) but one consenting control, so "not in the release" is checked on
+the published table itself.
 The same mutations go through `dag.test()` in test_corpus_airflow.py.
 """
 
@@ -19,8 +20,12 @@ from corpus_kit import HTCDS_FILE, NAME, Case, Env, RunResult, Workbook, case_id
 
 P = "case_management"
 CONSENT = "con_Consent"
-REFUSED_YEAR = 2004  # no sample record is registered that year
+# The release year: no partner's sample registers a record in it (all stop in 2024), yet it
+# is publishable; one consenting control record (CONTROL_ROW) carries it too, so the check
+# "no record of that year is released" is seen to be able to fail.
+REFUSED_YEAR = 2025
 REFUSED_DATE = dt.datetime(REFUSED_YEAR, 3, 15)
+CONTROL_ROW = 20
 FORMULA_ROWS = (5, 6)
 MERGED_ROWS = tuple(range(8, 13))
 ERROR_ROWS = (14, 15)
@@ -69,13 +74,22 @@ def all_consent_cases(env: Env) -> None:
     formula_without_result(env, w)
     merged_block(env, w)
     error_cells(env, w)
+    control(w)
     w.save()
+
+
+def control(w: Workbook) -> None:
+    """A consenting record of REFUSED_YEAR: it must be released."""
+    w.set(CONTROL_ROW, CONSENT, "Yes")
+    w.set(CONTROL_ROW, "vic_TraffickingStatus", "Actual victim of trafficking")
+    w.set(CONTROL_ROW, "cas_IncomingReferralDate", REFUSED_DATE)
 
 
 def _one(mutation):
     def mutate(env: Env) -> None:
         w = book(env)
         mutation(env, w)
+        control(w)
         w.save()
 
     return mutate
@@ -87,6 +101,7 @@ def cached_result(env: Env) -> None:
     for row in CACHED_ROWS:
         refusing(env, w, row, f"Qorbcached{row}")
         w.sheet.cell(row=row, column=w.col(CONSENT)).value = '=IF(TRUE,"No","Yes")'
+    control(w)
     w.save()
     path = env.path(P, HTCDS_FILE)
     with zipfile.ZipFile(path) as archive:
@@ -112,8 +127,8 @@ def _letters(index: int) -> str:
 
 
 def refused_not_released(reason: str | None = None, excluded: str | None = None):
-    """No record registered in REFUSED_YEAR is in the published table; the refusals are
-    counted under the expected reason."""
+    """No refusing record (registered in REFUSED_YEAR) is in the published table, the
+    consenting control is; the refusals are counted under the expected reason."""
 
     def check(result: RunResult) -> None:
         assert_no_refusing_record(result)
@@ -132,8 +147,10 @@ def refused_not_released(reason: str | None = None, excluded: str | None = None)
 def assert_no_refusing_record(result: RunResult) -> None:
     with (result.release_dir / "harmonized.csv").open(encoding="utf-8", newline="") as handle:
         years = [row["yearOfRegistration"] for row in csv.DictReader(handle)]
-    assert years, "empty release"
-    assert str(REFUSED_YEAR) not in years, "a record refusing consent was published"
+    assert years.count(str(REFUSED_YEAR)) == 1, (
+        f"{years.count(str(REFUSED_YEAR))} records of {REFUSED_YEAR} released: only the "
+        "consenting control may be (a record refusing consent was published)"
+    )
 
 
 def check_value_issue(result: RunResult, field: str, issue: str) -> None:
