@@ -212,7 +212,7 @@ def floor_spec(landing: Path, partners: list[str], excel_dtypes: str) -> dict:
                     "partner": partner,
                     "format": spec.format,
                     "path": str(path),
-                    "sheet": spec.sheet,
+                    "sheet": spec.sheet if spec.sheet is not None else 0,  # the one visible sheet
                     "header_row": spec.header_row,
                     "data_start_row": spec.data_start_row,
                     "delimiter": spec.csv_delimiter,

@@ -129,10 +129,10 @@ YAML_CASES = {
         "reader:",
         "key 'reader': data_start_row must be greater than header_row",
     ),
-    "negative sheet": (
-        ("  format: csv\n", "  format: csv\n  sheet: -1\n"),
-        "  sheet: -1",
-        "key 'reader.sheet': Input should be greater than or equal to 0",
+    "sheet by position": (
+        ("  format: csv\n", "  format: csv\n  sheet: 0\n"),
+        "  sheet: 0",
+        "key 'reader.sheet': name the sheet (a position may point at a hidden sheet)",
     ),
     "unknown encoding": (
         ("  format: csv\n", "  format: csv\n  encoding: klingon\n"),

@@ -114,7 +114,8 @@ def excel_records(path: Path, start: int = HTCDS_DATA_START) -> list[Record]:
     from openpyxl import load_workbook
 
     book = load_workbook(path, read_only=True)
-    sheet = book.worksheets[0]
+    # The data sheet as the reader chooses it without a configured name: the visible one.
+    sheet = next(s for s in book.worksheets if s.sheet_state == "visible")
     records = []
     for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
         if number >= start and any(v not in (None, "") for v in row):

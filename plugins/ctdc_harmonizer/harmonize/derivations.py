@@ -66,7 +66,11 @@ class Derivation:
             self.mark_unusable(source_field, mask)
 
     def add_unknown(self, values: pd.Series, unknown: pd.Series, source_field: str) -> None:
-        """Values of a derived field the mapping does not know, one entry per row."""
+        """Values of a derived field the mapping does not know, one entry per row. The INVALID
+        marker (a cell that could not be read exactly) is a value issue, not an unknown."""
+        unreadable = (values == INVALID).fillna(False) & unknown.fillna(False)
+        self.add_issue(source_field, "unreadable_value", unreadable)
+        unknown = unknown.fillna(False) & ~unreadable
         self.mark_unusable(source_field, unknown)
         picked = values[unknown.fillna(False)]
         self.unknown.append(

@@ -262,9 +262,16 @@ def map_partner(
     known = pd.MultiIndex.from_frame(long[["field", "key"]]).isin(
         pd.MultiIndex.from_frame(config.values[["field", "key"]])
     )
+    # The INVALID marker (a cell the reader could not read exactly, or a value the store could
+    # not keep) is no value the mapping could learn: a counted value issue, not an unknown.
+    invalid = (long["token"] == INVALID).to_numpy()
+    unknown = ~known & ~invalid
     work.unknown.append(
-        long.loc[~known, ["field", "token", "weight"]].assign(gid=long.loc[~known, "uid"])
+        long.loc[unknown, ["field", "token", "weight"]].assign(gid=long.loc[unknown, "uid"])
     )
+    for name, uids in long.loc[invalid].groupby("field")["uid"]:
+        hit = pd.Series(np.isin(codes_by_field[name], uids.to_numpy()))
+        work.add_issue(name, "unreadable_value", hit, unusable=False)
     storable = {}
     for name, uids in long.loc[~known].groupby("field")["uid"]:
         hit = np.isin(codes_by_field[name], uids.to_numpy())

@@ -32,6 +32,7 @@ class ReadResult:
     sha256: str
     blank_rows: int
     dropped_columns: int
+    cell_issues: tuple = ()  # workbook cells read as INVALID (excel.CellIssue), never values
 
 
 def read_raw(config: PartnerConfig, path: Path, wanted: list[str] | None = None) -> RawFile:
@@ -146,7 +147,7 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     except OSError as exc:
         raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     blank_rows = 0 if blank is None else int(blank.sum())
-    info = ReadResult(pd.DataFrame(), path.name, digest, blank_rows, dropped)
+    info = ReadResult(pd.DataFrame(), path.name, digest, blank_rows, dropped, raw.cell_issues)
     return _Part(columns, size, frozenset(converted), info)
 
 
@@ -240,4 +241,6 @@ def read_extract(
     """
     read = read_delivery(config, [path], all_columns, also)
     info = read.files[0]
-    return ReadResult(read.frame, info.file, info.sha256, info.blank_rows, info.dropped_columns)
+    return ReadResult(
+        read.frame, info.file, info.sha256, info.blank_rows, info.dropped_columns, info.cell_issues
+    )

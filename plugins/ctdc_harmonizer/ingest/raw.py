@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.ingest.workbook import CELL_REASONS
 
 WRONG_TYPE = "wrong_type"  # a record holding a value of the wrong JSON type
 NON_FINITE = "non_finite_number"  # a JSON record holding NaN, Infinity or -Infinity
-READER_REJECT_REASONS = [WRONG_TYPE, NON_FINITE]  # reasons a reader rejects one record for
+# Reasons a reader rejects one record for: a wrongly typed or non-finite JSON value; a workbook
+# cell of an inclusion or identity field that cannot be read exactly (ingest/workbook.py).
+READER_REJECT_REASONS = [WRONG_TYPE, NON_FINITE, *CELL_REASONS]
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class RawFile:
     blank: np.ndarray | None  # wholly empty rows (spreadsheets only)
     reject: np.ndarray | None = None  # per record: a reason code when it cannot be read whole
     reject_column: np.ndarray | None = None  # per record: the column that made it unreadable
+    # Workbooks: the cells of read columns that could not be read exactly (excel.CellIssue).
+    cell_issues: tuple = ()
 
 
 def header_names(cells: list, partner: str, file: str) -> list[str]:

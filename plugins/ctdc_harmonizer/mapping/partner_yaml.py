@@ -68,10 +68,22 @@ class ReaderModel(_Model):
     format: Literal["excel", "csv", "jsonl"]
     files: NameList
     encoding: Name = "utf-8"
-    sheet: Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1)] = 0
+    # The data sheet by name; without one, the workbook's single visible sheet. Never a
+    # position: the first sheet may be last year's export, hidden (mappings/README.md).
+    sheet: Annotated[str, Field(min_length=1)] | None = None
     header_row: int = Field(1, ge=1)
     data_start_row: int | None = Field(None, ge=2)
     csv_delimiter: str = Field(",", min_length=1, max_length=1)
+
+    @field_validator("sheet", mode="before")
+    @classmethod
+    def _sheet_by_name(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                "name the sheet (a position may point at a hidden sheet), or leave the key "
+                "out to read the workbook's single visible sheet"
+            )
+        return value
 
     @field_validator("encoding")
     @classmethod

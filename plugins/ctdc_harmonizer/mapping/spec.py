@@ -66,7 +66,7 @@ class ReaderSpec:
     format: str
     files: tuple[str, ...]
     encoding: str = "utf-8"
-    sheet: str | int = 0
+    sheet: str | None = None  # by name; None: the single visible sheet
     header_row: int = 1
     data_start_row: int = 2
     csv_delimiter: str = ","

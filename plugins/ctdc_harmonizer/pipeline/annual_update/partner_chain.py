@@ -23,6 +23,7 @@ from ctdc_harmonizer.pipeline.results import (
 from ctdc_harmonizer.run.plan import ReleasePlan
 
 log = logging.getLogger(__name__)
+CELL_ISSUES_LOGGED = 20  # a workbook's unreadable cells named one by one in the log
 
 
 def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
@@ -53,6 +54,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     from ctdc_harmonizer.ingest.duplicates import duplicate_rows
     from ctdc_harmonizer.ingest.extract import read_delivery
     from ctdc_harmonizer.ingest.withdrawals import load_withdrawals, match_keys
+    from ctdc_harmonizer.ingest.workbook import CELL_PROBLEMS
     from ctdc_harmonizer.privacy import keys as privacy_keys
     from ctdc_harmonizer.privacy import stage as privacy_stage
     from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
@@ -84,6 +86,24 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
                     planned.name,
                     "changed since the run was planned (still being delivered?): run again "
                     "once the delivery is complete",
+                )
+            for issue in result.cell_issues[:CELL_ISSUES_LOGGED]:  # locations, never values
+                log.warning(
+                    "%s: file '%s', sheet '%s', cell %s (column '%s'): %s (%s)",
+                    partner,
+                    result.file,
+                    issue.sheet,
+                    issue.cell,
+                    issue.column,
+                    issue.reason,
+                    CELL_PROBLEMS[issue.reason],
+                )
+            if len(result.cell_issues) > CELL_ISSUES_LOGGED:
+                log.warning(
+                    "%s: file '%s': %d more unreadable cells",
+                    partner,
+                    result.file,
+                    len(result.cell_issues) - CELL_ISSUES_LOGGED,
                 )
             files[result.file] = {
                 "sha256": result.sha256,
