@@ -63,7 +63,7 @@ def with_results(path: Path, results: dict[str, str]) -> None:
         parts = {name: archive.read(name) for name in archive.namelist()}
     xml = parts["xl/worksheets/sheet1.xml"].decode()
     for cell, text in results.items():
-        pattern = rf'<c r="{cell}"([^>]*)><f>(.*?)</f><v\s*/>\s*</c>'
+        pattern = rf'<c r="{cell}"([^>]*)><f>(.*?)</f>(?:<v\s*/>|<v></v>)\s*</c>'
         xml, count = re.subn(pattern, rf'<c r="{cell}" t="str"><f>\2</f><v>{text}</v></c>', xml)
         assert count == 1, f"no formula without result at {cell}"
     parts["xl/worksheets/sheet1.xml"] = xml.encode()
