@@ -107,8 +107,11 @@ def cached_result(env: Env) -> None:
     with zipfile.ZipFile(path) as archive:
         parts = {name: archive.read(name) for name in archive.namelist()}
     xml = parts["xl/worksheets/sheet1.xml"]
-    xml = xml.replace(b'<f>IF(TRUE,"No","Yes")</f><v />', b'<f>IF(TRUE,"No","Yes")</f><v>No</v>')
-    xml = xml.replace(b"<f>IF(TRUE", b"<f>IF(TRUE")  # unchanged; keeps the pattern visible
+    # openpyxl writes an empty result as <v /> (its own XML writer) or <v></v> (with lxml)
+    for empty in (b"<v />", b"<v></v>"):
+        xml = xml.replace(
+            b'<f>IF(TRUE,"No","Yes")</f>' + empty, b'<f>IF(TRUE,"No","Yes")</f><v>No</v>'
+        )
     for row in CACHED_ROWS:
         ref = f'<c r="{_letters(w.col(CONSENT))}{row}"'.encode()
         xml = xml.replace(ref + b">", ref + b' t="str">')
