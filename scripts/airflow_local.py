@@ -52,6 +52,10 @@ def airflow_environment(home: Path, port: int, base: dict[str, str] | None = Non
             # plugins/.airflowignore keeps the ctdc_harmonizer package out of the plugin loader.
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Both DAGs active from the start: the annual update's schedule never fires the
+            # past (no surprise run), and a paused synthesis DAG would miss the release
+            # asset's events (Airflow keeps none for it).
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"

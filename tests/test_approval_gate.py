@@ -75,3 +75,21 @@ def test_approval_waits_a_week_with_no_default_answer(dag):
     assert approve.response_timeout == timedelta(days=7)
     assert approve.retries == 0
     assert "summarize_release" in approve.body  # the headline counts of the run
+
+
+def test_the_lease_says_awaiting_approval_while_the_gate_waits(tmp_path):
+    """The gate marks the store's lease, so that a rival run is refused with the reason."""
+    from ctdc_release_report.approval import mark_lease
+
+    from ctdc_harmonizer.errors import ReleaseLockedError
+    from ctdc_harmonizer.run import locks
+
+    lease = locks.acquire(tmp_path, "store", lease_owner="ctdc_annual_update/run_a", release="7")
+    plan = {"lock": lease.model_dump(mode="json")}
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: plan if task_ids == "plan_release" else None)
+    mark_lease({"ti": ti}, locks.AWAITING_APPROVAL)
+    with pytest.raises(ReleaseLockedError, match="release 7 is awaiting approval in Airflow run"):
+        locks.acquire(tmp_path, "store", lease_owner="ctdc_annual_update/run_b", release="7")
+    mark_lease({"ti": ti}, locks.RUNNING)  # answered: publishing
+    assert locks.holder(tmp_path, "store")["state"] == "running"
+    mark_lease({"ti": SimpleNamespace()}, locks.RUNNING)  # no XCom: logged, never raised
