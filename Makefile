@@ -44,7 +44,8 @@ test: install
 ## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
 ## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379)
 test-e2e: install
-	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py
+	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py \
+		tests/test_airflow_ui_stop.py tests/test_browser.py
 
 lint: install
 	$(VENV)/bin/ruff check .

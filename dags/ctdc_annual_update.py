@@ -50,7 +50,9 @@ from ctdc_release_report.approval import DECISION, ReleaseApproval
 
 from ctdc_harmonizer.paths import mapped_partners
 from ctdc_harmonizer.pipeline.airflow import (
+    FAILURE_KEY,
     boundary,
+    failures_of,
     log_failure,
     pipeline_tasks,
     release_asset,
@@ -131,13 +133,15 @@ def ctdc_annual_update():
         return extra
 
     @task(trigger_rule="all_done", retries=0)
-    def outcome(ti=None) -> str:
+    def outcome(ti=None, dag=None) -> str:
         summary, handed = (
             ti.xcom_pull(task_ids=t) for t in ("summarize_release", "announce_release")
         )
         # The approval's recorded answer, asked only when unpublished (None: timed out).
         decision = None if handed else ti.xcom_pull(task_ids="approve", key=DECISION)
-        return boundary(release_outcome)(summary, handed, decision)
+        # Failed steps' value-free records (every task, every partner's instance)
+        failed = [] if handed else failures_of(ti.xcom_pull(task_ids=dag.task_ids, key=FAILURE_KEY))
+        return boundary(release_outcome)(summary, handed, decision, failed)
 
     announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
     announced >> outcome() >> steps["finish_run"]

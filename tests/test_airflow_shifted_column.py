@@ -129,3 +129,22 @@ def test_no_planted_name_in_the_out_folder(shifted_run):
             texts.append(pd.read_parquet(path).astype(str).to_csv(index=False))
         texts.append(path.read_bytes().decode("utf-8", errors="ignore"))
     assert found("\n".join(texts)) == []
+
+
+def test_the_failure_is_kept_value_free_and_outcome_names_the_partner(shifted_run, metadata_db):
+    """The failed step's record (XCom `ctdc_failure`): task, partner, reason code, message;
+    `outcome`'s own failure says the same, so the run's page explains itself."""
+    import json
+
+    with sqlite3.connect(metadata_db) as conn:
+        rows = conn.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = ?",
+            (DAG_ID, shifted_run.run_id, "ctdc_failure"),
+        ).fetchall()
+    records = {task: json.loads(value) for task, value in rows}
+    failed = records["partner.harmonize_partner"]
+    assert failed["partner"] == "iom" and failed["retryable"] is False
+    assert failed["code"] and "mimosa_gender" in failed["message"]
+    said = records["outcome"]["message"]
+    assert "partner.harmonize_partner failed for partner iom" in said
+    assert found(json.dumps(records)) == []
