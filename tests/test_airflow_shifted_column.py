@@ -148,3 +148,26 @@ def test_the_failure_is_kept_value_free_and_outcome_names_the_partner(shifted_ru
     said = records["outcome"]["message"]
     assert "partner.harmonize_partner failed for partner iom" in said
     assert found(json.dumps(records)) == []
+
+
+def test_the_run_tab_explains_the_failure_in_html(shifted_run, metadata_db):
+    """No release was written: the tab says which step failed, for which partner, why and
+    what to do, as a page (never JSON); the releases page shows the run with its reason."""
+    from ctdc_release_report import app, html
+    from ctdc_release_report.status import run_status
+
+    status = run_status(DAG_ID, shifted_run.run_id)
+    assert status["state"] == "failed" and status["release"] == RELEASE
+    assert {"step": "partner.harmonize_partner", "partner": "iom", "state": "failed"} in (
+        status["steps"]
+    )
+    page = app.run_report_page(DAG_ID, shifted_run.run_id)
+    assert page.startswith("<!doctype html>") and '{"detail"' not in page
+    assert "Step <b>partner.harmonize_partner</b> failed for partner <b>iom</b>" in page
+    assert "What to do:" in page and "mimosa_gender" in page
+    assert found(page) == []
+    history = app.history_page()
+    assert RELEASE in history and "failed: " in history and "harmonize_partner" in history
+    assert html.STATE_WORDS["queued"].startswith("queued: waiting for a free run slot")
+    other = app.run_report_page("some_other_dag", "x")
+    assert "has no CTDC report" in other and '{"detail"' not in other
