@@ -171,3 +171,26 @@ def test_the_run_tab_explains_the_failure_in_html(shifted_run, metadata_db):
     assert html.STATE_WORDS["queued"].startswith("queued: waiting for a free run slot")
     other = app.run_report_page("some_other_dag", "x")
     assert "has no CTDC report" in other and '{"detail"' not in other
+
+
+def test_every_mapped_instance_is_named_by_its_partner(shifted_run, metadata_db):
+    """Instances that never ran (upstream failed) get their partner's name at the run's end
+    (the scheduler's listener), like those that ran."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from ctdc_release_report.run_note import write_note
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == DAG_ID, DagRun.run_id == shifted_run.run_id)
+        )
+        write_note(run)
+    with sqlite3.connect(metadata_db) as conn:
+        named = conn.execute(
+            "SELECT task_id, state, rendered_map_index FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? AND map_index >= 0",
+            (DAG_ID, shifted_run.run_id),
+        ).fetchall()
+    assert "upstream_failed" in {state for _, state, _ in named}, named
+    assert {name for _, _, name in named} == {"iom"}, named
