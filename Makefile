@@ -42,11 +42,12 @@ test: install
 	$(PY) -m pytest -q -m "not processes"
 
 ## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
-## deployment (~3-5 min), the CeleryExecutor path with two workers (Redis 127.0.0.1:6379), and
-## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait
-test-e2e: install sftp-deps
+## deployment (~3-5 min), the CeleryExecutor path with two workers (Redis 127.0.0.1:6379),
+## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait,
+## `make airflow-ui` stopped by signals, and the data team's first hour in Chromium
+test-e2e: install sftp-deps browser-deps
 	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py \
-		tests/test_airflow_deliveries.py
+		tests/test_airflow_deliveries.py tests/test_airflow_ui_stop.py tests/test_browser.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -33,8 +33,14 @@ command line `ctdc run` runs the same declaration):
 Data errors fail their task at once; infrastructure errors (disk, database) retry. XCom holds
 paths and counts only. Each run has a *Release report* tab (plugin `ctdc_release_report`).
 
-**Params** (all may be left empty): `release` (empty: the year of the day before the run
-starts, so the 1 January run makes the previous year's release), `landing` (`$CTDC_LANDING`,
+**Schedule**: 1 January 00:00 UTC, never in the past: unpausing this DAG starts no run (the
+next one is next 1 January); a data team member triggers the releases they want.
+**One run at a time per out folder, refused rather than queued**: a second run (any release)
+while one is running or awaiting approval fails at once in `plan_release`, naming the run that
+holds the store's lease, its release and its state. A run shown *queued* waits for a free slot
+of `max_active_runs` (3) or of the deployment's parallelism, nothing else.
+
+**Params** (all may be left empty): `release` (empty: RELEASE_RULE), `landing` (`$CTDC_LANDING`,
 else `$AIRFLOW_HOME/ctdc/landing`), `out` (`$CTDC_OUT`, else `$AIRFLOW_HOME/ctdc/releases`),
 `partners` (read only these partners' deliveries; the others are carried), `work` (where
 intermediates live, e.g. `s3://bucket/prefix`; empty: `$CTDC_WORK_URL`, else `<out>/.work`),
@@ -48,8 +54,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
 from ctdc_release_report.approval import DECISION, ReleaseApproval
 
@@ -57,14 +62,16 @@ from ctdc_harmonizer.deliveries.pull import pull_scheduled_deliveries
 from ctdc_harmonizer.deliveries.waiting import WaitForDeliveries
 from ctdc_harmonizer.paths import mapped_partners
 from ctdc_harmonizer.pipeline.airflow import (
+    FAILURE_KEY,
     boundary,
+    failures_of,
     log_failure,
     pipeline_tasks,
     release_asset,
     release_outcome,
 )
 from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
-from ctdc_harmonizer.run.plan import plan_scheduled_release
+from ctdc_harmonizer.run.plan import DEFAULT_RELEASE_RULE, plan_scheduled_release
 
 RELEASE = release_asset()
 MAPPED = mapped_partners()  # folder names only (cheap at parse time): the form's multi-select
@@ -86,11 +93,14 @@ def _partners(description: str) -> Param:
 
 
 @dag(
-    doc_md=__doc__,
-    schedule="@yearly",
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    doc_md=__doc__.replace("RELEASE_RULE", DEFAULT_RELEASE_RULE),
+    # No start_date and run_immediately=False: the first scheduled run is the next 1 January,
+    # never the interval that has already passed (no surprise run when first unpaused).
+    schedule=CronTriggerTimetable("@yearly", timezone="UTC", run_immediately=False),
     catchup=False,
-    max_active_runs=1,
+    # Not 1: a rival run must reach plan_release and be refused there at once (the store's
+    # lease), instead of queueing for days behind a run awaiting approval.
+    max_active_runs=3,
     tags=["ctdc", "harmonization"],
     # Infrastructure errors only: data errors raise AirflowFailException (pipeline/airflow.py)
     default_args={
@@ -100,7 +110,7 @@ def _partners(description: str) -> Param:
     },
     on_failure_callback=alerts.run_failed(),  # e-mail to the data team, link to the run
     params={
-        "release": _text("Release label. Empty: the year of the day before the run starts."),
+        "release": _text(f"Release label. Empty: {DEFAULT_RELEASE_RULE}."),
         "landing": _text("Folder of partner subfolders. Empty: $CTDC_LANDING or the default."),
         "out": _text("Folder receiving release folders. Empty: $CTDC_OUT or the default."),
         "work": _text("Where intermediates live. Empty: $CTDC_WORK_URL, else <out>/.work."),
@@ -162,13 +172,15 @@ def ctdc_annual_update():
         return extra
 
     @task(trigger_rule="all_done", retries=0)
-    def outcome(ti=None) -> str:
+    def outcome(ti=None, dag=None) -> str:
         summary, handed = (
             ti.xcom_pull(task_ids=t) for t in ("summarize_release", "announce_release")
         )
         # The approval's recorded answer, asked only when unpublished (None: timed out).
         decision = None if handed else ti.xcom_pull(task_ids="approve", key=DECISION)
-        return boundary(release_outcome)(summary, handed, decision)
+        # Failed steps' value-free records (every task, every partner's instance)
+        failed = [] if handed else failures_of(ti.xcom_pull(task_ids=dag.task_ids, key=FAILURE_KEY))
+        return boundary(release_outcome)(summary, handed, decision, failed)
 
     announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
     [announced, steps["clear_pulled_deliveries"]] >> outcome() >> steps["finish_run"]

@@ -5,7 +5,9 @@ LocalExecutor, the repository's dags/ and plugins/ folders, and SimpleAuthManage
 admin user whose password is kept in `$AIRFLOW_HOME/simple_auth_manager_passwords.json`.
 The api-server listens on 127.0.0.1 only. Each process writes to `$AIRFLOW_HOME/logs/<name>.log`
 so the console keeps the URL and login visible. Ctrl-C (or SIGTERM) stops every process started
-here, with their children (one process group each).
+here, with their children (each process in a session of its own; task processes, which take
+process groups of their own, are found by that session): once or several times, directly or
+through `make`.
 
 Metadata database: `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` if set (e.g.
 `postgresql+psycopg://postgres@127.0.0.1:5432/airflow`; the async driver asyncpg is derived by
@@ -52,6 +54,10 @@ def airflow_environment(home: Path, port: int, base: dict[str, str] | None = Non
             # plugins/.airflowignore keeps the ctdc_harmonizer package out of the plugin loader.
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Both DAGs active from the start: the annual update's schedule never fires the
+            # past (no surprise run), and a paused synthesis DAG would miss the release
+            # asset's events (Airflow keeps none for it).
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -132,9 +138,16 @@ def migrate(env: dict, log_dir: Path) -> None:
         raise SystemExit(f"airflow db migrate failed; see {log_dir / 'db-migrate.log'}")
 
 
-def start(env: dict, log_dir: Path, commands: dict[str, list[str]]) -> dict[str, subprocess.Popen]:
-    """Each Airflow process in its own process group, so that stopping it stops its children."""
-    started = {}
+def start(
+    env: dict,
+    log_dir: Path,
+    commands: dict[str, list[str]],
+    started: dict[str, subprocess.Popen] | None = None,
+) -> dict[str, subprocess.Popen]:
+    """Each Airflow process in a session (and process group) of its own, so that stopping it
+    stops its children. `started` is filled as they start: a signal halfway through still
+    finds every process started so far."""
+    started = {} if started is None else started
     for name, arguments in commands.items():
         log = open(log_dir / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         started[name] = subprocess.Popen(
@@ -147,18 +160,49 @@ def start(env: dict, log_dir: Path, commands: dict[str, list[str]]) -> dict[str,
     return started
 
 
+def _in_sessions(sessions: set[int]) -> list[int]:
+    """Every live process of these sessions: the Airflow processes, their executor workers and
+    log servers, and task processes (these move to process groups of their own, but keep the
+    session, even once orphaned)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.getsid(int(entry.name)) in sessions:
+                found.append(int(entry.name))
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
 def stop(processes: dict[str, subprocess.Popen], timeout: float = 20) -> None:
-    """SIGTERM to each process group, then SIGKILL what is left after `timeout` seconds."""
+    """SIGTERM to each process group (a graceful stop), then to whatever else runs in their
+    sessions (task processes have groups of their own), SIGKILL to what is left after
+    `timeout` seconds; returns once nothing of it runs. Idempotent."""
+    sessions = {proc.pid for proc in processes.values()}  # each started in a session of its own
     for proc in processes.values():
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for proc in processes.values():
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    _signal_all(_in_sessions(sessions), signal.SIGTERM)
+    while (left := _in_sessions(sessions)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _signal_all(left, signal.SIGKILL)
     for proc in processes.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group may outlive its leader
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)  # reap our own children
+    kill_deadline = time.monotonic() + 10
+    while _in_sessions(sessions) and time.monotonic() < kill_deadline:
+        time.sleep(0.1)
 
 
 def wait_until_up(url: str, processes: dict[str, subprocess.Popen], timeout: float = 180) -> None:
@@ -175,8 +219,23 @@ def wait_until_up(url: str, processes: dict[str, subprocess.Popen], timeout: flo
     raise TimeoutError(f"the api-server did not answer at {url} within {timeout:.0f} s")
 
 
+_stopping = False
+
+
 def _interrupt(signum, frame) -> None:
+    """SIGINT/SIGTERM: interrupt the main loop once. A later signal (`make` passes Ctrl-C on,
+    a supervisor repeats SIGTERM) is ignored, so it cannot break off the stop under way."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
     raise KeyboardInterrupt
+
+
+def _say(*lines: str) -> None:
+    """Print, never failing: the terminal or pipe may be gone while stopping."""
+    with contextlib.suppress(OSError, ValueError):
+        print(*lines, sep="\n", flush=True)
 
 
 def local_pseudonym_key(home: Path, env: dict) -> str:
@@ -196,6 +255,7 @@ def local_pseudonym_key(home: Path, env: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _stopping
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
     parser.add_argument("--celery-workers", type=int, default=0, help="CeleryExecutor, N workers")
@@ -213,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Airflow home {home}; metadata DB {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}")
     print(f"Executor {env['AIRFLOW__CORE__EXECUTOR']}")
     print("Migrating the metadata database ...", flush=True)
-    migrate(env, log_dir)
-    processes = start(env, log_dir, commands)
-    pids = {name: proc.pid for name, proc in processes.items()}  # process group ids
-    (home / PID_FILE).write_text(json.dumps(pids), encoding="utf-8")
-    signal.signal(signal.SIGTERM, _interrupt)  # Ctrl-C raises KeyboardInterrupt already
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    processes: dict[str, subprocess.Popen] = {}
     url = env["AIRFLOW__API__BASE_URL"]
     try:
+        migrate(env, log_dir)
+        start(env, log_dir, commands, processes)
+        pids = {name: proc.pid for name, proc in processes.items()}  # process group ids
+        (home / PID_FILE).write_text(json.dumps(pids), encoding="utf-8")
         wait_until_up(url, processes)
         print(
             "\n" + "=" * 64,
@@ -246,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"airflow-ui: error: {error} ({log_dir})", file=sys.stderr)
         return 1
     finally:
-        print("Stopping Airflow ...", flush=True)
+        _stopping = True  # from here on, signals are ignored: nothing breaks off the stop
+        _say("Stopping Airflow ...")
         stop(processes)
         (home / PID_FILE).unlink(missing_ok=True)
-        print("Airflow stopped.", flush=True)
+        _say("Airflow stopped.")
 
 
 if __name__ == "__main__":

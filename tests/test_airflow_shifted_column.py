@@ -129,3 +129,68 @@ def test_no_planted_name_in_the_out_folder(shifted_run):
             texts.append(pd.read_parquet(path).astype(str).to_csv(index=False))
         texts.append(path.read_bytes().decode("utf-8", errors="ignore"))
     assert found("\n".join(texts)) == []
+
+
+def test_the_failure_is_kept_value_free_and_outcome_names_the_partner(shifted_run, metadata_db):
+    """The failed step's record (XCom `ctdc_failure`): task, partner, reason code, message;
+    `outcome`'s own failure says the same, so the run's page explains itself."""
+    import json
+
+    with sqlite3.connect(metadata_db) as conn:
+        rows = conn.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = ?",
+            (DAG_ID, shifted_run.run_id, "ctdc_failure"),
+        ).fetchall()
+    records = {task: json.loads(value) for task, value in rows}
+    failed = records["partner.harmonize_partner"]
+    assert failed["partner"] == "iom" and failed["retryable"] is False
+    assert failed["code"] and "mimosa_gender" in failed["message"]
+    said = records["outcome"]["message"]
+    assert "partner.harmonize_partner failed for partner iom" in said
+    assert found(json.dumps(records)) == []
+
+
+def test_the_run_tab_explains_the_failure_in_html(shifted_run, metadata_db):
+    """No release was written: the tab says which step failed, for which partner, why and
+    what to do, as a page (never JSON); the releases page shows the run with its reason."""
+    from ctdc_release_report import app, html
+    from ctdc_release_report.status import run_status
+
+    status = run_status(DAG_ID, shifted_run.run_id)
+    assert status["state"] == "failed" and status["release"] == RELEASE
+    assert {"step": "partner.harmonize_partner", "partner": "iom", "state": "failed"} in (
+        status["steps"]
+    )
+    page = app.run_report_page(DAG_ID, shifted_run.run_id)
+    assert page.startswith("<!doctype html>") and '{"detail"' not in page
+    assert "Step <b>partner.harmonize_partner</b> failed for partner <b>iom</b>" in page
+    assert "What to do:" in page and "mimosa_gender" in page
+    assert found(page) == []
+    history = app.history_page()
+    assert RELEASE in history and "failed: " in history and "harmonize_partner" in history
+    assert html.STATE_WORDS["queued"].startswith("queued: waiting for a free run slot")
+    other = app.run_report_page("some_other_dag", "x")
+    assert "has no CTDC report" in other and '{"detail"' not in other
+
+
+def test_every_mapped_instance_is_named_by_its_partner(shifted_run, metadata_db):
+    """Instances that never ran (upstream failed) get their partner's name at the run's end
+    (the scheduler's listener), like those that ran."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from ctdc_release_report.run_note import write_note
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == DAG_ID, DagRun.run_id == shifted_run.run_id)
+        )
+        write_note(run)
+    with sqlite3.connect(metadata_db) as conn:
+        named = conn.execute(
+            "SELECT task_id, state, rendered_map_index FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? AND map_index >= 0",
+            (DAG_ID, shifted_run.run_id),
+        ).fetchall()
+    assert "upstream_failed" in {state for _, state, _ in named}, named
+    assert {name for _, _, name in named} == {"iom"}, named

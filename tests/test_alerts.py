@@ -71,3 +71,19 @@ def test_dag_wires_the_alerts(repo_root):
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
     assert any(isinstance(c, CtdcAlert) for c in callbacks)
     assert any(isinstance(n, CtdcAlert) for n in dag.get_task("approve").notifiers)
+
+
+def test_without_a_connection_alerts_are_off_quietly(monkeypatch, caplog):
+    """No SMTP connection configured: one INFO line, no ERROR, nothing raised."""
+    import logging
+
+    from ctdc_release_report import alerts
+
+    monkeypatch.delenv("AIRFLOW_CONN_CTDC_SMTP", raising=False)
+    monkeypatch.setenv("CTDC_ALERT_TO", "data-team@example.org")
+    with caplog.at_level(logging.DEBUG):
+        alerts.run_failed()(context())
+        alerts.approval_waiting()(context({"release": "2025", "rows": 3, "body": ""}))
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == []
+    said = [r.getMessage() for r in caplog.records if "alerts are off" in r.getMessage()]
+    assert said == ["alerts are off (no connection ctdc_smtp): no e-mail sent"] * 2

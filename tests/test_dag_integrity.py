@@ -64,7 +64,8 @@ def test_no_import_errors(dagbag):
 def test_dag_settings(dag):
     assert dag.doc_md and "CTDC annual update" in dag.doc_md
     assert dag.catchup is False
-    assert dag.start_date == datetime(2024, 1, 1, tzinfo=UTC)  # static, not "now"
+    assert dag.start_date is None  # with run_immediately=False: no past interval fires
+    assert dag.max_active_runs > 1  # a rival run is refused by the lease, never queued
     assert dag.default_args["retries"] >= 1
     assert callable(dag.default_args["on_failure_callback"])
     assert dag.tags
@@ -164,3 +165,42 @@ def test_parsing_imports_no_heavy_module(repo_root: Path):
 
 def test_dag_file_is_wiring_only():
     assert len(DAG_FILE.read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_unpausing_starts_no_run(dag):
+    """The first scheduled run is the next 1 January, never the interval already past (a run
+    the data team did not ask for would take the store's lease)."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    first = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+    )
+    now = datetime.now(UTC)
+    assert first.run_after > now
+    assert (first.run_after.month, first.run_after.day, first.run_after.year) == (
+        1,
+        1,
+        now.year + 1,
+    )
+
+
+def test_one_rule_for_the_default_release_label(dag, repo_root: Path):
+    """The form's help, README and `ctdc run --help` state the rule default_release_label
+    applies, word for word."""
+    from ctdc_harmonizer.run.plan import DEFAULT_RELEASE_RULE, default_release_label
+
+    assert DEFAULT_RELEASE_RULE in dag.params.get_param("release").description
+    assert DEFAULT_RELEASE_RULE in dag.doc_md
+    readme = " ".join((repo_root / "README.md").read_text(encoding="utf-8").split())
+    assert readme.count(DEFAULT_RELEASE_RULE) >= 2  # the command line and the trigger form
+    cli = subprocess.run(
+        [sys.executable, "-m", "ctdc_harmonizer.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert DEFAULT_RELEASE_RULE in " ".join(cli.stdout.split())
+    assert default_release_label(datetime(2027, 1, 1, 0, 5, tzinfo=UTC)) == "2026"
+    assert default_release_label(datetime(2026, 12, 5, tzinfo=UTC)) == "2026"

@@ -259,12 +259,23 @@ def test_an_airflow_lease_blocks_other_runs_until_released(tmp_path, capsys):
     setup(tmp_path, good_rows())
     (tmp_path / "out").mkdir()
     lease = locks.acquire(
-        tmp_path / "out", planning.STORE_LOCK, lease_owner="ctdc_annual_update/run_a"
+        tmp_path / "out",
+        planning.STORE_LOCK,
+        lease_owner="ctdc_annual_update/run_a",
+        release="2026",
     )
+    started = time.monotonic()
+    assert cli.main(argv(tmp_path)) == 1
+    assert time.monotonic() - started < 5  # refused at once, nothing waits
+    err = capsys.readouterr().err
+    assert "release 2026 is running in Airflow run 'ctdc_annual_update/run_a'" in err
+    # The approval step marks the lease: a rival run says what it waits for.
+    assert locks.mark(lease, locks.AWAITING_APPROVAL)
     assert cli.main(argv(tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "held by Airflow run 'ctdc_annual_update/run_a'" in err
-    assert "waiting for approval" in err
+    assert "release 2026 is awaiting approval in Airflow run 'ctdc_annual_update/run_a'" in err
+    assert "Answer its approval" in err
+    assert locks.holder(tmp_path / "out", planning.STORE_LOCK)["state"] == "awaiting approval"
     # The same DAG run may plan again (a cleared plan task), another may not.
     again = locks.acquire(
         tmp_path / "out", planning.STORE_LOCK, lease_owner="ctdc_annual_update/run_a"
@@ -273,6 +284,7 @@ def test_an_airflow_lease_blocks_other_runs_until_released(tmp_path, capsys):
     locks.release(lease)
     with pytest.raises(Exception, match="no longer holds the store's lock"):
         locks.check(lease, RELEASE)
+    assert not locks.mark(lease, locks.RUNNING)  # not this run's lease any more
     assert cli.main(argv(tmp_path)) == 0
 
 

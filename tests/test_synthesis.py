@@ -167,8 +167,14 @@ def test_plan_follows_the_asset_event_not_a_folder(handed_off):
         steps.plan_synthesis(release="other-2025", event=event)
     with pytest.raises(CtdcError, match="no release named"):
         steps.plan_synthesis(out=str(handed_off["out"]))
-    with pytest.raises(CtdcError, match="2 releases"):
-        steps.event_release([event, {**event, "release": "other-2025"}])
+    # Queued events of several releases: the newest is synthesized, the others superseded.
+    newer = {**event, "release": "other-2026"}
+    chosen = steps.event_release([event, {**event}, newer])
+    assert chosen["release"] == "other-2026" and chosen["superseded"] == [RELEASE]
+    assert steps.event_release([event, event])["superseded"] == []
+    assert steps.plan_synthesis(event=steps.event_release([newer, event])).superseded == [
+        "other-2026"
+    ]
 
 
 # --- privacy budget ---------------------------------------------------------------------------

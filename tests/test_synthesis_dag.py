@@ -168,6 +168,26 @@ def test_synthesis_runs_on_exactly_that_event(asset_run, annual_run, metadata_db
 
 
 @pytest.mark.airflow
+def test_the_synthesis_tab_shows_what_was_spent_and_published(asset_run, annual_run):
+    """The run tab of a synthesis run: ε spent, ledger totals, risk and suppression counts,
+    comparability figures, links to the public files; a page, never JSON."""
+    from ctdc_release_report import app
+
+    _, run = asset_run
+    page = app.run_report_page(DAG_ID, run.run_id)
+    assert page.startswith("<!doctype html>") and '{"detail"' not in page
+    assert f"Synthesis of release {RELEASE}: succeeded" in page
+    assert "ε spent by this run" in page and "counted against release" in page
+    assert "records in classes below k" in page and "cells suppressed" in page
+    assert "Comparability (public view)" in page
+    assert "/files/" in page and "synthetic.csv" in page
+    served = app.public_file(run.run_id, "metadata.json")
+    assert Path(served.path).parent == annual_run.resolve() / "public" / RELEASE
+    with pytest.raises(Exception, match="no such public file"):
+        app.public_file(run.run_id, "..%2Fwarehouse.sqlite")
+
+
+@pytest.mark.airflow
 def test_manual_trigger_with_a_release_label_spends_nothing(asset_run, annual_run, repo_root):
     from airflow.dag_processing.dagbag import DagBag
 

@@ -317,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--landing", required=True, help="folder with one sub-folder per partner")
     run.add_argument("--out", required=True, help="folder that receives <release>/")
     run.add_argument("--partners", help="comma-separated partner codes (default: all mapped)")
-    run.add_argument("--release", help="release label (default: the year of the day before today)")
+    from ctdc_harmonizer.run.plan import DEFAULT_RELEASE_RULE
+
+    run.add_argument("--release", help=f"release label; empty: {DEFAULT_RELEASE_RULE}")
     run.add_argument("--mappings", help="mapping folders root (default: the repo's mappings/)")
     run.add_argument("--warehouse", help="SQLAlchemy URL (default: sqlite file in --out)")
     run.add_argument(

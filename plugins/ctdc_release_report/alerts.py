@@ -3,7 +3,8 @@
 Connection `ctdc_smtp` (e.g. AIRFLOW_CONN_CTDC_SMTP); recipients from $CTDC_ALERT_TO, else the
 Airflow Variable `ctdc_alert_to`, else ctdc-data-team@localhost. The text names the DAG, the run
 and the release label only: never an exception message (a library's may quote data). An alert that
-cannot be sent is logged by exception type and never fails the task it reports on.
+cannot be sent is logged by exception type and never fails the task it reports on. Without the
+connection, alerts are off: one INFO line says so (no ERROR: nothing is wrong).
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def recipients() -> str:
     return value or DEFAULT_TO
 
 
+def alerts_on() -> bool:
+    """Whether the connection `ctdc_smtp` exists (a deployment without it sends no alert)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(CONN_ID)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
 def run_link(context) -> str:
     from airflow.configuration import conf
 
@@ -52,6 +65,10 @@ class CtdcAlert(SmtpNotifier):
             return
         fresh = copy.copy(self)  # rendering replaces the templates: keep this one reusable
         try:
+            if not alerts_on():
+                # Before SmtpNotifier: its base class logs a missing connection as an ERROR.
+                log.info("alerts are off (no connection %s): no e-mail sent", CONN_ID)
+                return
             context["ctdc_run_link"] = run_link(context)
             context["ctdc_alert_to"] = recipients()
             SmtpNotifier.__call__(fresh, context)

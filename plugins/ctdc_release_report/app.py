@@ -3,6 +3,12 @@
 A run's release folder is found through what the run itself recorded (the XCom of its
 `summarize_release` task: the folder built aside, before approval; of its
 `publish_release_folder` task once published), never through a path taken from the request.
+
+The run tab (`/runs/<dag>/<run>`) is one external view for every DAG (Airflow registers a
+`dag_run` tab for all DAGs alike): it shows the annual update's release report, the synthesis
+run's page, and for any other DAG a short note. A run without a report (failed early, still
+running) gets a page saying which step failed, for which partner, why and what to do. Pages
+are HTML only; the JSON routes live under /api/.
 """
 
 from __future__ import annotations
@@ -12,12 +18,24 @@ from pathlib import Path
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from ctdc_release_report import html
+from ctdc_release_report.status import run_status
 
 PREFIX = "/ctdc-report"
 DAG_ID = "ctdc_annual_update"
+SYNTHESIS_DAG_ID = "ctdc_synthesis"
+SYNTHESIS_TASKS = (
+    "plan_synthesis",
+    "verify_handoff",
+    "disclosure_risk",
+    "suppress",
+    "fit_aggregates",
+    "sample",
+    "evaluate",
+    "publish",
+)
 SUMMARY_TASK = "summarize_release"
 PUBLISH_TASK = "publish_release_folder"
 GATE_TASKS = ("approve", "announce_release")
@@ -105,15 +123,21 @@ def _release_folder(run: dict) -> tuple[Path | None, Path]:
 
 
 def _history() -> list[dict]:
+    """Every run, newest first, with its release (from the summary, else the plan) and, for
+    a failed run, its reason (`outcome`'s value-free text, else the first failed step's)."""
     rows = []
     for run in reversed(_runs()):
         summary = run["summary"] or {}
+        status = run_status(DAG_ID, run["run_id"]) or {}
+        failures = status.get("failures") or []
+        reason = status.get("outcome") or (failures[0]["message"] if failures else None)
         rows.append(
             {
                 "run_id": run["run_id"],
                 "run_after": run["run_after"],
                 "state": run["state"],
-                "release": summary.get("release"),
+                "reason": reason if run["state"] == "failed" else None,
+                "release": summary.get("release") or status.get("release"),
                 "rows": summary.get("rows"),
                 "partners": summary.get("partners", {}),
                 "approval": run["approval"],
@@ -123,6 +147,60 @@ def _history() -> list[dict]:
     return rows
 
 
+def _xcoms(dag_id: str, run_id: str, tasks: tuple[str, ...]) -> dict[str, object]:
+    """The return values of `tasks` in a run (paths and counts only)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id.in_(tasks),
+                XComModel.key == "return_value",
+                XComModel.map_index == -1,
+            )
+        ).all()
+        return {x.task_id: XComModel.deserialize_value(x) for x in rows}
+
+
+def _synthesis(run_id: str) -> dict:
+    """The synthesis run's figures: its steps' XCom, the ledger's totals for the release, the
+    public files. The ledger is read from the warehouse the run used (the out folder's)."""
+    status = run_status(SYNTHESIS_DAG_ID, run_id)
+    if status is None:
+        raise HTTPException(404, "no such run")
+    results = _xcoms(SYNTHESIS_DAG_ID, run_id, SYNTHESIS_TASKS)
+    plan = results.get("plan_synthesis") or {}
+    ledger: dict = {}
+    if plan.get("release"):
+        try:
+            from ctdc_harmonizer.synthesis.ledger import Ledger
+            from ctdc_harmonizer.synthesis.plan import SynthesisPlan
+
+            book = Ledger(SynthesisPlan.model_validate(plan).warehouse())
+            try:
+                epsilon, delta = book.spent(plan["release"])
+                ledger = {
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "fits": len(book.attempts(plan["release"])),
+                }
+            finally:
+                book.dispose()
+        except Exception as error:  # noqa: BLE001 (the page says so; never a message)
+            ledger = {"error": type(error).__name__}
+    public = (results.get("publish") or {}).get("public_dir")
+    files = (
+        sorted(p.name for p in Path(public).iterdir() if p.is_file())
+        if public and Path(public).is_dir()
+        else []
+    )
+    return {"status": status, "results": results, "ledger": ledger, "files": files}
+
+
 @app.get("/api/runs/{dag_id}/{run_id}", dependencies=[can_read_runs])
 def run_report_json(dag_id: str, run_id: str) -> dict:
     return _report(dag_id, run_id)
@@ -130,7 +208,35 @@ def run_report_json(dag_id: str, run_id: str) -> dict:
 
 @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[can_read_runs])
 def run_report_page(dag_id: str, run_id: str) -> str:
-    return html.report_page(_report(dag_id, run_id))
+    """The run tab: a page for every DAG and every state (HTML, never JSON)."""
+    if dag_id == SYNTHESIS_DAG_ID:
+        try:
+            return html.synthesis_page(_synthesis(run_id), PREFIX)
+        except HTTPException as missing:
+            return html.note_page("No such run", str(missing.detail))
+    if dag_id != DAG_ID:
+        return html.note_page(
+            "No CTDC report", f"The DAG {dag_id} has no CTDC report: this tab is for CTDC runs."
+        )
+    status = run_status(dag_id, run_id)
+    if status is None:
+        return html.note_page("No such run", f"No run {run_id} of {dag_id}.")
+    try:
+        report = _report(dag_id, run_id)
+    except HTTPException:  # no release written (yet): say where the run stands, and why
+        return html.status_page(status)
+    return html.report_page(report, status)
+
+
+@app.get("/files/{run_id}/{name}", dependencies=[can_read_runs])
+def public_file(run_id: str, name: str) -> FileResponse:
+    """A file of the public release a synthesis run published (the run's own record names
+    the folder; `name` must be one of its files)."""
+    public = _xcoms(SYNTHESIS_DAG_ID, run_id, ("publish",)).get("publish") or {}
+    folder = Path(public["public_dir"]) if public.get("public_dir") else None
+    if folder is None or name not in {p.name for p in folder.iterdir() if p.is_file()}:
+        raise HTTPException(404, "no such public file for this run")
+    return FileResponse(folder / name, filename=name)
 
 
 @app.get("/api/releases", dependencies=[can_read_dag_runs])

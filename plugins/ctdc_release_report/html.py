@@ -19,7 +19,19 @@ th,td{border:1px solid #dee2e6;padding:.25rem .6rem;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th{background:#f1f3f5}
 .ok{color:#2b8a3e;font-weight:600} .bad{color:#c92a2a;font-weight:600}
 .muted{color:#868e96} .legend span{margin-right:1rem} svg text{font-size:12px}
+.box{border:1px solid #dee2e6;border-left:6px solid #1c7ed6;padding:.6rem 1rem;margin:.6rem 0}
+.box.bad{border-left-color:#c92a2a;color:inherit;font-weight:normal}
+details{margin:.2rem 0} summary{cursor:pointer}
 """
+RUN_LINK = "/dags/{dag}/runs/{run}"  # the run's page in the Airflow UI
+TAB_LINK = "/dags/{dag}/runs/{run}/plugin/release-report"  # the run tab (this app, framed)
+STATE_WORDS = {
+    "queued": "queued: waiting for a free run slot of the deployment (max_active_runs or "
+    "parallelism); it starts by itself",
+    "running": "running",
+    "success": "succeeded",
+    "failed": "failed",
+}
 
 
 def _e(value) -> str:
@@ -107,6 +119,154 @@ def delta_bars(rows: list[dict], label: str, width: int = 640) -> str:
     return f'<svg role="img" width="{width}" height="{height}">{line}{"".join(shapes)}</svg>'
 
 
+def _link(template: str, dag: str, run: str, text: str) -> str:
+    from urllib.parse import quote
+
+    href = template.format(dag=quote(dag, safe=""), run=quote(run, safe=""))
+    return f'<a href="{_e(href)}" target="_top">{_e(text)}</a>'
+
+
+def note_page(title: str, text: str) -> str:
+    return _page(title, f"<h1>{_e(title)}</h1><p>{_e(text)}</p>")
+
+
+def failures_box(failures: list[dict], outcome: str | None) -> str:
+    """Which step failed, for which partner, the value-free message and what to do."""
+    if not failures and not outcome:
+        return ""
+    parts = ['<div class="box bad"><h2>Why this run failed</h2>']
+    if outcome:
+        parts.append(f"<p>{_e(outcome)}</p>")
+    for f in failures:
+        partner = f" for partner <b>{_e(f['partner'])}</b>" if f.get("partner") else ""
+        parts.append(
+            f"<p>Step <b>{_e(f.get('task'))}</b> failed{partner} "
+            f"(reason: {_e(f.get('code'))}):<br>{_e(f.get('message'))}</p>"
+            f"<p><b>What to do:</b> {_e(f.get('advice'))}</p>"
+        )
+    return "".join(parts) + "</div>"
+
+
+def steps_table(steps: list[dict]) -> str:
+    rows = [{**s, "partner": s["partner"] or ""} for s in steps]
+    return table(rows, ["step", "partner", "state"], empty="no step has started yet")
+
+
+def status_page(status: dict) -> str:
+    """A run without a release report: where it stands, and for a failed run, why."""
+    state = status["state"]
+    release = status.get("release") or "(not planned yet)"
+    parts = [
+        f"<h1>Run of release {_e(release)}: {_e(STATE_WORDS.get(state, state))}</h1>",
+        f"<p>Run {_e(status['run_id'])} ({_e(status['run_type'])}, {_e(status['run_after'])})</p>",
+    ]
+    if state == "failed":
+        parts.append(failures_box(status["failures"], status.get("outcome")))
+        if not status["failures"] and not status.get("outcome"):
+            parts.append(
+                '<div class="box bad"><p>The run failed before any step recorded why (e.g. '
+                "marked failed by hand, or a task killed). Open the run's failed task "
+                "log.</p></div>"
+            )
+    elif state in ("running", "queued"):
+        parts.append(
+            '<div class="box"><p>The release report appears once <b>summarize_release</b> has '
+            "finished; <b>approve</b> then waits under <i>Required actions</i>. Reload this "
+            "tab to follow the run.</p></div>"
+        )
+    parts += ["<h2>Steps</h2>", steps_table(status["steps"])]
+    return _page(f"Run {status['run_id']}", "".join(parts))
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return "" if value is None else str(value)
+
+
+def synthesis_page(data: dict, prefix: str) -> str:
+    """The synthesis run's tab: what it spent and produced, or why it has not."""
+    from urllib.parse import quote
+
+    status, results, ledger = data["status"], data["results"], data["ledger"]
+    plan = results.get("plan_synthesis") or {}
+    release = plan.get("release") or "(not planned yet)"
+    parts = [
+        f"<h1>Synthesis of release {_e(release)}: "
+        f"{_e(STATE_WORDS.get(status['state'], status['state']))}</h1>",
+        f"<p>Run {_e(status['run_id'])} ({_e(status['run_type'])})</p>",
+    ]
+    if plan.get("superseded"):
+        parts.append(
+            f'<div class="box"><p>Also queued, superseded by this release and not synthesized '
+            f"by this run: {_e(', '.join(plan['superseded']))}. Trigger this DAG with a "
+            "release label to synthesize one of them.</p></div>"
+        )
+    if status["state"] == "failed":
+        parts.append(failures_box(status["failures"], status.get("outcome")))
+    dp = (plan.get("config") or {}).get("dp") or {}
+    budget = (plan.get("config") or {}).get("budget") or {}
+    fitted = results.get("fit_aggregates") or {}
+    risk = results.get("disclosure_risk") or {}
+    suppressed = results.get("suppress") or {}
+    sample = results.get("sample") or {}
+    published = results.get("publish") or {}
+    if "error" in ledger:
+        spent = f"ledger not readable ({ledger['error']})"
+    elif ledger:
+        spent = (
+            f"ε {_fmt(ledger['epsilon'])} and δ {_fmt(ledger['delta'])} counted against release "
+            f"{_e(release)} ({ledger['fits']} fit(s) recorded); lifetime budget "
+            f"ε {_fmt(budget.get('lifetime_epsilon'))}, δ {_fmt(budget.get('lifetime_delta'))}"
+        )
+    else:
+        spent = "not planned yet"
+    figures = [
+        {"figure": "ε of this fit (parameters)", "value": _fmt(dp.get("epsilon"))},
+        {"figure": "δ of this fit (parameters)", "value": _fmt(dp.get("delta"))},
+        {"figure": "ε spent by this run", "value": _fmt(fitted.get("epsilon_spent_now"))},
+        {"figure": "aggregates reused (nothing spent)", "value": _fmt(fitted.get("reused"))},
+        {
+            "figure": "records in classes below k",
+            "value": _fmt(risk.get("records_in_classes_below_k")),
+        },
+        {
+            "figure": "cells suppressed (set to null)",
+            "value": _fmt(suppressed.get("cells_set_to_null")),
+        },
+        {"figure": "released combinations", "value": _fmt(fitted.get("combinations"))},
+        {"figure": "synthetic records", "value": _fmt(sample.get("rows") or published.get("rows"))},
+    ]
+    parts += [
+        "<h2>Privacy budget</h2>",
+        f"<p>{_e(spent)}</p>",
+        table(figures, ["figure", "value"], {"value"}),
+    ]
+    comparable = results.get("evaluate") or {}
+    if comparable:
+        by_length = comparable.get("mae_vs_dp_by_length") or {}
+        rows = [
+            {"length": k, "mean absolute error vs the DP aggregates": _fmt(v)}
+            for k, v in (by_length.items() if isinstance(by_length, dict) else [])
+        ]
+        parts += [
+            "<h2>Comparability (public view)</h2>",
+            table(rows, list((rows or [{}])[0]), empty="no figures"),
+            f"<p>Fabricated combinations: {_e(_fmt(comparable.get('fabricated_combinations')))}. "
+            "The restricted view (against the sensitive data) stays in the restricted folder "
+            "for the data team.</p>",
+        ]
+    if data["files"]:
+        links = "".join(
+            f'<li><a href="{_e(prefix)}/files/{_e(quote(status["run_id"], safe=""))}/'
+            f'{_e(quote(name))}">{_e(name)}</a></li>'
+            for name in data["files"]
+        )
+        parts += ["<h2>Public files</h2>", f"<ul>{links}</ul>"]
+    parts += ["<h2>Steps</h2>", steps_table(status["steps"])]
+    return _page(f"Synthesis {release}", "".join(parts))
+
+
 def _page(title: str, body: str) -> str:
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
@@ -114,9 +274,9 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def report_page(report: dict) -> str:
+def report_page(report: dict, status: dict | None = None) -> str:
     run = report["run"]
-    status = (
+    status_text = (
         '<span class="ok">published (approved)</span>'
         if run["published"]
         else f'<span class="bad">not published</span> (approval: {_e(run["approval"])})'
@@ -125,10 +285,16 @@ def report_page(report: dict) -> str:
     results = report.get("quality_results") or []
     outcome_cols = ["partner", "rows_read", *OUTCOME_COLOURS]
     change = report["change"]
+    failed = (
+        failures_box(status["failures"], status.get("outcome"))
+        if status and status["state"] == "failed"
+        else ""
+    )
     parts = [
         f"<h1>Release {_e(report['release'])}</h1>",
         f"<p>{_e(report['rows'])} harmonized rows · codebook v{_e(report['codebook'])} · "
-        f"run {_e(run['run_id'])} ({_e(run['state'])}) · {status}</p>",
+        f"run {_e(run['run_id'])} ({_e(run['state'])}) · {status_text}</p>",
+        failed,
         "<h2>Reconciliation per partner</h2>",
         stacked_bars(report["reconciliation"], "partner", OUTCOME_COLOURS),
         table(report["reconciliation"], outcome_cols, set(outcome_cols[1:])),
@@ -179,17 +345,43 @@ def report_page(report: dict) -> str:
 
 
 def history_page(history: list[dict], dag_id: str) -> str:
-    rows = [
-        {
-            **h,
-            "partners": ", ".join(f"{p} {n}" for p, n in sorted(h["partners"].items())),
-            "published": "yes" if h["published"] else "no",
-        }
-        for h in history
-    ]
-    chart = bars([h for h in history if h["rows"] is not None][::-1], "release", "rows")
-    columns = ["release", "rows", "partners", "published", "approval", "state", "run_id"]
-    return _page(
-        "CTDC releases",
-        f"<h1>CTDC releases ({_e(dag_id)})</h1>{chart}{table(rows, columns, {'rows'})}",
+    """One row per release (its newest run), its earlier runs folded underneath; run ids link
+    to the run and to its report tab; a failed run shows its reason."""
+    by_release: dict[str, list[dict]] = {}
+    for h in history:  # newest first
+        by_release.setdefault(h["release"] or "(not planned)", []).append(h)
+
+    def run_cell(h: dict) -> str:
+        state = h["state"] + (f": {h['reason']}" if h.get("reason") else "")
+        return (
+            f"{_link(RUN_LINK, dag_id, h['run_id'], h['run_id'])} · "
+            f"{_link(TAB_LINK, dag_id, h['run_id'], 'report')} · {_e(state)}"
+        )
+
+    head = "".join(
+        f"<th>{c}</th>" for c in ("release", "rows", "partners", "published", "approval", "runs")
     )
+    body = []
+    for release, runs in by_release.items():
+        newest = runs[0]
+        earlier = ""
+        if len(runs) > 1:
+            items = "".join(f"<li>{run_cell(h)}</li>" for h in runs[1:])
+            earlier = (
+                f"<details><summary>{len(runs) - 1} earlier run(s)</summary>"
+                f"<ul>{items}</ul></details>"
+            )
+        partners = ", ".join(f"{p} {n}" for p, n in sorted((newest["partners"] or {}).items()))
+        body.append(
+            f'<tr><td>{_e(release)}</td><td class="n">{_e(newest["rows"])}</td>'
+            f"<td>{_e(partners)}</td><td>{'yes' if newest['published'] else 'no'}</td>"
+            f"<td>{_e(newest['approval'])}</td><td>{run_cell(newest)}{earlier}</td></tr>"
+        )
+    latest = [runs[0] for runs in by_release.values() if runs[0]["rows"] is not None]
+    chart = bars(latest[::-1], "release", "rows")
+    listing = (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        if body
+        else '<p class="muted">no run yet</p>'
+    )
+    return _page("CTDC releases", f"<h1>CTDC releases ({_e(dag_id)})</h1>{chart}{listing}")

@@ -1,4 +1,5 @@
-"""A listener that writes the run's per-partner counts into the DAG run note.
+"""A listener that writes the run's per-partner counts into the DAG run note, and names every
+mapped instance by its partner.
 
 The Task SDK gives a task no way to write a run note, so the scheduler does it when the run
 ends: it reads the `summarize` task's XCom (counts only) and sets `dag_run.note` in the
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "ctdc_annual_update"
 SUMMARY_TASK = "summarize_release"
+PLAN_TASK = "plan_release"
 HEADING = "**Harmonized rows per partner**"
 PARTNER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a mapping folder name, nothing else
 
@@ -56,6 +58,39 @@ def _summary(dag_run, session) -> object:
     return None if row is None else XComModel.deserialize_value(row)
 
 
+def name_mapped_instances(dag_run, session) -> None:
+    """Give the partner's name to each mapped instance of the run that has none."""
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    row = session.scalar(
+        select(XComModel).where(
+            XComModel.dag_id == dag_run.dag_id,
+            XComModel.run_id == dag_run.run_id,
+            XComModel.task_id == PLAN_TASK,
+            XComModel.key == "return_value",
+        )
+    )
+    plan = XComModel.deserialize_value(row) if row is not None else None
+    partners = plan.get("partners") if isinstance(plan, dict) else None
+    if not isinstance(partners, list):
+        return
+    unnamed = session.scalars(
+        select(TI).where(
+            TI.dag_id == dag_run.dag_id,
+            TI.run_id == dag_run.run_id,
+            TI.map_index >= 0,
+            TI._rendered_map_index.is_(None),  # the column (the property falls back to "0")
+        )
+    ).all()
+    for ti in unnamed:
+        name = partners[ti.map_index] if ti.map_index < len(partners) else None
+        if isinstance(name, str) and PARTNER_NAME.match(name):
+            ti._rendered_map_index = name
+    session.flush()
+
+
 def write_note(dag_run) -> None:
     """Set the counts as the run note, after any note a person wrote; idempotent."""
     from sqlalchemy.orm import object_session
@@ -65,6 +100,7 @@ def write_note(dag_run) -> None:
     session = object_session(dag_run)
     if session is None:  # the scheduler passes an attached run; anything else is left alone
         return
+    name_mapped_instances(dag_run, session)
     text = note_text(_summary(dag_run, session))
     if text is None:
         return

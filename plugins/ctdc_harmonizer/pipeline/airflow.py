@@ -13,7 +13,9 @@ instances are named by partner. What crosses into a task:
   `AirflowFailException`: the task fails at once, without retry. Infrastructure errors (disk,
   database connection) become `RetryableStepError`, which keeps the task's retries. Both carry
   `safety.describe()`'s value-free text, and `from None` keeps the original (possibly
-  value-quoting) exception out of the traceback Airflow logs.
+  value-quoting) exception out of the traceback Airflow logs. The same text is also kept in
+  the task's XCom under `ctdc_failure` (task, partner, error class as reason code, message),
+  so that `outcome` and the report page say which step failed for which partner and why.
 
 Also here, defined once for both DAGs: the release asset and the failure callback. This
 module imports Airflow's SDK and the step modules only (light: no pandas at parse time).
@@ -21,6 +23,7 @@ module imports Airflow's SDK and the step modules only (light: no pandas at pars
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -38,6 +41,8 @@ log = logging.getLogger("ctdc.airflow")
 RELEASE_ASSET_NAME = "ctdc_harmonized_release"
 RELEASE_ASSET_URI = "ctdc://harmonized-release"
 BY_PARTNER = "{{ task.op_kwargs['partner'] }}"  # mapped instances named by partner, not 0..n
+FAILURE_KEY = "ctdc_failure"  # XCom key of a failed step's value-free record
+_partner: contextvars.ContextVar[str | None] = contextvars.ContextVar("partner", default=None)
 
 
 class RetryableStepError(Exception):
@@ -86,6 +91,7 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
             return to_xcom(step(*bound.args, **bound.kwargs))
         except Exception as exc:
             message = describe(exc, step.__name__)
+            record_failure(exc, message, is_infrastructure(exc))
             if is_infrastructure(exc):
                 raise RetryableStepError(message) from None
             from airflow.sdk.exceptions import AirflowFailException
@@ -95,6 +101,33 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def record_failure(exc: BaseException, message: str, retryable: bool) -> None:
+    """Keep a failed step's value-free record in its task's XCom (FAILURE_KEY); outside a
+    running task (the CLI, plain tests) there is nowhere to keep it, and nothing is done."""
+    try:
+        from airflow.sdk import get_current_context
+
+        ti = get_current_context()["ti"]
+    except Exception:  # noqa: BLE001 (not in a task)
+        return
+    record = {
+        "task": ti.task_id,
+        "partner": _partner.get(),
+        "code": type(exc).__name__,  # the error class: a reason code, never a value
+        "message": message,
+        "retryable": retryable,
+    }
+    try:
+        ti.xcom_push(key=FAILURE_KEY, value=record)
+    except Exception as error:  # noqa: BLE001 (the failure itself is what matters)
+        log.warning("failure record not kept: %s", type(error).__name__)
+
+
+def failures_of(records: list[dict | None]) -> list[dict]:
+    """The failure records a run's tasks kept (xcom_pull over every task), `outcome` left out."""
+    return [r for r in records if isinstance(r, dict) and r.get("task") != "outcome"]
+
+
 def _callable(step: Step, label_partner: bool) -> Callable[..., Any]:
     """The task's callable: the guarded step, taking its inputs by name. In the partner chain
     every task also receives `partner` (the UI names each mapped instance by it)."""
@@ -102,9 +135,13 @@ def _callable(step: Step, label_partner: bool) -> Callable[..., Any]:
     takes_partner = PARTNER_PARAMETER in step.parameters
 
     def run(**kwargs: Any) -> Any:
-        if not takes_partner:
-            kwargs.pop(PARTNER_PARAMETER, None)
-        return guarded(**kwargs)
+        token = _partner.set(kwargs.get(PARTNER_PARAMETER))  # for a failure's record
+        try:
+            if not takes_partner:
+                kwargs.pop(PARTNER_PARAMETER, None)
+            return guarded(**kwargs)
+        finally:
+            _partner.reset(token)
 
     names = step.parameters + ([PARTNER_PARAMETER] if label_partner and not takes_partner else [])
     run.__name__ = run.__qualname__ = step.name
@@ -185,15 +222,30 @@ def pipeline_tasks(
     return outputs
 
 
-def release_outcome(summary: dict | None, handed: dict | None, decision: dict | None) -> str:
+def release_outcome(
+    summary: dict | None,
+    handed: dict | None,
+    decision: dict | None,
+    failures: list[dict] | None = None,
+) -> str:
     """How the annual-update run ended, for the data team: published, or why not (an
     error, so the run shows as failed). `decision` is the approval's recorded answer (None:
-    nobody answered before the timeout, or the step was never reached)."""
+    nobody answered before the timeout, or the step was never reached); `failures` the failed
+    steps' records (record_failure): the first one is named, with its partner and reason."""
     from ctdc_harmonizer.errors import CtdcError
 
+    if handed and summary:
+        return f"release {summary['release']} committed, published and handed to synthesis"
+    release = f"release {summary['release']}" if summary else "release"
+    if failures:
+        first = failures[0]
+        partner = f" for partner {first['partner']}" if first.get("partner") else ""
+        more = f" (and {len(failures) - 1} more failed step(s))" if len(failures) > 1 else ""
+        raise CtdcError(
+            f"{release} not published: {first['task']} failed{partner} "
+            f"[{first['code']}]: {first['message']}{more}"
+        )
     if not summary:
         raise CtdcError("release not published: an earlier step failed")
-    if handed:
-        return f"release {summary['release']} committed, published and handed to synthesis"
     why = f"rejected by {decision['by'] or 'the data team'}" if decision else "no approval"
-    raise CtdcError(f"release {summary['release']} NOT committed nor published: {why}")
+    raise CtdcError(f"{release} NOT committed nor published: {why}")

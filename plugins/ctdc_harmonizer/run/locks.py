@@ -10,13 +10,16 @@ Two kinds of holder, one file:
   kernel drops it when the process ends, however it ends (SIGKILL included), so a crashed
   run never blocks the next one;
 - an Airflow DAG run (a *lease*): its tasks are separate processes, so no process can hold
-  the flock for the run. The `plan` task writes the run's id into the file under the flock
-  (check-and-write is atomic), every publishing step checks it still owns the lease, and the
-  run's teardown task clears it, whether the run succeeded or failed. A lease left by a
+  the flock for the run. The `plan` task writes the run's id, its release and its state
+  ("running") into the file under the flock (check-and-write is atomic); the approval step marks
+  it "awaiting approval" while it waits; every publishing step checks it still owns the lease,
+  and the run's teardown task clears it, whether the run succeeded or failed. A lease left by a
   deployment that died without running its teardown is reported with its owner and start
   time; the data team deletes the file once they know that run is gone.
 
-A second writer fails at once with a `ReleaseLockedError`; nobody waits.
+A second writer fails at once with a `ReleaseLockedError` naming the run that holds the store,
+its release and its state ("release 2026 is awaiting approval in Airflow run ..."); nobody
+waits, nothing queues behind a run that may wait days for its approval.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ctdc_harmonizer.errors import ReleaseLockedError
 
 LOCK_FOLDER = ".locks"
 PROCESS, LEASE = "process", "lease"
+RUNNING, AWAITING_APPROVAL = "running", "awaiting approval"  # a lease's states
 _held: dict[str, int] = {}  # lock path -> open fd holding the flock (process locks)
 
 
@@ -99,9 +103,24 @@ def _open_locked(path: Path) -> int:
     return fd
 
 
-def acquire(out: str | Path, name: str, lease_owner: str | None = None) -> LockInfo:
+def lease_conflict(current: dict, path: Path) -> str:
+    """Why a second run may not start: the run holding the lease, its release and state."""
+    what = f"release {current['release']}" if current.get("release") else "a release"
+    state = current.get("state") or "running"
+    return (
+        f"{what} is {state} in Airflow run '{current.get('owner')}' (since "
+        f"{current.get('since')}; lock {path}): this run does not start a second one. "
+        f"{'Answer its approval, or wait' if state == AWAITING_APPROVAL else 'Wait'} for it "
+        "to end, then trigger again; if that run has ended without its teardown, delete the "
+        "lock file"
+    )
+
+
+def acquire(
+    out: str | Path, name: str, lease_owner: str | None = None, release: str | None = None
+) -> LockInfo:
     """Take the lock `name` of `out`: a flock held by this process (lease_owner None) or an
-    Airflow lease for `lease_owner` (a DAG run id)."""
+    Airflow lease for `lease_owner` (a DAG run id) making `release`."""
     path = lock_path(out, name)
     fd = _open_locked(path)
     try:
@@ -109,15 +128,13 @@ def acquire(out: str | Path, name: str, lease_owner: str | None = None) -> LockI
         owner = lease_owner or process_owner()
         # A process holder's flock died with it: its file content is stale. A lease is not.
         if current.get("kind") == LEASE and current.get("owner") != owner:
-            raise ReleaseLockedError(
-                f"the store of this out folder is held by Airflow run '{current.get('owner')}' "
-                f"since {current.get('since')} (running, or waiting for approval; lock {path}); "
-                "wait for it to end, or, if that run has ended without its teardown, delete the "
-                "lock file"
-            )
+            raise ReleaseLockedError(lease_conflict(current, path))
         kind = LEASE if lease_owner else PROCESS
         since = datetime.now(UTC).isoformat(timespec="seconds")
-        _write(fd, {"owner": owner, "kind": kind, "since": since})
+        entry = {"owner": owner, "kind": kind, "since": since}
+        if kind == LEASE:
+            entry |= {"release": release, "state": RUNNING}
+        _write(fd, entry)
     except BaseException:
         os.close(fd)
         raise
@@ -141,6 +158,24 @@ def check(lock: LockInfo, release: str) -> None:
             f"release '{release}': this run no longer holds the store's lock ({path}); not "
             "publishing"
         )
+
+
+def mark(lock: LockInfo, state: str) -> bool:
+    """Record the lease's state (e.g. AWAITING_APPROVAL), so that a rival run's refusal says
+    what it waits for. False (nothing written) when the lease is not this run's any more."""
+    path = Path(lock.path)
+    if lock.kind != LEASE or not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a short check-and-write, like acquire's
+        current = _read(fd)
+        if current.get("owner") != lock.owner:
+            return False
+        _write(fd, current | {"state": state})
+        return True
+    finally:
+        os.close(fd)
 
 
 def release(lock: LockInfo) -> None:

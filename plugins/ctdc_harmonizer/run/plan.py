@@ -224,10 +224,16 @@ def release_year_of(release: str, default: int) -> int:
     return int(found.group(1)) if found else default
 
 
+# The one rule for a release left unnamed, word for word in the trigger form, `ctdc run
+# --help` and README (a test compares them); `default_release_label` applies it.
+DEFAULT_RELEASE_RULE = (
+    "the year of the day before the run starts (the yearly run on 1 January makes the previous "
+    "year's release; a run on any other day makes that year's)"
+)
+
+
 def default_release_label(today: dt.date | dt.datetime | str) -> str:
-    """The one rule for a release left unnamed (command line, trigger form, README): the year
-    of the day before the run starts. A run on 1 January (the yearly schedule) makes the
-    previous year's release; a run later in the year makes that year's."""
+    """DEFAULT_RELEASE_RULE: the year of the day before `today` (the run's start)."""
     if isinstance(today, str):
         today = dt.datetime.fromisoformat(today)
     day = today.date() if isinstance(today, dt.datetime) else today
@@ -494,7 +500,7 @@ def plan_release(
     lock = None
     if any(entry.has_work for entry in plans.values()):
         _prepare_out(out_path)
-        lock = locks.acquire(out_path, STORE_LOCK, lock_owner)  # a rival run fails at once
+        lock = locks.acquire(out_path, STORE_LOCK, lock_owner, release)  # a rival run fails at once
         try:
             state, plans = store_plans()
         except BaseException:

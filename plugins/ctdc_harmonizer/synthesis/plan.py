@@ -31,6 +31,8 @@ class SynthesisPlan(BaseModel):
     restricted_dir: str
     work_dir: str
     config: SynthesisConfig
+    # Releases whose queued asset events this run's newer release superseded (not synthesized)
+    superseded: list[str] = []
     warehouse_url: str | None = Field(None, exclude=True)  # in memory only
 
     @property
@@ -51,21 +53,27 @@ class SynthesisPlan(BaseModel):
 
 
 def event_release(extras: list[dict]) -> dict | None:
-    """The asset event a run acts on: the newest one, provided all name the same release.
+    """The asset event a run acts on: the newest one (events come oldest first).
 
-    Several events are queued when the annual update ran more than once before this run; they
-    may only be reruns of one release (a rerun rewrites the hand-off, so the newest is it).
+    Several events are queued when the annual update published more than once while this DAG
+    was busy (or paused). Reruns of one release: the newest is it (a rerun rewrites the
+    hand-off). Other releases are *superseded*: listed in the event under `superseded` and
+    logged, never failed; the data team synthesizes one of them, if wanted, by triggering
+    this DAG with its label (the ledger refuses to spend epsilon on a release twice).
     """
     extras = [e for e in extras if e]
     if not extras:
         return None
-    releases = sorted({str(e.get("release")) for e in extras})
-    if len(releases) > 1:
-        raise CtdcError(
-            f"the run was triggered by asset events of {len(releases)} releases "
-            f"({', '.join(releases)}); trigger the synthesis of each release by hand"
+    newest = dict(extras[-1])
+    superseded = sorted({str(e.get("release")) for e in extras} - {str(newest.get("release"))})
+    if superseded:
+        log.info(
+            "release(s) %s superseded by release %s (queued asset events): not synthesized by "
+            "this run; trigger ctdc_synthesis with release=<label> to synthesize one",
+            ", ".join(superseded),
+            newest.get("release"),
         )
-    return dict(extras[-1])
+    return newest | {"superseded": superseded}
 
 
 def plan_synthesis(
@@ -126,6 +134,7 @@ def plan_synthesis(
         restricted_dir=str(restricted),
         work_dir=str(restricted / "work"),
         config=config,
+        superseded=list((event or {}).get("superseded") or []),
         warehouse_url=warehouse_url,
     )
     log.info("planned synthesis of release %s (epsilon %g)", release, config.dp.epsilon)
