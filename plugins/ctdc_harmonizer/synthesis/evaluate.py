@@ -74,7 +74,8 @@ def _bucket_labels(buckets: list[int]) -> list[str]:
 def compare(reference: pd.Series, synthetic: pd.Series, buckets: list[int]) -> dict:
     """Errors of synthetic counts against reference counts, by combination length and bucket."""
     both = pd.concat({"ref": reference, "syn": synthetic}, axis=1).fillna(0)
-    both["length"] = both.index.str.count(DELIMITER) + 1
+    both.index = both.index.astype(object)  # an empty side (nothing released) is not text
+    both["length"] = both.index.to_series().astype(str).str.count(DELIMITER) + 1
     both["abs"] = (both["syn"] - both["ref"]).abs()
     both["rel"] = both["abs"] / both["ref"].where(both["ref"] > 0)
     labels = _bucket_labels(buckets)
@@ -104,9 +105,11 @@ def compare(reference: pd.Series, synthetic: pd.Series, buckets: list[int]) -> d
                 for label, group in part.groupby("bucket", observed=True)
             },
         }
-    out["all"] = {
-        "mean_absolute_error": round(float(both["abs"].mean()), 4),
-        "mean_relative_error": round(float(both["rel"].mean()), 4),
+    out["all"] = {  # None where nothing was counted (an empty release)
+        "mean_absolute_error": round(float(both["abs"].mean()), 4) if len(both) else None,
+        "mean_relative_error": round(float(both["rel"].mean()), 4)
+        if both["rel"].notna().any()
+        else None,
     }
     return out
 
@@ -173,8 +176,8 @@ def headline(report: dict) -> dict:
         sens = entry["vs_sensitive"]
         lengths = [k for k in sens if k != "all"]
         out[name] = {
-            "mae_vs_dp_by_length": {
-                k: entry["vs_dp_aggregates"][k]["mean_absolute_error"] for k in lengths
+            "mae_vs_dp_by_length": {  # a length the aggregates lack (nothing released): None
+                k: entry["vs_dp_aggregates"].get(k, {}).get("mean_absolute_error") for k in lengths
             },
             "mae_vs_sensitive_by_length": {k: sens[k]["mean_absolute_error"] for k in lengths},
             "mae_vs_sensitive_all": sens["all"]["mean_absolute_error"],
