@@ -53,7 +53,7 @@ class SamplingConfig(_Strict):
     seed: int = 2025
     threads: int = Field(default=2, ge=1)
     # the own sampler's tuning (synthesis/sample.py)
-    waves: int = Field(default=8, ge=1)
+    waves: int = Field(default=16, ge=1)
     weight_exponent: float = Field(default=1.25, gt=0)
     first_use_penalty: float = Field(default=0.85, ge=0, le=1)
 

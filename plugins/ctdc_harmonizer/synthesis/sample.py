@@ -41,7 +41,7 @@ EMPTY = ""
 class SamplerSettings:
     """Tuning of the sampler (schemas/synthesis_v1.yaml `sampling`); see the module doc."""
 
-    waves: int = 8
+    waves: int = 16
     weight_exponent: float = 1.25
     first_use_penalty: float = 0.85
     chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
@@ -164,8 +164,10 @@ class _Records:
         a = self.attrs
         before = self.held[records]
         mask = a.pair_ok[xs] & ~a.same_column[xs]
+        triples = a.triple_ok.reshape(-1, a.words)  # row x * (A + 1) + y: {x, y, z} released
+        base = xs * (a.count + 1)
         for i in range(before.shape[1]):
-            mask &= a.triple_ok[xs, before[:, i]]
+            mask &= np.take(triples, base + before[:, i], axis=0)
         self.allowed[records] &= mask
         self.held[records, a.column[xs]] = xs
         return before
