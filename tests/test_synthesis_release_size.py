@@ -95,3 +95,18 @@ def test_empty_aggregates_never_crash_a_later_step(tmp_path, monkeypatch):
     assert report["synthetic_records"] == 0
     restricted = h["out"].resolve() / "restricted" / RELEASE
     assert json.loads((restricted / "comparability.json").read_text("utf-8"))["rows"]["own"] == 0
+
+
+def test_sampling_again_with_another_seed_reuses_the_aggregates(tmp_path):
+    h = handoff_of(tmp_path, 400)
+    first = synthesize(h)
+    rows = ledger_rows(h["url"])
+    again = synthesize(h, seed=99)  # sampling is post-processing of the stored aggregates
+    assert again["fit_aggregates"]["reused"] is True
+    assert again["fit_aggregates"]["epsilon_spent_now"] == 0.0
+    assert ledger_rows(h["url"]) == rows
+    assert (
+        again["fit_aggregates"]["aggregates_sha256"] == first["fit_aggregates"]["aggregates_sha256"]
+    )
+    public = Path(again["publish"]["public_dir"], "synthetic.csv")
+    assert pd.read_csv(public, dtype=str, keep_default_na=False).shape[1] == len(CODEBOOK.columns)
