@@ -54,7 +54,7 @@ class SamplingConfig(_Strict):
     threads: int = Field(default=2, ge=1)
     # the own sampler's tuning (synthesis/sample.py)
     waves: int = Field(default=16, ge=1)
-    weight_exponent: float = Field(default=1.25, gt=0)
+    weight_exponent: float = Field(default=1.0, gt=0)
     first_use_penalty: float = Field(default=0.85, ge=0, le=1)
 
 

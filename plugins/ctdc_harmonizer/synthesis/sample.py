@@ -42,7 +42,7 @@ class SamplerSettings:
     """Tuning of the sampler (schemas/synthesis_v1.yaml `sampling`); see the module doc."""
 
     waves: int = 16
-    weight_exponent: float = 1.25
+    weight_exponent: float = 1.0
     first_use_penalty: float = 0.85
     chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
 
