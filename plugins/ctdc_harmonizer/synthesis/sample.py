@@ -18,8 +18,8 @@ the sensitive table) and does that, vectorised over records:
 - records start growing in `waves` (a random share of them at a time), so the first records
   grow long before the next start, as whole case records do;
 - attributes left over when no record can take them start new records (empty elsewhere: an
-  empty value forms no combination), which prefer pairs already used; this repeats until every
-  released attribute's noisy count is accounted for exactly.
+  empty value forms no combination), which only form pairs some record already formed; this
+  repeats until every released attribute's noisy count is accounted for exactly.
 
 Attributes are numbered; a record's allowed set is a bitset of uint64 words, pair weights are
 a matrix product of the records' attribute indicators with the remaining pair counts.
@@ -258,7 +258,8 @@ def _propose(
     weight = (sum of the remaining counts of the pairs formed) ** exponent
              * first_use_penalty ** (exponent * pairs no record has formed yet),
     computed as exp(exponent * (log(pairs) + new * log(penalty))); records made for
-    left-overs (index >= main_rows) form no new pair unless nothing else is allowed.
+    left-overs (index >= main_rows) never form a pair no record has formed yet (a left-over
+    attribute rather starts a record of its own: fewer fabricated combinations).
     """
     attrs = records.attrs
     a = attrs.count
@@ -295,6 +296,7 @@ def _propose(
         # no pair to go by (a record just started, or only new pairs left): the 1-counts
         totals = weights.sum(axis=1)
         bare = totals <= 0
+        bare &= ~leftover | (held == a).all(axis=1)  # a left-over record forms no new pair
         if bare.any():
             weights[bare] = flags[bare] * fallback
             totals[bare] = weights[bare].sum(axis=1)
