@@ -160,6 +160,7 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.errors import CtdcError
     from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis.guard import check_release_size
     from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT, Ledger
 
     codebook = default_codebook()
@@ -179,7 +180,15 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
                 reused = spend
                 break
         if reused is None:
-            ledger.check_budget(plan.release, params, config.budget)  # before fit
+            # before fit: a release too small to publish anything, or over budget
+            check_release_size(
+                plan.release,
+                len(strings),
+                params,
+                len(codebook.columns),
+                config.release_size.min_records_per_threshold,
+            )
+            ledger.check_budget(plan.release, params, config.budget)
             attempt = ledger.start(plan.release, dataset_sha, params)
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
                 len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
@@ -238,8 +247,17 @@ def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
     started = time.monotonic()
     if config.sampling.sampler == "own":
         required = frozenset(v.name for v in codebook.variables if v.required or v.type == "year")
+        settings = sampler.SamplerSettings(
+            waves=config.sampling.waves,
+            weight_exponent=config.sampling.weight_exponent,
+            first_use_penalty=config.sampling.first_use_penalty,
+        )
         synthetic = sampler.sample(
-            aggregates, codebook.columns, seed=config.sampling.seed, never_empty=required
+            aggregates,
+            codebook.columns,
+            seed=config.sampling.seed,
+            start_with=required,
+            settings=settings,
         )
     else:
         synthetic = fit.load_pacsynth_sample(folder)

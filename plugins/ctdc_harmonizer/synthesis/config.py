@@ -52,6 +52,16 @@ class SamplingConfig(_Strict):
     compare_with_pacsynth_up_to_rows: int = Field(default=30_000, ge=0)
     seed: int = 2025
     threads: int = Field(default=2, ge=1)
+    # the own sampler's tuning (synthesis/sample.py)
+    waves: int = Field(default=16, ge=1)
+    weight_exponent: float = Field(default=1.0, gt=0)
+    first_use_penalty: float = Field(default=0.85, ge=0, le=1)
+
+
+class ReleaseSizeConfig(_Strict):
+    """A release too small for its DP parameters is refused before the fit (synthesis/guard.py)."""
+
+    min_records_per_threshold: float = Field(default=3.0, ge=1)
 
 
 class BudgetConfig(_Strict):
@@ -81,6 +91,7 @@ class SynthesisConfig(_Strict):
     budget: BudgetConfig
     risk: RiskConfig
     evaluation: EvaluationConfig = EvaluationConfig()
+    release_size: ReleaseSizeConfig = ReleaseSizeConfig()
     source: str = ""
 
     def with_overrides(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import math
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -30,36 +29,55 @@ def combination_counts(strings: pd.DataFrame, reporting_length: int, codebook: C
     """Exact counts of every non-empty attribute combination up to the reporting length.
 
     The same combinations pac-synth's `Dataset.get_aggregates` counts (empty values are not
-    attributes), keyed "col:value;col:value" in codebook order; vectorised with integer codes
-    and one `bincount` per column set, which is several times faster on a whole release.
+    attributes), keyed "col:value;col:value" in codebook order. Vectorised with integer codes:
+    column sets are walked depth-first in codebook order, each level keeping only the records
+    where every column so far is non-empty (most binaries are empty in most records), so a
+    combination costs the records that hold its first columns, not the whole table; one
+    `bincount` per column set.
     """
     columns = [c for c in codebook.columns if c in strings.columns]
-    codes, labels = {}, {}
+    codes, labels = [], []
     for name in columns:
-        values = strings[name].to_numpy(dtype=object)
-        uniques, inverse = np.unique(values, return_inverse=True)
+        inverse, uniques = pd.factorize(strings[name], sort=True)  # hashing: faster than np.unique
+        uniques = np.asarray(uniques, dtype=object)
         # code 0 is the empty value (np.unique sorts "" first when present)
         if len(uniques) and uniques[0] == "":
-            codes[name], labels[name] = inverse, uniques
+            codes.append(inverse.astype(np.int64))
+            labels.append(uniques.astype(object))
         else:
-            codes[name], labels[name] = inverse + 1, np.r_[[""], uniques].astype(object)
+            codes.append(inverse.astype(np.int64) + 1)
+            labels.append(np.r_[[""], uniques].astype(object))
     keys, counts = [], []
-    for length in range(1, reporting_length + 1):
-        for combo in combinations(columns, length):
-            sizes = [len(labels[c]) for c in combo]
-            flat = np.ravel_multi_index(tuple(codes[c] for c in combo), sizes)
-            tally = np.bincount(flat, minlength=int(np.prod(sizes)))
+
+    def walk(combo: tuple[int, ...], rows: np.ndarray, flat: np.ndarray, size: int) -> None:
+        if size <= 4 * len(flat) + 1_000_000:
+            tally = np.bincount(flat, minlength=size)
             cells = np.flatnonzero(tally)
-            index = np.unravel_index(cells, sizes)
-            keep = np.all([i > 0 for i in index], axis=0)  # no empty value in the combination
-            if not keep.any():
-                continue
-            key = None
-            for name, i in zip(combo, index, strict=True):
-                part = name + SEPARATOR + labels[name][i[keep]].astype(object)
-                key = part if key is None else key + DELIMITER + part
-            keys.append(key)
-            counts.append(tally[cells[keep]])
+            tally = tally[cells]
+        else:  # long combinations of wide columns: too many cells for a dense tally
+            cells, tally = np.unique(flat, return_counts=True)
+        if not len(cells):
+            return
+        index = np.unravel_index(cells, [len(labels[c]) for c in combo])
+        key = None
+        for c, i in zip(combo, index, strict=True):
+            part = columns[c] + SEPARATOR + labels[c][i]
+            key = part if key is None else key + DELIMITER + part
+        keys.append(key)
+        counts.append(tally)
+        if len(combo) == reporting_length:
+            return
+        for nxt in range(combo[-1] + 1, len(columns)):
+            values = codes[nxt][rows]
+            held = values > 0
+            if held.any():
+                width = len(labels[nxt])
+                walk((*combo, nxt), rows[held], flat[held] * width + values[held], size * width)
+
+    if reporting_length >= 1:
+        for first in range(len(columns)):
+            rows = np.flatnonzero(codes[first] > 0)
+            walk((first,), rows, codes[first][rows], len(labels[first]))
     if not keys:
         return pd.Series(dtype="int64")
     return pd.Series(np.concatenate(counts), index=np.concatenate(keys), dtype="int64")
@@ -74,7 +92,8 @@ def _bucket_labels(buckets: list[int]) -> list[str]:
 def compare(reference: pd.Series, synthetic: pd.Series, buckets: list[int]) -> dict:
     """Errors of synthetic counts against reference counts, by combination length and bucket."""
     both = pd.concat({"ref": reference, "syn": synthetic}, axis=1).fillna(0)
-    both["length"] = both.index.str.count(DELIMITER) + 1
+    both.index = both.index.astype(object)  # an empty side (nothing released) is not text
+    both["length"] = both.index.to_series().astype(str).str.count(DELIMITER) + 1
     both["abs"] = (both["syn"] - both["ref"]).abs()
     both["rel"] = both["abs"] / both["ref"].where(both["ref"] > 0)
     labels = _bucket_labels(buckets)
@@ -104,9 +123,11 @@ def compare(reference: pd.Series, synthetic: pd.Series, buckets: list[int]) -> d
                 for label, group in part.groupby("bucket", observed=True)
             },
         }
-    out["all"] = {
-        "mean_absolute_error": round(float(both["abs"].mean()), 4),
-        "mean_relative_error": round(float(both["rel"].mean()), 4),
+    out["all"] = {  # None where nothing was counted (an empty release)
+        "mean_absolute_error": round(float(both["abs"].mean()), 4) if len(both) else None,
+        "mean_relative_error": round(float(both["rel"].mean()), 4)
+        if both["rel"].notna().any()
+        else None,
     }
     return out
 
@@ -118,11 +139,15 @@ def shares(strings: pd.DataFrame, codebook: Codebook) -> dict:
     '1' in the group). Categorical variables: among records where the variable is not NULL.
     """
     result = {}
+    binaries = [v.name for v in codebook.variables if v.type == "binary"]
+    true = pd.DataFrame(
+        {name: strings[name].to_numpy(dtype=object) == BINARY_TRUE for name in binaries}
+    )  # one comparison per column, reused by every variable of its group
     for var in codebook.variables:
         if var.type == "binary":
             group = [v.name for v in codebook.variables if v.group == var.group]
-            denominator = (strings[group] == BINARY_TRUE).any(axis=1).sum()
-            count = (strings[var.name] == BINARY_TRUE).sum()
+            denominator = true[group].to_numpy().any(axis=1).sum()
+            count = true[var.name].sum()
             result[var.name] = {
                 "1": round(100 * count / denominator, 2) if denominator else None,
                 "denominator": int(denominator),
@@ -173,8 +198,8 @@ def headline(report: dict) -> dict:
         sens = entry["vs_sensitive"]
         lengths = [k for k in sens if k != "all"]
         out[name] = {
-            "mae_vs_dp_by_length": {
-                k: entry["vs_dp_aggregates"][k]["mean_absolute_error"] for k in lengths
+            "mae_vs_dp_by_length": {  # a length the aggregates lack (nothing released): None
+                k: entry["vs_dp_aggregates"].get(k, {}).get("mean_absolute_error") for k in lengths
             },
             "mae_vs_sensitive_by_length": {k: sens[k]["mean_absolute_error"] for k in lengths},
             "mae_vs_sensitive_all": sens["all"]["mean_absolute_error"],

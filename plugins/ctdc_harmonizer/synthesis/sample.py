@@ -1,24 +1,33 @@
 """Synthetic records from the stored DP aggregates: post-processing, spends no epsilon.
 
-The sampler reads only the DP aggregates (never the sensitive table). It draws the columns one
-after another, each from its DP conditional distribution given up to `reporting_length - 1`
-already drawn columns (those most associated with it in the DP 2-counts), like a Bayesian
-network whose tables are the released counts:
+Appendix I of the codebook: "synthetic records are constructed by sampling these combinations
+based on their noisy counts until all attributes ... (based on the noisy counts in the
+aggregate dataset) have been accounted for". The sampler reads only the DP aggregates (never
+the sensitive table) and does that, vectorised over records:
 
-- pac-synth does not count empty values, so a joint table that includes "empty" is rebuilt by
-  inclusion-exclusion: count(a empty, B) = count(B) - sum over non-empty a of count(a, B);
-- noisy counts that come out negative are clipped at zero;
-- within each parent combination, records take evenly spaced quantiles of the conditional
-  distribution (systematic sampling), so counts carry no extra multinomial noise;
-- a record whose parents' combination the aggregates do not support falls back to fewer
-  parents, finally to the column's own DP distribution.
+- every record starts with its required attribute (the registration year), exactly as many
+  of each value as the DP 1-counts say;
+- records then grow together, one attribute per record per round. A record may take an
+  attribute only if every combination it would form with the record's attributes, up to
+  length 3 and the reporting length, is one the aggregates released, and no released pair
+  count would be exceeded. So the synthetic data holds no combination the aggregates do not
+  (the only fabricated combinations left are those pac-synth's noise itself released);
+- among the allowed attributes a record draws by the remaining noisy counts of the pairs it
+  would form (weight ** `weight_exponent`), a pair not used yet by any record weighing less
+  (`first_use_penalty`), each attribute going to no more records than its remaining 1-count;
+- records start growing in `waves` (a random share of them at a time), so the first records
+  grow long before the next start, as whole case records do;
+- attributes left over when no record can take them start new records (empty elsewhere: an
+  empty value forms no combination), which only form pairs some record already formed; this
+  repeats until every released attribute's noisy count is accounted for exactly.
 
-Everything is vectorised over records: integer codes, dense numpy tables (0 = empty).
+Attributes are numbered; a record's allowed set is a bitset of uint64 words, pair weights are
+a matrix product of the records' attribute indicators with the remaining pair counts.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,222 +37,271 @@ from ctdc_harmonizer.synthesis.fit import DELIMITER, SEPARATOR, DpAggregates
 EMPTY = ""
 
 
-class AggregateTables:
-    """The DP aggregates as dense joint tables over column sets, index 0 = empty value."""
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Tuning of the sampler (schemas/synthesis_v1.yaml `sampling`); see the module doc."""
 
-    def __init__(
-        self,
-        aggregates: DpAggregates,
-        columns: list[str],
-        never_empty: frozenset[str] = frozenset(),
-        ipf_iterations: int = 8,
-    ):
-        self.columns = list(columns)
-        self.never_empty = never_empty
-        self.ipf_iterations = ipf_iterations
-        self.position = {c: i for i, c in enumerate(self.columns)}
-        self.total = float(aggregates.protected_records)
-        frame = aggregates.frame()
-        attrs = frame["combination"].str.split(DELIMITER, regex=False).explode()
-        split = attrs.str.split(SEPARATOR, n=1, expand=True, regex=False)
-        pairs = pd.DataFrame({"row": attrs.index, "column": split[0], "value": split[1]})
-        values = pairs[["column", "value"]].drop_duplicates().sort_values(["column", "value"])
-        self.values = {c: [EMPTY] for c in self.columns}
-        for column, group in values.groupby("column"):
-            self.values[column] += group["value"].tolist()
-        values["code"] = values.groupby("column").cumcount() + 1  # 0 is the empty value
-        pairs = pairs.merge(values, on=["column", "value"], how="left")
-        pairs["pos"] = pairs["column"].map(self.position)
-        pairs = pairs.sort_values(["row", "pos"], kind="stable")
-        # One dense array per column set, holding the released (non-empty) counts.
-        self.raw: dict[tuple[str, ...], np.ndarray] = {}
-        counts = frame["count"].to_numpy(dtype=float)
-        by_row = pairs.groupby("row", sort=False)
-        names = by_row["column"].agg(DELIMITER.join)
-        codes = by_row["code"].agg(tuple)
-        for key, rows in names.groupby(names).groups.items():
-            combo = tuple(key.split(DELIMITER))
-            shape = tuple(len(self.values[c]) for c in combo)
-            array = np.zeros(shape)
-            index = np.array(codes.loc[rows].tolist()).T
-            array[tuple(index)] = counts[np.asarray(rows)]
-            self.raw[combo] = array
-        self.joint = cache(self._joint)
-        self.fitted = cache(self._fitted)
-
-    def ordered(self, columns) -> tuple[str, ...]:
-        return tuple(sorted(columns, key=self.position.__getitem__))
-
-    def shape(self, columns: tuple[str, ...]) -> tuple[int, ...]:
-        return tuple(len(self.values[c]) for c in columns)
-
-    def _joint(self, columns: tuple[str, ...], forced: frozenset = frozenset()) -> np.ndarray:
-        """Counts over `columns` (codebook order); columns in `forced` are non-empty only."""
-        if not columns:
-            return np.array(self.total)
-        free = [c for c in columns if c not in forced]
-        if not free:
-            array = self.raw.get(columns)
-            return array if array is not None else np.zeros(self.shape(columns))
-        column = free[0]
-        axis = columns.index(column)
-        array = self.joint(columns, forced | {column}).copy()
-        base = self.joint(tuple(c for c in columns if c != column), forced)
-        empty = base - array.sum(axis=axis)
-        index = [slice(None)] * len(columns)
-        index[axis] = 0
-        array[tuple(index)] = empty
-        return array
-
-    def _fitted(self, columns: tuple[str, ...]) -> np.ndarray:
-        """The joint table made consistent with its lower-order DP tables.
-
-        Inclusion-exclusion puts every unreleased count (combinations pac-synth's thresholds
-        suppressed) into "empty"; the longer the combination, the more. Iterative proportional
-        fitting to the (already fitted) tables one column shorter moves that mass back where
-        the shorter, more complete counts say it belongs. A required column is never empty.
-        """
-        array = np.clip(self.joint(columns), 0.0, None)
-        if len(columns) == 1:
-            if columns[0] in self.never_empty:
-                array = array.copy()
-                array[0] = 0.0
-            total = array.sum()
-            return array * (self.total / total) if total > 0 else array
-        array = array.copy()
-        for _ in range(self.ipf_iterations):
-            for axis, column in enumerate(columns):
-                target = self.fitted(tuple(c for c in columns if c != column))
-                current = array.sum(axis=axis)
-                ratio = np.divide(target, current, out=np.zeros_like(current), where=current > 0)
-                array *= np.expand_dims(ratio, axis)
-        return array
-
-    def mutual_information(self, a: str, b: str) -> float:
-        p = self.fitted(self.ordered([a, b]))
-        if p.sum() <= 0:
-            return 0.0
-        p = p / p.sum()
-        outer = p.sum(axis=1, keepdims=True) * p.sum(axis=0, keepdims=True)
-        mask = p > 0
-        return float((p[mask] * np.log(p[mask] / outer[mask])).sum())
+    waves: int = 16
+    weight_exponent: float = 1.0
+    first_use_penalty: float = 0.85
+    chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
 
 
-def plan_parents(tables: AggregateTables, reporting_length: int) -> dict[str, list[str]]:
-    """For each column (codebook order), the earlier columns it is drawn conditionally on."""
-    parents: dict[str, list[str]] = {}
-    for j, column in enumerate(tables.columns):
-        earlier = tables.columns[:j]
-        scored = sorted(earlier, key=lambda p: -tables.mutual_information(p, column))
-        parents[column] = scored[: max(reporting_length - 1, 0)]
-    return parents
+class ReleasedAttributes:
+    """The released attributes (column, value) numbered 0..A-1 and what the aggregates released
+    with them, as bitsets. Index A is the "no attribute" sentinel (an empty column)."""
+
+    def __init__(self, aggregates: DpAggregates, columns: list[str]):
+        position = {c: i for i, c in enumerate(columns)}
+        self.values: list[list[str]] = [[EMPTY] for _ in columns]
+        ids: dict[str, int] = {}
+        column_of, code_of, counts = [], [], []
+        longer: list[tuple[list[str], int]] = []
+        for key, count in aggregates.counts.items():
+            parts = key.split(DELIMITER)
+            if len(parts) > 1:
+                longer.append((parts, count))
+                continue
+            name, value = key.split(SEPARATOR, 1)
+            if name not in position or count <= 0:
+                continue
+            ids[key] = len(column_of)
+            column_of.append(position[name])
+            self.values[position[name]].append(value)
+            code_of.append(len(self.values[position[name]]) - 1)
+            counts.append(count)
+        self.count = a = len(column_of)
+        self.column = np.array(column_of, dtype=np.int64)
+        self.code = np.array(code_of, dtype=np.int64)
+        self.one_counts = np.array(counts, dtype=np.int64)
+        self.words = a // 64 + 1
+        self.everything = pack(np.ones((1, a), dtype=bool), self.words)[0]
+        reporting_length = aggregates.params.reporting_length
+        # pair_counts[x, y]: the released count of {x, y}; row a (the sentinel) stays 0
+        self.pair_counts = np.zeros((a + 1, a + 1), dtype=np.float32)
+        pair_ok = np.zeros((a + 1, a), dtype=bool)
+        triples = []
+        for parts, count in longer:
+            if len(parts) > 3 or count <= 0 or any(p not in ids for p in parts):
+                continue  # longer combinations are not checked (reporting length <= 3)
+            xs = [ids[p] for p in parts]
+            if len(xs) == 2:
+                self.pair_counts[xs[0], xs[1]] = self.pair_counts[xs[1], xs[0]] = count
+                pair_ok[xs[0], xs[1]] = pair_ok[xs[1], xs[0]] = True
+            else:
+                triples.append(xs)
+        pair_ok[a] = True
+        if reporting_length < 2:
+            pair_ok[:] = True
+        self.pair_ok = pack(pair_ok, self.words)
+        # triple_ok[x, y]: attributes z with {x, y, z} released (all, where x or y is the sentinel)
+        self.triple_ok = np.zeros((a + 1, a + 1, self.words), dtype=np.uint64)
+        self.triple_ok[a, :] = self.everything
+        self.triple_ok[:, a] = self.everything
+        if reporting_length < 3:
+            self.triple_ok[:] = self.everything
+        if triples:
+            t = np.array(triples, dtype=np.int64)
+            for u, v, w in ((0, 1, 2), (0, 2, 1), (1, 2, 0)):
+                for p, q in ((u, v), (v, u)):
+                    _set_bits(self.triple_ok, (t[:, p], t[:, q]), t[:, w])
+        same = np.zeros((a + 1, a), dtype=bool)
+        same[:a] = self.column[:, None] == self.column[None, :]
+        self.same_column = pack(same, self.words)
 
 
-def _systematic_quantiles(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """u in [0, 1) per record: evenly spaced within each key, in random order, random offset."""
-    n = len(keys)
-    order = np.lexsort((rng.random(n), keys))
-    sorted_keys = keys[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
-    sizes = np.diff(np.r_[starts, n])
-    group = np.repeat(np.arange(len(starts)), sizes)
-    rank = np.arange(n) - starts[group]
-    offset = rng.random(len(starts))[group]
-    u = np.empty(n)
-    u[order] = (rank + offset) / sizes[group]
-    return u
+def pack(flags: np.ndarray, words: int) -> np.ndarray:
+    """(rows, n) booleans -> (rows, words) uint64 bitsets; bit k of word w is item 64 w + k."""
+    padded = np.zeros((flags.shape[0], words * 64), dtype=bool)
+    padded[:, : flags.shape[1]] = flags
+    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
 
 
-def _draw(
-    codes: np.ndarray, parents: list[str], table: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Codes of the drawn column (last axis of `table`) per record; -1 where unsupported."""
-    table = np.clip(table, 0.0, None)
-    width = table.shape[-1]
-    flat_table = table.reshape(-1, width)
-    totals = flat_table.sum(axis=1)
-    if parents:
-        keys = np.ravel_multi_index(tuple(codes.T), table.shape[:-1])
-    else:
-        keys = np.zeros(len(codes), dtype=np.int64)
-    supported = totals[keys] > 0
-    drawn = np.full(len(codes), -1, dtype=np.int64)
-    if not supported.any():
-        return drawn
-    keys = keys[supported]
-    used = np.unique(keys)
-    cdf = np.cumsum(flat_table[used], axis=1) / totals[used][:, None]
-    cdf[:, -1] = 1.0
-    flat = (np.arange(len(used))[:, None] + cdf).ravel()
-    local = np.searchsorted(used, keys)
-    u = _systematic_quantiles(keys, rng)
-    position = np.searchsorted(flat, local + u, side="right")
-    position = np.minimum(position, len(flat) - 1)  # u < 1; guards against rounding only
-    drawn[supported] = position - local * width
-    return drawn
+def unpack(bits: np.ndarray, count: int) -> np.ndarray:
+    """The inverse of `pack`: (rows, words) uint64 -> (rows, count) booleans."""
+    as_bytes = np.ascontiguousarray(bits).view(np.uint8)
+    return np.unpackbits(as_bytes, axis=1, bitorder="little", count=count).astype(bool)
 
 
-def _repair_margin(values: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Move the fewest records (chosen at random) so value counts meet the DP 1-counts."""
-    n = len(values)
-    share = target / target.sum() * n if target.sum() > 0 else np.zeros_like(target)
-    wanted = np.floor(share).astype(np.int64)
-    remainder = n - wanted.sum()  # largest remainders get the leftover records
-    wanted[np.argsort(-(share - wanted), kind="stable")[:remainder]] += 1
-    current = np.bincount(values, minlength=len(target))
-    surplus = np.maximum(current - wanted, 0)
-    deficit = np.maximum(wanted - current, 0)
-    if not surplus.any():
-        return values
-    order = np.lexsort((rng.random(n), values))
-    starts = np.r_[0, np.cumsum(current)[:-1]]
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - starts[values[order]]
-    moved = rank < surplus[values]
-    replacement = np.repeat(np.arange(len(target)), deficit)
-    repaired = values.copy()
-    repaired[moved] = rng.permutation(replacement)
-    return repaired
+def _set_bits(target: np.ndarray, index: tuple, members: np.ndarray) -> None:
+    bits = np.left_shift(np.uint64(1), (members % 64).astype(np.uint64))
+    np.bitwise_or.at(target, (*index, members // 64), bits)
+
+
+class _Records:
+    """The growing records: attribute id per column (sentinel where empty) and allowed bits.
+
+    Storage grows by half again when records are added (no copy per batch of new records).
+    """
+
+    def __init__(self, attrs: ReleasedAttributes, columns: int, rows: int):
+        self.attrs = attrs
+        self.rows = rows
+        self._held = np.full((rows, columns), attrs.count, dtype=np.int64)
+        self._allowed = np.broadcast_to(attrs.everything, (rows, attrs.words)).copy()
+
+    @property
+    def held(self) -> np.ndarray:
+        return self._held[: self.rows]
+
+    @property
+    def allowed(self) -> np.ndarray:
+        return self._allowed[: self.rows]
+
+    def add_rows(self, rows: int) -> None:
+        a = self.attrs
+        needed = self.rows + rows
+        if needed > len(self._held):
+            size = max(needed, len(self._held) * 3 // 2)
+            held = np.full((size, self._held.shape[1]), a.count, dtype=np.int64)
+            allowed = np.broadcast_to(a.everything, (size, a.words)).copy()
+            held[: self.rows], allowed[: self.rows] = self.held, self.allowed
+            self._held, self._allowed = held, allowed
+        self.rows = needed
+
+    def give(self, records: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Attribute xs[i] to records[i]; returns the attributes they held before."""
+        a = self.attrs
+        before = self.held[records]
+        mask = a.pair_ok[xs] & ~a.same_column[xs]
+        triples = a.triple_ok.reshape(-1, a.words)  # row x * (A + 1) + y: {x, y, z} released
+        base = xs * (a.count + 1)
+        for i in range(before.shape[1]):
+            mask &= np.take(triples, base + before[:, i], axis=0)
+        self.allowed[records] &= mask
+        self.held[records, a.column[xs]] = xs
+        return before
 
 
 def sample(
     aggregates: DpAggregates,
     columns: list[str],
-    rows: int | None = None,
     seed: int = 0,
-    never_empty: frozenset[str] = frozenset(),
-    repair_margins: bool = True,
+    start_with: frozenset[str] = frozenset(),
+    settings: SamplerSettings = SamplerSettings(),
 ) -> pd.DataFrame:
-    """`rows` synthetic records (default: the DP record count), all columns as strings.
-
-    `never_empty`: columns every record has (the codebook's required year).
-    `repair_margins`: after drawing a column, move the fewest records needed for its value
-    counts to meet the DP 1-counts (the most accurate released counts).
-    """
-    tables = AggregateTables(aggregates, columns, never_empty)
-    rows = aggregates.protected_records if rows is None else rows
+    """Synthetic records, all columns as strings (module doc). The number of records follows
+    from the aggregates: one per DP 1-count of the `start_with` column (the year), then as many
+    as the attributes left over need; records made for left-overs have that column empty."""
+    attrs = ReleasedAttributes(aggregates, columns)
+    a, ncol = attrs.count, len(columns)
     rng = np.random.default_rng(seed)
-    parents = plan_parents(tables, aggregates.params.reporting_length)
-    codes = np.zeros((rows, len(columns)), dtype=np.int64)
+    left1 = attrs.one_counts.copy()
+    left2 = attrs.pair_counts.copy()  # remaining pair counts (sentinel row/column stay 0)
+    unused = np.ones((a + 1, a), dtype=np.float32)  # pairs no record has formed yet
+    unused[a] = 0
+    starting = np.isin(attrs.column, [columns.index(c) for c in start_with if c in columns])
+    first = rng.permutation(np.repeat(np.flatnonzero(starting), left1[starting]))
+    rows = len(first) if len(first) else max(int(aggregates.protected_records), 0)
+    records = _Records(attrs, ncol, rows)
+    if len(first):
+        records.give(np.arange(rows), first)
+        left1[starting] = 0
+    main_rows = rows
+    wave_of = rng.integers(0, settings.waves, rows)
+    wave = 0
+    done = np.zeros(rows, dtype=bool)
+    while left1.sum() > 0:
+        todo = np.flatnonzero(~done & (wave_of <= wave))
+        proposals = _propose(records, todo, left1, left2, unused, main_rows, settings, rng)
+        done[todo[proposals < 0]] = True
+        todo, proposals = todo[proposals >= 0], proposals[proposals >= 0]
+        if not len(todo):
+            if wave < settings.waves - 1:
+                wave += 1
+                continue
+            # what no record can take starts new records; the most left-over value needs
+            # that many (a record holds one value per column)
+            extra = int(left1.max())
+            records.add_rows(extra)
+            done = np.r_[done, np.zeros(extra, dtype=bool)]
+            wave_of = np.r_[wave_of, np.full(extra, wave)]
+            continue
+        # each attribute goes to at most its remaining count of proposers, chosen at random
+        order = np.lexsort((rng.random(len(todo)), proposals))
+        by_attr = proposals[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(by_attr)) + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        accepted = order[rank < left1[by_attr]]
+        chosen, xs = todo[accepted], proposals[accepted]
+        before = records.give(chosen, xs)
+        left1 -= np.bincount(xs, minlength=a)
+        others, new = before.ravel(), np.repeat(xs, ncol)
+        real = others < a
+        others, new = others[real], new[real]
+        side = a + 1
+        pairs = np.bincount(others * side + new, minlength=side * side).reshape(side, side)
+        left2 -= pairs + pairs.T
+        unused[others, new] = 0
+        unused[new, others] = 0
+    held = records.held[(records.held < a).any(axis=1)]
+    out = {}
     for j, column in enumerate(columns):
-        values = np.full(rows, -1, dtype=np.int64)
-        chosen = list(parents[column])
-        while True:  # back off to fewer parents where the aggregates give no support
-            todo = values < 0
-            if not todo.any():
-                break
-            ordered = tables.ordered([*chosen, column])
-            table = np.moveaxis(tables.fitted(ordered), ordered.index(column), -1)
-            parent_axes = [c for c in ordered if c != column]
-            parent_codes = codes[np.ix_(todo, [tables.position[c] for c in parent_axes])]
-            values[todo] = _draw(parent_codes, parent_axes, table, rng)
-            if not chosen:
-                break
-            chosen = chosen[:-1]
-        values = np.maximum(values, 0)  # nothing supported at all: empty
-        if repair_margins:
-            values = _repair_margin(values, tables.fitted((column,)), rng)
-        codes[:, j] = values
-    return pd.DataFrame(
-        {c: np.asarray(tables.values[c], dtype=object)[codes[:, j]] for j, c in enumerate(columns)}
-    )
+        labels = np.asarray(attrs.values[j], dtype=object)
+        codes = np.where(held[:, j] < a, attrs.code[np.minimum(held[:, j], a - 1)], 0)
+        out[column] = labels[codes] if a else np.full(len(held), EMPTY, dtype=object)
+    return pd.DataFrame(out, columns=columns)
+
+
+def _propose(
+    records: _Records,
+    todo: np.ndarray,
+    left1: np.ndarray,
+    left2: np.ndarray,
+    unused: np.ndarray,
+    main_rows: int,
+    settings: SamplerSettings,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One attribute id per record in `todo` (-1: nothing allowed is left for it).
+
+    weight = (sum of the remaining counts of the pairs formed) ** exponent
+             * first_use_penalty ** (exponent * pairs no record has formed yet),
+    computed as exp(exponent * (log(pairs) + new * log(penalty))); records made for
+    left-overs (index >= main_rows) never form a pair no record has formed yet (a left-over
+    attribute rather starts a record of its own: fewer fabricated combinations).
+    """
+    attrs = records.attrs
+    a = attrs.count
+    live = pack(left2[: a + 1, :a] > 0, attrs.words) & attrs.pair_ok
+    live[a] = attrs.everything
+    open_bits = pack((left1 > 0)[None, :], attrs.words)[0]
+    # one product gives both: remaining pair counts and pairs not formed yet
+    both = np.concatenate([np.maximum(left2[:a, :a], 0), unused[:a]], axis=1)
+    exponent = np.float32(settings.weight_exponent)
+    log_penalty = np.float32(np.log(settings.first_use_penalty or 1e-30))
+    fallback = left1.astype(np.float32)
+    proposals = np.full(len(todo), -1, dtype=np.int64)
+    rows = np.arange(settings.chunk)
+    for lo in range(0, len(todo), settings.chunk):
+        part = todo[lo : lo + settings.chunk]
+        held = records.held[part]
+        bits = records.allowed[part] & open_bits
+        for i in range(held.shape[1]):
+            bits &= live[held[:, i]]
+        flags = unpack(bits, a)
+        indicator = np.zeros((len(part), a + 1), dtype=np.float32)
+        indicator[np.repeat(rows[: len(part)], held.shape[1]), held.ravel()] = 1.0
+        product = indicator[:, :a] @ both
+        weights, new = product[:, :a], product[:, a:]
+        leftover = part >= main_rows
+        with np.errstate(divide="ignore"):
+            np.log(weights, out=weights)
+        weights += new * log_penalty
+        weights *= exponent
+        np.exp(weights, out=weights)
+        if leftover.any():
+            weights[leftover] *= new[leftover] == 0
+        weights *= flags
+        # no pair to go by (a record just started, or only new pairs left): the 1-counts
+        totals = weights.sum(axis=1)
+        bare = totals <= 0
+        bare &= ~leftover | (held == a).all(axis=1)  # a left-over record forms no new pair
+        if bare.any():
+            weights[bare] = flags[bare] * fallback
+            totals[bare] = weights[bare].sum(axis=1)
+        np.cumsum(weights, axis=1, out=weights)
+        u = rng.random(len(part)).astype(np.float32) * totals
+        choice = np.minimum((weights <= u[:, None]).sum(axis=1), a - 1)
+        proposals[lo : lo + len(part)] = np.where(totals > 0, choice, -1)
+    return proposals
