@@ -190,6 +190,17 @@ def test_release_folder(dag_run, partners):
     assert not (dag_run.out / ".work" / RELEASE).exists(), "work folder left behind"
 
 
+def test_the_dag_writes_each_partner_its_receipt(dag_run, partners):
+    from ctdc_harmonizer.release import receipts
+
+    folder = dag_run.out / "receipts" / RELEASE
+    assert sorted(p.name for p in folder.iterdir()) == sorted(partners)
+    for partner in partners:
+        receipt = receipts.read_receipt(folder / partner)
+        assert receipt.kind == "run" and receipt.release == RELEASE and receipt.partner == partner
+        assert receipt.reconciles and receipt.totals.rows_read > 0
+
+
 def test_warehouse_holds_the_release(dag_run):
     rows = len(pd.read_csv(dag_run.out / RELEASE / "harmonized.csv", dtype=str))
     with sqlite3.connect(dag_run.out / "warehouse.sqlite") as conn:

@@ -494,7 +494,8 @@ def render_html(receipt: Receipt) -> str:
         f"<h1>{html.escape(_title(receipt))}</h1>",
         f"<p class='small'>generated {html.escape(receipt.generated_at)}; receipt schema "
         f"version {receipt.schema_version}. Counts and row numbers of your own files only: "
-        "no value of any record is shown.</p>",
+        "no value of any record is shown, except coded values your mapping does not know "
+        f"that at least {receipt.unmapped_min_rows} rows hold.</p>",
         status,
         "<h2>Rows</h2>",
         _table(
