@@ -55,7 +55,7 @@ class SamplingConfig(_Strict):
     # the own sampler's tuning (synthesis/sample.py)
     waves: int = Field(default=16, ge=1)
     weight_exponent: float = Field(default=1.0, gt=0)
-    first_use_penalty: float = Field(default=0.85, ge=0, le=1)
+    first_use_penalty: float = Field(default=1.0, ge=0, le=1)
 
 
 class ReleaseSizeConfig(_Strict):

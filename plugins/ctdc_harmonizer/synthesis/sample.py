@@ -13,8 +13,9 @@ the sensitive table) and does that, vectorised over records:
   count would be exceeded. So the synthetic data holds no combination the aggregates do not
   (the only fabricated combinations left are those pac-synth's noise itself released);
 - among the allowed attributes a record draws by the remaining noisy counts of the pairs it
-  would form (weight ** `weight_exponent`), a pair not used yet by any record weighing less
-  (`first_use_penalty`), each attribute going to no more records than its remaining 1-count;
+  would form (weight ** `weight_exponent`; a pair not used yet by any record can be made to
+  weigh less, `first_use_penalty`, 1 = not), each attribute going to no more records than its
+  remaining 1-count;
 - records start growing in `waves` (a random share of them at a time), so the first records
   grow long before the next start, as whole case records do;
 - attributes left over when no record can take them start new records (empty elsewhere: an
@@ -43,7 +44,7 @@ class SamplerSettings:
 
     waves: int = 16
     weight_exponent: float = 1.0
-    first_use_penalty: float = 0.85
+    first_use_penalty: float = 1.0
     chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
 
 
