@@ -46,8 +46,8 @@ test: install
 ## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait,
 ## `make airflow-ui` stopped by signals, and the data team's first hour in Chromium
 test-e2e: install sftp-deps browser-deps
-	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py \
-		tests/test_airflow_deliveries.py tests/test_airflow_ui_stop.py tests/test_browser.py
+	$(PY) -m pytest -q -m processes tests/dags/test_airflow_processes.py tests/dags/test_celery_workers.py \
+		tests/dags/test_airflow_deliveries.py tests/dags/test_airflow_ui_stop.py tests/dags/test_browser.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,8 @@ from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the e2e tests' deployment helpers
+# the e2e tests' deployment helpers (tests/dags) and the support package they import (tests)
+sys.path[:0] = [str(REPO_ROOT / "tests" / "dags"), str(REPO_ROOT / "tests")]
 
 from test_airflow_processes import (  # noqa: E402
     Api,

@@ -40,12 +40,6 @@ if not os.environ.get("CTDC_KEEP_TEST_AIRFLOW_HOME"):
     atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "processes: starts real Airflow processes (make test-e2e, minutes)"
-    )
-
-
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corpus_kit import RECORDS, SEED, Case, Env, new_env
+
+from support.corpus import RECORDS, SEED, Case, Env, new_env
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +25,3 @@ def corpus_env(pristine_landing: Path, tmp_path: Path):
         return new_env(pristine_landing, tmp_path / "case", case)
 
     return make
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "corpus_process: corpus case run through the real ctdc binary (subprocess)"
-    )

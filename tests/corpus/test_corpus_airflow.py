@@ -13,7 +13,16 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from corpus_kit import Case, JsonLines, RunResult, files_as_text, find_leaks, name_series, new_env
+
+from support.corpus import (
+    Case,
+    JsonLines,
+    RunResult,
+    files_as_text,
+    find_leaks,
+    name_series,
+    new_env,
+)
 
 pytestmark = pytest.mark.airflow
 DAG_ID = "ctdc_annual_update"
@@ -37,7 +46,7 @@ def test_dag_data_error_fails_fast_and_leaks_nothing(
     from airflow.utils import db
 
     db.upgradedb()
-    case = Case("airflow-shifted-names", P, shifted_names, 1)
+    case = Case(id="airflow-shifted-names", partner=P, mutate=shifted_names, exit=1)
     env = new_env(pristine_landing, tmp_path / "case", case)
     case.mutate(env)
     bag = DagBag(dag_folder=str(repo_root / "dags"))

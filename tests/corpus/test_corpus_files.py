@@ -10,7 +10,8 @@ import json
 import zipfile
 
 import pytest
-from corpus_kit import (
+
+from support.corpus import (
     CASE_NO,
     EMAIL,
     HOTLINE_FILE,

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus_kit import (
+
+from support.corpus import (
     CTDC_BIN,
     IOM_FILE,
     NAME,
@@ -59,15 +60,27 @@ def overlong_label(env: Env) -> None:
 
 BINARY_CASES = [
     Case(
-        "binary-too-many-fields",
-        P,
-        too_many_fields,
-        1,
-        [f"'{P}'", IOM_FILE, line(8)],
+        id="binary-too-many-fields",
+        partner=P,
+        mutate=too_many_fields,
+        exit=1,
+        names=[f"'{P}'", IOM_FILE, line(8)],
         promise="the real binary: located error, exit 1",
     ),
-    Case("binary-out-is-a-file", P, out_is_a_file, 1, promise="the real binary: out is a file"),
-    Case("binary-overlong-release", P, overlong_label, 1, promise="the real binary: long label"),
+    Case(
+        id="binary-out-is-a-file",
+        partner=P,
+        mutate=out_is_a_file,
+        exit=1,
+        promise="the real binary: out is a file",
+    ),
+    Case(
+        id="binary-overlong-release",
+        partner=P,
+        mutate=overlong_label,
+        exit=1,
+        promise="the real binary: long label",
+    ),
 ]
 
 
@@ -104,19 +117,19 @@ def unreadable(name: str):
 
 UNREADABLE_CASES = [
     Case(
-        "unreadable-extract",
-        P,
-        unreadable(IOM_FILE),
-        1,
-        [f"'{P}'", IOM_FILE],
+        id="unreadable-extract",
+        partner=P,
+        mutate=unreadable(IOM_FILE),
+        exit=1,
+        names=[f"'{P}'", IOM_FILE],
         promise="unreadable extract: ctdc error naming the file",
     ),
     Case(
-        "unreadable-withdrawals",
-        P,
-        unreadable("withdrawals.csv"),
-        1,
-        [f"'{P}'", "withdrawals.csv"],
+        id="unreadable-withdrawals",
+        partner=P,
+        mutate=unreadable("withdrawals.csv"),
+        exit=1,
+        names=[f"'{P}'", "withdrawals.csv"],
         promise="unreadable withdrawals: ctdc error, never skipped",
     ),
 ]
@@ -175,7 +188,9 @@ LOCKED = re.compile(r"lock|already running|in progress|another run|busy|concurre
 def test_two_concurrent_runs_of_one_release(corpus_env):
     """The second run fails at once with a clear message; the finished release is complete
     and agrees with the warehouse."""
-    case = Case("concurrent-same-release", "case_management", lambda env: None, None)
+    case = Case(
+        id="concurrent-same-release", partner="case_management", mutate=lambda env: None, exit=None
+    )
     env = corpus_env(case)
     first, second = start(env), start(env)
     finished = {}
@@ -194,7 +209,10 @@ def test_two_concurrent_runs_of_one_release(corpus_env):
     for name in ("first", "second"):
         out, err = outputs[name]
         result = RunResult(env, codes[name], out, err, "", None)
-        check_promises(Case(f"concurrent-{name}", case.partner, case.mutate, None), result)
+        check_promises(
+            Case(id=f"concurrent-{name}", partner=case.partner, mutate=case.mutate, exit=None),
+            result,
+        )
     assert LOCKED.search(outputs[loser][1]), "the refused run does not say another run holds it"
     assert finished[loser] <= finished[winner], "the refused run did not fail fast"
     folder = env.out / env.release
@@ -247,7 +265,7 @@ def test_killed_mid_run_then_rerun(point, corpus_env, capsys, caplog):
     """A rerun with changed input is killed during the load: no release folder looks complete
     without being so; the release and the warehouse agree, or the next run says they do not.
     The first run and the rerun are in-process (speed); the killed run is the real binary."""
-    case = Case("kill-mid-load", P, lambda env: None, None)
+    case = Case(id="kill-mid-load", partner=P, mutate=lambda env: None, exit=None)
     env = corpus_env(case)
     first = run_in_process(env, capsys, caplog)
     assert first.code == 0, first.stderr[-300:]
@@ -264,7 +282,7 @@ def test_killed_mid_run_then_rerun(point, corpus_env, capsys, caplog):
         harmonized_rows(folder)
     )
     rerun = run_in_process(env, capsys, caplog)
-    check_promises(Case("kill-rerun", P, case.mutate, None), rerun)
+    check_promises(Case(id="kill-rerun", partner=P, mutate=case.mutate, exit=None), rerun)
     if not agree:
         assert MISMATCH.search(rerun.stdout + rerun.stderr), (
             "release folder and warehouse disagreed after the kill and the rerun did not say so"

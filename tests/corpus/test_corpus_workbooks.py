@@ -16,7 +16,8 @@ import re
 import zipfile
 
 import pytest
-from corpus_kit import HTCDS_FILE, NAME, Case, Env, RunResult, Workbook, case_ids, run_case
+
+from support.corpus import HTCDS_FILE, NAME, Case, Env, RunResult, Workbook, case_ids, run_case
 
 P = "case_management"
 CONSENT = "con_Consent"

@@ -20,7 +20,7 @@ are matched by equality (a join, linear in the records), need no similarity thre
 and do not leak bigram frequencies the way unsalted CLKs can. The price is recall on
 typos that change the sound of a name (a first letter changed: Catarina/Katarina on the
 first token is still caught by Soundex only when the letters sound alike in its code);
-tests/test_privacy.py measures precision and recall on generated pairs with such typos.
+tests/privacy/test_privacy.py measures precision and recall on generated pairs with such typos.
 """
 
 from __future__ import annotations

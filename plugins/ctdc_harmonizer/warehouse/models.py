@@ -19,8 +19,8 @@ stopped being current (revised, not redelivered, re-harmonized, ...); an erased 
 versions are deleted, history included.
 
 The migrations in `migrations/versions/` are history, frozen as each was written;
-tests/test_warehouse_schema.py asserts that a database migrated to head equals these models,
-so a schema change needs both a model change and a new migration. The schema itself is only
+tests/warehouse/test_warehouse_schema.py asserts that a database migrated to head equals these
+models, so a schema change needs both a model change and a new migration. The schema itself is only
 ever created by Alembic (`schema.migrate`), never by `Base.metadata.create_all`.
 
 The case_record codebook columns come from the live codebook (`columns.codebook_columns`): a

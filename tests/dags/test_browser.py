@@ -1,0 +1,292 @@
+"""The data team's first hour, in a real browser (Debian's Chromium, `make browser-deps`).
+
+Real Airflow processes as `make airflow-ui` starts them (scripts/airflow_local.py: api-server,
+scheduler, dag-processor, triggerer; LocalExecutor) on a throw-away PostgreSQL database, the
+demo's sample deliveries (four partners, 600 records each) and no SMTP connection. From an
+empty state, in the browser:
+
+1. both DAGs are active and no run exists (nothing runs by itself);
+2. *Trigger* with the form left empty; the approval request appears (timed);
+3. the run's *Release report* tab shows the report;
+4. a second *Trigger* (same empty form) fails at once in `plan_release`, its tab naming the
+   run awaiting approval;
+5. *Approve* under Required actions; `ctdc_synthesis` starts by itself on the release asset,
+   and its tab shows the epsilon spent (approve -> public dataset timed);
+6. a partner's broken delivery (a renamed column): its run's tab names the step, the
+   partner and the message;
+7. the CTDC releases page lists the runs, folded per release, with the failed run's reason.
+
+No page visited shows raw JSON; at the end the DAGs hold exactly the runs asked for.
+Screenshots and the timings go to $CTDC_TEST_ARTIFACTS (default tests/artifacts/, ignored by
+git). Settings for a shared machine: CTDC_TEST_DB_PREFIX, CTDC_TEST_PORT. `make test-e2e`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from test_airflow_processes import PG, Api, admin_sql, free_port, wait_for
+
+pytestmark = pytest.mark.processes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ANNUAL, SYNTHESIS = "ctdc_annual_update", "ctdc_synthesis"
+ARTIFACTS = Path(os.environ.get("CTDC_TEST_ARTIFACTS") or REPO_ROOT / "tests" / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def database():
+    try:
+        admin_sql("SELECT 1")
+    except Exception as error:  # noqa: BLE001 (any failure to connect means: no server here)
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
+    name = f"{os.environ.get('CTDC_TEST_DB_PREFIX', 'ctdc')}_browser_{uuid.uuid4().hex[:10]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def deployment(database, tmp_path_factory):
+    """`make airflow-ui`'s launcher on the demo's deliveries; yields (base, api, paths)."""
+    from ctdc_harmonizer import samples
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (make browser-deps)")
+    pytest.importorskip("playwright")
+    home = tmp_path_factory.mktemp("browser-home")
+    landing = home / "ctdc" / "landing"
+    samples.generate_all(landing, seed=2025)  # what `make demo` generates
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
+    }
+    env = {
+        **keep,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    }
+    port = int(os.environ.get("CTDC_TEST_PORT") or free_port())
+    launcher = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in launcher.stdout:
+            if line.startswith("  Stop:"):
+                break
+        base = f"http://127.0.0.1:{port}"
+        password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
+        token = Api(base).json("POST", "/auth/token", {"username": "admin", "password": password})
+        yield base, Api(base, token["access_token"]), {"home": home, "password": password}
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            launcher.wait(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def page(deployment):
+    from playwright.sync_api import sync_playwright
+
+    base, _, paths = deployment
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            tab = chromium.new_page(viewport={"width": 1440, "height": 1000})
+            tab.goto(f"{base}/")
+            tab.fill("input[name=username]", "admin")
+            tab.fill("input[name=password]", paths["password"])
+            tab.get_by_role("button", name="Sign in").click()
+            tab.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+            yield tab
+        finally:
+            chromium.close()
+
+
+def no_raw_json(page) -> None:
+    """Neither the page nor any frame in it is a JSON document or an error detail."""
+    for frame in page.frames:
+        with contextlib.suppress(Exception):  # a frame may be navigating away
+            text = frame.locator("body").inner_text(timeout=5_000).strip()
+            assert not text.startswith(("{", "[")), (frame.url, text[:200])
+            assert '{"detail"' not in text, (frame.url, text[:200])
+
+
+def shot(page, name: str) -> None:
+    no_raw_json(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def runs(api: Api, dag_id: str) -> list[dict]:
+    found = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+    return sorted(found, key=lambda r: r["run_after"])
+
+
+def trigger_with_empty_form(page, base: str, api: Api) -> str:
+    """Trigger the annual update from its page, leaving every field empty; the new run's id."""
+    before = {r["dag_run_id"] for r in runs(api, ANNUAL)}
+    page.goto(f"{base}/dags/{ANNUAL}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="Trigger").last.wait_for(timeout=30_000)
+    if not (ARTIFACTS / "0_trigger_form.png").exists():
+        page.screenshot(path=str(ARTIFACTS / "0_trigger_form.png"), full_page=True)
+    dialog.get_by_role("button", name="Trigger").last.click()
+    return wait_for(
+        "the triggered run",
+        lambda: next(
+            (r["dag_run_id"] for r in runs(api, ANNUAL) if r["dag_run_id"] not in before), None
+        ),
+        60,
+        every=1,
+    )
+
+
+def ti_state(api: Api, dag_id: str, run_id: str, task_id: str) -> str | None:
+    response = api.get(
+        f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+    )
+    return response.json().get("state") if response.status_code == 200 else None
+
+
+def run_state(api: Api, dag_id: str, run_id: str) -> str:
+    return api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
+
+
+def open_tab(page, base: str, dag_id: str, run_id: str, expect: str) -> None:
+    page.goto(f"{base}/dags/{dag_id}/runs/{quote(run_id, safe='')}/plugin/release-report")
+    page.frame_locator("iframe").first.get_by_text(expect).first.wait_for(timeout=60_000)
+
+
+def test_the_first_hour(deployment, page):
+    base, api, paths = deployment
+    timings: dict[str, float] = {}
+    wait_for(
+        "both DAGs parsed",
+        lambda: all(api.get(f"/api/v2/dags/{d}").status_code == 200 for d in (ANNUAL, SYNTHESIS)),
+        180,
+    )
+    # 1. Active from the start, and nothing ran by itself.
+    for dag_id in (ANNUAL, SYNTHESIS):
+        assert api.json("GET", f"/api/v2/dags/{dag_id}")["is_paused"] is False
+        assert runs(api, dag_id) == []
+
+    # 2. Trigger with an empty form; the approval request appears.
+    started = time.monotonic()
+    first = trigger_with_empty_form(page, base, api)
+    wait_for(
+        "the approval request",
+        lambda: ti_state(api, ANNUAL, first, "approve") == "awaiting_input",
+        600,
+        every=1,
+    )
+    timings["trigger_to_approval_s"] = round(time.monotonic() - started, 1)
+    release = str(
+        api.json("GET", f"/api/v2/dags/{ANNUAL}/dagRuns/{quote(first, safe='')}")["conf"].get(
+            "release"
+        )
+        or ""
+    )
+    assert release == ""  # the form was left empty: the label is the default rule's
+
+    # 3. The release report tab of the run awaiting approval.
+    open_tab(page, base, ANNUAL, first, "Reconciliation per partner")
+    shot(page, "1_release_report_awaiting_approval")
+
+    # 4. A duplicate trigger is refused at once, with its reason on its tab.
+    duplicate_at = time.monotonic()
+    duplicate = trigger_with_empty_form(page, base, api)
+    wait_for("the duplicate to fail", lambda: run_state(api, ANNUAL, duplicate) == "failed", 180)
+    timings["duplicate_refused_s"] = round(time.monotonic() - duplicate_at, 1)
+    assert ti_state(api, ANNUAL, duplicate, "plan_release") == "failed"
+    open_tab(page, base, ANNUAL, duplicate, "is awaiting approval in Airflow run")
+    frame_text = page.frame_locator("iframe").first.locator("body").inner_text()
+    assert f"{ANNUAL}/{first}" in frame_text and "Answer its approval" in frame_text
+    shot(page, "2_duplicate_refused")
+
+    # 5. Approve in the Required actions panel; synthesis starts by itself.
+    hitl = f"/api/v2/dags/{ANNUAL}/dagRuns/{quote(first, safe='')}/taskInstances/approve/-1"
+    subject = api.json("GET", f"{hitl}/hitlDetails")["subject"]
+    page.goto(f"{base}/dags/{ANNUAL}/runs/{quote(first, safe='')}/required_actions")
+    page.get_by_text(subject).first.click(timeout=60_000)
+    page.get_by_text("records before").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Approve").first.wait_for(timeout=60_000)
+    shot(page, "3_approval_panel")
+    approved_at = time.monotonic()
+    page.get_by_role("button", name="Approve").first.click()
+    with contextlib.suppress(Exception):  # a panel that asks to confirm the chosen option
+        page.get_by_role("button", name="Respond").first.click(timeout=3_000)
+    wait_for("the release to publish", lambda: run_state(api, ANNUAL, first) == "success", 600)
+    synthesis = wait_for("the synthesis run", lambda: runs(api, SYNTHESIS), 180)
+    assert [r["run_type"] for r in synthesis] == ["asset_triggered"]
+    synth_id = synthesis[0]["dag_run_id"]
+    wait_for("the public dataset", lambda: run_state(api, SYNTHESIS, synth_id) == "success", 900)
+    timings["approve_to_public_dataset_s"] = round(time.monotonic() - approved_at, 1)
+    open_tab(page, base, SYNTHESIS, synth_id, "ε spent by this run")
+    frame_text = page.frame_locator("iframe").first.locator("body").inner_text()
+    assert "succeeded" in frame_text and "synthetic.csv" in frame_text
+    shot(page, "4_synthesis_tab")
+
+    # 6. A partner's broken delivery: the failed run's tab names partner and message.
+    iom = paths["home"] / "ctdc" / "landing" / "iom"
+    source = next(iom.glob("iom_case_export_*.csv"))
+    header, rest = source.read_text(encoding="utf-8").split("\n", 1)
+    renamed = header.replace('"mimosa_gender"', '"gender_mimosa"')
+    (iom / "iom_case_export_2026.csv").write_text(f"{renamed}\n{rest}", encoding="utf-8")
+    broken = trigger_with_empty_form(page, base, api)
+    wait_for("the broken run to fail", lambda: run_state(api, ANNUAL, broken) == "failed", 600)
+    open_tab(page, base, ANNUAL, broken, "Why this run failed")
+    frame_text = page.frame_locator("iframe").first.locator("body").inner_text()
+    assert "for partner iom" in frame_text and "What to do:" in frame_text
+    shot(page, "5_failed_run_tab")
+
+    # 7. The releases page: one row per release, runs linked, the failure's reason.
+    page.goto(f"{base}/ctdc-report/releases")
+    page.get_by_text("CTDC releases").first.wait_for(timeout=30_000)
+    text = page.locator("body").inner_text()
+    assert "earlier run(s)" in text and "failed: " in text
+    assert page.locator(f'a[href*="{quote(first, safe="")}"]').count() >= 1
+    shot(page, "6_releases_page")
+
+    # No unrequested run: three triggered, one synthesis on the asset.
+    assert sorted(r["run_type"] for r in runs(api, ANNUAL)) == ["manual"] * 3
+    assert len(runs(api, SYNTHESIS)) == 1
+    # Quiet without SMTP: alerts are off, and no log says an ERROR about it.
+    logs = "".join(
+        f.read_text(encoding="utf-8", errors="ignore")
+        for f in (paths["home"] / "logs").rglob("*")
+        if f.is_file()
+    )
+    assert "SMTP connection is not found" not in logs
+    assert "alerts are off" in logs
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
+    print(f"first hour timings: {timings}")
