@@ -283,6 +283,7 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
     from ctdc_harmonizer.release.report import headline
 
     summary = headline(folder.staged_dir, plan.release)
+    arrived = plan.arrivals.lines()
     return ReleaseSummary(
         release=plan.release,
         rows=summary["rows"],
@@ -290,6 +291,6 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
         not_read=summary["not_read"],
         subject=f"Commit and publish release {plan.release}?",
         # Who delivered by the deadline and who did not (the store carries them), and why.
-        body="\n\n".join([summary["body"], "\n".join(plan.arrivals.lines())]).strip(),
+        body="\n\n".join([summary["body"], *(["\n".join(arrived)] if arrived else [])]),
         report=folder.staged_dir,
     )
