@@ -214,6 +214,17 @@ def test_the_boundary_types_xcom_dicts_and_returns_plain_dicts():
     assert result == {"rows": 7}
 
 
+def test_the_lone_result_of_a_group_mapped_over_one_partner_is_a_list_of_one():
+    """Airflow hands the downstream task of a task group mapped over one partner that
+    partner's result itself: a run of one partner through the DAG must still see a list."""
+
+    def step(plan: Plan, mapped: list[Mapped]) -> Combined:
+        return combine(plan, mapped)
+
+    result = boundary.boundary(step)({"partners": ["iom"]}, mapped={"partner": "iom", "rows": 3})
+    assert result == {"rows": 3}
+
+
 def test_a_malformed_plan_in_xcom_fails_fast_without_quoting_it():
     from airflow.sdk.exceptions import AirflowFailException
 

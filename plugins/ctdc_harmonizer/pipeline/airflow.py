@@ -64,6 +64,10 @@ def log_failure(context) -> None:
 def _validated(kind: Any, value: Any) -> Any:
     if typing.get_origin(kind) is list:
         (item,) = typing.get_args(kind)
+        if isinstance(value, dict):
+            # A task group mapped over ONE partner hands its downstream task that partner's
+            # result itself, not a list of one.
+            value = [value]
         return [_validated(item, v) for v in value]
     if isinstance(value, dict) and isinstance(kind, type) and issubclass(kind, BaseModel):
         return kind.model_validate(value)
