@@ -387,3 +387,34 @@ def test_a_warehouse_made_before_the_store_upgrades_and_carries_on(tmp_path):
     assert recon["invariant_holds"]
     assert recon["partners"]["case_management"]["records"]["previous"] > 0
     assert held["2026"] == done.folder.rows
+
+
+# --- a whole history harmonized again ------------------------------------------------------------
+
+
+def test_a_history_larger_than_the_bound_variable_limit_is_harmonized_again(tmp_path, monkeypatch):
+    """Re-harmonizing a partner's history reads its staged rows back in one scan: SQLite refuses
+    a statement binding more variables than its limit (32,766 by default; 100 here, through the
+    SQLAlchemy path, on a history of 300 records)."""
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.samples import next_year
+    from ctdc_harmonizer.warehouse import connection
+
+    pragmas = connection._sqlite_pragmas
+
+    def limited(dbapi_conn, record):
+        pragmas(dbapi_conn, record)
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)
+
+    monkeypatch.setattr(connection, "_adbc_available", lambda: False)
+    monkeypatch.setattr(connection, "_sqlite_pragmas", limited)
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    mappings = next_year.copy_mappings(Path(__file__).parents[1] / "mappings", tmp_path / "m")
+    samples.generate("case_management", landing, 300, 5)
+    first = _run(landing, out, "2024", mappings, partners=["case_management"])
+    shutil.rmtree(landing / "case_management")  # carried, its mapping corrected
+    next_year.correct_mapping(mappings)
+    again = _run(landing, out, "2025", mappings)
+    entry = again.plan.partner_plans["case_management"]
+    assert entry.state == "reharmonized" and entry.reharmonize
+    assert again.folder.rows == first.folder.rows > 100

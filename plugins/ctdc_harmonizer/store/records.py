@@ -17,6 +17,8 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
@@ -201,36 +203,55 @@ def current_records(
     return _from_tables(db, entity, base, codebook)
 
 
-def staged_rows(db: Warehouse, staged_ids: list[int], fields: list[str]) -> pd.DataFrame:
-    """The stored staged values of `staged_ids` (decoded payloads, `fields`), with STAGED_ID,
-    FILE and ROW (the file and line the record was delivered in)."""
+def _empty_staged(fields: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
+    frame.insert(0, ROW, pd.Series([], dtype=np.int64))
+    frame.insert(0, FILE, pd.Series([], dtype="string[pyarrow]"))
+    frame.insert(0, STAGED_ID, pd.Series([], dtype="Int64"))
+    return frame
+
+
+def staged_rows(
+    db: Warehouse, partner: str, staged_ids: list[int], fields: list[str]
+) -> pd.DataFrame:
+    """The stored staged values of `staged_ids` (the partner's; decoded payloads, `fields`),
+    in that order, with STAGED_ID, FILE and ROW (the file and line the record was delivered
+    in).
+
+    One scan of the partner's staged rows, the ids picked in Arrow: an `IN (...)` of a whole
+    history's ids would bind more variables than SQLite allows (32,766), and chunks of it
+    would each scan the table again."""
+    if not staged_ids:
+        return _empty_staged(fields)
+    entity = entity_id(db, partner)
     staged = staged_record_table
-    parts = []
-    for start in range(0, len(staged_ids), 50_000):
-        chunk = staged_ids[start : start + 50_000]
-        table = db.select_arrow(
-            sa.select(
-                staged.c.id.label(STAGED_ID),
-                DeliveryFile.file_name.label(FILE),
-                staged.c.source_row.label(ROW),
-                staged.c.payload,
-            )
-            .select_from(
-                staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
-            )
-            .where(staged.c.id.in_(chunk))
+    table = db.select_arrow(
+        sa.select(
+            staged.c.id.label(STAGED_ID),
+            DeliveryFile.file_name.label(FILE),
+            staged.c.source_row.label(ROW),
+            staged.c.payload,
         )
-        values = decode_payloads(table.column("payload"), fields)
-        values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
-        values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
-        values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
-        parts.append(values)
-    if not parts:
-        empty = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
-        empty.insert(0, ROW, pd.Series([], dtype=np.int64))
-        empty.insert(0, FILE, pd.Series([], dtype="string[pyarrow]"))
-        empty.insert(0, STAGED_ID, pd.Series([], dtype="Int64"))
-        return empty
-    frame = pd.concat(parts, ignore_index=True)
-    order = pd.Series(range(len(staged_ids)), index=pd.Index(staged_ids))
-    return frame.iloc[np.argsort(frame[STAGED_ID].map(order).to_numpy())].reset_index(drop=True)
+        .select_from(
+            staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+        )
+        .where(staged.c.entity_id == (entity if entity is not None else -1))
+    )
+    wanted = pa.array(staged_ids, type=pa.int64())
+    table = table.filter(pc.is_in(table.column(STAGED_ID).cast(pa.int64()), value_set=wanted))
+    # Rows in the order asked for; an id the partner does not hold is the store's fault.
+    found = pd.Index(table.column(STAGED_ID).to_numpy())
+    where = found.get_indexer(pd.Index(staged_ids)) if found.is_unique else None
+    if where is None or (where < 0).any():
+        missing = len(staged_ids) if where is None else int((where < 0).sum())
+        raise CtdcError(
+            f"partner '{partner}': {missing} of its {len(staged_ids)} stored record(s) to "
+            "harmonize again have no staged row in the store (the store is inconsistent); "
+            "nothing was written"
+        )
+    table = table.take(pa.array(where))
+    values = decode_payloads(table.column("payload"), fields)
+    values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
+    values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
+    values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
+    return values
