@@ -19,6 +19,7 @@ A crash or an error anywhere leaves the store as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -309,21 +310,46 @@ def _insert_versions(
     db.insert_arrow(case_record_table, pa.table(columns))
 
 
+# Ids a statement works on, bound as rows of a temporary table rather than as an IN list:
+# SQLite binds at most 32,766 variables, and a row-by-row UPDATE of a 250k-record history
+# costs a statement per row.
+_IDS = sa.Table(
+    "ctdc_ids",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("reason", sa.String),
+    prefixes=["TEMPORARY"],
+    info={"temporary": True},
+)
+
+
+@contextlib.contextmanager
+def _id_table(db: Warehouse, ids: pd.Series, reasons: pd.Series | None = None):
+    """`_IDS` holding `ids` (and a reason per id) while the block runs."""
+    db.execute(sa.schema.CreateTable(_IDS))
+    try:
+        data = {"id": pa.array(np.asarray(ids, dtype=np.int64))}
+        if reasons is not None:
+            data["reason"] = _text(reasons)
+        db.insert_arrow(_IDS, pa.table(data))
+        yield _IDS
+    finally:
+        db.execute(sa.schema.DropTable(_IDS))
+
+
 def _close(
     db: Warehouse, table: sa.Table, ends: pd.DataFrame, id_column: str, sequence: int
 ) -> int:
     ends = ends[ends["reason"] != ERASED]  # erasures delete, below
     if ends.empty:
         return 0
-    db.execute(
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"))
-        .values(valid_to=sequence, end_reason=sa.bindparam("b_reason")),
-        [
-            {"b_id": int(i), "b_reason": str(r)}
-            for i, r in zip(ends[id_column], ends["reason"], strict=True)
-        ],
-    )
+    with _id_table(db, ends[id_column].astype("int64"), ends["reason"]) as ids:
+        reason = sa.select(ids.c.reason).where(ids.c.id == table.c.id).scalar_subquery()
+        db.execute(
+            sa.update(table)
+            .where(table.c.id.in_(sa.select(ids.c.id)))
+            .values(valid_to=sequence, end_reason=reason)
+        )
     return len(ends)
 
 
@@ -566,16 +592,21 @@ def commit(
             current = changes.current.copy()
             pending = current[STAGED_ID].isna() & current[REF].notna()
             current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
-            new_cases = dict(
-                db.execute(
-                    sa.select(case.c.staged_record_id, case.c.id).where(
-                        case.c.entity_id == entity, case.c.valid_from == release.sequence
-                    )
+            # The new versions' ids, read back at once (Arrow), matched by staged record.
+            new_cases = db.select_arrow(
+                sa.select(case.c.staged_record_id, case.c.id).where(
+                    case.c.entity_id == entity, case.c.valid_from == release.sequence
                 )
             )
+            by_staged = pd.Series(
+                new_cases.column("id").to_numpy(),
+                index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
+            )
+            by_staged = by_staged[~by_staged.index.duplicated(keep="last")]
             fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
-            current.loc[fresh, CASE_ID] = (
-                current.loc[fresh, STAGED_ID].astype(int).map(new_cases).astype("Int64")
+            current.loc[fresh, CASE_ID] = pd.array(
+                by_staged.reindex(current.loc[fresh, STAGED_ID].astype("int64")).to_numpy(),
+                dtype="Int64",
             )
             named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
             current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
