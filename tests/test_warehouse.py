@@ -123,7 +123,7 @@ def test_migrate_creates_the_store(sqlite_url: str) -> None:
         "end_reason",
     }
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     engine.dispose()
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -72,7 +73,6 @@ REF = "_ref"  # a new staged record's number within its partner's changes
 PAYLOAD = "_payload"
 KEYED_ORDER = "keyed"
 PURGE = "withdrawal_purge"
-CHUNK = 500  # ids per IN list
 
 
 class StoreMovedError(CtdcError):
@@ -118,10 +118,6 @@ class Committed:
     exclusions: int = 0
     snapshots: int = 0
     releases_to_purge: list[str] = field(default_factory=list)
-
-
-def _in_chunks(values: list) -> list[list]:
-    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
 
 
 def _head(db: Warehouse) -> tuple[int, str | None]:
@@ -197,6 +193,7 @@ def _insert_delivery(
                 "received_at": dt.datetime.fromisoformat(delivery["received_at"]),
                 "source": delivery["source"],
                 "mapping_sha256": delivery["mapping"],
+                "payload_fields": delivery.get("payload_fields"),
                 "codebook_version": release.codebook_version,
                 **counts,
                 "records_retired": int(delivery["records_retired"]),
@@ -383,6 +380,20 @@ def _folder_rows(out: Path | None, label: str) -> int | None:
     return pq.read_metadata(folder / TABLE_PARQUET).num_rows
 
 
+def _holding(
+    db: Warehouse, table: sa.Table, pseudonyms: list[str], extra: list[sa.Column]
+) -> list[tuple]:
+    """(id, entity_id, *extra) of every version of `table` holding one of `pseudonyms`."""
+    found = db.select_arrow(
+        sa.select(table.c.id, table.c.entity_id, *extra, table.c.pseudonym).where(
+            table.c.pseudonym.is_not(None)
+        )
+    )
+    column = found.column("pseudonym")
+    found = found.filter(pc.is_in(column, value_set=pa.array(pseudonyms, type=column.type)))
+    return list(zip(*(found.column(i).to_pylist() for i in range(2 + len(extra))), strict=True))
+
+
 def _erase(
     db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed, out: Path | None
 ) -> None:
@@ -409,18 +420,10 @@ def _erase(
     if not pseudonyms:
         return
     case, staged = case_record_table, staged_record_table
-    hits = []
-    for chunk in _in_chunks(pseudonyms):
-        hits += db.execute(
-            sa.select(case.c.id, case.c.entity_id, case.c.valid_from, case.c.valid_to).where(
-                case.c.pseudonym.in_(chunk)
-            )
-        )
-    staged_hits = []
-    for chunk in _in_chunks(pseudonyms):
-        staged_hits += db.execute(
-            sa.select(staged.c.id, staged.c.entity_id).where(staged.c.pseudonym.in_(chunk))
-        )
+    # One scan per table, matched in Arrow: pseudonyms are not indexed (migration 0006), and
+    # a withdrawal list may be longer than SQLite binds in one statement.
+    hits = _holding(db, case, pseudonyms, [case.c.valid_from, case.c.valid_to])
+    staged_hits = _holding(db, staged, pseudonyms, [])
     erased_cases = {int(row[0]) for row in hits}
     releases = db.execute(
         sa.select(DataRelease.label, DataRelease.sequence, DataRelease.row_order).where(
@@ -481,12 +484,15 @@ def _erase(
                 ],
             )
     ids = sorted(erased_cases)
-    for chunk in _in_chunks(ids):
-        db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(chunk)))
-        db.execute(sa.delete(case).where(case.c.id.in_(chunk)))
+    if ids:
+        with _id_table(db, pd.Series(ids)) as erased:
+            gone = sa.select(erased.c.id)
+            db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(gone)))
+            db.execute(sa.delete(case).where(case.c.id.in_(gone)))
     staged_ids = sorted({int(row[0]) for row in staged_hits})
-    for chunk in _in_chunks(staged_ids):
-        db.execute(sa.delete(staged).where(staged.c.id.in_(chunk)))
+    if staged_ids:
+        with _id_table(db, pd.Series(staged_ids)) as erased:
+            db.execute(sa.delete(staged).where(staged.c.id.in_(sa.select(erased.c.id))))
     # Snapshots before this release may hold them: dropped (rebuilt from the tables).
     entities = sorted({int(row[1]) for row in hits} | {int(row[1]) for row in staged_hits})
     if entities:
@@ -651,17 +657,15 @@ def _exclude(
             found = current.loc[current[IDENTITY].isin(wanted), CASE_ID].dropna()
             rows += [int(i) for i in found]
             continue
-        for chunk in _in_chunks(sorted(wanted)):
-            rows += [
-                int(i)
-                for (i,) in db.execute(
-                    sa.select(case.c.id).where(
-                        case.c.entity_id == ids[partner],
-                        case.c.valid_to.is_(None),
-                        case.c.identity_key.in_(chunk),
-                    )
-                )
-            ]
+        # The carried partner's current records, matched in Arrow (no IN list to bind).
+        current = db.select_arrow(
+            sa.select(case.c.id, case.c.identity_key).where(
+                case.c.entity_id == ids[partner], case.c.valid_to.is_(None)
+            )
+        )
+        keys = current.column("identity_key")
+        hit = pc.is_in(keys, value_set=pa.array(sorted(wanted), type=keys.type))
+        rows += current.column("id").filter(hit).to_pylist()
     if rows:
         db.execute(
             sa.insert(ReleaseExclusion),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ from ctdc_harmonizer.store.payload import decode_payloads
 from ctdc_harmonizer.warehouse.connection import Warehouse
 from ctdc_harmonizer.warehouse.models import (
     LINK_KEY_COLUMNS,
+    Delivery,
     DeliveryFile,
     PartnerSnapshot,
     ReportingEntity,
@@ -211,6 +213,26 @@ def _empty_staged(fields: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _decoded(partner: str, table: pa.Table, fields: list[str]) -> pd.DataFrame:
+    """The payloads of `table`, each read in its delivery's field order (a partner's
+    deliveries may keep different fields: its mapping changed between them)."""
+    orders = table.column("payload_fields")
+    if orders.null_count:
+        raise CtdcError(
+            f"partner '{partner}': {orders.null_count} stored record(s) come from a delivery "
+            "that does not name its payload fields; the store is inconsistent"
+        )
+    kinds = pc.unique(orders).to_pylist()
+    if len(kinds) == 1:
+        return decode_payloads(table.column("payload"), json.loads(kinds[0]), fields)
+    parts = []
+    for kind in kinds:
+        rows = np.flatnonzero(pc.equal(orders, kind).to_numpy(zero_copy_only=False))
+        part = decode_payloads(table.column("payload").take(rows), json.loads(kind), fields)
+        parts.append(part.set_axis(rows))
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
 def staged_rows(
     db: Warehouse, partner: str, staged_ids: list[int], fields: list[str]
 ) -> pd.DataFrame:
@@ -231,9 +253,12 @@ def staged_rows(
             DeliveryFile.file_name.label(FILE),
             staged.c.source_row.label(ROW),
             staged.c.payload,
+            Delivery.payload_fields,
         )
         .select_from(
-            staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+            staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id).join(
+                Delivery.__table__, Delivery.id == DeliveryFile.delivery_id
+            )
         )
         .where(staged.c.entity_id == (entity if entity is not None else -1))
     )
@@ -250,7 +275,7 @@ def staged_rows(
             "nothing was written"
         )
     table = table.take(pa.array(where))
-    values = decode_payloads(table.column("payload"), fields)
+    values = _decoded(partner, table, fields)
     values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
     values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
     values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
