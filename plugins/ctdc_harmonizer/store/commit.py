@@ -19,7 +19,6 @@ A crash or an error anywhere leaves the store as it was.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -49,7 +48,7 @@ from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
 from ctdc_harmonizer.store.changes import ERASED
 from ctdc_harmonizer.store.identity import release_order
-from ctdc_harmonizer.store.records import current_at, snapshot_bytes, typed_records
+from ctdc_harmonizer.store.records import current_at, id_table, snapshot_bytes, typed_records
 from ctdc_harmonizer.warehouse.connection import Warehouse, warehouse
 from ctdc_harmonizer.warehouse.models import (
     DELIVERY_COUNT_COLUMNS,
@@ -307,40 +306,13 @@ def _insert_versions(
     db.insert_arrow(case_record_table, pa.table(columns))
 
 
-# Ids a statement works on, bound as rows of a temporary table rather than as an IN list:
-# SQLite binds at most 32,766 variables, and a row-by-row UPDATE of a 250k-record history
-# costs a statement per row.
-_IDS = sa.Table(
-    "ctdc_ids",
-    sa.MetaData(),
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("reason", sa.String),
-    prefixes=["TEMPORARY"],
-    info={"temporary": True},
-)
-
-
-@contextlib.contextmanager
-def _id_table(db: Warehouse, ids: pd.Series, reasons: pd.Series | None = None):
-    """`_IDS` holding `ids` (and a reason per id) while the block runs."""
-    db.execute(sa.schema.CreateTable(_IDS))
-    try:
-        data = {"id": pa.array(np.asarray(ids, dtype=np.int64))}
-        if reasons is not None:
-            data["reason"] = _text(reasons)
-        db.insert_arrow(_IDS, pa.table(data))
-        yield _IDS
-    finally:
-        db.execute(sa.schema.DropTable(_IDS))
-
-
 def _close(
     db: Warehouse, table: sa.Table, ends: pd.DataFrame, id_column: str, sequence: int
 ) -> int:
     ends = ends[ends["reason"] != ERASED]  # erasures delete, below
     if ends.empty:
         return 0
-    with _id_table(db, ends[id_column].astype("int64"), ends["reason"]) as ids:
+    with id_table(db, ends[id_column].astype("int64"), ends["reason"]) as ids:
         reason = sa.select(ids.c.reason).where(ids.c.id == table.c.id).scalar_subquery()
         db.execute(
             sa.update(table)
@@ -485,13 +457,13 @@ def _erase(
             )
     ids = sorted(erased_cases)
     if ids:
-        with _id_table(db, pd.Series(ids)) as erased:
+        with id_table(db, pd.Series(ids)) as erased:
             gone = sa.select(erased.c.id)
             db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(gone)))
             db.execute(sa.delete(case).where(case.c.id.in_(gone)))
     staged_ids = sorted({int(row[0]) for row in staged_hits})
     if staged_ids:
-        with _id_table(db, pd.Series(staged_ids)) as erased:
+        with id_table(db, pd.Series(staged_ids)) as erased:
             db.execute(sa.delete(staged).where(staged.c.id.in_(sa.select(erased.c.id))))
     # Snapshots before this release may hold them: dropped (rebuilt from the tables).
     entities = sorted({int(row[1]) for row in hits} | {int(row[1]) for row in staged_hits})

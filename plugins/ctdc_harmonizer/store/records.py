@@ -12,6 +12,7 @@ run's private work folder and never reach a release file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -205,6 +206,35 @@ def current_records(
     return _from_tables(db, entity, base, codebook)
 
 
+# Ids a statement works on, bound as rows of a temporary table rather than as an IN list:
+# SQLite binds at most 32,766 variables, and a row-by-row UPDATE of a 250k-record history
+# costs a statement per row.
+IDS = sa.Table(
+    "ctdc_ids",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("reason", sa.String),
+    prefixes=["TEMPORARY"],
+    info={"temporary": True},
+)
+
+
+@contextlib.contextmanager
+def id_table(db: Warehouse, ids: pd.Series, reasons: pd.Series | None = None):
+    """`IDS` holding `ids` (and a reason per id) while the block runs."""
+    db.execute(sa.schema.CreateTable(IDS))
+    try:
+        data = {"id": pa.array(np.asarray(ids, dtype=np.int64))}
+        if reasons is not None:
+            data["reason"] = pa.array(
+                reasons.astype("string").array, type=pa.string(), from_pandas=True
+            )
+        db.insert_arrow(IDS, pa.table(data))
+        yield IDS
+    finally:
+        db.execute(sa.schema.DropTable(IDS))
+
+
 def _empty_staged(fields: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
     frame.insert(0, ROW, pd.Series([], dtype=np.int64))
@@ -240,30 +270,29 @@ def staged_rows(
     in that order, with STAGED_ID, FILE and ROW (the file and line the record was delivered
     in).
 
-    One scan of the partner's staged rows, the ids picked in Arrow: an `IN (...)` of a whole
-    history's ids would bind more variables than SQLite allows (32,766), and chunks of it
-    would each scan the table again."""
+    The ids are joined from a temporary table: an `IN (...)` of a whole history's ids would
+    bind more variables than SQLite allows (32,766), and the few held-back records of a
+    carried partner are read without scanning its whole history."""
     if not staged_ids:
         return _empty_staged(fields)
     entity = entity_id(db, partner)
     staged = staged_record_table
-    table = db.select_arrow(
-        sa.select(
-            staged.c.id.label(STAGED_ID),
-            DeliveryFile.file_name.label(FILE),
-            staged.c.source_row.label(ROW),
-            staged.c.payload,
-            Delivery.payload_fields,
-        )
-        .select_from(
-            staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id).join(
-                Delivery.__table__, Delivery.id == DeliveryFile.delivery_id
+    with id_table(db, pd.Series(staged_ids).drop_duplicates()) as wanted:
+        table = db.select_arrow(
+            sa.select(
+                staged.c.id.label(STAGED_ID),
+                DeliveryFile.file_name.label(FILE),
+                staged.c.source_row.label(ROW),
+                staged.c.payload,
+                Delivery.payload_fields,
             )
+            .select_from(
+                wanted.join(staged, staged.c.id == wanted.c.id)
+                .join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+                .join(Delivery.__table__, Delivery.id == DeliveryFile.delivery_id)
+            )
+            .where(staged.c.entity_id == (entity if entity is not None else -1))
         )
-        .where(staged.c.entity_id == (entity if entity is not None else -1))
-    )
-    wanted = pa.array(staged_ids, type=pa.int64())
-    table = table.filter(pc.is_in(table.column(STAGED_ID).cast(pa.int64()), value_set=wanted))
     # Rows in the order asked for; an id the partner does not hold is the store's fault.
     found = pd.Index(table.column(STAGED_ID).to_numpy())
     where = found.get_indexer(pd.Index(staged_ids)) if found.is_unique else None
