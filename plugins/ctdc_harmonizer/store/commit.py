@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,7 +507,7 @@ def commit(
     url: str,
     release: ReleaseRow,
     entities: list[dict],
-    partners: list[ChangeSet],
+    partners: Iterable[ChangeSet],
     merged: pd.DataFrame,
     withdrawn: pd.DataFrame,
     codebook: Codebook | None = None,
@@ -544,6 +545,9 @@ def commit(
         )
         case = case_record_table
         currents: dict[str, pd.DataFrame] = {}
+        gone = set(withdrawn["pseudonym"].dropna()) if len(withdrawn) else set()
+        # One partner at a time (`partners` may load each as it is asked for): only its keys
+        # stay in memory once its rows and snapshot are written.
         for changes in partners:
             entity = ids[changes.partner]
             files: dict[str, int] = {}
@@ -567,7 +571,7 @@ def commit(
                 db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
             )
             result.versions_inserted += len(new)
-            current = changes.current.copy()
+            current = changes.current
             pending = current[STAGED_ID].isna() & current[REF].notna()
             current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
             # The new versions' ids, read back at once (Arrow), matched by staged record.
@@ -588,15 +592,14 @@ def commit(
             )
             named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
             current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
-            currents[changes.partner] = current
-        _erase(db, release, withdrawn, result, out)
-        for changes in partners:
-            current = currents[changes.partner]
-            if len(withdrawn):
-                current = current[~current[PSEUDONYM].isin(set(withdrawn["pseudonym"]))]
+            if gone:  # the people withdrawn in this run are erased below (_erase)
+                current = current[~current[PSEUDONYM].isin(gone)]
             records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
-            _write_snapshot(db, ids[changes.partner], release.sequence, records)
+            _write_snapshot(db, entity, release.sequence, records)
             result.snapshots += 1
+            currents[changes.partner] = records[[IDENTITY, CASE_ID]]
+            del changes, current, new, records
+        _erase(db, release, withdrawn, result, out)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
     log.info(
