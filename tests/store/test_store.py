@@ -112,7 +112,9 @@ def test_payloads_round_trip():
             "b": pd.Series([None, "1", "2", "\n"], dtype="string"),
         }
     )
-    back = decode_payloads(encode_payloads(frame, ["a", "b"]), ["a", "b", "c"])
+    payloads = encode_payloads(frame, ["a", "b"])
+    assert payloads[0].as_py() == '["x", null]'  # an array: the names are the delivery's
+    back = decode_payloads(payloads, ["a", "b"], ["b", "a", "c"])
     assert (
         back[["a", "b"]].astype(object).fillna("NA").values.tolist()
         == frame.astype(object).fillna("NA").values.tolist()
@@ -387,3 +389,83 @@ def test_a_warehouse_made_before_the_store_upgrades_and_carries_on(tmp_path):
     assert recon["invariant_holds"]
     assert recon["partners"]["case_management"]["records"]["previous"] > 0
     assert held["2026"] == done.folder.rows
+
+
+# --- a whole history harmonized again ------------------------------------------------------------
+
+
+def test_a_history_larger_than_the_bound_variable_limit_is_harmonized_again(tmp_path, monkeypatch):
+    """Re-harmonizing a partner's history reads its staged rows back in one scan: SQLite refuses
+    a statement binding more variables than its limit (32,766 by default; 100 here, through the
+    SQLAlchemy path, on a history of 300 records)."""
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.samples import next_year
+    from ctdc_harmonizer.warehouse import connection
+
+    pragmas = connection._sqlite_pragmas
+
+    def limited(dbapi_conn, record):
+        pragmas(dbapi_conn, record)
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)
+
+    monkeypatch.setattr(connection, "_adbc_available", lambda: False)
+    monkeypatch.setattr(connection, "_sqlite_pragmas", limited)
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    mappings = next_year.copy_mappings(Path(__file__).parents[1] / "mappings", tmp_path / "m")
+    samples.generate("case_management", landing, 300, 5)
+    first = _run(landing, out, "2024", mappings, partners=["case_management"])
+    shutil.rmtree(landing / "case_management")  # carried, its mapping corrected
+    next_year.correct_mapping(mappings)
+    again = _run(landing, out, "2025", mappings)
+    entry = again.plan.partner_plans["case_management"]
+    assert entry.state == "reharmonized" and entry.reharmonize
+    assert again.folder.rows == first.folder.rows > 100
+
+
+def test_a_store_at_0005_upgrades_its_payloads_in_place(tmp_path):
+    """Migration 0006: payloads written as JSON objects (0005) become arrays in their
+    delivery's field order, and a history harmonized again from them gives the release a fresh
+    build gives (the store at 0005 is made by the downgrade, which writes the objects back)."""
+    from alembic import command
+
+    from ctdc_harmonizer import samples
+    from ctdc_harmonizer.mapping.partner import load_partner
+    from ctdc_harmonizer.samples import next_year
+    from ctdc_harmonizer.store.payload import stored_fields
+    from ctdc_harmonizer.warehouse.schema import alembic_config
+
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    mappings = next_year.copy_mappings(Path(__file__).parents[1] / "mappings", tmp_path / "m")
+    samples.generate("hotline", landing, 80, 3)
+    (landing / "hotline" / "withdrawals.csv").unlink()
+    _run(landing, out, "2024", mappings, partners=["hotline"])
+    database = out / "warehouse.sqlite"
+    url = f"sqlite:///{database}"
+    command.downgrade(alembic_config(url), "0005")
+    fields = stored_fields(load_partner(mappings / "hotline"))
+    with sqlite3.connect(database) as conn:
+        old = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM staged_record")]
+        assert "payload_fields" not in {r[1] for r in conn.execute("PRAGMA table_info(delivery)")}
+    assert len(old) == 80 and all(list(p) == fields for p in old)  # as 0005 wrote them
+
+    command.upgrade(alembic_config(url), "head")
+    with sqlite3.connect(database) as conn:
+        (order,) = conn.execute("SELECT payload_fields FROM delivery").fetchone()
+        new = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM staged_record")]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert json.loads(order) == fields
+    assert [dict(zip(fields, p, strict=True)) for p in new] == old
+    assert not {"ix_staged_record_pseudonym", "ix_case_record_identity_key"} & indexes
+
+    values = mappings / "hotline" / "values.csv"  # a corrected row: the history harmonized again
+    row = "victim_gender,Transgender Male,gender,Trans/Transgender/NonConforming,narrower,"
+    values.write_text(
+        values.read_text(encoding="utf-8").replace(
+            row, "victim_gender,Transgender Male,gender,Man,broader,"
+        ),
+        encoding="utf-8",
+    )
+    again = _run(landing, out, "2025", mappings, partners=["hotline"])
+    assert again.plan.partner_plans["hotline"].state == "reharmonized"
+    _run(landing, tmp_path / "fresh", "2025", mappings, partners=["hotline"])
+    assert _rows(out / "2025") == _rows(tmp_path / "fresh" / "2025")

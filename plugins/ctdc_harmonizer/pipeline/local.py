@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver
 from typing import Any
@@ -21,8 +24,27 @@ from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMET
 from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
 log = logging.getLogger(__name__)
-# What a chain's worker needs, imported once by the fork server.
-PRELOADED = ["ctdc_harmonizer.pipeline.annual_update.partner_chain", "pandas", "pyarrow"]
+# What a chain's worker needs, imported once by the fork server (the steps import their
+# modules lazily, so that a DAG task pays only for its own: the fork server pays here once).
+PRELOADED = [
+    "pandas",
+    "pyarrow",
+    "pyarrow.compute",
+    "pyarrow.json",
+    "pyarrow.parquet",
+    "pandera.pandas",
+    "ctdc_harmonizer.pipeline.annual_update.partner_chain",
+    "ctdc_harmonizer.pipeline.annual_update.comparison",
+    "ctdc_harmonizer.ingest.extract",
+    "ctdc_harmonizer.ingest.deidentify",
+    "ctdc_harmonizer.ingest.withdrawals",
+    "ctdc_harmonizer.harmonize.contracts",
+    "ctdc_harmonizer.harmonize.mapper",
+    "ctdc_harmonizer.privacy.stage",
+    "ctdc_harmonizer.store.records",
+    "ctdc_harmonizer.store.identity",
+    "ctdc_harmonizer.warehouse.connection",
+]
 # Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
 
@@ -41,7 +63,19 @@ def call_step(
     arguments = {PLAN_PARAMETER: plan, **extra}
     for parameter, source in pipeline.inputs_of(step).items():
         arguments[parameter] = results[source.step.name]
-    return step.func(**{k: v for k, v in arguments.items() if k in step.parameters})
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = step.func(**{k: v for k, v in arguments.items() if k in step.parameters})
+    # Counts and times only: where a run's time and memory go, per step.
+    partner = extra.get(PARTNER_PARAMETER)
+    log.info(
+        "step %s%s took %.2f s (CPU %.2f s; peak %d MiB)",
+        step.name,
+        f" ({partner})" if partner else "",
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,  # KiB on Linux
+    )
+    return result
 
 
 def run_chain(pipeline: Pipeline, plan: Any, partner: str, environment: dict | None = None) -> Any:
@@ -77,13 +111,28 @@ def _largest_first(plan: Any) -> list[str]:
     return sorted(plan.partners, key=expected_work, reverse=True)
 
 
+def _in_workers(plan: Any, workers: int | None) -> bool:
+    """Whether the chains run in worker processes (else in this one)."""
+    partners = len(getattr(plan, "partners", []))
+    return partners > 1 and (workers or min(partners, os.cpu_count() or 1)) > 1
+
+
+def _import_quality_checks() -> None:
+    from ctdc_harmonizer.release.quality import import_great_expectations
+
+    try:
+        import_great_expectations()
+    except Exception:  # the quality step imports it again and reports what went wrong
+        log.debug("importing Great Expectations ahead of the quality checks failed")
+
+
 def run_chains(pipeline: Pipeline, plan: Any, workers: int | None = None) -> list[Any]:
     """Every partner's chain; results in the plan's partner order. A partner's error is
     raised in partner order (the first failing partner, as the plan lists them)."""
     workers = workers or min(len(plan.partners), os.cpu_count() or 1)
     if workers <= 1 or len(plan.partners) == 1:
         return [run_chain(pipeline, plan, partner) for partner in plan.partners]
-    context = _start_fork_server()
+    context = _start_fork_server()  # usually already running: started before the plan
     environment = dict(os.environ)
     with ProcessPoolExecutor(workers, context, _worker_logging) as pool:
         futures = {
@@ -103,7 +152,15 @@ def run_pipeline(
     by name. `until_gate`: stop before the gated steps (nothing committed or published)."""
     results: dict[str, Any] = {pipeline.plan_step.name: plan}
     if pipeline.chain:
+        # While the chains run in their workers, this process would wait: it imports Great
+        # Expectations (about 3 s of CPU) for the quality checks after them.
+        warming = None
+        if _in_workers(plan, workers):
+            warming = threading.Thread(target=_import_quality_checks, daemon=True)
+            warming.start()
         results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
+        if warming is not None:
+            warming.join()
     steps = pipeline.release_steps + ([] if until_gate else pipeline.gated_steps)
     for step in steps:
         results[step.name] = call_step(pipeline, step, plan, results)
@@ -132,6 +189,9 @@ def run(
 ) -> dict[str, Any]:
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lease is given back). A plan with nothing to do runs nothing."""
+    if pipeline.chain and (workers is None or workers > 1) and (os.cpu_count() or 1) > 1:
+        # Started before the plan: its imports (the chains' libraries) overlap the planning.
+        _start_fork_server()
     plan = pipeline.plan(**_planned_arguments(pipeline, plan_arguments))
     if getattr(plan, "nothing_to_do", False):
         return {pipeline.plan_step.name: plan}

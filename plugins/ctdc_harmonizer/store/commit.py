@@ -22,12 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -47,7 +49,7 @@ from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
 from ctdc_harmonizer.store.changes import ERASED
 from ctdc_harmonizer.store.identity import release_order
-from ctdc_harmonizer.store.records import current_at, snapshot_bytes, typed_records
+from ctdc_harmonizer.store.records import current_at, id_table, snapshot_bytes, typed_records
 from ctdc_harmonizer.warehouse.connection import Warehouse, warehouse
 from ctdc_harmonizer.warehouse.models import (
     DELIVERY_COUNT_COLUMNS,
@@ -71,7 +73,6 @@ REF = "_ref"  # a new staged record's number within its partner's changes
 PAYLOAD = "_payload"
 KEYED_ORDER = "keyed"
 PURGE = "withdrawal_purge"
-CHUNK = 500  # ids per IN list
 
 
 class StoreMovedError(CtdcError):
@@ -117,10 +118,6 @@ class Committed:
     exclusions: int = 0
     snapshots: int = 0
     releases_to_purge: list[str] = field(default_factory=list)
-
-
-def _in_chunks(values: list) -> list[list]:
-    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
 
 
 def _head(db: Warehouse) -> tuple[int, str | None]:
@@ -196,6 +193,7 @@ def _insert_delivery(
                 "received_at": dt.datetime.fromisoformat(delivery["received_at"]),
                 "source": delivery["source"],
                 "mapping_sha256": delivery["mapping"],
+                "payload_fields": delivery.get("payload_fields"),
                 "codebook_version": release.codebook_version,
                 **counts,
                 "records_retired": int(delivery["records_retired"]),
@@ -315,15 +313,13 @@ def _close(
     ends = ends[ends["reason"] != ERASED]  # erasures delete, below
     if ends.empty:
         return 0
-    db.execute(
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"))
-        .values(valid_to=sequence, end_reason=sa.bindparam("b_reason")),
-        [
-            {"b_id": int(i), "b_reason": str(r)}
-            for i, r in zip(ends[id_column], ends["reason"], strict=True)
-        ],
-    )
+    with id_table(db, ends[id_column].astype("int64"), ends["reason"]) as ids:
+        reason = sa.select(ids.c.reason).where(ids.c.id == table.c.id).scalar_subquery()
+        db.execute(
+            sa.update(table)
+            .where(table.c.id.in_(sa.select(ids.c.id)))
+            .values(valid_to=sequence, end_reason=reason)
+        )
     return len(ends)
 
 
@@ -357,6 +353,20 @@ def _folder_rows(out: Path | None, label: str) -> int | None:
     return pq.read_metadata(folder / TABLE_PARQUET).num_rows
 
 
+def _holding(
+    db: Warehouse, table: sa.Table, pseudonyms: list[str], extra: list[sa.Column]
+) -> list[tuple]:
+    """(id, entity_id, *extra) of every version of `table` holding one of `pseudonyms`."""
+    found = db.select_arrow(
+        sa.select(table.c.id, table.c.entity_id, *extra, table.c.pseudonym).where(
+            table.c.pseudonym.is_not(None)
+        )
+    )
+    column = found.column("pseudonym")
+    found = found.filter(pc.is_in(column, value_set=pa.array(pseudonyms, type=column.type)))
+    return list(zip(*(found.column(i).to_pylist() for i in range(2 + len(extra))), strict=True))
+
+
 def _erase(
     db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed, out: Path | None
 ) -> None:
@@ -383,18 +393,10 @@ def _erase(
     if not pseudonyms:
         return
     case, staged = case_record_table, staged_record_table
-    hits = []
-    for chunk in _in_chunks(pseudonyms):
-        hits += db.execute(
-            sa.select(case.c.id, case.c.entity_id, case.c.valid_from, case.c.valid_to).where(
-                case.c.pseudonym.in_(chunk)
-            )
-        )
-    staged_hits = []
-    for chunk in _in_chunks(pseudonyms):
-        staged_hits += db.execute(
-            sa.select(staged.c.id, staged.c.entity_id).where(staged.c.pseudonym.in_(chunk))
-        )
+    # One scan per table, matched in Arrow: pseudonyms are not indexed (migration 0006), and
+    # a withdrawal list may be longer than SQLite binds in one statement.
+    hits = _holding(db, case, pseudonyms, [case.c.valid_from, case.c.valid_to])
+    staged_hits = _holding(db, staged, pseudonyms, [])
     erased_cases = {int(row[0]) for row in hits}
     releases = db.execute(
         sa.select(DataRelease.label, DataRelease.sequence, DataRelease.row_order).where(
@@ -455,12 +457,15 @@ def _erase(
                 ],
             )
     ids = sorted(erased_cases)
-    for chunk in _in_chunks(ids):
-        db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(chunk)))
-        db.execute(sa.delete(case).where(case.c.id.in_(chunk)))
+    if ids:
+        with id_table(db, pd.Series(ids)) as erased:
+            gone = sa.select(erased.c.id)
+            db.execute(sa.delete(ReleaseExclusion).where(ReleaseExclusion.case_record_id.in_(gone)))
+            db.execute(sa.delete(case).where(case.c.id.in_(gone)))
     staged_ids = sorted({int(row[0]) for row in staged_hits})
-    for chunk in _in_chunks(staged_ids):
-        db.execute(sa.delete(staged).where(staged.c.id.in_(chunk)))
+    if staged_ids:
+        with id_table(db, pd.Series(staged_ids)) as erased:
+            db.execute(sa.delete(staged).where(staged.c.id.in_(sa.select(erased.c.id))))
     # Snapshots before this release may hold them: dropped (rebuilt from the tables).
     entities = sorted({int(row[1]) for row in hits} | {int(row[1]) for row in staged_hits})
     if entities:
@@ -502,7 +507,7 @@ def commit(
     url: str,
     release: ReleaseRow,
     entities: list[dict],
-    partners: list[ChangeSet],
+    partners: Iterable[ChangeSet],
     merged: pd.DataFrame,
     withdrawn: pd.DataFrame,
     codebook: Codebook | None = None,
@@ -540,6 +545,9 @@ def commit(
         )
         case = case_record_table
         currents: dict[str, pd.DataFrame] = {}
+        gone = set(withdrawn["pseudonym"].dropna()) if len(withdrawn) else set()
+        # One partner at a time (`partners` may load each as it is asked for): only its keys
+        # stay in memory once its rows and snapshot are written.
         for changes in partners:
             entity = ids[changes.partner]
             files: dict[str, int] = {}
@@ -563,31 +571,35 @@ def commit(
                 db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
             )
             result.versions_inserted += len(new)
-            current = changes.current.copy()
+            current = changes.current
             pending = current[STAGED_ID].isna() & current[REF].notna()
             current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
-            new_cases = dict(
-                db.execute(
-                    sa.select(case.c.staged_record_id, case.c.id).where(
-                        case.c.entity_id == entity, case.c.valid_from == release.sequence
-                    )
+            # The new versions' ids, read back at once (Arrow), matched by staged record.
+            new_cases = db.select_arrow(
+                sa.select(case.c.staged_record_id, case.c.id).where(
+                    case.c.entity_id == entity, case.c.valid_from == release.sequence
                 )
             )
+            by_staged = pd.Series(
+                new_cases.column("id").to_numpy(),
+                index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
+            )
+            by_staged = by_staged[~by_staged.index.duplicated(keep="last")]
             fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
-            current.loc[fresh, CASE_ID] = (
-                current.loc[fresh, STAGED_ID].astype(int).map(new_cases).astype("Int64")
+            current.loc[fresh, CASE_ID] = pd.array(
+                by_staged.reindex(current.loc[fresh, STAGED_ID].astype("int64")).to_numpy(),
+                dtype="Int64",
             )
             named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
             current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
-            currents[changes.partner] = current
-        _erase(db, release, withdrawn, result, out)
-        for changes in partners:
-            current = currents[changes.partner]
-            if len(withdrawn):
-                current = current[~current[PSEUDONYM].isin(set(withdrawn["pseudonym"]))]
+            if gone:  # the people withdrawn in this run are erased below (_erase)
+                current = current[~current[PSEUDONYM].isin(gone)]
             records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
-            _write_snapshot(db, ids[changes.partner], release.sequence, records)
+            _write_snapshot(db, entity, release.sequence, records)
             result.snapshots += 1
+            currents[changes.partner] = records[[IDENTITY, CASE_ID]]
+            del changes, current, new, records
+        _erase(db, release, withdrawn, result, out)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
     log.info(
@@ -620,17 +632,15 @@ def _exclude(
             found = current.loc[current[IDENTITY].isin(wanted), CASE_ID].dropna()
             rows += [int(i) for i in found]
             continue
-        for chunk in _in_chunks(sorted(wanted)):
-            rows += [
-                int(i)
-                for (i,) in db.execute(
-                    sa.select(case.c.id).where(
-                        case.c.entity_id == ids[partner],
-                        case.c.valid_to.is_(None),
-                        case.c.identity_key.in_(chunk),
-                    )
-                )
-            ]
+        # The carried partner's current records, matched in Arrow (no IN list to bind).
+        current = db.select_arrow(
+            sa.select(case.c.id, case.c.identity_key).where(
+                case.c.entity_id == ids[partner], case.c.valid_to.is_(None)
+            )
+        )
+        keys = current.column("identity_key")
+        hit = pc.is_in(keys, value_set=pa.array(sorted(wanted), type=keys.type))
+        rows += current.column("id").filter(hit).to_pylist()
     if rows:
         db.execute(
             sa.insert(ReleaseExclusion),

@@ -12,11 +12,15 @@ run's private work folder and never reach a release file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
@@ -38,6 +42,7 @@ from ctdc_harmonizer.store.payload import decode_payloads
 from ctdc_harmonizer.warehouse.connection import Warehouse
 from ctdc_harmonizer.warehouse.models import (
     LINK_KEY_COLUMNS,
+    Delivery,
     DeliveryFile,
     PartnerSnapshot,
     ReportingEntity,
@@ -201,36 +206,106 @@ def current_records(
     return _from_tables(db, entity, base, codebook)
 
 
-def staged_rows(db: Warehouse, staged_ids: list[int], fields: list[str]) -> pd.DataFrame:
-    """The stored staged values of `staged_ids` (decoded payloads, `fields`), with STAGED_ID,
-    FILE and ROW (the file and line the record was delivered in)."""
-    staged = staged_record_table
+# Ids a statement works on, bound as rows of a temporary table rather than as an IN list:
+# SQLite binds at most 32,766 variables, and a row-by-row UPDATE of a 250k-record history
+# costs a statement per row.
+IDS = sa.Table(
+    "ctdc_ids",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("reason", sa.String),
+    prefixes=["TEMPORARY"],
+    info={"temporary": True},
+)
+
+
+@contextlib.contextmanager
+def id_table(db: Warehouse, ids: pd.Series, reasons: pd.Series | None = None):
+    """`IDS` holding `ids` (and a reason per id) while the block runs."""
+    db.execute(sa.schema.CreateTable(IDS))
+    try:
+        data = {"id": pa.array(np.asarray(ids, dtype=np.int64))}
+        if reasons is not None:
+            data["reason"] = pa.array(
+                reasons.astype("string").array, type=pa.string(), from_pandas=True
+            )
+        db.insert_arrow(IDS, pa.table(data))
+        yield IDS
+    finally:
+        db.execute(sa.schema.DropTable(IDS))
+
+
+def _empty_staged(fields: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
+    frame.insert(0, ROW, pd.Series([], dtype=np.int64))
+    frame.insert(0, FILE, pd.Series([], dtype="string[pyarrow]"))
+    frame.insert(0, STAGED_ID, pd.Series([], dtype="Int64"))
+    return frame
+
+
+def _decoded(partner: str, table: pa.Table, fields: list[str]) -> pd.DataFrame:
+    """The payloads of `table`, each read in its delivery's field order (a partner's
+    deliveries may keep different fields: its mapping changed between them)."""
+    orders = table.column("payload_fields")
+    if orders.null_count:
+        raise CtdcError(
+            f"partner '{partner}': {orders.null_count} stored record(s) come from a delivery "
+            "that does not name its payload fields; the store is inconsistent"
+        )
+    kinds = pc.unique(orders).to_pylist()
+    if len(kinds) == 1:
+        return decode_payloads(table.column("payload"), json.loads(kinds[0]), fields)
     parts = []
-    for start in range(0, len(staged_ids), 50_000):
-        chunk = staged_ids[start : start + 50_000]
+    for kind in kinds:
+        rows = np.flatnonzero(pc.equal(orders, kind).to_numpy(zero_copy_only=False))
+        part = decode_payloads(table.column("payload").take(rows), json.loads(kind), fields)
+        parts.append(part.set_axis(rows))
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def staged_rows(
+    db: Warehouse, partner: str, staged_ids: list[int], fields: list[str]
+) -> pd.DataFrame:
+    """The stored staged values of `staged_ids` (the partner's; decoded payloads, `fields`),
+    in that order, with STAGED_ID, FILE and ROW (the file and line the record was delivered
+    in).
+
+    The ids are joined from a temporary table: an `IN (...)` of a whole history's ids would
+    bind more variables than SQLite allows (32,766), and the few held-back records of a
+    carried partner are read without scanning its whole history."""
+    if not staged_ids:
+        return _empty_staged(fields)
+    entity = entity_id(db, partner)
+    staged = staged_record_table
+    with id_table(db, pd.Series(staged_ids).drop_duplicates()) as wanted:
         table = db.select_arrow(
             sa.select(
                 staged.c.id.label(STAGED_ID),
                 DeliveryFile.file_name.label(FILE),
                 staged.c.source_row.label(ROW),
                 staged.c.payload,
+                Delivery.payload_fields,
             )
             .select_from(
-                staged.join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+                wanted.join(staged, staged.c.id == wanted.c.id)
+                .join(DeliveryFile.__table__, DeliveryFile.id == staged.c.delivery_file_id)
+                .join(Delivery.__table__, Delivery.id == DeliveryFile.delivery_id)
             )
-            .where(staged.c.id.in_(chunk))
+            .where(staged.c.entity_id == (entity if entity is not None else -1))
         )
-        values = decode_payloads(table.column("payload"), fields)
-        values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
-        values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
-        values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
-        parts.append(values)
-    if not parts:
-        empty = pd.DataFrame({name: pd.Series([], dtype="string[pyarrow]") for name in fields})
-        empty.insert(0, ROW, pd.Series([], dtype=np.int64))
-        empty.insert(0, FILE, pd.Series([], dtype="string[pyarrow]"))
-        empty.insert(0, STAGED_ID, pd.Series([], dtype="Int64"))
-        return empty
-    frame = pd.concat(parts, ignore_index=True)
-    order = pd.Series(range(len(staged_ids)), index=pd.Index(staged_ids))
-    return frame.iloc[np.argsort(frame[STAGED_ID].map(order).to_numpy())].reset_index(drop=True)
+    # Rows in the order asked for; an id the partner does not hold is the store's fault.
+    found = pd.Index(table.column(STAGED_ID).to_numpy())
+    where = found.get_indexer(pd.Index(staged_ids)) if found.is_unique else None
+    if where is None or (where < 0).any():
+        missing = len(staged_ids) if where is None else int((where < 0).sum())
+        raise CtdcError(
+            f"partner '{partner}': {missing} of its {len(staged_ids)} stored record(s) to "
+            "harmonize again have no staged row in the store (the store is inconsistent); "
+            "nothing was written"
+        )
+    table = table.take(pa.array(where))
+    values = _decoded(partner, table, fields)
+    values.insert(0, ROW, table.column(ROW).to_numpy().astype(np.int64))
+    values.insert(0, FILE, pd.array(table.column(FILE), dtype="string[pyarrow]"))
+    values.insert(0, STAGED_ID, pd.array(table.column(STAGED_ID).to_numpy(), dtype="Int64"))
+    return values

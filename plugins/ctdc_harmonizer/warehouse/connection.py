@@ -133,6 +133,8 @@ class _SqliteArrow:
     ) -> tuple[str, list[str], dict]:
         """The statement's SQL for SQLite, its parameter names in order, their bound values
         (`keys`: the columns an executemany's rows give)."""
+        if isinstance(statement, sa.schema.ExecutableDDLElement):  # CREATE/DROP: no values
+            return str(statement.compile(dialect=self._dialect)), [], {}
         compiled = statement.compile(
             dialect=self._dialect, column_keys=keys, compile_kwargs={"render_postcompile": True}
         )
@@ -155,8 +157,11 @@ class _SqliteArrow:
         return self._cursor.fetchall() if self._cursor.description else []
 
     def insert_arrow(self, table: sa.Table, data: pa.Table) -> None:
+        # A temporary table (info "temporary") lives in SQLite's temp schema, not in main.
+        temporary = bool(table.info.get("temporary"))
         for start in range(0, data.num_rows, INGEST_ROWS):
-            self._cursor.adbc_ingest(table.name, data.slice(start, INGEST_ROWS), mode="append")
+            block = data.slice(start, INGEST_ROWS)
+            self._cursor.adbc_ingest(table.name, block, mode="append", temporary=temporary)
 
     def select_arrow(self, statement: sa.Select) -> pa.Table:
         sql, names, bound = self._compiled(statement)

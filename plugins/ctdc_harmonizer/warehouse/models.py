@@ -136,6 +136,8 @@ class Delivery(Base):
     rows_excluded: Mapped[int] = mapped_column(sa.Integer)
     rows_erased: Mapped[int] = mapped_column(sa.Integer)
     rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
+    # The order of the fields in its staged records' payloads (a JSON array of names).
+    payload_fields: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     # Stored records this delivery retired (a full delivery that no longer holds them, a
     # revision that is now rejected or excluded).
     records_retired: Mapped[int] = mapped_column(sa.Integer)
@@ -223,12 +225,14 @@ staged_record_table = sa.Table(
     ),
     sa.Column("source_row", sa.Integer, nullable=False),
     # Which record of the partner this is, across deliveries (store/identity.py).
-    sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False, index=True),
-    sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True, index=True),
+    # Not indexed (migration 0006): read per partner, and an erasure scans.
+    sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True),
     # A keyed hash of the payload: equal payloads, unchanged record.
     sa.Column("content_key", sa.BigInteger, nullable=False),
     *(sa.Column(name, sa.BigInteger, nullable=True) for name in LINK_KEY_COLUMNS),
-    # The staged values as one JSON object (field -> text or null), in the partner's terms.
+    # The staged values as one JSON array (text or null), in the partner's terms, in the
+    # order its delivery's payload_fields names (store/payload.py).
     sa.Column("payload", sa.Text, nullable=False),
     *_validity(),
     sa.Index("ix_staged_record_entity_current", "entity_id", "valid_to"),
@@ -263,14 +267,16 @@ def case_record_columns(codebook: Codebook | None = None) -> list[sa.Column]:
             nullable=True,
             index=True,
         ),
-        sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False, index=True),
+        # Not indexed (migration 0006): read per partner with its current records.
+        sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False),
         # What it was harmonized under.
         sa.Column("mapping_sha256", sa.String(64), nullable=True),
         sa.Column("codebook_version", sa.String(LABEL_LENGTH), nullable=False),
         *codebook_columns(codebook),
         # PRIVACY (migration 0003): keyed pseudonym (HMAC-SHA-256 hex) of the record; never
-        # released, not in the ctdc_release_v3 view; matched against the withdrawal registry.
-        sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True, index=True),
+        # released, not in the ctdc_release_v3 view; matched against the withdrawal registry
+        # by a scan (not indexed since migration 0006: erasures are rare, loads are not).
+        sa.Column("pseudonym", sa.String(KEY_LENGTH), nullable=True),
         *_validity(),
         sa.Index("ix_case_record_entity_current", "entity_id", "valid_to"),
     ]

@@ -35,6 +35,7 @@ from ctdc_harmonizer.run.plan import ReleasePlan
 from ctdc_harmonizer.run.workdir import PartnerWork
 from ctdc_harmonizer.store import changes as rules
 from ctdc_harmonizer.store.commit import PAYLOAD, REF
+from ctdc_harmonizer.store.payload import fields_text, stored_fields
 from ctdc_harmonizer.store.records import (
     CODEBOOK_VERSION,
     current_records,
@@ -367,6 +368,7 @@ def _delivery_record(
         "source": "landing folder",
         "received_at": info["received_at"],
         "mapping": mapping,
+        "payload_fields": fields_text(stored_fields(plan.partner_config(partner))),
         "files": files,
         "counts": {"rows_read": rows_read} | {f"rows_{k}": v for k, v in totals.items()},
         "records_retired": retired,

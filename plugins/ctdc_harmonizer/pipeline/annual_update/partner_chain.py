@@ -177,7 +177,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
                 again = again[~again[IDENTITY].isin(set(keys[IDENTITY]))]
             if len(again):
                 values = staged_rows(
-                    db, again[STAGED_ID].astype(int).tolist(), stored_fields(config)
+                    db, partner, again[STAGED_ID].astype(int).tolist(), stored_fields(config)
                 )
                 stored_rows = len(values)
                 staged = pd.concat([staged, values.drop(columns=[STAGED_ID])], ignore_index=True)

@@ -35,7 +35,6 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
         IDENTITY,
         ORIGIN,
         PARTNER,
-        PSEUDONYM,
         REJECT_REPORT_COLUMNS,
         ROW,
         Outcome,
@@ -56,25 +55,35 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     if plan.base and carried:  # carried forward: their records as they are, at no cost
         with warehouse(plan.warehouse(), "reading the store") as db:
             stored = {p: current_records(db, p, plan.base, codebook) for p in carried}
+    # Only what the release and the linkage need, taken per partner before the concat (no
+    # pseudonym, store keys or held-back record is copied into the combined table).
+    keep = [IDENTITY, FILE, *LINK_COLUMNS, *codebook.columns]
     for partner in sorted(plan.partner_plans):
         if partner in changed:
             work = changed[partner]
-            records = work.read_frame(work.CURRENT)
+            records = work.read_frame(work.CURRENT, columns=[HELD_BACK, *keep])
             counts[partner] = work.read_json(work.CHANGE_COUNTS)
         else:
-            records = stored.get(partner, empty_records(codebook))
+            records = stored.pop(partner, None)
+            if records is None:
+                records = empty_records(codebook)
             counts[partner] = {"previous": len(records), "current": len(records)}
             counts[partner]["held_back"] = int(records[HELD_BACK].sum())
-        if len(records):
-            frames.append(records.assign(**{PARTNER: partner}))
-    keep = [PARTNER, IDENTITY, FILE, PSEUDONYM, HELD_BACK, *LINK_COLUMNS, *codebook.columns]
+        released_rows = ~records[HELD_BACK].astype(bool).to_numpy()
+        if released_rows.any():
+            part = records.loc[released_rows, keep] if not released_rows.all() else records[keep]
+            frames.append(part.assign(**{PARTNER: partner}))
+        del records
     records = (
-        pd.concat([f[keep] for f in frames], ignore_index=True)
+        pd.concat(frames, ignore_index=True, copy=False)
         if frames
-        else pd.DataFrame(columns=keep)
+        else pd.DataFrame(columns=[*keep, PARTNER])
     )
     del frames
-    records = records[~records[HELD_BACK].astype(bool)].reset_index(drop=True)
+    # A release column holds a few dozen codes: as categories, a million rows take a few MB.
+    for name in codebook.columns:
+        if not pd.api.types.is_integer_dtype(records[name].dtype):
+            records[name] = records[name].astype("category")
     order = release_order(plan.release, records[IDENTITY])
     # PRIVACY: cross-partner overlaps counted over every current record (merged under the
     # policy), on the keys alone; the records are then taken once, in the release's order.
