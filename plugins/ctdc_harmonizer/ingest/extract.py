@@ -161,13 +161,16 @@ def _joined(pieces: list, sizes: list[int]) -> pd.Series:
         return pd.Series(pd.NA, index=range(total), dtype="string")
     arrow = pd.StringDtype("pyarrow")
     if all(piece is None or getattr(piece, "dtype", None) == arrow for piece in pieces):
-        chunks = []
-        for piece, size in zip(pieces, sizes, strict=True):
-            if piece is None:
-                chunks.append(pa.nulls(size, pa.string()))
-            else:
-                chunks.extend(c.cast(pa.string()) for c in piece.__arrow_array__().chunks)
-        return pd.Series(pd.array(pa.chunked_array(chunks, type=pa.string()), dtype=arrow))
+        chunks = [
+            c
+            for piece, size in zip(pieces, sizes, strict=True)
+            for c in (
+                [pa.nulls(size, pa.string())] if piece is None else piece.__arrow_array__().chunks
+            )
+        ]
+        kind = chunks[0].type  # pandas may hold large_string: cast only what differs
+        chunks = [c if c.type == kind else c.cast(kind) for c in chunks]
+        return pd.Series(pd.array(pa.chunked_array(chunks, type=kind), dtype=arrow))
     series = [
         pd.Series(piece if piece is not None else [pd.NA] * size, dtype=object)
         if getattr(piece, "dtype", None) != arrow
