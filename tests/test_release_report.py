@@ -161,3 +161,32 @@ def test_releases_page_folds_runs_per_release_and_keeps_what_is_published():
     assert "failed: stage failed" in page and "1 earlier run(s)" in page
     assert 'href="/dags/ctdc_annual_update/runs/manual__3"' in page
     assert 'href="/dags/ctdc_annual_update/runs/manual__1/plugin/release-report"' in page
+
+
+def test_a_run_without_report_gets_a_page_saying_why():
+    from ctdc_release_report import html
+    from ctdc_release_report.status import advice
+
+    refused = {
+        "task": "plan_release",
+        "partner": None,
+        "code": "ReleaseLockedError",
+        "message": "release 2026 is awaiting approval in Airflow run 'a/b'",
+    }
+    status = {
+        "state": "failed",
+        "release": None,
+        "run_id": "r",
+        "run_type": "manual",
+        "run_after": "t",
+        "steps": [],
+        "outcome": None,
+        "failures": [refused | {"advice": advice(refused)}],
+    }
+    page = html.status_page(status)
+    assert "Run refused: another run holds the store" in page
+    assert "Answer its approval under Required actions" in page
+    running = html.status_page(status | {"state": "running", "failures": [], "release": "7"})
+    assert "Run of release 7: running" in running and "summarize_release" in running
+    queued = html.status_page(status | {"state": "queued", "failures": []})
+    assert "waiting for a free run slot" in queued

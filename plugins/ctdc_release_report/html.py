@@ -156,8 +156,14 @@ def status_page(status: dict) -> str:
     """A run without a release report: where it stands, and for a failed run, why."""
     state = status["state"]
     release = status.get("release") or "(not planned yet)"
+    refused = any(f.get("code") == "ReleaseLockedError" for f in status["failures"])
+    heading = (
+        "Run refused: another run holds the store"
+        if refused and state == "failed"
+        else f"Run of release {release}: {STATE_WORDS.get(state, state)}"
+    )
     parts = [
-        f"<h1>Run of release {_e(release)}: {_e(STATE_WORDS.get(state, state))}</h1>",
+        f"<h1>{_e(heading)}</h1>",
         f"<p>Run {_e(status['run_id'])} ({_e(status['run_type'])}, {_e(status['run_after'])})</p>",
     ]
     if state == "failed":
