@@ -156,8 +156,14 @@ def status_page(status: dict) -> str:
     """A run without a release report: where it stands, and for a failed run, why."""
     state = status["state"]
     release = status.get("release") or "(not planned yet)"
+    refused = any(f.get("code") == "ReleaseLockedError" for f in status["failures"])
+    heading = (
+        "Run refused: another run holds the store"
+        if refused and state == "failed"
+        else f"Run of release {release}: {STATE_WORDS.get(state, state)}"
+    )
     parts = [
-        f"<h1>Run of release {_e(release)}: {_e(STATE_WORDS.get(state, state))}</h1>",
+        f"<h1>{_e(heading)}</h1>",
         f"<p>Run {_e(status['run_id'])} ({_e(status['run_type'])}, {_e(status['run_after'])})</p>",
     ]
     if state == "failed":
@@ -363,7 +369,12 @@ def history_page(history: list[dict], dag_id: str) -> str:
     )
     body = []
     for release, runs in by_release.items():
-        newest = runs[0]
+        # The release's figures: its published run, else its newest run with a summary (a
+        # later failed rerun must not hide what is published); the runs column is newest first.
+        newest = next(
+            (h for h in runs if h["published"]),
+            next((h for h in runs if h["rows"] is not None), runs[0]),
+        )
         earlier = ""
         if len(runs) > 1:
             items = "".join(f"<li>{run_cell(h)}</li>" for h in runs[1:])
@@ -375,9 +386,13 @@ def history_page(history: list[dict], dag_id: str) -> str:
         body.append(
             f'<tr><td>{_e(release)}</td><td class="n">{_e(newest["rows"])}</td>'
             f"<td>{_e(partners)}</td><td>{'yes' if newest['published'] else 'no'}</td>"
-            f"<td>{_e(newest['approval'])}</td><td>{run_cell(newest)}{earlier}</td></tr>"
+            f"<td>{_e(newest['approval'])}</td><td>{run_cell(runs[0])}{earlier}</td></tr>"
         )
-    latest = [runs[0] for runs in by_release.values() if runs[0]["rows"] is not None]
+    latest = [
+        next(h for h in runs if h["rows"] is not None)
+        for runs in by_release.values()
+        if any(h["rows"] is not None for h in runs)
+    ]
     chart = bars(latest[::-1], "release", "rows")
     listing = (
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -58,7 +58,7 @@ def database():
         admin_sql("SELECT 1")
     except Exception as error:  # noqa: BLE001 (any failure to connect means: no server here)
         pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"ctdc_e2e_{uuid.uuid4().hex[:10]}"
+    name = f"{os.environ.get('CTDC_TEST_DB_PREFIX', 'ctdc')}_e2e_{uuid.uuid4().hex[:10]}"
     admin_sql(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG}/{name}"
@@ -130,7 +130,7 @@ def deployment(database, smtp, tmp_path_factory):
     empty.mkdir()
     for partner in PARTNERS:
         samples.generate(partner, landing, n=40, seed=7)
-    port = free_port()
+    port = int(os.environ.get("CTDC_TEST_PORT") or free_port())
     env = deployment_env(
         home,
         database,

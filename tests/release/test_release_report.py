@@ -124,3 +124,69 @@ def test_plugin_registers_the_run_view_and_the_nav_entry():
     assert views["nav"]["href"] == "ctdc-report/releases"
     (fastapi_app,) = CtdcReleaseReportPlugin.fastapi_apps
     assert fastapi_app["url_prefix"] == "/ctdc-report"
+
+
+def test_releases_page_folds_runs_per_release_and_keeps_what_is_published():
+    """One row per release; a later failed rerun shows with its reason but does not hide the
+    published figures; run ids link to the run and its tab."""
+    from ctdc_release_report import html
+
+    history = [  # newest first, as app._history gives them
+        {
+            "run_id": "manual__3",
+            "run_after": "3",
+            "state": "failed",
+            "reason": "stage failed",
+            "release": "2026",
+            "rows": None,
+            "partners": {},
+            "approval": "upstream_failed",
+            "published": False,
+        },
+        {
+            "run_id": "manual__1",
+            "run_after": "1",
+            "state": "success",
+            "reason": None,
+            "release": "2026",
+            "rows": 10,
+            "partners": {"iom": 4},
+            "approval": "success",
+            "published": True,
+        },
+    ]
+    page = html.history_page(history, "ctdc_annual_update")
+    assert page.count("<tr><td>2026</td>") == 1
+    assert '<td class="n">10</td>' in page and "<td>yes</td>" in page
+    assert "failed: stage failed" in page and "1 earlier run(s)" in page
+    assert 'href="/dags/ctdc_annual_update/runs/manual__3"' in page
+    assert 'href="/dags/ctdc_annual_update/runs/manual__1/plugin/release-report"' in page
+
+
+def test_a_run_without_report_gets_a_page_saying_why():
+    from ctdc_release_report import html
+    from ctdc_release_report.status import advice
+
+    refused = {
+        "task": "plan_release",
+        "partner": None,
+        "code": "ReleaseLockedError",
+        "message": "release 2026 is awaiting approval in Airflow run 'a/b'",
+    }
+    status = {
+        "state": "failed",
+        "release": None,
+        "run_id": "r",
+        "run_type": "manual",
+        "run_after": "t",
+        "steps": [],
+        "outcome": None,
+        "failures": [refused | {"advice": advice(refused)}],
+    }
+    page = html.status_page(status)
+    assert "Run refused: another run holds the store" in page
+    assert "Answer its approval under Required actions" in page
+    running = html.status_page(status | {"state": "running", "failures": [], "release": "7"})
+    assert "Run of release 7: running" in running and "summarize_release" in running
+    queued = html.status_page(status | {"state": "queued", "failures": []})
+    assert "waiting for a free run slot" in queued
