@@ -22,7 +22,8 @@ from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
 from support.store_scenario import Scenario, build
 
 KEY = b"k" * 32
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "warehouse_0004_two_releases.sqlite"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "warehouse_0004_two_releases.sqlite"
+REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 
 # --- the rules, on small frames ------------------------------------------------------------------
@@ -411,7 +412,7 @@ def test_a_history_larger_than_the_bound_variable_limit_is_harmonized_again(tmp_
     monkeypatch.setattr(connection, "_adbc_available", lambda: False)
     monkeypatch.setattr(connection, "_sqlite_pragmas", limited)
     landing, out = tmp_path / "landing", tmp_path / "out"
-    mappings = next_year.copy_mappings(Path(__file__).resolve().parents[2] / "mappings", tmp_path / "m")
+    mappings = next_year.copy_mappings(REPO_MAPPINGS, tmp_path / "m")
     samples.generate("case_management", landing, 300, 5)
     first = _run(landing, out, "2024", mappings, partners=["case_management"])
     shutil.rmtree(landing / "case_management")  # carried, its mapping corrected
@@ -435,7 +436,7 @@ def test_a_store_at_0005_upgrades_its_payloads_in_place(tmp_path):
     from ctdc_harmonizer.warehouse.schema import alembic_config
 
     landing, out = tmp_path / "landing", tmp_path / "out"
-    mappings = next_year.copy_mappings(Path(__file__).resolve().parents[2] / "mappings", tmp_path / "m")
+    mappings = next_year.copy_mappings(REPO_MAPPINGS, tmp_path / "m")
     samples.generate("hotline", landing, 80, 3)
     (landing / "hotline" / "withdrawals.csv").unlink()
     _run(landing, out, "2024", mappings, partners=["hotline"])
