@@ -315,7 +315,7 @@ def _at_0004_with_two_releases(url: str) -> None:
 def test_a_warehouse_from_before_the_store_upgrades_keeping_its_releases(url: str) -> None:
     _at_0004_with_two_releases(url)
     command.upgrade(alembic_config(url), "head")
-    assert revision(url) == "0005"
+    assert revision(url) == MIGRATION_FILES[-1].name[:4]  # 0005, then the later ones
     # Every release still holds exactly its rows.
     held = run_sql(
         url,
@@ -366,7 +366,7 @@ def test_a_warehouse_from_before_the_store_upgrades_keeping_its_releases(url: st
 
 
 def test_there_are_migration_files() -> None:
-    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [p.name[:4] for p in MIGRATION_FILES] == ["0001", "0002", "0003", "0004", "0005", "0007"]
 
 
 @pytest.mark.parametrize("path", MIGRATION_FILES, ids=lambda p: p.name)
