@@ -57,6 +57,7 @@ from ctdc_harmonizer.warehouse.models import (
     DeliveryFile,
     PartnerSnapshot,
     PendingPurge,
+    PersonSpend,
     PrivacyAudit,
     ReleaseExclusion,
     ReportingEntity,
@@ -382,6 +383,10 @@ def _erase(
     pseudonyms = sorted(set(withdrawn["pseudonym"].dropna()))
     if not pseudonyms:
         return
+    # Their privacy loss per person goes with them: they stop accruing, nothing is kept
+    # (the release ledger still counts what each release spent; synthesis/people.py).
+    for chunk in _in_chunks(pseudonyms):
+        db.execute(sa.delete(PersonSpend).where(PersonSpend.person.in_(chunk)))
     case, staged = case_record_table, staged_record_table
     hits = []
     for chunk in _in_chunks(pseudonyms):
