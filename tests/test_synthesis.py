@@ -273,6 +273,7 @@ def test_public_folder_holds_only_public_files_in_codebook_format(handed_off):
             "metadata.json",
             "comparability.json",
             "comparability.html",
+            "explorer.html",
         ]
     )
     synthetic = pd.read_csv(public / "synthetic.csv", dtype=str, keep_default_na=False)
