@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,10 @@ from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.pipeline.synthesis import PEOPLE_REPORT, SYNTHESIS
 from ctdc_harmonizer.synthesis import fit as fit_mod
 from ctdc_harmonizer.synthesis import people
-from ctdc_harmonizer.synthesis.config import load_synthesis_config
+from ctdc_harmonizer.synthesis.config import DpParams, PersonBudgetConfig, load_synthesis_config
+from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT, Ledger, new_attempt_id
 from ctdc_harmonizer.warehouse import default_warehouse_url
+from databases import postgres_schema
 
 CODEBOOK = default_codebook()
 EPSILON = load_synthesis_config().dp.epsilon  # 12, the published one
@@ -207,3 +210,38 @@ def test_leave_out_fits_without_the_people_over_the_cap_and_counts_them(releases
 def test_a_release_the_store_does_not_hold_is_refused(releases, tmp_path):
     with pytest.raises(people.NotAccountable, match="not in the warehouse's store"):
         _synthesize(releases["out"], FOURTH, warehouse_url=f"sqlite:///{tmp_path}/other.db")
+
+
+# --- the ledger's rules, on both backends ---------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'w.sqlite'}"
+        return
+    with postgres_schema("ctdc_people") as pg:
+        yield pg
+
+
+def test_sums_count_every_attempt_but_failed_ones(url):
+    params = DpParams(epsilon=5.0, delta=1e-7, reporting_length=2)
+    cap = PersonBudgetConfig(lifetime_epsilon=12.0, lifetime_delta=1e-6)
+    ledger = Ledger(url)
+    a, b, c = (pd.Series(list(s), dtype="string") for s in ("xy", "xz", "x"))
+    first = ledger.start("r1", "d" * 64, params, people_attempt(url, "r1", a, params))
+    ledger.close(first, "r1", "d" * 64, params, SPENT, "a" * 64)
+    failed = ledger.start("r2", "e" * 64, params, people_attempt(url, "r2", b, params))
+    ledger.close(failed, "r2", "e" * 64, params, FAILED)
+    people_attempt(url, "r3", c, params)  # a crash before the ledger's start: counted
+    ledger.dispose()
+    sums = people.cumulative(url)
+    assert sums["epsilon"].to_dict() == {"x": 10.0, "y": 5.0}
+    assert people.over_cap(people.projected(url, a, params), cap).tolist() == [True, False]
+    assert people.distribution(sums["epsilon"])["max"] == 10.0
+
+
+def people_attempt(url: str, release: str, persons: pd.Series, params: DpParams) -> str:
+    attempt = new_attempt_id()
+    people.record(url, attempt, release, persons, params)
+    return attempt

@@ -200,33 +200,22 @@ def record(url: str, attempt: str, release: str, persons: pd.Series, params: DpP
 
     unique = pd.Series(persons.unique(), dtype="string")
     now = datetime.now(UTC)
-    rows = pa.table(
-        {
-            "attempt_id": pa.array([attempt] * len(unique), pa.string()),
-            "release_label": pa.array([release] * len(unique), pa.string()),
-            "person": pa.array(unique.to_numpy(dtype=object), pa.string()),
-            "epsilon": pa.array([params.epsilon] * len(unique), pa.float64()),
-            "delta": pa.array([params.delta] * len(unique), pa.float64()),
-            # SQLAlchemy's text form of a DateTime: what SQLite stores and PostgreSQL's COPY reads
-            "recorded_at": pa.array([now.strftime(SQLITE_DATETIME)] * len(unique), pa.string()),
-        }
-    )
     with warehouse(url, "recording the people of a fit", write=True) as db:
+        # SQLAlchemy's text form of a DateTime on SQLite; an explicit UTC offset for
+        # PostgreSQL's COPY (timestamptz), whatever the session's time zone
+        stamp = now.isoformat() if db.dialect == "postgresql" else now.strftime(SQLITE_DATETIME)
+        rows = pa.table(
+            {
+                "attempt_id": pa.array([attempt] * len(unique), pa.string()),
+                "release_label": pa.array([release] * len(unique), pa.string()),
+                "person": pa.array(unique.to_numpy(dtype=object), pa.string()),
+                "epsilon": pa.array([params.epsilon] * len(unique), pa.float64()),
+                "delta": pa.array([params.delta] * len(unique), pa.float64()),
+                "recorded_at": pa.array([stamp] * len(unique), pa.string()),
+            }
+        )
         db.insert_arrow(PersonSpend.__table__, rows)
     return len(unique)
-
-
-def people_in_attempt(url: str, attempt: str) -> int:
-    from ctdc_harmonizer.warehouse.connection import warehouse
-
-    with warehouse(url, "counting the people of a fit") as db:
-        return int(
-            db.execute(
-                sa.select(sa.func.count())
-                .select_from(PersonSpend)
-                .where(PersonSpend.attempt_id == attempt)
-            )[0][0]
-        )
 
 
 def approval_note(url: str, params: DpParams, cap: PersonBudgetConfig) -> str:
