@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def comparability(dp: int | None, synthetic: int) -> float | None:
     if dp is None:
         return None
     high = max(dp, synthetic)
-    return 100.0 if high == 0 else round(100.0 * min(max(dp, 0), synthetic) / high, 1)
+    if high == 0:
+        return 100.0
+    return math.floor(1000 * min(max(dp, 0), synthetic) / high + 0.5) / 10  # as the page rounds
 
 
 def _encode(codes: np.ndarray, width: int) -> str:
