@@ -83,25 +83,33 @@ def release_people(url: str, release: str, codebook: Codebook) -> ReleasePeople 
         excluded = sa.select(ReleaseExclusion.case_record_id).where(
             ReleaseExclusion.release_label == release
         )
+        # No NULL reaches the Arrow reader: SQLite's ADBC driver types a column by its first
+        # rows, and a NULL there then refuses the text after it. A person is the pseudonym,
+        # else the identity key; a NULL variable reads as '' and is NULL again below (no
+        # codebook value is empty).
+        text = [v.name for v in codebook.variables if v.type != "year"]
         frame = (
             db.select_arrow(
                 sa.select(
                     case.c.identity_key,
-                    case.c.pseudonym,
-                    *(case.c[c] for c in codebook.columns),
+                    sa.func.coalesce(case.c.pseudonym, case.c.identity_key).label("person"),
+                    *(
+                        sa.func.coalesce(case.c[c], "").label(c) if c in text else case.c[c]
+                        for c in codebook.columns
+                    ),
                 )
                 .where(current_at(case, sequence), case.c.id.not_in(excluded))
                 .order_by(case.c.id)
             )
             .to_pandas()
-            .astype({"identity_key": "string[pyarrow]", "pseudonym": "string[pyarrow]"})
+            .astype({"identity_key": "string[pyarrow]", "person": "string"})
         )
+    frame[text] = frame[text].replace("", None)
     # The same order as the release folder's table (store/history.py's rebuild_release).
     if row_order == KEYED_ORDER:
         frame = frame.iloc[release_order(release, frame["identity_key"])]
     frame = frame.reset_index(drop=True)
-    persons = frame["pseudonym"].fillna(frame["identity_key"]).astype("string")
-    return ReleasePeople(persons, release_table(frame[codebook.columns], codebook))
+    return ReleasePeople(frame["person"], release_table(frame[codebook.columns], codebook))
 
 
 def check_same_table(people: ReleasePeople, handoff: pd.DataFrame, release: str) -> None:
