@@ -42,9 +42,9 @@ test: install
 	$(PY) -m pytest -q -m "not processes"
 
 ## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
-## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379)
+## deployment (~3-5 min) and the CeleryExecutor path with two workers (Redis 127.0.0.1:6379); the public explorer page in Chromium (make browser-deps)
 test-e2e: install
-	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py
+	$(PY) -m pytest -q -m processes tests/test_airflow_processes.py tests/test_celery_workers.py tests/test_explorer_browser.py
 
 lint: install
 	$(VENV)/bin/ruff check .
