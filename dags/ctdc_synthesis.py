@@ -7,7 +7,9 @@ event names** (its extra: release, rows, handoff, manifest SHA-256), never "the 
 or on a manual trigger with a `release` label.
 
 The steps are declared once in `ctdc_harmonizer.pipeline.synthesis` (`ctdc synthesize` runs the
-same declaration): `plan_synthesis` -> `verify_handoff` -> `disclosure_risk` -> `suppress` ->
+same declaration): `plan_synthesis` -> `verify_handoff` -> `account_people` (each person's
+privacy loss across releases against the lifetime cap per person: refused, or the people over
+it left out and counted) -> `disclosure_risk` -> `suppress` ->
 `fit_aggregates` (pac-synth; recorded in the privacy-budget ledger; reused, spending nothing,
 when the data and parameters are unchanged) -> `sample` -> `evaluate` -> `publish`
 (`<out>/public/<release>/`). Restricted outputs in `<out>/restricted/<release>/`. XCom holds

@@ -30,6 +30,7 @@ RELEASE = "synth-e2e-2025"
 STEPS = [
     "plan_synthesis",
     "verify_handoff",
+    "account_people",
     "disclosure_risk",
     "suppress",
     "fit_aggregates",

@@ -376,6 +376,7 @@ def test_there_are_migration_files() -> None:
         "0004",
         "0005",
         "0006",
+        "0007",
         "0008",
     ]
 

@@ -1,7 +1,7 @@
 """The synthesis, declared once: what `ctdc synthesize` and the `ctdc_synthesis` DAG run.
 
-    plan_synthesis -> verify_handoff -> disclosure_risk -> suppress -> fit_aggregates
-    -> sample -> evaluate -> publish
+    plan_synthesis -> verify_handoff -> account_people -> disclosure_risk -> suppress
+    -> fit_aggregates -> sample -> evaluate -> publish
 
 Each step takes the plan and the typed results it needs, writes its own files (intermediates
 in the plan's restricted work folder, run/workdir.py's SynthesisWork; restricted reports in
@@ -28,6 +28,8 @@ SUPPRESSION_REPORT = "suppression_report.json"
 COMPARABILITY = "comparability.json"
 COMPARABILITY_PAGE = "comparability.html"
 SYNTHESIS_RECORD = "synthesis.json"
+PEOPLE_REPORT = "people_ledger.json"  # restricted: counts and distributions, no pseudonym
+PEOPLE_FRAME = "people.parquet"  # work (restricted, removed once published): keys per row
 
 
 class Result(BaseModel):
@@ -40,6 +42,20 @@ class HandoffVerified(Result):
     release: str
     rows: int
     manifest: str
+
+
+class PeopleAccounted(Result):
+    """Who the fit will include, against the lifetime cap per person (synthesis/people.py).
+    Counts and the distribution of cumulative epsilon only, never a pseudonym."""
+
+    accounted: bool  # False only when the config lets an unaccountable release through
+    rows: int
+    people: int
+    left_out_rows: int
+    left_out_people: int
+    policy: str
+    cap_epsilon: float
+    cumulative_epsilon_after_fit: dict  # of the people kept: max, mean, p50, p90, p99
 
 
 class RiskAssessed(Result):
@@ -107,10 +123,108 @@ def verify_handoff(plan: SynthesisPlan) -> HandoffVerified:
 
 
 def _table(plan: SynthesisPlan):
+    """The verified hand-off and its table, without the rows account_people left out."""
     from ctdc_harmonizer.synthesis import handoff
 
     verified = handoff.verify_handoff(plan.handoff, plan.release, plan.expected_manifest_sha256)
-    return verified, handoff.read_table(verified)
+    table = handoff.read_table(verified)
+    if plan.work.exists(PEOPLE_FRAME):
+        keep = plan.work.read_frame(PEOPLE_FRAME, ["keep"])["keep"].to_numpy(dtype=bool)
+        table = table[keep].reset_index(drop=True)
+    return verified, table
+
+
+def account_people(plan: SynthesisPlan, verified: HandoffVerified) -> PeopleAccounted:
+    """The people of the release (from the store), their cumulative privacy loss after this
+    fit, and the lifetime cap per person: refused here when anyone would pass it, or those
+    people left out of the synthesis input (over_cap: leave_out), counted and reported."""
+    import pandas as pd
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.fileio import write_json
+    from ctdc_harmonizer.synthesis import handoff, people
+    from ctdc_harmonizer.synthesis.ledger import FAILED, Ledger
+
+    config, url = plan.config, plan.warehouse()
+    cap, params = config.per_person, config.dp
+    found = people.release_people(url, plan.release, default_codebook())
+    if found is None:
+        if cap.release_not_in_store == "refuse":
+            raise people.NotAccountable(
+                f"release {plan.release} is not in the warehouse's store: the people of its "
+                "fit cannot be accounted; refused before fit (per_person.release_not_in_store)"
+            )
+        log.warning("release %s is not in the store: fitted unaccounted per person", plan.release)
+        report = {"release": plan.release, "accounted": False, "rows": verified.rows}
+        write_json(plan.restricted / PEOPLE_REPORT, report)
+        return PeopleAccounted(
+            accounted=False,
+            rows=verified.rows,
+            people=0,
+            left_out_rows=0,
+            left_out_people=0,
+            policy=cap.over_cap,
+            cap_epsilon=cap.lifetime_epsilon,
+            cumulative_epsilon_after_fit={},
+        )
+    table = handoff.read_table(handoff.verify_handoff(plan.handoff, plan.release))
+    people.check_same_table(found, table, plan.release)
+    # A rerun with the same parameters reuses that fit's aggregates and spends nothing: its
+    # own earlier attempts are not counted twice in deciding who is over the cap (the fit step
+    # checks again, counting everything, whenever it would spend).
+    ledger = Ledger(url)
+    try:
+        same = tuple(
+            a.attempt_id
+            for a in ledger.attempts(plan.release)
+            if a.outcome != FAILED and a.params_sha256 == params.params_hash()
+        )
+    finally:
+        ledger.dispose()
+    after = people.projected(url, found.persons, params, same)
+    over = people.over_cap(after, cap)
+    if over.any() and cap.over_cap == "refuse":
+        raise people.PersonalBudgetExceeded(
+            people.refusal(plan.release, found.persons[over].nunique(), params, cap)
+        )
+    keep = ~over
+    plan.work.write_frame(
+        PEOPLE_FRAME, pd.DataFrame({"person": found.persons, "keep": keep.to_numpy()})
+    )
+    kept = after[keep].assign(person=found.persons[keep].to_numpy()).drop_duplicates("person")
+    result = PeopleAccounted(
+        accounted=True,
+        rows=len(found.persons),
+        people=int(found.persons.nunique()),
+        left_out_rows=int(over.sum()),
+        left_out_people=int(found.persons[over].nunique()),
+        policy=cap.over_cap,
+        cap_epsilon=cap.lifetime_epsilon,
+        cumulative_epsilon_after_fit=people.distribution(kept["epsilon"]),
+    )
+    before = people.cumulative(url, found.persons, same)
+    write_json(
+        plan.restricted / PEOPLE_REPORT,
+        {
+            "release": plan.release,
+            **result.model_dump(mode="json"),
+            "epsilon_per_fit": params.epsilon,
+            "delta_per_fit": params.delta,
+            "cap_delta": cap.lifetime_delta,
+            "cumulative_epsilon_before_fit": people.distribution(before["epsilon"]),
+            "cumulative_delta_after_fit_max": float(kept["delta"].max()) if len(kept) else 0.0,
+        },
+    )
+    log.info(
+        "release %s: %d people; %d left out over the cap per person (epsilon %g); "
+        "cumulative epsilon after the fit: max %s",
+        plan.release,
+        result.people,
+        result.left_out_people,
+        cap.lifetime_epsilon,
+        result.cumulative_epsilon_after_fit.get("max"),
+    )
+    return result
 
 
 def disclosure_risk(plan: SynthesisPlan, verified: HandoffVerified) -> RiskAssessed:
@@ -189,7 +303,8 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
                 config.release_size.min_records_per_threshold,
             )
             ledger.check_budget(plan.release, params, config.budget)
-            attempt = ledger.start(plan.release, dataset_sha, params)
+            attempt = _record_people(plan, len(strings))  # before fit, every attempt counted
+            attempt = ledger.start(plan.release, dataset_sha, params, attempt)
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
                 len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
             )
@@ -228,6 +343,31 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
         spent_epsilon,
     )
     return fitted
+
+
+def _record_people(plan: SynthesisPlan, rows: int) -> str:
+    """The attempt id of a fit about to run, its people recorded under it first; refused
+    when the fit would take anyone past the cap per person, counting every attempt."""
+    from ctdc_harmonizer.synthesis import people
+    from ctdc_harmonizer.synthesis.ledger import new_attempt_id
+
+    attempt = new_attempt_id()
+    if not plan.work.exists(PEOPLE_FRAME):  # a release let through unaccounted (config)
+        return attempt
+    frame = plan.work.read_frame(PEOPLE_FRAME)
+    persons = frame["person"][frame["keep"].to_numpy(dtype=bool)].astype("string")
+    if len(persons) != rows:
+        raise people.NotAccountable(
+            f"release {plan.release}: {rows} rows to fit but {len(persons)} people accounted"
+        )
+    url, cap, params = plan.warehouse(), plan.config.per_person, plan.config.dp
+    over = people.over_cap(people.projected(url, persons, params), cap)
+    if over.any():
+        raise people.PersonalBudgetExceeded(
+            people.refusal(plan.release, persons[over].nunique(), params, cap)
+        )
+    people.record(url, attempt, plan.release, persons, params)
+    return attempt
 
 
 def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
@@ -405,5 +545,14 @@ def publish(
 SYNTHESIS = Pipeline(
     name="synthesis",
     plan=plan_synthesis,
-    steps=(verify_handoff, disclosure_risk, suppress, fit_aggregates, sample, evaluate, publish),
+    steps=(
+        verify_handoff,
+        account_people,
+        disclosure_risk,
+        suppress,
+        fit_aggregates,
+        sample,
+        evaluate,
+        publish,
+    ),
 )

@@ -59,6 +59,7 @@ from ctdc_harmonizer.warehouse.models import (
     DeliveryFile,
     PartnerSnapshot,
     PendingPurge,
+    PersonSpend,
     PrivacyAudit,
     ReleaseExclusion,
     ReportingEntity,
@@ -392,6 +393,12 @@ def _erase(
     pseudonyms = sorted(set(withdrawn["pseudonym"].dropna()))
     if not pseudonyms:
         return
+    # Their privacy loss per person goes with them: they stop accruing, nothing is kept
+    # (the release ledger still counts what each release spent; synthesis/people.py).
+    # In lists of 500, far under SQLite's bound-variable limit (withdrawals are few).
+    for start in range(0, len(pseudonyms), 500):
+        chunk = pseudonyms[start : start + 500]
+        db.execute(sa.delete(PersonSpend).where(PersonSpend.person.in_(chunk)))
     case, staged = case_record_table, staged_record_table
     # One scan per table, matched in Arrow: pseudonyms are not indexed (migration 0006), and
     # a withdrawal list may be longer than SQLite binds in one statement.

@@ -69,6 +69,19 @@ class BudgetConfig(_Strict):
     lifetime_delta: float = Field(gt=0, lt=1)
 
 
+class PersonBudgetConfig(_Strict):
+    """Privacy loss per person across releases (synthesis/people.py, docs/privacy.md)."""
+
+    lifetime_epsilon: float = Field(gt=0)
+    lifetime_delta: float = Field(gt=0, lt=1)
+    # refuse: a fit that would take anyone past the cap is refused before it runs;
+    # leave_out: those people are left out of that release's synthesis input (counted).
+    over_cap: Literal["refuse", "leave_out"] = "refuse"
+    # A hand-off whose release the warehouse's store does not hold cannot be accounted per
+    # person: refuse it, or fit it unaccounted (said in the result and the report).
+    release_not_in_store: Literal["refuse", "fit_unaccounted"] = "refuse"
+
+
 class RiskConfig(_Strict):
     k: int = Field(default=10, ge=2)
     quasi_identifiers: list[str]
@@ -89,6 +102,7 @@ class SynthesisConfig(_Strict):
     dp: DpParams
     sampling: SamplingConfig = SamplingConfig()
     budget: BudgetConfig
+    per_person: PersonBudgetConfig
     risk: RiskConfig
     evaluation: EvaluationConfig = EvaluationConfig()
     release_size: ReleaseSizeConfig = ReleaseSizeConfig()

@@ -37,6 +37,10 @@ class Spend:
     aggregates_sha256: str | None
 
 
+def new_attempt_id() -> str:
+    return uuid.uuid4().hex
+
+
 class Ledger:
     """The ledger table in the warehouse at `url` (migrated to head on first use)."""
 
@@ -106,8 +110,12 @@ class Ledger:
                 f"{budget.lifetime_delta:g}); refused before fit"
             )
 
-    def start(self, release: str, dataset_sha256: str, params: DpParams) -> str:
-        attempt = uuid.uuid4().hex
+    def start(
+        self, release: str, dataset_sha256: str, params: DpParams, attempt: str | None = None
+    ) -> str:
+        """Record a fit attempt before it runs (`attempt`: an id chosen beforehand, e.g. the
+        one its people were recorded under in the per-person ledger)."""
+        attempt = attempt or new_attempt_id()
         self._append(
             attempt_id=attempt,
             release_label=release,

@@ -1,8 +1,9 @@
 """The public release folder: only what may be published, written aside and renamed.
 
 `<out>/public/<release>/` holds exactly: synthetic.csv, aggregates.csv, the codebook file,
-metadata.json (descriptive metadata, manual Annex 5 checklist) and the public comparability
-report (synthetic vs DP aggregates: comparability.json and comparability.html).
+metadata.json (descriptive metadata, manual Annex 5 checklist), the public comparability
+report (synthetic vs DP aggregates: comparability.json and comparability.html) and the
+explorer (explorer.html, made from the folder's own public files: explorer.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from ctdc_harmonizer import __version__
 from ctdc_harmonizer.codebook import Codebook
+from ctdc_harmonizer.synthesis import explorer
 from ctdc_harmonizer.synthesis.fit import DELIMITER, SEPARATOR, DpAggregates
 
 PUBLIC_FILES = (
@@ -24,6 +26,7 @@ PUBLIC_FILES = (
     "metadata.json",
     "comparability.json",
     "comparability.html",
+    "explorer.html",
 )
 RECORD_COUNT_ROW = "(protected number of records)"
 
@@ -125,6 +128,7 @@ def publish(
             json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8"
         )
     (staging / "comparability.html").write_text(public_html, encoding="utf-8")
+    explorer.write(staging, codebook)  # from the staged public files only
     target = public_root / release
     old = public_root / f".{release}.old"
     if old.exists():

@@ -85,4 +85,5 @@ def release_view_sql(codebook: Codebook | None = None) -> str:
 LEDGER_TABLE = "privacy_budget_ledger"
 # Privacy (migration 0003): withdrawn persons as pseudonyms, and what purges removed.
 REGISTRY_TABLE = "withdrawal_registry"
+PERSON_LEDGER_TABLE = "privacy_person_ledger"
 AUDIT_TABLE = "privacy_audit"

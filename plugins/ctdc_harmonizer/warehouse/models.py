@@ -49,6 +49,7 @@ from ctdc_harmonizer.warehouse.layout import (
     KEY_LENGTH,
     LABEL_LENGTH,
     LEDGER_TABLE,
+    PERSON_LEDGER_TABLE,
     PURGE_TABLE,
     REASON_LENGTH,
     RECEIVED_TABLE,
@@ -366,6 +367,23 @@ class PrivacySpend(Base):
     params_json: Mapped[str] = mapped_column(sa.Text)
     outcome: Mapped[str] = mapped_column(sa.String(16))
     aggregates_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class PersonSpend(Base):
+    """PRIVACY (migration 0007): one row per person and DP fit attempt that included them
+    (`person`: the keyed pseudonym, or the record's keyed identity where the partner gives no
+    record id), with the attempt's epsilon and delta; written before the fit
+    (synthesis/people.py). Restricted; a withdrawn person's rows are deleted."""
+
+    __tablename__ = PERSON_LEDGER_TABLE
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(sa.String(32), index=True)
+    release_label: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH), index=True)
+    person: Mapped[str] = mapped_column(sa.String(KEY_LENGTH), index=True)
+    epsilon: Mapped[float] = mapped_column(sa.Float)
+    delta: Mapped[float] = mapped_column(sa.Float)
     recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 

@@ -290,9 +290,14 @@ def summarize_release(plan: ReleasePlan, folder: ReleaseFolder) -> ReleaseSummar
     release X / discontinued, with new, revised, retired, erased and released counts and the
     change against the previous release; quality checks. Counts only, Markdown."""
     from ctdc_harmonizer.release.report import headline
+    from ctdc_harmonizer.synthesis.config import load_synthesis_config
+    from ctdc_harmonizer.synthesis.people import approval_note
 
     summary = headline(folder.staged_dir, plan.release)
     arrived = plan.arrivals.lines()
+    synthesis = load_synthesis_config()
+    # What the synthesis of this release would do to each person's privacy loss (issue 19).
+    summary["body"] += approval_note(plan.warehouse(), synthesis.dp, synthesis.per_person)
     return ReleaseSummary(
         release=plan.release,
         rows=summary["rows"],
