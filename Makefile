@@ -49,7 +49,7 @@ test: install
 test-e2e: install sftp-deps browser-deps
 	$(PY) -m pytest -q -m processes tests/dags/test_airflow_processes.py tests/dags/test_celery_workers.py \
 		tests/dags/test_airflow_deliveries.py tests/dags/test_airflow_ui_stop.py tests/dags/test_browser.py \
-		tests/dags/test_explorer_browser.py
+		tests/synthesis/test_explorer_browser.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""The explorer page's data, without a browser (tests/dags/test_explorer_browser.py opens it)."""
+"""The explorer page's data, without a browser (tests/synthesis/test_explorer_browser.py
+opens it)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def comparability(tmp_path: Path, records_per_partner: int, release: str) -> dic
         release=release,
         out=str(out),
         config_path=str(config_path),
-        warehouse_url=f"sqlite:///{tmp_path}/warehouse.db",
+        warehouse_url=f"sqlite:///{out}/warehouse.sqlite",  # the run's store: its people
     )
     assert result["fit_aggregates"].pacsynth_sample_seconds is not None
     report = Path(result["evaluate"].report).with_name(COMPARABILITY)
