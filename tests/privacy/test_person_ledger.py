@@ -45,13 +45,8 @@ def _config(folder: Path, **replace: str) -> str:
     return str(path)
 
 
-# pac-synth's sampler: the project's own one fails on some of these tiny releases (a column
-# with no released value; issue 19's sampler work), which is not what these tests are about.
-PACSYNTH = {"  sampler: own": "  sampler: pacsynth"}
-
-
 def _synthesize(out: Path, release: str, **kwargs) -> dict:
-    kwargs.setdefault("config_path", _config(out.parent, **PACSYNTH))
+    kwargs.setdefault("config_path", _config(out.parent))
     done = local.run(SYNTHESIS, release=release, out=str(out), reporting_length=2, **kwargs)
     return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in done.items()}
 
@@ -177,7 +172,7 @@ def test_leave_out_fits_without_the_people_over_the_cap_and_counts_them(releases
     held = people.release_people(url, FOURTH, CODEBOOK).persons
     at_cap = held[held.map(before).fillna(0.0) + EPSILON > 36.0 + 1e-9]
     assert 0 < at_cap.nunique() < held.nunique()
-    config = _config(releases["root"], **PACSYNTH, **{"over_cap: refuse": "over_cap: leave_out"})
+    config = _config(releases["root"], **{"over_cap: refuse": "over_cap: leave_out"})
     done = _synthesize(out, FOURTH, config_path=config)
     accounted = done["account_people"]
     assert accounted["left_out_people"] == at_cap.nunique()
