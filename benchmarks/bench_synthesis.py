@@ -86,6 +86,8 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
     config["sampling"]["threads"] = threads
     config["sampling"]["compare_with_pacsynth_up_to_rows"] = pacsynth_up_to
     config["budget"]["lifetime_epsilon"] = 1000.0  # a benchmark spends its own budget
+    # its own throw-away ledger, not the run's store: the people of the fit are not accounted
+    config["per_person"]["release_not_in_store"] = "fit_unaccounted"
     config_path = root / "bench-synthesis.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     plan = plan_synthesis(
