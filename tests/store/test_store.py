@@ -22,7 +22,7 @@ from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
 from support.store_scenario import Scenario, build
 
 KEY = b"k" * 32
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "warehouse_0004_two_releases.sqlite"
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "warehouse_0004_two_releases.sqlite"
 REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 
