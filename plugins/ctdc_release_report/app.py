@@ -26,16 +26,6 @@ from ctdc_release_report.status import run_status
 PREFIX = "/ctdc-report"
 DAG_ID = "ctdc_annual_update"
 SYNTHESIS_DAG_ID = "ctdc_synthesis"
-SYNTHESIS_TASKS = (
-    "plan_synthesis",
-    "verify_handoff",
-    "disclosure_risk",
-    "suppress",
-    "fit_aggregates",
-    "sample",
-    "evaluate",
-    "publish",
-)
 SUMMARY_TASK = "summarize_release"
 PUBLISH_TASK = "publish_release_folder"
 GATE_TASKS = ("approve", "announce_release")
@@ -172,7 +162,10 @@ def _synthesis(run_id: str) -> dict:
     status = run_status(SYNTHESIS_DAG_ID, run_id)
     if status is None:
         raise HTTPException(404, "no such run")
-    results = _xcoms(SYNTHESIS_DAG_ID, run_id, SYNTHESIS_TASKS)
+    from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
+
+    # the DAG's tasks are the declaration's steps, by name
+    results = _xcoms(SYNTHESIS_DAG_ID, run_id, tuple(s.name for s in SYNTHESIS.ordered()))
     plan = results.get("plan_synthesis") or {}
     ledger: dict = {}
     if plan.get("release"):

@@ -42,7 +42,8 @@ def note_text(summary: object) -> str | None:
     return "\n".join(lines)
 
 
-def _summary(dag_run, session) -> object:
+def _returned(dag_run, session, task_id: str) -> object:
+    """What the run's (unmapped) task `task_id` returned, or None."""
     from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
@@ -50,7 +51,7 @@ def _summary(dag_run, session) -> object:
         select(XComModel).where(
             XComModel.dag_id == dag_run.dag_id,
             XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == SUMMARY_TASK,
+            XComModel.task_id == task_id,
             XComModel.key == "return_value",
             XComModel.map_index == -1,
         )
@@ -61,18 +62,9 @@ def _summary(dag_run, session) -> object:
 def name_mapped_instances(dag_run, session) -> None:
     """Give the partner's name to each mapped instance of the run that has none."""
     from airflow.models.taskinstance import TaskInstance as TI
-    from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
-    row = session.scalar(
-        select(XComModel).where(
-            XComModel.dag_id == dag_run.dag_id,
-            XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == PLAN_TASK,
-            XComModel.key == "return_value",
-        )
-    )
-    plan = XComModel.deserialize_value(row) if row is not None else None
+    plan = _returned(dag_run, session, PLAN_TASK)
     partners = plan.get("partners") if isinstance(plan, dict) else None
     if not isinstance(partners, list):
         return
@@ -101,7 +93,7 @@ def write_note(dag_run) -> None:
     if session is None:  # the scheduler passes an attached run; anything else is left alone
         return
     name_mapped_instances(dag_run, session)
-    text = note_text(_summary(dag_run, session))
+    text = note_text(_returned(dag_run, session, SUMMARY_TASK))
     if text is None:
         return
     existing = dag_run.note or ""

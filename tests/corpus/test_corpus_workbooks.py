@@ -17,6 +17,7 @@ import zipfile
 
 import pytest
 
+from ctdc_harmonizer.ingest.workbook import column_letters
 from support.corpus import HTCDS_FILE, NAME, Case, Env, RunResult, Workbook, case_ids, run_case
 
 P = "case_management"
@@ -114,20 +115,12 @@ def cached_result(env: Env) -> None:
             b'<f>IF(TRUE,"No","Yes")</f>' + empty, b'<f>IF(TRUE,"No","Yes")</f><v>No</v>'
         )
     for row in CACHED_ROWS:
-        ref = f'<c r="{_letters(w.col(CONSENT))}{row}"'.encode()
+        ref = f'<c r="{column_letters(w.col(CONSENT))}{row}"'.encode()
         xml = xml.replace(ref + b">", ref + b' t="str">')
     parts["xl/worksheets/sheet1.xml"] = xml
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in parts.items():
             archive.writestr(name, data)
-
-
-def _letters(index: int) -> str:
-    letters = ""
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 def refused_not_released(reason: str | None = None, excluded: str | None = None):
