@@ -147,6 +147,47 @@ def failures_box(failures: list[dict], outcome: str | None) -> str:
     return "".join(parts) + "</div>"
 
 
+HEALTHY_COLUMNS = [
+    "partner",
+    "files",
+    "rows_read",
+    *OUTCOME_COLOURS,
+    "new",
+    "revised",
+    "unchanged",
+    "retired",
+    "current",
+]
+
+
+def healthy_partners(healthy: dict | None) -> str:
+    """A failed run's partners whose work was checked: where their rows went and what they
+    would change in the store (counts kept by `outcome`), their rejected rows by reason."""
+    if not healthy or not healthy.get("partners"):
+        return ""
+    rows = healthy["partners"]
+    names = ", ".join(r["partner"] for r in rows)
+    return "".join(
+        [
+            "<h2>The other partners' checked work</h2>",
+            f"<p>The chains of {_e(names)} succeeded: their rows were read, de-identified, "
+            "harmonized and checked against their contracts and the codebook. Nothing was "
+            "committed or published; a new run, once the failing delivery is corrected, "
+            "harmonizes them again. Where each partner's delivered rows went, and what it "
+            "would change in the store:</p>",
+            stacked_bars(rows, "partner", OUTCOME_COLOURS),
+            table(rows, HEALTHY_COLUMNS, set(HEALTHY_COLUMNS[1:])),
+            "<h2>Their rejected rows by reason</h2>",
+            table(
+                healthy.get("rejected") or [],
+                ["partner", "reason", "column", "rows"],
+                {"rows"},
+                empty="no rejected row",
+            ),
+        ]
+    )
+
+
 def steps_table(steps: list[dict]) -> str:
     rows = [{**s, "partner": s["partner"] or ""} for s in steps]
     return table(rows, ["step", "partner", "state"], empty="no step has started yet")
@@ -174,6 +215,7 @@ def status_page(status: dict) -> str:
                 "marked failed by hand, or a task killed). Open the run's failed task "
                 "log.</p></div>"
             )
+        parts.append(healthy_partners(status.get("healthy")))
     elif state in ("running", "queued"):
         parts.append(
             '<div class="box"><p>The release report appears once <b>summarize_release</b> has '
