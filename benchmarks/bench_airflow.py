@@ -180,8 +180,11 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
                 times["approve_to_public_dataset"] = time.time() - answered
             state = f"annual update success, synthesis {synthesis_state}"
         tis = api.json("GET", f"{runs}/taskInstances")["task_instances"]
-        if synthesis:
-            tis += api.json("GET", f"{synthesized}/taskInstances")["task_instances"]
+        if synthesis:  # named apart from the annual update's tasks
+            tis += [
+                {**t, "task_id": f"synthesis.{t['task_id']}"}
+                for t in api.json("GET", f"{synthesized}/taskInstances")["task_instances"]
+            ]
     finally:
         sessions |= sessions_under(launcher.pid)
         if launcher.poll() is None:
