@@ -27,7 +27,8 @@ command line `ctdc run` runs the same declaration):
 5. `commit_release` (one transaction) -> `publish_release_folder` -> `purge_withdrawn_records`
    -> `hand_off_release` (then `clear_pulled_deliveries`) -> `announce_release` emits the
    asset `ctdc://harmonized-release`, which schedules `ctdc_synthesis`. `outcome` says how
-   the run ended; the teardown `finish_run` frees the store's lease and deletes the
+   the run ended (when a partner failed: also the other partners' checked counts, for the
+   run's Release report tab); the teardown `finish_run` frees the store's lease and deletes the
    intermediates.
 
 Data errors fail their task at once; infrastructure errors (disk, database) retry. XCom holds
@@ -63,8 +64,10 @@ from ctdc_harmonizer.deliveries.waiting import WaitForDeliveries
 from ctdc_harmonizer.paths import mapped_partners
 from ctdc_harmonizer.pipeline.airflow import (
     FAILURE_KEY,
+    HEALTHY_PARTNERS_KEY,
     boundary,
     failures_of,
+    kept_partner_reports,
     log_failure,
     pipeline_tasks,
     release_asset,
@@ -180,7 +183,14 @@ def ctdc_annual_update():
         decision = None if handed else ti.xcom_pull(task_ids="approve", key=DECISION)
         # Failed steps' value-free records (every task, every partner's instance)
         failed = [] if handed else failures_of(ti.xcom_pull(task_ids=dag.task_ids, key=FAILURE_KEY))
-        return boundary(release_outcome)(summary, handed, decision, failed)
+        healthy = None
+        if failed and not summary:  # kept before the teardown deletes the work folder
+            chains = ti.xcom_pull(task_ids=f"partner.{ANNUAL_UPDATE.chain[-1].name}")
+            healthy = kept_partner_reports(ti.xcom_pull(task_ids="plan_release"), chains)
+            if healthy:
+                ti.xcom_push(key=HEALTHY_PARTNERS_KEY, value=healthy)
+        names = [p["partner"] for p in healthy["partners"]] if healthy else None
+        return boundary(release_outcome)(summary, handed, decision, failed, names)
 
     announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
     [announced, steps["clear_pulled_deliveries"]] >> outcome() >> steps["finish_run"]

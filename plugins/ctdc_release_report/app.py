@@ -6,18 +6,22 @@ A run's release folder is found through what the run itself recorded (the XCom o
 
 The run tab (`/runs/<dag>/<run>`) is one external view for every DAG (Airflow registers a
 `dag_run` tab for all DAGs alike): it shows the annual update's release report, the synthesis
-run's page, and for any other DAG a short note. A run without a report (failed early, still
-running) gets a page saying which step failed, for which partner, why and what to do. Pages
-are HTML only; the JSON routes live under /api/.
+run's page, and for any other DAG a short note. The synthesis page shows the comparability
+of the synthetic data in its public view to every reader, and in its restricted view (against
+the sensitive data: synthesis/views.py) only to users who may answer the annual update's
+release approval, the data team; the auth manager decides who that is. A run without a
+report (failed early, still running) gets a page saying which step failed, for which partner,
+why and what to do. Pages are HTML only; the JSON routes live under /api/.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.core_api.security import requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ctdc_release_report import html
@@ -33,6 +37,18 @@ GATE_TASKS = ("approve", "announce_release")
 app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)
 can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 can_read_dag_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))
+# Who sees the restricted view: who may answer the release approval (the data team).
+_may_approve = requires_access_dag("PUT", DagAccessEntity.HITL_DETAIL, param_dag_id=DAG_ID)
+
+
+def sees_restricted(request: Request, user: GetUserDep) -> bool:
+    """Whether the signed-in user may see restricted figures (a yes or no, never a refusal:
+    the page is shown either way)."""
+    try:
+        _may_approve(request, user)
+    except HTTPException:
+        return False
+    return True
 
 
 def _runs(run_id: str | None = None) -> list[dict]:
@@ -156,42 +172,61 @@ def _xcoms(dag_id: str, run_id: str, tasks: tuple[str, ...]) -> dict[str, object
         return {x.task_id: XComModel.deserialize_value(x) for x in rows}
 
 
-def _synthesis(run_id: str) -> dict:
+def _ledger_totals(plan: dict) -> dict:
+    """The ledger's totals for the plan's release, read from the warehouse the run used."""
+    try:
+        from ctdc_harmonizer.synthesis.ledger import Ledger
+        from ctdc_harmonizer.synthesis.plan import SynthesisPlan
+
+        book = Ledger(SynthesisPlan.model_validate(plan).warehouse())
+        try:
+            epsilon, delta = book.spent(plan["release"])
+            return {"epsilon": epsilon, "delta": delta, "fits": len(book.attempts(plan["release"]))}
+        finally:
+            book.dispose()
+    except Exception as error:  # noqa: BLE001 (the page says so; never a message)
+        return {"error": type(error).__name__}
+
+
+def _synthesis(run_id: str, restricted: bool = False) -> dict:
     """The synthesis run's figures: its steps' XCom, the ledger's totals for the release, the
-    public files. The ledger is read from the warehouse the run used (the out folder's)."""
+    public files and the public comparability; with `restricted`, the restricted view too
+    (read only then). The folders are the ones the run's own XCom names."""
     status = run_status(SYNTHESIS_DAG_ID, run_id)
     if status is None:
         raise HTTPException(404, "no such run")
-    from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
+    from ctdc_harmonizer.pipeline.synthesis import (
+        COMPARABILITY,
+        RISK_REPORT,
+        SUPPRESSION_REPORT,
+        SYNTHESIS,
+    )
+    from ctdc_harmonizer.synthesis import views
 
     # the DAG's tasks are the declaration's steps, by name
     results = _xcoms(SYNTHESIS_DAG_ID, run_id, tuple(s.name for s in SYNTHESIS.ordered()))
     plan = results.get("plan_synthesis") or {}
-    ledger: dict = {}
-    if plan.get("release"):
-        try:
-            from ctdc_harmonizer.synthesis.ledger import Ledger
-            from ctdc_harmonizer.synthesis.plan import SynthesisPlan
-
-            book = Ledger(SynthesisPlan.model_validate(plan).warehouse())
-            try:
-                epsilon, delta = book.spent(plan["release"])
-                ledger = {
-                    "epsilon": epsilon,
-                    "delta": delta,
-                    "fits": len(book.attempts(plan["release"])),
-                }
-            finally:
-                book.dispose()
-        except Exception as error:  # noqa: BLE001 (the page says so; never a message)
-            ledger = {"error": type(error).__name__}
+    ledger = _ledger_totals(plan) if plan.get("release") else {}
     public = (results.get("publish") or {}).get("public_dir")
-    files = (
-        sorted(p.name for p in Path(public).iterdir() if p.is_file())
-        if public and Path(public).is_dir()
-        else []
-    )
-    return {"status": status, "results": results, "ledger": ledger, "files": files}
+    folder = Path(public) if public and Path(public).is_dir() else None
+    files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder else []
+    public_view = None
+    if folder and (folder / COMPARABILITY).is_file():
+        public_view = views.public_view(json.loads((folder / COMPARABILITY).read_text("utf-8")))
+    restricted_view = None
+    if restricted and plan.get("restricted_dir"):
+        restricted_view = views.read_restricted_view(
+            plan["restricted_dir"], COMPARABILITY, RISK_REPORT, SUPPRESSION_REPORT
+        )
+    return {
+        "status": status,
+        "results": results,
+        "ledger": ledger,
+        "files": files,
+        "public_view": public_view,
+        "restricted_allowed": restricted,
+        "restricted_view": restricted_view,
+    }
 
 
 @app.get("/api/runs/{dag_id}/{run_id}", dependencies=[can_read_runs])
@@ -200,11 +235,12 @@ def run_report_json(dag_id: str, run_id: str) -> dict:
 
 
 @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[can_read_runs])
-def run_report_page(dag_id: str, run_id: str) -> str:
+def run_report_page(dag_id: str, run_id: str, restricted: bool = Depends(sees_restricted)) -> str:
     """The run tab: a page for every DAG and every state (HTML, never JSON)."""
     if dag_id == SYNTHESIS_DAG_ID:
         try:
-            return html.synthesis_page(_synthesis(run_id), PREFIX)
+            # `is True`: called directly (not through FastAPI), the default is no yes
+            return html.synthesis_page(_synthesis(run_id, restricted is True), PREFIX)
         except HTTPException as missing:
             return html.note_page("No such run", str(missing.detail))
     if dag_id != DAG_ID:

@@ -147,6 +147,47 @@ def failures_box(failures: list[dict], outcome: str | None) -> str:
     return "".join(parts) + "</div>"
 
 
+HEALTHY_COLUMNS = [
+    "partner",
+    "files",
+    "rows_read",
+    *OUTCOME_COLOURS,
+    "new",
+    "revised",
+    "unchanged",
+    "retired",
+    "current",
+]
+
+
+def healthy_partners(healthy: dict | None) -> str:
+    """A failed run's partners whose work was checked: where their rows went and what they
+    would change in the store (counts kept by `outcome`), their rejected rows by reason."""
+    if not healthy or not healthy.get("partners"):
+        return ""
+    rows = healthy["partners"]
+    names = ", ".join(r["partner"] for r in rows)
+    return "".join(
+        [
+            "<h2>The other partners' checked work</h2>",
+            f"<p>The chains of {_e(names)} succeeded: their rows were read, de-identified, "
+            "harmonized and checked against their contracts and the codebook. Nothing was "
+            "committed or published; a new run, once the failing delivery is corrected, "
+            "harmonizes them again. Where each partner's delivered rows went, and what it "
+            "would change in the store:</p>",
+            stacked_bars(rows, "partner", OUTCOME_COLOURS),
+            table(rows, HEALTHY_COLUMNS, set(HEALTHY_COLUMNS[1:])),
+            "<h2>Their rejected rows by reason</h2>",
+            table(
+                healthy.get("rejected") or [],
+                ["partner", "reason", "column", "rows"],
+                {"rows"},
+                empty="no rejected row",
+            ),
+        ]
+    )
+
+
 def steps_table(steps: list[dict]) -> str:
     rows = [{**s, "partner": s["partner"] or ""} for s in steps]
     return table(rows, ["step", "partner", "state"], empty="no step has started yet")
@@ -174,6 +215,7 @@ def status_page(status: dict) -> str:
                 "marked failed by hand, or a task killed). Open the run's failed task "
                 "log.</p></div>"
             )
+        parts.append(healthy_partners(status.get("healthy")))
     elif state in ("running", "queued"):
         parts.append(
             '<div class="box"><p>The release report appears once <b>summarize_release</b> has '
@@ -188,6 +230,120 @@ def _fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return "" if value is None else str(value)
+
+
+LENGTH_HEADINGS = {
+    "length": "combination length",
+    "combinations_synthetic": "combinations in the synthetic data",
+    "mean_absolute_error": "mean abs. error",
+    "mean_relative_error": "mean rel. error",
+}
+RESTRICTED_NOTE = (
+    "The restricted view of the comparability (the synthetic data against the sensitive data) "
+    "is for the data team: the users who may approve releases."
+)
+
+
+def _length_table(rows: list[dict], reference: str) -> str:
+    """Figures by combination length; `reference` names what the synthetic data is compared
+    with (the DP aggregates, or the sensitive data)."""
+    headings = LENGTH_HEADINGS | {
+        "combinations_reference": f"combinations in {reference}",
+        "only_in_synthetic": f"only in synthetic (absent from {reference})",
+        "only_in_reference": f"only in {reference} (not reproduced)",
+    }
+    order = [
+        "length",
+        "combinations_reference",
+        "combinations_synthetic",
+        "mean_absolute_error",
+        "mean_relative_error",
+        "only_in_synthetic",
+        "only_in_reference",
+    ]
+    shown = [{headings[k]: _fmt(r.get(k)) for k in order} for r in rows]
+    names = [headings[k] for k in order]
+    return table(shown, names, set(names[1:]), empty="no figures")
+
+
+def comparability_sections(data: dict, evaluated: dict) -> list[str]:
+    """The public view for every reader; the restricted view for those allowed (else one
+    sentence saying whom it is for). Summary figures by length only (synthesis/views.py)."""
+    parts = ["<h2>Comparability (public view): synthetic data vs the DP aggregates</h2>"]
+    public = data.get("public_view")
+    if public:
+        parts += [
+            f"<p>{_e(public['synthetic_records'])} synthetic records ({_e(public['sampler'])} "
+            "sampler) against the published differentially private aggregates, by "
+            "combination length (the public comparability report):</p>",
+            _length_table(public["by_length"], "the DP aggregates"),
+        ]
+    elif evaluated.get("mae_vs_dp_by_length"):  # evaluated, not published yet
+        rows = [
+            {"length": k, "mean_absolute_error": v}
+            for k, v in (evaluated["mae_vs_dp_by_length"] or {}).items()
+        ]
+        parts.append(_length_table(rows, "the DP aggregates"))
+    else:
+        parts.append('<p class="muted">not evaluated yet</p>')
+    if not data.get("restricted_allowed"):
+        return [*parts, f"<p>{_e(RESTRICTED_NOTE)}</p>"]
+    parts.append(
+        "<h2>Comparability (restricted view): synthetic data vs the sensitive data</h2>"
+        '<p class="muted">Shown to the data team only. Summary figures by combination length '
+        "and totals; the detailed restricted report stays in the restricted folder.</p>"
+    )
+    restricted = data.get("restricted_view")
+    if not restricted:
+        return [*parts, '<p class="muted">not written yet (the run has not evaluated)</p>']
+    parts.append(
+        f"<p>{_e(restricted['sensitive_records'])} records in the sensitive table (after "
+        "suppression), the synthetic data's combination counts against theirs:</p>"
+    )
+    for entry in restricted["samplers"]:
+        published = " (published)" if entry["sampler"] == restricted["published_sampler"] else ""
+        parts += [
+            f"<h3>{_e(entry['sampler'])} sampler{_e(published)}: mean abs. error in all "
+            f"{_e(_fmt(entry['mean_absolute_error_all']))}</h3>",
+            _length_table(entry["by_length"], "the sensitive data"),
+        ]
+    verdict = restricted.get("own_at_least_as_accurate")
+    if verdict is not None:
+        parts.append(
+            f"<p>The project's sampler is {'' if verdict else 'NOT '}at least as accurate as "
+            "pac-synth's on the same DP aggregates (mean abs. error against the sensitive "
+            "counts, all combinations).</p>"
+        )
+    totals = []
+    risk, suppression = restricted.get("risk") or {}, restricted.get("suppression") or {}
+    if risk:
+        totals += [
+            {
+                "figure": f"equivalence classes (k = {risk['k']})",
+                "value": risk["equivalence_classes"],
+            },
+            {"figure": "classes smaller than k", "value": risk["classes_below_k"]},
+            {"figure": "records in them", "value": risk["records_in_classes_below_k"]},
+            {"figure": "share of records below k", "value": _fmt(risk["share_of_records_below_k"])},
+        ]
+    if suppression:
+        totals += [
+            {
+                "figure": "variables checked for suppression",
+                "value": suppression["variables_checked"],
+            },
+            {
+                "figure": "rare value threshold (records)",
+                "value": suppression["rare_value_threshold"],
+            },
+            {"figure": "cells set to null", "value": suppression["cells_set_to_null"]},
+        ]
+    if totals:
+        parts += [
+            "<h3>Disclosure risk and suppression (totals)</h3>",
+            table(totals, ["figure", "value"], {"value"}),
+        ]
+    return parts
 
 
 def synthesis_page(data: dict, prefix: str) -> str:
@@ -248,20 +404,7 @@ def synthesis_page(data: dict, prefix: str) -> str:
         f"<p>{_e(spent)}</p>",
         table(figures, ["figure", "value"], {"value"}),
     ]
-    comparable = results.get("evaluate") or {}
-    if comparable:
-        by_length = comparable.get("mae_vs_dp_by_length") or {}
-        rows = [
-            {"length": k, "mean absolute error vs the DP aggregates": _fmt(v)}
-            for k, v in (by_length.items() if isinstance(by_length, dict) else [])
-        ]
-        parts += [
-            "<h2>Comparability (public view)</h2>",
-            table(rows, list((rows or [{}])[0]), empty="no figures"),
-            f"<p>Fabricated combinations: {_e(_fmt(comparable.get('fabricated_combinations')))}. "
-            "The restricted view (against the sensitive data) stays in the restricted folder "
-            "for the data team.</p>",
-        ]
+    parts += comparability_sections(data, results.get("evaluate") or {})
     if data["files"]:
         links = "".join(
             f'<li><a href="{_e(prefix)}/files/{_e(quote(status["run_id"], safe=""))}/'

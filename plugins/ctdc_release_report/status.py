@@ -3,13 +3,14 @@ state with the partner it ran for, the failed steps' value-free records and what
 
 Everything comes from the metadata database: task instance states, the plan's XCom (partner
 names for the mapped instances: the partner chain is expanded over the plan's `partners`, in
-that order) and the `ctdc_failure` XCom a failed step keeps (pipeline/airflow.py). No value
-of the data reaches any of them.
+that order), the `ctdc_failure` XCom a failed step keeps (pipeline/airflow.py) and, when a
+partner failed, the other partners' counts `outcome` kept (pipeline/annual_update/partial.py).
+No value of the data reaches any of them.
 """
 
 from __future__ import annotations
 
-from ctdc_harmonizer.pipeline.airflow import FAILURE_KEY
+from ctdc_harmonizer.pipeline.airflow import FAILURE_KEY, HEALTHY_PARTNERS_KEY
 
 PLAN_TASKS = ("plan_release", "plan_synthesis")
 LOCKED = "ReleaseLockedError"
@@ -68,7 +69,7 @@ def run_status(dag_id: str, run_id: str) -> dict | None:
             select(XComModel.task_id, XComModel.key, XComModel)
             .where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
             .where(
-                (XComModel.key == FAILURE_KEY)
+                XComModel.key.in_((FAILURE_KEY, HEALTHY_PARTNERS_KEY))
                 | ((XComModel.key == "return_value") & XComModel.task_id.in_(PLAN_TASKS))
             )
         ).all()
@@ -93,6 +94,7 @@ def run_status(dag_id: str, run_id: str) -> dict | None:
     ]
     failures = [dict(v) | {"advice": advice(v)} for task, key, v in values if key == FAILURE_KEY]
     outcome = next((f for f in failures if f.get("task") == "outcome"), None)
+    healthy = next((v for _, key, v in values if key == HEALTHY_PARTNERS_KEY), None)
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -104,4 +106,5 @@ def run_status(dag_id: str, run_id: str) -> dict | None:
         "steps": steps,
         "failures": [f for f in failures if f.get("task") != "outcome"],
         "outcome": outcome["message"] if outcome else None,
+        "healthy": healthy,  # a failed run's checked partners (None: none kept)
     }

@@ -1,13 +1,15 @@
-"""A DAG run where iom's first names were pasted into a coded column.
+"""A DAG run where iom's first names were pasted into a coded column, beside a healthy hotline.
 
-The coverage gate fails the `map` task, at once (a data error is not retried), and none of
-the planted names may be found in the task logs, XCom, the Airflow metadata database or
-anywhere under the out folder (which the run's teardown leaves without a work folder and
-with its release lease freed). One DAG run for the module.
+The coverage gate fails iom's `harmonize_partner`, at once (a data error is not retried), and
+none of the planted names may be found in the task logs, XCom, the Airflow metadata database
+or anywhere under the out folder (which the run's teardown leaves without a work folder and
+with its release lease freed). The hotline's chain succeeds: its counts are kept for the run's
+Release report tab, and `outcome` names both. One DAG run for the module.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.airflow
 
 DAG_ID = "ctdc_annual_update"
 RELEASE = "shifted-2025"
+PARTNERS = ["iom", "hotline"]  # iom fails on data, the hotline is healthy
 # Invented first names, each on many rows: were the shifted column not detected, the k-rule
 # alone would let them into the unmapped report.
 PLANTED = ["Zarqaplanta", "Oyelfictia", "Brunmadeup", "Quillonymus", "Fennigrasso"]
@@ -53,6 +56,7 @@ def shifted_run(request, repo_root, metadata_db, sample_landing, tmp_path_factor
     frame["mimosa_gender"] = names  # the first-name column, pasted one place off
     frame["beneficiary_first_name"] = ""
     frame.to_csv(landing / "iom" / source.name, index=False)
+    shutil.copytree(sample_landing / "hotline", landing / "hotline")  # a healthy partner
 
     dag = DagBag(dag_folder=str(repo_root / "dags")).dags[DAG_ID]
     for task in dag.tasks:
@@ -64,19 +68,25 @@ def shifted_run(request, repo_root, metadata_db, sample_landing, tmp_path_factor
     if capturing:
         capman.read_global_capture()
     out = tmp_path_factory.mktemp("shifted_out")
-    conf = {"landing": str(landing), "out": str(out), "release": RELEASE, "partners": ["iom"]}
+    conf = {"landing": str(landing), "out": str(out), "release": RELEASE, "partners": PARTNERS}
     run = dag.test(run_conf=conf)
     output = "".join(capman.read_global_capture()) if capturing else ""
     return Run(str(getattr(run.state, "value", run.state)), run.run_id, out, output)
 
 
 def tasks(db: Path, run_id: str) -> dict[str, tuple[str, int]]:
+    """State and try of each task instance, a mapped one as `task[partner]` (the instances
+    that ran are named by partner)."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            "SELECT task_id, map_index, rendered_map_index, state, try_number FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ?",
             (DAG_ID, run_id),
         ).fetchall()
-    return {task: (state, tries) for task, state, tries in rows}
+    return {
+        task if index < 0 else f"{task}[{name}]": (state, tries)
+        for task, index, name, state, tries in rows
+    }
 
 
 def found(text: str) -> list[str]:
@@ -89,8 +99,10 @@ def test_map_fails_at_once_and_the_run_is_cleaned_up(shifted_run, metadata_db):
 
     assert shifted_run.state == "failed"
     states = tasks(metadata_db, shifted_run.run_id)
-    assert states["partner.harmonize_partner"] == ("failed", 1), states  # no retry of a data error
-    assert states["partner.stage_partner"][0] == "success"
+    assert states["partner.harmonize_partner[iom]"] == ("failed", 1), states  # not retried
+    assert states["partner.stage_partner[iom]"][0] == "success"
+    assert states["partner.compare_with_store[hotline]"][0] == "success"
+    assert states["assemble_release"][0] == "upstream_failed"
     assert states["finish_run"][0] == "success", states  # the teardown ran on failure
     assert not (shifted_run.out / ".work" / RELEASE).exists()
     assert not (shifted_run.out / RELEASE).exists()
@@ -147,6 +159,7 @@ def test_the_failure_is_kept_value_free_and_outcome_names_the_partner(shifted_ru
     assert failed["code"] and "mimosa_gender" in failed["message"]
     said = records["outcome"]["message"]
     assert "partner.harmonize_partner failed for partner iom" in said
+    assert "the checked work of hotline is reported on the run's Release report tab" in said
     assert found(json.dumps(records)) == []
 
 
@@ -166,6 +179,19 @@ def test_the_run_tab_explains_the_failure_in_html(shifted_run, metadata_db):
     assert "Step <b>partner.harmonize_partner</b> failed for partner <b>iom</b>" in page
     assert "What to do:" in page and "mimosa_gender" in page
     assert found(page) == []
+    # The healthy hotline's checked work, counted: its table beside iom's message.
+    healthy = status["healthy"]
+    assert [p["partner"] for p in healthy["partners"]] == ["hotline"]
+    hotline = healthy["partners"][0]
+    assert hotline["rows_read"] > 0 and hotline["reconciles"] is True
+    assert hotline["rows_read"] == sum(
+        hotline[k] for k in ("harmonized", "rejected", "excluded", "erased", "duplicates_merged")
+    )
+    assert hotline["new"] > 0 and hotline["revised"] == hotline["retired"] == 0  # empty store
+    assert "The other partners' checked work" in page
+    counts = f'<td class="n">{hotline["files"]}</td><td class="n">{hotline["rows_read"]}</td>'
+    assert f"<td>hotline</td>{counts}" in page
+    assert "Their rejected rows by reason" in page
     history = app.history_page()
     assert RELEASE in history and "failed: " in history and "harmonize_partner" in history
     assert html.STATE_WORDS["queued"].startswith("queued: waiting for a free run slot")
@@ -193,4 +219,4 @@ def test_every_mapped_instance_is_named_by_its_partner(shifted_run, metadata_db)
             (DAG_ID, shifted_run.run_id),
         ).fetchall()
     assert "upstream_failed" in {state for _, state, _ in named}, named
-    assert {name for _, _, name in named} == {"iom"}, named
+    assert {name for _, _, name in named} == set(PARTNERS), named

@@ -11,9 +11,11 @@ empty state, in the browser:
 4. a second *Trigger* (same empty form) fails at once in `plan_release`, its tab naming the
    run awaiting approval;
 5. *Approve* under Required actions; `ctdc_synthesis` starts by itself on the release asset,
-   and its tab shows the epsilon spent (approve -> public dataset timed);
-6. a partner's broken delivery (a renamed column): its run's tab names the step, the
-   partner and the message;
+   and its tab shows the epsilon spent (approve -> public dataset timed) and, to the admin
+   (who may approve releases), the restricted comparability view;
+6. a partner's broken delivery (a renamed column) beside a healthy one (new hotline
+   reports): the run's tab names the step, the partner and the message, and shows the
+   hotline's checked counts;
 7. the CTDC releases page lists the runs, folded per release, with the failed run's reason.
 
 No page visited shows raw JSON; at the end the DAGs hold exactly the runs asked for.
@@ -188,6 +190,8 @@ def open_tab(page, base: str, dag_id: str, run_id: str, expect: str) -> None:
 
 
 def test_the_first_hour(deployment, page):
+    from ctdc_harmonizer import samples
+
     base, api, paths = deployment
     timings: dict[str, float] = {}
     wait_for(
@@ -252,9 +256,16 @@ def test_the_first_hour(deployment, page):
     wait_for("the public dataset", lambda: run_state(api, SYNTHESIS, synth_id) == "success", 900)
     timings["approve_to_public_dataset_s"] = round(time.monotonic() - approved_at, 1)
     open_tab(page, base, SYNTHESIS, synth_id, "ε spent by this run")
-    frame_text = page.frame_locator("iframe").first.locator("body").inner_text()
+    frame = page.frame_locator("iframe").first
+    frame_text = frame.locator("body").inner_text()
     assert "succeeded" in frame_text and "synthetic.csv" in frame_text
     shot(page, "4_synthesis_tab")
+    # The admin may approve releases: the restricted view (vs the sensitive data) is shown.
+    assert "is for the data team" not in frame_text
+    restricted = frame.get_by_text("Comparability (restricted view)").first
+    restricted.scroll_into_view_if_needed(timeout=10_000)
+    assert "records in the sensitive table" in frame_text
+    shot(page, "4b_synthesis_tab_restricted_view")
 
     # 6. A partner's broken delivery: the failed run's tab names partner and message.
     iom = paths["home"] / "ctdc" / "landing" / "iom"
@@ -262,12 +273,25 @@ def test_the_first_hour(deployment, page):
     header, rest = source.read_text(encoding="utf-8").split("\n", 1)
     renamed = header.replace('"mimosa_gender"', '"gender_mimosa"')
     (iom / "iom_case_export_2026.csv").write_text(f"{renamed}\n{rest}", encoding="utf-8")
+    fresh = paths["home"] / "fresh-hotline"
+    samples.generate("hotline", fresh, n=200, seed=2026)  # 200 new reports: a healthy chain
+    reports = (fresh / "hotline" / "hotline_reports_2025.jsonl").read_bytes()
+    (paths["home"] / "ctdc" / "landing" / "hotline" / "hotline_reports_2026.jsonl").write_bytes(
+        reports
+    )
     broken = trigger_with_empty_form(page, base, api)
     wait_for("the broken run to fail", lambda: run_state(api, ANNUAL, broken) == "failed", 600)
     open_tab(page, base, ANNUAL, broken, "Why this run failed")
-    frame_text = page.frame_locator("iframe").first.locator("body").inner_text()
+    frame = page.frame_locator("iframe").first
+    frame_text = frame.locator("body").inner_text()
     assert "for partner iom" in frame_text and "What to do:" in frame_text
     shot(page, "5_failed_run_tab")
+    # The hotline's chain succeeded: its counts are kept and shown beside iom's message.
+    assert "the checked work of hotline is reported" in frame_text
+    healthy = frame.get_by_text("The other partners' checked work").first
+    healthy.scroll_into_view_if_needed(timeout=10_000)
+    assert "The chains of hotline succeeded" in frame_text
+    shot(page, "5b_failed_run_healthy_partners")
 
     # 7. The releases page: one row per release, runs linked, the failure's reason.
     page.goto(f"{base}/ctdc-report/releases")

@@ -182,6 +182,17 @@ def test_the_synthesis_tab_shows_what_was_spent_and_published(asset_run, annual_
     assert "records in classes below k" in page and "cells suppressed" in page
     assert "Comparability (public view)" in page
     assert "/files/" in page and "synthetic.csv" in page
+    # Called directly, nobody is the data team: the restricted view is only named.
+    assert "is for the data team" in page and "(restricted view)" not in page
+    # For the data team: the restricted figures, read from this run's restricted folder.
+    from ctdc_release_report import html
+
+    data = app._synthesis(run.run_id, restricted=True)
+    restricted = html.synthesis_page(data, app.PREFIX)
+    assert "Comparability (restricted view): synthetic data vs the sensitive data" in restricted
+    sensitive = data["restricted_view"]["sensitive_records"]
+    assert sensitive and f"{sensitive} records in the sensitive table" in restricted
+    assert "classes smaller than k" in restricted and "is for the data team" not in restricted
     served = app.public_file(run.run_id, "metadata.json")
     assert Path(served.path).parent == annual_run.resolve() / "public" / RELEASE
     with pytest.raises(Exception, match="no such public file"):

@@ -190,3 +190,57 @@ def test_a_run_without_report_gets_a_page_saying_why():
     assert "Run of release 7: running" in running and "summarize_release" in running
     queued = html.status_page(status | {"state": "queued", "failures": []})
     assert "waiting for a free run slot" in queued
+
+
+def test_a_failed_run_shows_the_healthy_partners_beside_the_failure():
+    """One partner failed on data: its message, and the other partners' kept counts."""
+    from ctdc_release_report import html
+    from ctdc_release_report.status import advice
+
+    failed = {
+        "task": "partner.harmonize_partner",
+        "partner": "iom",
+        "code": "CoverageError",
+        "message": "gender: 600 of 600 rows hold values the mapping does not know",
+    }
+    hotline = {
+        "partner": "hotline",
+        "files": 2,
+        "reconciles": True,
+        "rows_read": 600,
+        "harmonized": 590,
+        "rejected": 7,
+        "excluded": 0,
+        "erased": 2,
+        "duplicates_merged": 1,
+        "new": 590,
+        "revised": 0,
+        "unchanged": 0,
+        "retired": 0,
+        "current": 590,
+    }
+    status = {
+        "state": "failed",
+        "release": "2026",
+        "run_id": "r",
+        "run_type": "manual",
+        "run_after": "t",
+        "steps": [{"step": "partner.harmonize_partner", "partner": "iom", "state": "failed"}],
+        "outcome": "release 2026 not published: partner.harmonize_partner failed for partner iom",
+        "failures": [failed | {"advice": advice(failed)}],
+        "healthy": {
+            "release": "2026",
+            "partners": [hotline],
+            "rejected": [
+                {"partner": "hotline", "reason": "invalid_year", "column": "year", "rows": 7}
+            ],
+        },
+    }
+    page = html.status_page(status)
+    assert "failed for partner <b>iom</b>" in page and "A problem in the data" in page
+    assert "The other partners' checked work" in page and "The chains of hotline succeeded" in page
+    row = '<td>hotline</td><td class="n">2</td><td class="n">600</td><td class="n">590</td>'
+    assert row in page and "<svg" in page
+    assert '<td>invalid_year</td><td>year</td><td class="n">7</td>' in page
+    # nothing kept (every partner failed, or the run failed before the chains): no section
+    assert "checked work" not in html.status_page(status | {"healthy": None})

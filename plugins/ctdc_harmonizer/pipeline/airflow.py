@@ -42,6 +42,8 @@ RELEASE_ASSET_NAME = "ctdc_harmonized_release"
 RELEASE_ASSET_URI = "ctdc://harmonized-release"
 BY_PARTNER = "{{ task.op_kwargs['partner'] }}"  # mapped instances named by partner, not 0..n
 FAILURE_KEY = "ctdc_failure"  # XCom key of a failed step's value-free record
+# XCom key (of `outcome`) of a failed run's healthy partners' counts (annual_update/partial.py)
+HEALTHY_PARTNERS_KEY = "ctdc_healthy_partners"
 _partner: contextvars.ContextVar[str | None] = contextvars.ContextVar("partner", default=None)
 
 
@@ -130,6 +132,31 @@ def record_failure(exc: BaseException, message: str, retryable: bool) -> None:
 def failures_of(records: list[dict | None]) -> list[dict]:
     """The failure records a run's tasks kept (xcom_pull over every task), `outcome` left out."""
     return [r for r in records if isinstance(r, dict) and r.get("task") != "outcome"]
+
+
+def kept_partner_reports(plan: dict | None, chains: list | None) -> dict | None:
+    """A failed run's healthy partners' counts, for `outcome` to keep in XCom before the
+    teardown deletes the work folder. `chains`: the last chain step's XCom over the mapped
+    instances (a failed partner has none). Never raises: a report that cannot be read must
+    not replace the run's own reason (the warning names the error, never a value)."""
+    from ctdc_harmonizer.pipeline.annual_update.partial import healthy_partner_reports
+    from ctdc_harmonizer.pipeline.results import PartnerChanges
+    from ctdc_harmonizer.run.plan import ReleasePlan
+    from ctdc_harmonizer.safety import describe
+
+    if isinstance(chains, dict):  # xcom_pull hands one instance's value alone, not in a list
+        chains = [chains]
+    done = [c for c in (chains or []) if isinstance(c, dict)]
+    if not plan or not done:
+        return None
+    try:
+        kept = healthy_partner_reports(
+            ReleasePlan.model_validate(plan), [PartnerChanges.model_validate(c) for c in done]
+        )
+    except Exception as exc:  # noqa: BLE001 (see the docstring)
+        log.warning("healthy partners' reports not kept: %s", describe(exc, "outcome"))
+        return None
+    return to_xcom(kept)
 
 
 def _callable(step: Step, label_partner: bool) -> Callable[..., Any]:
@@ -231,11 +258,13 @@ def release_outcome(
     handed: dict | None,
     decision: dict | None,
     failures: list[dict] | None = None,
+    healthy: list[str] | None = None,
 ) -> str:
     """How the annual-update run ended, for the data team: published, or why not (an
     error, so the run shows as failed). `decision` is the approval's recorded answer (None:
     nobody answered before the timeout, or the step was never reached); `failures` the failed
-    steps' records (record_failure): the first one is named, with its partner and reason."""
+    steps' records (record_failure): the first one is named, with its partner and reason;
+    `healthy` the partners whose work was checked and kept for the report tab."""
     from ctdc_harmonizer.errors import CtdcError
 
     if handed and summary:
@@ -245,9 +274,15 @@ def release_outcome(
         first = failures[0]
         partner = f" for partner {first['partner']}" if first.get("partner") else ""
         more = f" (and {len(failures) - 1} more failed step(s))" if len(failures) > 1 else ""
+        kept = (
+            f"; the checked work of {', '.join(healthy)} is reported on the run's Release "
+            "report tab (nothing committed or published)"
+            if healthy
+            else ""
+        )
         raise CtdcError(
             f"{release} not published: {first['task']} failed{partner} "
-            f"[{first['code']}]: {first['message']}{more}"
+            f"[{first['code']}]: {first['message']}{more}{kept}"
         )
     if not summary:
         raise CtdcError("release not published: an earlier step failed")

@@ -107,6 +107,35 @@ class ReleaseSummary(StepResult):
     report: str  # the folder the report page reads (staged until published)
 
 
+class PartnerOutcome(StepResult):
+    """One healthy partner of a failed run: where its delivered rows went (its receipt's
+    totals) and what its chain would change in the store."""
+
+    partner: str
+    files: int
+    reconciles: bool
+    rows_read: int
+    harmonized: int
+    rejected: int
+    excluded: int
+    erased: int
+    duplicates_merged: int
+    new: int
+    revised: int
+    unchanged: int
+    retired: int
+    current: int
+
+
+class HealthyPartners(StepResult):
+    """What a failed run keeps of the partners whose chains succeeded (counts only:
+    pipeline/annual_update/partial.py)."""
+
+    release: str
+    partners: list[PartnerOutcome]
+    rejected: list[dict[str, Any]]  # partner, reason, column, rows
+
+
 class CommittedRelease(StepResult):
     """The release and its changes written to the store in one transaction."""
 

@@ -92,14 +92,13 @@ class SyntheticSample(Result):
 
 
 class Comparability(Result):
-    """The restricted report's headline for the published sampler (figures per combination
-    length, as synthesis/evaluate.py computes them)."""
+    """Where the restricted report is, and its public headline for the published sampler
+    (against the DP aggregates, per combination length). Nothing measured against the
+    sensitive data: XCom is readable by every reader of the DAG, and those figures are for
+    the data team (the synthesis tab's restricted view reads them from the report)."""
 
     report: str
     mae_vs_dp_by_length: Any
-    mae_vs_sensitive_by_length: Any
-    fabricated_combinations: Any
-    own_at_least_as_accurate: bool | None = None
 
 
 class PublicRelease(Result):
@@ -468,9 +467,6 @@ def evaluate(
     return Comparability(
         report=str(restricted / COMPARABILITY_PAGE),
         mae_vs_dp_by_length=headline["mae_vs_dp_by_length"],
-        mae_vs_sensitive_by_length=headline["mae_vs_sensitive_by_length"],
-        fabricated_combinations=headline["fabricated_combinations"],
-        own_at_least_as_accurate=report["headline"].get("own_at_least_as_accurate"),
     )
 
 
