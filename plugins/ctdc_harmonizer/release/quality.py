@@ -2,8 +2,10 @@
 
 The expectation suite is generated from the codebook (never retyped): the 27
 columns in order, the year range, each variable's allowed values, ISO 3166-1
-alpha-3 countries and `1`-or-NULL binaries. It runs on the harmonized frame and
-writes, inside the release folder:
+alpha-3 countries and `1`-or-NULL binaries. It runs on the versions new in the release
+(an earlier release checked every other row when it was new); each expectation is then counted
+over the whole release, a count GX's own results on the new rows must match (`validate_release`).
+It writes, inside the release folder:
 
     quality/summary.json      one line per expectation: type, column, severity,
                               success and counts; never a value
