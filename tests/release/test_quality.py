@@ -216,3 +216,27 @@ def test_docs_and_summary_paths_are_relative(runs):
     info = runs["good"]["info"]
     assert not Path(info["data_docs"]).is_absolute()
     assert info["data_docs"] == "quality/data_docs/index.html"
+
+
+@pytest.mark.parametrize("checked_rows", [[0, 4, 7], [1, 2, 3, 5]])
+def test_counting_new_versions_with_gx_reports_what_gx_on_the_whole_release_does(
+    runs, tmp_path, checked_rows, caplog
+):
+    """GX on the new versions only (bad cells among them, or only among the rows counted
+    without it) gives the summary GX gives on the whole release, failures included."""
+    checked = pd.Series(False, index=range(ROWS))
+    checked[checked_rows] = True
+    caplog.set_level(logging.INFO, logger=quality.__name__)
+    info = quality.validate_release(
+        make_bad_frame(), CODEBOOK, RELEASE_YEAR, tmp_path, checked=checked.to_numpy()
+    )
+    assert info == runs["bad"]["info"]
+    ran = [r.getMessage() for r in caplog.records if "Great Expectations ran" in r.getMessage()]
+    assert ran == [
+        f"quality: Great Expectations ran on {len(checked_rows)} of {ROWS} row(s) "
+        "(the versions new in this release; the rest counted)"
+    ]
+    ours = json.loads((tmp_path / quality.QUALITY_DIR / quality.SUMMARY_FILE).read_text("utf-8"))
+    assert ours == _summary(runs["bad"])
+    docs = (tmp_path / info["data_docs"]).read_text("utf-8")
+    assert SENTINEL not in docs

@@ -293,6 +293,25 @@ def test_an_earlier_release_is_rebuilt_byte_for_byte(years, tmp_path, capsys):
         assert code == 0 and "DIFFERS" not in printed and printed.count("identical to") == 2
 
 
+def test_a_snapshot_is_written_only_for_a_partner_the_release_changed(years):
+    """A partner carried, or whose held-back records were harmonized again and held back
+    again, keeps its earlier snapshot: the store writes one where records changed."""
+    scenario, done = years
+    with sqlite3.connect(done["out"] / "warehouse.sqlite") as conn:
+        snapshots = conn.execute("SELECT entity_id, sequence FROM partner_snapshot").fetchall()
+        changed = set(
+            conn.execute(
+                "SELECT entity_id, valid_from FROM staged_record UNION "
+                "SELECT entity_id, valid_to FROM staged_record WHERE valid_to IS NOT NULL UNION "
+                "SELECT entity_id, valid_from FROM case_record UNION "
+                "SELECT entity_id, valid_to FROM case_record WHERE valid_to IS NOT NULL UNION "
+                "SELECT d.entity_id, r.sequence FROM delivery d "
+                "JOIN data_release r ON r.label = d.release_label"
+            ).fetchall()
+        )
+    assert snapshots and set(snapshots) <= changed
+
+
 def test_history_lists_deliveries_and_releases(years, capsys):
     scenario, done = years
     assert cli.main(["history", "--out", str(done["out"])]) == 0

@@ -510,6 +510,14 @@ def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataF
         db.execute(sa.delete(snap).where(snap.c.entity_id == entity, snap.c.sequence < earlier))
 
 
+def _unchanged(changes: ChangeSet) -> bool:
+    """Nothing to write for the partner: no delivery, no new record or version, none closed."""
+    return changes.delivery is None and all(
+        frame.empty
+        for frame in (changes.staged_new, changes.case_new, changes.staged_end, changes.case_end)
+    )
+
+
 def commit(
     url: str,
     release: ReleaseRow,
@@ -557,6 +565,11 @@ def commit(
         # stay in memory once its rows and snapshot are written.
         for changes in partners:
             entity = ids[changes.partner]
+            if _unchanged(changes):
+                # Its held-back records harmonized again and held back again: its snapshot
+                # (the latest before this release) still holds its records, as they are.
+                currents[changes.partner] = changes.current[[IDENTITY, CASE_ID]]
+                continue
             files: dict[str, int] = {}
             if changes.delivery is not None:
                 files = _insert_delivery(db, release, entity, changes.delivery)

@@ -230,10 +230,14 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     if updated_at:  # new harmonized versions of stored records, column by column
         at_rows = np.concatenate(updated_at)
         new = pd.concat(updated_values, ignore_index=True)
+        # Each column taken from the old values and the new ones (Arrow's take: setting a
+        # re-harmonized history's rows in place one column at a time was ~6x slower).
+        take = np.arange(len(current))
+        take[at_rows] = len(current) + np.arange(len(at_rows))
         for name in codebook.columns:
-            column = current[name].copy()
-            column.iloc[at_rows] = new[name].astype(column.dtype).to_numpy()
-            current[name] = column
+            column = current[name]
+            both = pd.concat([column, new[name].astype(column.dtype)], ignore_index=True)
+            current[name] = both.take(take).set_axis(current.index)
         current.loc[at_rows, CASE_ID] = pd.NA
         current.loc[at_rows, MAPPING] = mapping
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version

@@ -19,6 +19,9 @@ from ctdc_harmonizer.pipeline.results import (
 from ctdc_harmonizer.run.plan import ReleasePlan
 
 log = logging.getLogger(__name__)
+# A released row that is a version new in this release (its quality checked by Great
+# Expectations now); the others are versions an earlier release checked, unchanged since.
+NEW_VERSION = "_new_version"
 
 
 def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> AssembledRelease:
@@ -29,6 +32,7 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
 
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.columns import (
+        CASE_ID,
         FILE,
         FROM_DELIVERY,
         HELD_BACK,
@@ -61,7 +65,9 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     for partner in sorted(plan.partner_plans):
         if partner in changed:
             work = changed[partner]
-            records = work.read_frame(work.CURRENT, columns=[HELD_BACK, *keep])
+            records = work.read_frame(work.CURRENT, columns=[HELD_BACK, CASE_ID, *keep])
+            # A version new in this release has no case record id yet.
+            records[NEW_VERSION] = records.pop(CASE_ID).isna().to_numpy()
             counts[partner] = work.read_json(work.CHANGE_COUNTS)
         else:
             records = stored.pop(partner, None)
@@ -69,15 +75,17 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
                 records = empty_records(codebook)
             counts[partner] = {"previous": len(records), "current": len(records)}
             counts[partner]["held_back"] = int(records[HELD_BACK].sum())
+            records[NEW_VERSION] = False
         released_rows = ~records[HELD_BACK].astype(bool).to_numpy()
         if released_rows.any():
-            part = records.loc[released_rows, keep] if not released_rows.all() else records[keep]
+            taken = [*keep, NEW_VERSION]
+            part = records.loc[released_rows, taken] if not released_rows.all() else records[taken]
             frames.append(part.assign(**{PARTNER: partner}))
         del records
     records = (
         pd.concat(frames, ignore_index=True, copy=False)
         if frames
-        else pd.DataFrame(columns=[*keep, PARTNER])
+        else pd.DataFrame(columns=[*keep, NEW_VERSION, PARTNER])
     )
     del frames
     # A release column holds a few dozen codes: as categories, a million rows take a few MB.
@@ -94,7 +102,7 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     merged = records[[PARTNER, IDENTITY]].iloc[order[linked.merged]].reset_index(drop=True)
     kept = order[~linked.merged]
     del keys, completeness
-    columns = [PARTNER, IDENTITY, *codebook.columns]
+    columns = [PARTNER, IDENTITY, *codebook.columns, NEW_VERSION]
     table = pd.DataFrame(
         {name: records[name].take(kept).reset_index(drop=True) for name in columns}
     )
@@ -244,7 +252,8 @@ def build_release_folder(plan: ReleasePlan, assembled: AssembledRelease) -> Rele
     release_folder.check_replaceable(target)
     work = WorkDir(assembled.work)
     recon = work.read_json(work.RECONCILIATION)
-    table = work.read_frame(work.RECORDS, columns=codebook.columns)
+    table = work.read_frame(work.RECORDS, columns=[*codebook.columns, NEW_VERSION])
+    checked = table.pop(NEW_VERSION).astype(bool).to_numpy()
     rows = len(table)
     configs = {p: plan.partner_config(p) for p in assembled.partners}
     metadata = release_metadata(
@@ -268,6 +277,7 @@ def build_release_folder(plan: ReleasePlan, assembled: AssembledRelease) -> Rele
         coverage=work.read_json(work.COVERAGE),
         overlaps=work.read_json(work.OVERLAPS),
         metadata=metadata,
+        checked=checked,
     )
     del table  # the content holds it until it is written
     staging = plan.staging_dir
