@@ -25,11 +25,14 @@ context is ephemeral, with in-memory stores).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import numbers
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +247,48 @@ def _context(gx, docs_dir: Path):
         },
     )
     return gx.get_context(mode="ephemeral", project_config=config)
+
+
+# Where the checks run: in this process (None), or in a process of their own that imported
+# Great Expectations while the partner chains ran (`ctdc run`: pipeline/local.py).
+_checks_process: Executor | None = None
+
+
+@contextlib.contextmanager
+def checks_in(process: Executor | None) -> Iterator[None]:
+    """Run the release's quality checks in `process` (one worker) while the block runs."""
+    global _checks_process
+    earlier, _checks_process = _checks_process, process
+    try:
+        yield
+    finally:
+        _checks_process = earlier
+
+
+def start_checks(
+    table: pd.DataFrame, written: Path, codebook: Codebook, release_year: int, release_dir: Path
+) -> Callable[[], dict]:
+    """Start validating the release table (`table`, already written to `written` as Parquet);
+    returns what waits for `validate_release`'s result. In a process of its own the checks
+    read the written table and run while this process writes the rest of the folder (its
+    memory and Great Expectations' stay out of this process)."""
+    if _checks_process is None:
+        validated = categorical(table)  # a few codes per column: the text table can go
+        return lambda: validate_release(validated, codebook, release_year, release_dir)
+    pending = _checks_process.submit(
+        validate_written_release, written, codebook, release_year, release_dir
+    )
+    return pending.result
+
+
+def validate_written_release(
+    written: Path, codebook: Codebook, release_year: int, release_dir: Path
+) -> dict:
+    """`validate_release` of the table as written (Parquet): the same frame it was written
+    from, read back with the release's dtypes."""
+    return validate_release(
+        categorical(pd.read_parquet(written)), codebook, release_year, release_dir
+    )
 
 
 def validate_release(
