@@ -575,6 +575,7 @@ def commit(
                 files = _insert_delivery(db, release, entity, changes.delivery)
                 result.deliveries += 1
             refs = _insert_staged(db, release.sequence, entity, files, changes.staged_new)
+            changes.staged_new = None  # written: its payloads go before the versions come
             result.staged_inserted += len(refs)
             result.versions_closed += _close(
                 db, staged_record_table, changes.staged_end, STAGED_ID, release.sequence
@@ -619,6 +620,9 @@ def commit(
             result.snapshots += 1
             currents[changes.partner] = records[[IDENTITY, CASE_ID]]
             del changes, current, new, records
+            # Arrow's allocator keeps what it freed for itself: handed back before the next
+            # partner's frames (NumPy's memory) are read.
+            pa.default_memory_pool().release_unused()
         _erase(db, release, withdrawn, result, out)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
