@@ -124,8 +124,10 @@ def read_excel(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
         column = records.column(name)
         unset = pc.or_kleene(pc.is_null(column), pc.is_in(column, value_set=empty))
         blank &= unset.to_numpy(zero_copy_only=False)
-    frame = arrow_to_frame(records.select(keep))
     numbers = np.arange(spec.data_start_row, spec.data_start_row + records.num_rows)
+    if not problems:  # the usual workbook: its columns stay in Arrow until the delivery's
+        return RawFile(records.select(keep), header, numbers, blank, None, None, ())
+    frame = arrow_to_frame(records.select(keep))
     reject, reject_column, issues = _apply_problems(config, frame, numbers, problems, blank)
     return RawFile(frame, header, numbers, blank, reject, reject_column, issues)
 

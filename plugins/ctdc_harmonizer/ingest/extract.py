@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ctdc_harmonizer.columns import FILE, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.errors import ExtractError
@@ -111,9 +112,13 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     date_fields = {f.name for f in config.fields_with_role("date")}
     blank = raw.blank if raw.blank is not None and raw.blank.any() else None
     keep = None if blank is None else ~blank
+    data = raw.data
+    in_arrow = isinstance(data, pa.Table)
 
     def kept(values):
-        return values if keep is None or values is None else values[keep]
+        if keep is None or values is None:
+            return values
+        return values.filter(pa.array(keep)) if in_arrow else values[keep]
 
     size = len(raw.rows) if keep is None else int(keep.sum())
     if size == 0:
@@ -127,21 +132,26 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
         )
     columns: dict[str, object] = {
         FILE: np.full(size, path.name, dtype=object),
-        ROW: kept(raw.rows.astype(np.int64)),
+        ROW: raw.rows.astype(np.int64) if keep is None else raw.rows.astype(np.int64)[keep],
     }
+    present = set(raw.names)
     converted = set()
     for name in wanted:
-        if name not in raw.frame.columns:
+        if name not in present:
             columns[name] = None
             converted.add(name)
-        elif name in date_fields and raw.frame[name].dtype == object:
+        elif in_arrow:  # Arrow text: chained with the other files' and converted once
+            columns[name] = kept(data.column(name))
+        elif name in date_fields and data[name].dtype == object:
             # Spreadsheet date cells (datetimes) stay as they are, nulls only removed.
-            columns[name] = kept(raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy())
+            columns[name] = kept(data[name].where(~data[name].isin(nulls)).to_numpy())
             converted.add(name)
         else:
-            columns[name] = kept(raw.frame[name].array)
-    columns[REJECT] = kept(raw.reject)
-    columns[REJECT_COLUMN] = kept(raw.reject_column)
+            columns[name] = kept(data[name].array)
+    columns[REJECT] = raw.reject if keep is None or raw.reject is None else raw.reject[keep]
+    columns[REJECT_COLUMN] = (
+        raw.reject_column if keep is None or raw.reject_column is None else raw.reject_column[keep]
+    )
     try:
         digest = sha256_of(path)
     except OSError as exc:
@@ -151,31 +161,38 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     return _Part(columns, size, frozenset(converted), info)
 
 
-def _joined(pieces: list, sizes: list[int]) -> pd.Series:
-    """One column of every file: Arrow text chunks chained without a copy when every file
-    gave Arrow text (CSV, JSON lines), else through pandas (spreadsheet cells)."""
-    import pyarrow as pa
+def _arrow_chunks(piece, size: int) -> list | None:
+    """A file's column as Arrow text chunks (None: it holds other cells, spreadsheet dates
+    read by pandas or marked cells, and goes through pandas)."""
+    if piece is None:
+        return [pa.nulls(size, pa.string())]
+    if isinstance(piece, pa.ChunkedArray):
+        return piece.chunks
+    if isinstance(piece, pa.Array):
+        return [piece]
+    if getattr(piece, "dtype", None) == pd.StringDtype("pyarrow"):
+        return piece.__arrow_array__().chunks
+    return None
 
+
+def _joined(pieces: list, sizes: list[int]) -> pd.Series:
+    """One column of every file: Arrow text chunks chained without a copy, and converted to
+    pandas once, when every file gave Arrow text (the usual delivery), else through pandas."""
     total = sum(sizes)
     if all(piece is None for piece in pieces):
         return pd.Series(pd.NA, index=range(total), dtype="string")
     arrow = pd.StringDtype("pyarrow")
-    if all(piece is None or getattr(piece, "dtype", None) == arrow for piece in pieces):
-        chunks = [
-            c
-            for piece, size in zip(pieces, sizes, strict=True)
-            for c in (
-                [pa.nulls(size, pa.string())] if piece is None else piece.__arrow_array__().chunks
-            )
-        ]
-        kind = chunks[0].type  # pandas may hold large_string: cast only what differs
-        chunks = [c if c.type == kind else c.cast(kind) for c in chunks]
-        return pd.Series(pd.array(pa.chunked_array(chunks, type=kind), dtype=arrow))
+    chunked = [_arrow_chunks(piece, size) for piece, size in zip(pieces, sizes, strict=True)]
+    if all(chunks is not None for chunks in chunked):
+        flat = [c for chunks in chunked for c in chunks if len(c)]
+        kind = flat[0].type if flat else pa.string()  # cast only what differs
+        flat = [c if c.type == kind else c.cast(kind) for c in flat]
+        return pd.Series(pd.array(pa.chunked_array(flat, type=kind), dtype=arrow))
     series = [
-        pd.Series(piece if piece is not None else [pd.NA] * size, dtype=object)
-        if getattr(piece, "dtype", None) != arrow
-        else pd.Series(piece)
-        for piece, size in zip(pieces, sizes, strict=True)
+        pd.Series(piece, dtype=object)
+        if chunks is None
+        else pd.Series(pd.array(pa.chunked_array(chunks), dtype=arrow))
+        for piece, chunks in zip(pieces, chunked, strict=True)
     ]
     return pd.concat(series, ignore_index=True)
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.ingest.encoding import check_encoding
@@ -14,7 +13,6 @@ from ctdc_harmonizer.ingest.raw import (
     NON_FINITE,
     WRONG_TYPE,
     RawFile,
-    arrow_to_frame,
     header_names,
 )
 from ctdc_harmonizer.mapping.spec import PartnerConfig
@@ -91,8 +89,8 @@ def read_jsonl(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
         )
         lines = _jsonl_lines(config, path, table.num_rows) if fits else None
         if lines is not None:
-            frame = _json_frame({c: table[c] for c in names}, config, table.num_rows)
-            return RawFile(frame, list(table.column_names), lines, None)
+            text = _json_text_table({c: table[c] for c in names}, config)
+            return RawFile(text, list(table.column_names), lines, None)
     return _read_jsonl_by_line(config, path, wanted, kinds)
 
 
@@ -122,7 +120,8 @@ def _jsonl_lines(config: PartnerConfig, path: Path, records: int) -> np.ndarray 
     return np.array(numbers, dtype=np.int64) if len(numbers) == records else None
 
 
-def _json_frame(columns: dict, config: PartnerConfig, rows: int) -> pd.DataFrame:
+def _json_text_table(columns: dict, config: PartnerConfig):
+    """The wanted columns as Arrow text: arrays joined with the field's delimiter."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -134,9 +133,7 @@ def _json_frame(columns: dict, config: PartnerConfig, rows: int) -> pd.DataFrame
         elif not pa.types.is_string(column.type):
             column = column.cast(pa.string())
         keep[name] = column
-    if not keep:
-        return pd.DataFrame(index=range(rows))
-    return arrow_to_frame(pa.table(keep))
+    return pa.table(keep)
 
 
 def _json_text(value) -> str:
@@ -301,7 +298,7 @@ def _read_jsonl_by_line(
         )
     arrays = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
     return RawFile(
-        _json_frame(arrays, config, len(lines)),
+        _json_text_table(arrays, config),
         list(seen),
         np.array(lines, dtype=np.int64),
         None,
