@@ -49,10 +49,9 @@ def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Raw
     if not header:
         return RawFile(pd.DataFrame(), [], np.zeros(0, dtype=np.int64), None)
     keep = header if wanted is None else [c for c in wanted if c in header]
-    if path.stat().st_size <= SMALL_FILE_BYTES:
-        small = _read_small_csv(config, path, header, keep)
-        if small is not None:
-            return small
+    small = read_csv_files(config, [path], wanted).get(path)
+    if small is not None:
+        return small
     refused = None
     try:
         table = pacsv.read_csv(
@@ -82,15 +81,14 @@ def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Raw
     return RawFile(table, header, _csv_lines(config, path, data, len(table)), None)
 
 
-def _read_small_csv(
-    config: PartnerConfig, path: Path, header: list[str], keep: list[str]
-) -> RawFile | None:
-    """A small file read as pyarrow reads it (every cell as text, empty cells as "", blank
-    lines skipped), with the physical line each record starts on. None when the file is not
-    plainly well formed (a bad byte, a stray quote, a NUL, a record of another width): the
-    pyarrow path then reads it, or names the line that stops it."""
-    import pyarrow as pa
-
+def _parse_small_csv(
+    config: PartnerConfig, path: Path
+) -> tuple[list, list[int], list[list[str]]] | None:
+    """A small file parsed as pyarrow parses it (every cell as text, empty cells as "", blank
+    lines skipped): its header cells, and each record with the physical line it starts on.
+    None when the file is not plainly well formed (a bad byte, a stray quote, a NUL, a
+    record of another width, a header over several lines): the pyarrow path then reads it,
+    or names the line that stops it."""
     spec = config.reader
     data = path.read_bytes()
     if data.count(b'"') % 2:
@@ -99,27 +97,63 @@ def _read_small_csv(
         text = data.decode(_python_encoding(spec.encoding))
     except (UnicodeDecodeError, LookupError):
         return None
-    width = len(header)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=spec.csv_delimiter, strict=True)
     starts, records = [], []
     try:
-        if not next(reader, None) or reader.line_num != 1:  # the header: one line, first
+        header = next(reader, None)
+        if not header or reader.line_num != 1:
             return None
         start = 2
         for record in reader:  # a small file: a few records
             if record:
-                if len(record) != width:
+                if len(record) != len(header):
                     return None
                 starts.append(start)
                 records.append(record)
             start = reader.line_num + 1
     except csv.Error:
         return None
-    at = {name: header.index(name) for name in keep}
-    table = pa.table(
-        {name: pa.array([r[i] for r in records], type=pa.string()) for name, i in at.items()}
-    )
-    return RawFile(table, header, np.array(starts, dtype=np.int64), None)
+    return header, starts, records
+
+
+def read_csv_files(
+    config: PartnerConfig, paths: list[Path], wanted: list[str] | None
+) -> dict[Path, RawFile]:
+    """The small files of a delivery (SMALL_FILE_BYTES) parsed by Python's csv module, each
+    wanted column built as ONE Arrow array over all of them (each file gets its slice): an
+    Arrow array per file and column costs more than the cells in it. A file that is large or
+    not plainly well formed is left out, for its own read (which names its problem)."""
+    import pyarrow as pa
+
+    parsed = []
+    for path in paths:  # files, each parsed whole
+        try:
+            if path.stat().st_size > SMALL_FILE_BYTES:
+                continue
+            found = _parse_small_csv(config, path)
+            if found is None:
+                continue
+            header = header_names(found[0], config.code, path.name)
+        except (OSError, ExtractError):
+            continue  # its own read raises this, in file order
+        keep = header if wanted is None else [c for c in wanted if c in header]
+        parsed.append((path, header, keep, found[1], found[2]))
+    cells: dict[str, list[str]] = {}
+    offsets: dict[tuple[Path, str], int] = {}
+    for path, header, keep, _, records in parsed:
+        for name in keep:  # columns of one file
+            column = cells.setdefault(name, [])
+            offsets[path, name] = len(column)
+            at = header.index(name)
+            column.extend(record[at] for record in records)
+    arrays = {name: pa.array(values, type=pa.string()) for name, values in cells.items()}
+    read = {}
+    for path, header, keep, starts, records in parsed:
+        table = pa.table(
+            {name: arrays[name].slice(offsets[path, name], len(records)) for name in keep}
+        )
+        read[path] = RawFile(table, header, np.array(starts, dtype=np.int64), None)
+    return read
 
 
 def _raise_csv_problem(config: PartnerConfig, path: Path, width: int) -> None:

@@ -17,7 +17,8 @@ import pyarrow as pa
 from ctdc_harmonizer.columns import FILE, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.fileio import sha256_of
-from ctdc_harmonizer.ingest.delimited import read_csv
+from ctdc_harmonizer.ingest import jsonl
+from ctdc_harmonizer.ingest.delimited import read_csv, read_csv_files
 from ctdc_harmonizer.ingest.excel import read_excel
 from ctdc_harmonizer.ingest.files import os_problem
 from ctdc_harmonizer.ingest.jsonl import read_jsonl
@@ -84,6 +85,10 @@ def _wanted(config: PartnerConfig, all_columns: bool, also: Sequence[str]) -> li
     return [*wanted, *(name for name in also if name not in wanted)]
 
 
+MANY_CHUNKS = 64  # a column chained from more files' chunks is made one buffer
+_NO_FRAME = pd.DataFrame()  # a file's own frame is not kept: the delivery's is
+
+
 @dataclass(frozen=True)
 class _Part:
     """One file as read, before its text is normalised (that is done once per delivery).
@@ -97,10 +102,13 @@ class _Part:
     info: ReadResult
 
 
-def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
-    """Read one file: the per-file checks (required columns, records present, checksum)."""
+def _read_part(
+    config: PartnerConfig, path: Path, wanted: list[str], raw: RawFile | None = None
+) -> _Part:
+    """Read one file (or take it as read with others: `raw`): the per-file checks (required
+    columns, records present, checksum)."""
     declared = {f.name for f in config.fields}
-    raw = read_raw(config, path, wanted)
+    raw = read_raw(config, path, wanted) if raw is None else raw
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
             raise ExtractError(
@@ -157,7 +165,7 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     except OSError as exc:
         raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     blank_rows = 0 if blank is None else int(blank.sum())
-    info = ReadResult(pd.DataFrame(), path.name, digest, blank_rows, dropped, raw.cell_issues)
+    info = ReadResult(_NO_FRAME, path.name, digest, blank_rows, dropped, raw.cell_issues)
     return _Part(columns, size, frozenset(converted), info)
 
 
@@ -187,7 +195,12 @@ def _joined(pieces: list, sizes: list[int]) -> pd.Series:
         flat = [c for chunks in chunked for c in chunks if len(c)]
         kind = flat[0].type if flat else pa.string()  # cast only what differs
         flat = [c if c.type == kind else c.cast(kind) for c in flat]
-        return pd.Series(pd.array(pa.chunked_array(flat, type=kind), dtype=arrow))
+        joined = pa.chunked_array(flat, type=kind)
+        if len(flat) > MANY_CHUNKS and joined.nbytes < 2**30:  # offsets stay 32-bit
+            # One buffer: every later pass over the column (casts, distinct values) costs
+            # per chunk, and a delivery of small files gives one per file.
+            joined = pa.chunked_array([joined.combine_chunks()], type=kind)
+        return pd.Series(pd.array(joined, dtype=arrow))
     series = [
         pd.Series(piece, dtype=object)
         if chunks is None
@@ -228,6 +241,23 @@ def _normalise(config: PartnerConfig, parts: list[_Part], wanted: list[str]) -> 
     return pd.DataFrame(data)
 
 
+def _read_small_files(
+    config: PartnerConfig, paths: list[Path], wanted: list[str]
+) -> dict[Path, RawFile]:
+    """A delivery's small CSV or JSON-lines files read together (delimited.read_csv_files,
+    jsonl.read_jsonl_files); the others, and workbooks, are read one by one."""
+    if len(paths) < 2 or config.reader.format == "excel":
+        return {}
+    if config.reader.format == "csv":
+        return read_csv_files(config, paths, wanted)
+    try:
+        small = [p for p in paths if p.stat().st_size <= jsonl.SMALL_FILE_BYTES]
+    except OSError:
+        return {}  # each file's own read names the problem
+    raws = jsonl.read_jsonl_files(config, small, wanted) if len(small) > 1 else None
+    return {} if raws is None else dict(zip(small, raws, strict=True))
+
+
 @dataclass(frozen=True)
 class DeliveryRead:
     frame: pd.DataFrame  # every file's records, in file order (FILE, ROW name each)
@@ -243,7 +273,9 @@ def read_delivery(
     """Read several files of one delivery: each file parsed and checked on its own, then the
     text of all of them normalised at once (see read_extract for what is read)."""
     wanted = _wanted(config, all_columns, also)
-    parts = [_read_part(config, Path(path), wanted) for path in paths]
+    paths = [Path(path) for path in paths]
+    raws = _read_small_files(config, paths, wanted)
+    parts = [_read_part(config, path, wanted, raws.get(path)) for path in paths]
     if not parts:
         raise ValueError("read_delivery needs at least one file")
     return DeliveryRead(_normalise(config, parts, wanted), [p.info for p in parts])
