@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from pathlib import Path
 
@@ -83,9 +84,10 @@ def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Raw
 
 def _parse_small_csv(
     config: PartnerConfig, path: Path
-) -> tuple[list, list[int], list[list[str]]] | None:
+) -> tuple[list, list[int], list[list[str]], str] | None:
     """A small file parsed as pyarrow parses it (every cell as text, empty cells as "", blank
-    lines skipped): its header cells, and each record with the physical line it starts on.
+    lines skipped): its header cells, each record with the physical line it starts on, and
+    the SHA-256 of the bytes parsed.
     None when the file is not plainly well formed (a bad byte, a stray quote, a NUL, a
     record of another width, a header over several lines): the pyarrow path then reads it,
     or names the line that stops it."""
@@ -113,7 +115,7 @@ def _parse_small_csv(
             start = reader.line_num + 1
     except csv.Error:
         return None
-    return header, starts, records
+    return header, starts, records, hashlib.sha256(data).hexdigest()
 
 
 def read_csv_files(
@@ -137,10 +139,10 @@ def read_csv_files(
         except (OSError, ExtractError):
             continue  # its own read raises this, in file order
         keep = header if wanted is None else [c for c in wanted if c in header]
-        parsed.append((path, header, keep, found[1], found[2]))
+        parsed.append((path, header, keep, *found[1:]))
     cells: dict[str, list[str]] = {}
     offsets: dict[tuple[Path, str], int] = {}
-    for path, header, keep, _, records in parsed:
+    for path, header, keep, _, records, _ in parsed:
         for name in keep:  # columns of one file
             column = cells.setdefault(name, [])
             offsets[path, name] = len(column)
@@ -148,11 +150,12 @@ def read_csv_files(
             column.extend(record[at] for record in records)
     arrays = {name: pa.array(values, type=pa.string()) for name, values in cells.items()}
     read = {}
-    for path, header, keep, starts, records in parsed:
+    for path, header, keep, starts, records, digest in parsed:
         table = pa.table(
             {name: arrays[name].slice(offsets[path, name], len(records)) for name in keep}
         )
-        read[path] = RawFile(table, header, np.array(starts, dtype=np.int64), None)
+        lines = np.array(starts, dtype=np.int64)
+        read[path] = RawFile(table, header, lines, None, sha256=digest)
     return read
 
 

@@ -161,7 +161,7 @@ def _read_part(
         raw.reject_column if keep is None or raw.reject_column is None else raw.reject_column[keep]
     )
     try:
-        digest = sha256_of(path)
+        digest = raw.sha256 or sha256_of(path)
     except OSError as exc:
         raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     blank_rows = 0 if blank is None else int(blank.sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -110,9 +111,10 @@ def read_jsonl_files(
     import pyarrow as pa
     from pyarrow import json as pajson
 
-    blobs, numbers, keys = [], [], []
+    blobs, numbers, keys, digests = [], [], [], []
     for path in paths:
         data = path.read_bytes()
+        digests.append(hashlib.sha256(data).hexdigest())
         try:
             check_encoding(config.code, path, data, "utf-8")
         except ExtractError:
@@ -151,13 +153,14 @@ def read_jsonl_files(
         return None
     text = _json_text_table({c: table[c] for c in names}, config)
     files, start = [], 0
-    for found, lines in zip(keys, numbers, strict=True):  # files, not records
+    for found, lines, digest in zip(keys, numbers, digests, strict=True):  # files
         columns = [header_names([key], "", "")[0] for key in found]
         present = set(columns)
         if len(present) != len(columns):  # ' age' and 'age': the file's own read decides
             return None
         part = text.slice(start, len(lines)).select([c for c in names if c in present])
-        files.append(RawFile(part, columns, np.array(lines, dtype=np.int64), None))
+        lines_at = np.array(lines, dtype=np.int64)
+        files.append(RawFile(part, columns, lines_at, None, sha256=digest))
         start += len(lines)
     return files
 

@@ -32,6 +32,7 @@ class RawFile:
     reject_column: np.ndarray | None = None  # per record: the column that made it unreadable
     # Workbooks: the cells of read columns that could not be read exactly (excel.CellIssue).
     cell_issues: tuple = ()
+    sha256: str | None = None  # of the bytes parsed, when the reader held them all
 
     @property
     def names(self) -> list[str]:
