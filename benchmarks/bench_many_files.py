@@ -8,10 +8,10 @@ N sample records (the partner's sample generator, seeded), writes them once as o
 once split into K files of the partner's format (each with its header; generation is timed
 apart and not counted), then runs `ctdc run --partners <partner>` on each landing in a fresh
 child process, one right after the other, and prints the wall times and the ratio many / one
-(the aim: at most 2). Prints counts and times only, never a value; the children's output goes
-to log files in the work folder, kept when a child fails. Appends a JSON line to
-benchmarks/out/many_files.jsonl (git-ignored). Run it under the machine's lock
-(`flock /tmp/ctdc-heavy.lock ...`).
+(the aim: at most 2), and the same for each child's CPU seconds. Prints counts and times
+only, never a value; the children's output goes to log files in the work folder, kept when a
+child fails. Appends a JSON line to benchmarks/out/many_files.jsonl (git-ignored). Run it
+under the machine's lock (`flock /tmp/ctdc-heavy.lock ...`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import csv
 import datetime
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ def prepare(fmt: str, records: int, files: int, work: Path, seed: int) -> dict:
     }
 
 
-def run(landing: Path, out: Path, partner: str, env: dict, log: Path) -> float | None:
+def run(landing: Path, out: Path, partner: str, env: dict, log: Path) -> tuple[float, float] | None:
     command = [
         sys.executable,
         "-m",
@@ -125,10 +126,13 @@ def run(landing: Path, out: Path, partner: str, env: dict, log: Path) -> float |
         f"sqlite:///{out / 'warehouse.sqlite'}",  # a file of its own, never $CTDC_WAREHOUSE_URL
     ]
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("w") as handle:
         code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     elapsed = time.perf_counter() - started
-    return elapsed if code == 0 else None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (elapsed, cpu) if code == 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,20 +164,28 @@ def main(argv: list[str] | None = None) -> int:
             times[shape] = run(case[shape], out, case["partner"], env, work / f"{fmt}-{shape}.log")
         ok = None not in times.values()
         failed |= not ok
+        wall = {shape: t[0] if t else None for shape, t in times.items()}
+        cpu = {shape: t[1] if t else None for shape, t in times.items()}
         entry = {
             "partner": case["partner"],
             "records": case["records"],
             "files": case["files"],
             "generated_s": case["generated_s"],
-            "one_s": round(times["one"], 2) if times["one"] else None,
-            "many_s": round(times["many"], 2) if times["many"] else None,
-            "ratio": round(times["many"] / times["one"], 2) if ok else None,
+            "one_s": round(wall["one"], 2) if ok else None,
+            "many_s": round(wall["many"], 2) if ok else None,
+            "ratio": round(wall["many"] / wall["one"], 2) if ok else None,
+            # CPU seconds (user + system) of each run: steadier than wall time on a shared
+            # machine, where other processes take turns on the cores.
+            "one_cpu_s": round(cpu["one"], 2) if ok else None,
+            "many_cpu_s": round(cpu["many"], 2) if ok else None,
+            "cpu_ratio": round(cpu["many"] / cpu["one"], 2) if ok else None,
         }
         report["formats"][fmt] = entry
         print(
             f"{fmt:5s} {entry['partner']:15s} {entry['records']} records: one file "
             f"{entry['one_s']} s, {entry['files']} files {entry['many_s']} s, "
-            f"ratio {entry['ratio']}"
+            f"ratio {entry['ratio']}; CPU {entry['one_cpu_s']} s / {entry['many_cpu_s']} s, "
+            f"ratio {entry['cpu_ratio']}; load {os.getloadavg()[0]:.1f}"
         )
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / "many_files.jsonl").open("a") as handle:

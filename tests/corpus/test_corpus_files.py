@@ -162,6 +162,7 @@ def thirty_files(result: RunResult) -> None:
     files = metadata(result)["partners"][HOTLINE]["files"]
     assert len(files) == 30
     assert metadata(result)["partners"][HOTLINE]["not_read"] == {}
+    assert metadata(result)["partners"][HOTLINE]["unreadable_cells"] == {}  # no workbook
 
 
 CASES = [

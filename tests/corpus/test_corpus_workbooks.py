@@ -135,6 +135,7 @@ def refused_not_released(reason: str | None = None, excluded: str | None = None)
         entry = recon["partners"][P]["files"][HTCDS_FILE]
         if reason:
             assert entry["rejected"].get(reason, 0) >= 1, entry["rejected"]
+            assert_unreadable_cells_counted(result, reason)
         if excluded:
             assert entry["excluded"].get(excluded, 0) >= 1, entry["excluded"]
 
@@ -150,11 +151,26 @@ def assert_no_refusing_record(result: RunResult) -> None:
     )
 
 
+def assert_unreadable_cells_counted(result: RunResult, reason: str) -> None:
+    """metadata.json counts the workbook's unreadable cells per file and reason, as numbers
+    (no cell value can be there), and the reconciliation holds the same counts."""
+    import json
+
+    metadata = json.loads((result.release_dir / "metadata.json").read_text("utf-8"))
+    counted = metadata["partners"][P]["unreadable_cells"]
+    assert set(counted) == {HTCDS_FILE}, counted
+    assert counted[HTCDS_FILE].get(reason, 0) >= 1, counted
+    assert all(isinstance(n, int) and n > 0 for n in counted[HTCDS_FILE].values())
+    recon = json.loads((result.release_dir / "reconciliation.json").read_text("utf-8"))
+    assert recon["partners"][P]["unreadable_cells"] == counted
+
+
 def check_value_issue(result: RunResult, field: str, issue: str) -> None:
     with (result.release_dir / "value_issues.csv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert any(r["field"] == field and r["issue"] == issue for r in rows), rows
     assert re.search(r"cell [A-Z]+4 \(column 'prs_Gender'\): error_cell", result.logs)
+    assert_unreadable_cells_counted(result, "error_cell")
 
 
 def hidden_sheet_in_front(env: Env) -> None:

@@ -152,3 +152,67 @@ def test_bench_split_keeps_every_record(tmp_path):
     from bench_many_files import _slices
 
     assert sum(b - a for a, b in _slices(3000, 2000)) == 3000 and len(_slices(5, 9)) == 5
+
+
+def _delivery(tmp_path: Path, contents: list[str], suffix: str) -> list[Path]:
+    folder = tmp_path / "all"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i, text in enumerate(contents):
+        path = folder / f"part_{i:02d}{suffix}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _same_as_one_by_one(config, paths: list[Path]) -> None:
+    together = read_delivery(config, paths)
+    alone = [read_extract(config, p) for p in paths]
+    assert [f.file for f in together.files] == [p.name for p in paths]
+    assert [(f.blank_rows, f.dropped_columns) for f in together.files] == [
+        (r.blank_rows, r.dropped_columns) for r in alone
+    ]
+    assert together.frame[ROW].tolist() == [n for r in alone for n in r.frame[ROW]]
+    for column in together.frame.columns:
+        assert together.frame[column].fillna("").astype(str).tolist() == [
+            v for r in alone for v in r.frame[column].fillna("").astype(str)
+        ], column
+
+
+@pytest.mark.parametrize("odd", ["none", "blank_lines", "null_in_one_file", "nan", "typed_apart"])
+def test_small_jsonl_files_parsed_together_read_as_one_by_one(tmp_path, odd):
+    """The small files are parsed as one buffer; a file the buffer cannot stand for (NaN, a
+    value whose type differs between files) sends the delivery back to one read per file."""
+    contents = []
+    for i in range(4):
+        records = [report(10 * i + j, victim_age_range=float(j + 1)) for j in range(2)]
+        if odd == "null_in_one_file" and i == 1:
+            records = [r | {"victim_age_range": None} for r in records]
+        lines = [json.dumps(r) for r in records]
+        if odd == "blank_lines":
+            lines = ["", lines[0], "  ", lines[1], ""]
+        if odd == "nan" and i == 2:
+            lines[1] = lines[1].replace('"victim_age_range": 2.0', '"victim_age_range": NaN')
+        if odd == "typed_apart" and i == 3:
+            lines[0] = lines[0].replace('"victim_age_range": 1.0', '"victim_age_range": "1"')
+        contents.append("\n".join(lines) + "\n")
+    _same_as_one_by_one(HOTLINE, _delivery(tmp_path, contents, ".jsonl"))
+
+
+def test_small_csv_files_parsed_together_read_as_one_by_one(tmp_path):
+    config = load_partner(write_partner(tmp_path))
+    header = ",".join(row())
+    files = [[row(case_id=f"A{i}{j}", age=str(20 + j)) for j in range(3)] for i in range(3)]
+    contents = [header + "\n" + "\n".join(",".join(r.values()) for r in f) + "\n" for f in files]
+    contents[1] = contents[1].replace("\n", "\n\n", 2)  # blank lines move the records down
+    _same_as_one_by_one(config, _delivery(tmp_path, contents, ".csv"))
+
+
+def test_a_bad_small_file_among_many_is_named_with_its_line(tmp_path):
+    lines = [json.dumps(report(i)) for i in range(3)]
+    contents = ["\n".join(lines) + "\n"] * 4
+    contents[2] = "\n".join([lines[0], lines[1][:-3], lines[2]]) + "\n"
+    with pytest.raises(ExtractError) as caught:
+        read_delivery(HOTLINE, _delivery(tmp_path, contents, ".jsonl"))
+    assert caught.value.file == "part_02.jsonl" and caught.value.row == 2
+    assert NAME not in str(caught.value)

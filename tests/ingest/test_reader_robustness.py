@@ -21,6 +21,7 @@ from openpyxl import load_workbook
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.columns import REJECT, ROW
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.ingest import delimited
 from ctdc_harmonizer.ingest.deidentify import deidentify
 from ctdc_harmonizer.ingest.extract import read_extract
 from ctdc_harmonizer.ingest.files import find_extract_files
@@ -446,7 +447,9 @@ def test_symlinked_landing_root_is_allowed(tmp_path):
     assert [p.name for p in find_extract_files(config, tmp_path / "alias")] == ["extract.csv"]
 
 
-def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("small_file_bytes", [0, delimited.SMALL_FILE_BYTES])
+def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch, caplog, small_file_bytes):
+    """Denied while pyarrow reads it (a large file) or while Python's csv module does."""
     config = tiny(tmp_path)
     path = write_extract(tmp_path, [row(full_name=NAME)])
     from pyarrow import csv as pacsv
@@ -454,7 +457,9 @@ def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch, caplog):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
+    monkeypatch.setattr(delimited, "SMALL_FILE_BYTES", small_file_bytes)
     monkeypatch.setattr(pacsv, "read_csv", denied)
+    monkeypatch.setattr(Path, "read_bytes", denied)
     error = read_error(config, path, caplog)
     assert (
         error.file == "extract.csv"
@@ -518,3 +523,57 @@ def test_folder_named_like_an_extract_is_an_error_not_skipped(tmp_path):
     (tmp_path / "landing" / "tiny" / "more.csv").mkdir()
     with pytest.raises(ExtractError, match="is not a file"):
         find_extract_files(config, tmp_path / "landing")
+
+
+SMALL_CSV_CASES = {
+    "plain": f"{HEADER}\n{record(case_id='A1')}\n{record(case_id='A2')}\n",
+    "crlf_no_final_break": f"{HEADER}\r\n{record(case_id='A1')}\r\n{record(case_id='A2')}",
+    "blank_lines": f"{HEADER}\n\n{record(case_id='A1')}\n\r\n\n{record(case_id='A2')}\n\n",
+    "byte_order_mark": f"\ufeff{HEADER}\n{record(case_id='A1')}\n",
+    "quoted_line_break": (
+        f"{HEADER}\n"
+        + record(case_id="A1", note="NOTE").replace("NOTE", '"first\nsecond ""quoted"""')
+        + f"\n{record(case_id='A2')}\n"
+    ),
+    "quote_inside_unquoted_cells": (
+        f"{HEADER}\n" + record(case_id="A1", note="NOTE").replace("NOTE", 'five 5\'11" tall"')
+    ),
+    "empty_and_quoted_empty_cells": (
+        f"{HEADER}\n" + record(case_id="A1", note="NOTE", age="").replace("NOTE", '""') + "\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMALL_CSV_CASES))
+def test_small_csv_files_read_as_pyarrow_reads_them(tmp_path, monkeypatch, case):
+    """A small file (Python's csv module) gives the cells and line numbers a large one
+    (pyarrow) would."""
+    config = tiny(tmp_path)
+    path = tmp_path / "landing" / "tiny" / "extract.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(SMALL_CSV_CASES[case].encode("utf-8"))
+    from pyarrow import csv as pacsv
+
+    with monkeypatch.context() as patched:  # the small path only: pyarrow is not called
+        patched.setattr(pacsv, "read_csv", None)
+        small = read_extract(config, path, all_columns=True).frame
+    monkeypatch.setattr(delimited, "SMALL_FILE_BYTES", -1)
+    large = read_extract(config, path, all_columns=True).frame
+    pd.testing.assert_frame_equal(small, large)
+    assert len(small) >= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (f"{HEADER}\n{record(case_id='A1')},extra\n", "this record has"),
+        (f'{HEADER}\n"{record(case_id="A1")}\n', "malformed quoting"),
+    ],
+)
+def test_small_csv_problems_are_located_as_before(tmp_path, caplog, text, problem):
+    config = tiny(tmp_path)
+    path = tmp_path / "landing" / "tiny" / "extract.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    error = read_error(config, path, caplog)
+    assert problem in error.problem and error.row == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,13 @@ def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
         cells = values.where(values.str.fullmatch(EXCEL_DATE_CELL).fillna(False))
         parsed = parsed.fillna(pd.to_datetime(cells, errors="coerce", format="ISO8601"))
     return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_date(cell: str, fmt: str) -> bool:
+    """Whether one cell reads as a date (parse_dates): a template's labels are the same in
+    every workbook of a delivery, so each is parsed once."""
+    return bool(pd.notna(parse_dates(pd.Series([cell], dtype="string"), fmt).iloc[0]))
 
 
 def _row(table, index: int) -> list:
@@ -120,12 +128,22 @@ def read_excel(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
     checked = [name for name in header if name in declared] or header
     empty = pa.array(["", *config.null_values], type=pa.string())
     blank = np.ones(records.num_rows, dtype=bool)
-    for name in checked:  # columns, not records
-        column = records.column(name)
-        unset = pc.or_kleene(pc.is_null(column), pc.is_in(column, value_set=empty))
-        blank &= unset.to_numpy(zero_copy_only=False)
-    frame = arrow_to_frame(records.select(keep))
+    if records.num_rows:
+        # The checked columns end to end, judged in one pass (not one per column: a delivery
+        # of many small workbooks would pay for each).
+        cells = pa.concat_arrays(
+            [
+                chunk if chunk.type == pa.string() else chunk.cast(pa.string())
+                for name in checked
+                for chunk in records.column(name).chunks
+            ]
+        )
+        unset = pc.or_kleene(pc.is_null(cells), pc.is_in(cells, value_set=empty))
+        blank = unset.to_numpy(zero_copy_only=False).reshape(len(checked), -1).all(axis=0)
     numbers = np.arange(spec.data_start_row, spec.data_start_row + records.num_rows)
+    if not problems:  # the usual workbook: its columns stay in Arrow until the delivery's
+        return RawFile(records.select(keep), header, numbers, blank, None, None, ())
+    frame = arrow_to_frame(records.select(keep))
     reject, reject_column, issues = _apply_problems(config, frame, numbers, problems, blank)
     return RawFile(frame, header, numbers, blank, reject, reject_column, issues)
 
@@ -247,17 +265,13 @@ def _check_template_row(
     picklist answers, while the template's labels ('Birthdate', 'Gender') are neither.
     """
     dates = {f.name: f for f in config.fields_with_role("date")}
-    known = {name: set(group["key"]) for name, group in config.values.groupby("field", sort=False)}
-    countries = set(config.countries["key"])
-    for spec in config.fields_with_role("country"):
-        known.setdefault(spec.name, set()).update(countries)
+    known = config.known_keys
     for name, cell in zip(header, cells, strict=False):  # one row of the template
         if cell is None or cell == "":
             continue
         looks_like_data = False
         if name in dates:
-            when = parse_dates(pd.Series([str(cell)], dtype="string"), dates[name].format)
-            looks_like_data = pd.notna(when.iloc[0])
+            looks_like_data = _is_date(str(cell), dates[name].format)
         elif name in known:
             looks_like_data = normalize_token(str(cell)) in known[name]
         if looks_like_data:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ctdc_harmonizer.columns import FILE, REJECT, REJECT_COLUMN, ROW
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.fileio import sha256_of
-from ctdc_harmonizer.ingest.delimited import read_csv
+from ctdc_harmonizer.ingest import jsonl
+from ctdc_harmonizer.ingest.delimited import read_csv, read_csv_files
 from ctdc_harmonizer.ingest.excel import read_excel
 from ctdc_harmonizer.ingest.files import os_problem
 from ctdc_harmonizer.ingest.jsonl import read_jsonl
@@ -83,6 +85,10 @@ def _wanted(config: PartnerConfig, all_columns: bool, also: Sequence[str]) -> li
     return [*wanted, *(name for name in also if name not in wanted)]
 
 
+MANY_CHUNKS = 64  # a column chained from more files' chunks is made one buffer
+_NO_FRAME = pd.DataFrame()  # a file's own frame is not kept: the delivery's is
+
+
 @dataclass(frozen=True)
 class _Part:
     """One file as read, before its text is normalised (that is done once per delivery).
@@ -96,10 +102,13 @@ class _Part:
     info: ReadResult
 
 
-def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
-    """Read one file: the per-file checks (required columns, records present, checksum)."""
+def _read_part(
+    config: PartnerConfig, path: Path, wanted: list[str], raw: RawFile | None = None
+) -> _Part:
+    """Read one file (or take it as read with others: `raw`): the per-file checks (required
+    columns, records present, checksum)."""
     declared = {f.name for f in config.fields}
-    raw = read_raw(config, path, wanted)
+    raw = read_raw(config, path, wanted) if raw is None else raw
     for spec in config.fields:
         if spec.required and spec.name not in raw.columns:
             raise ExtractError(
@@ -111,9 +120,13 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
     date_fields = {f.name for f in config.fields_with_role("date")}
     blank = raw.blank if raw.blank is not None and raw.blank.any() else None
     keep = None if blank is None else ~blank
+    data = raw.data
+    in_arrow = isinstance(data, pa.Table)
 
     def kept(values):
-        return values if keep is None or values is None else values[keep]
+        if keep is None or values is None:
+            return values
+        return values.filter(pa.array(keep)) if in_arrow else values[keep]
 
     size = len(raw.rows) if keep is None else int(keep.sum())
     if size == 0:
@@ -127,55 +140,72 @@ def _read_part(config: PartnerConfig, path: Path, wanted: list[str]) -> _Part:
         )
     columns: dict[str, object] = {
         FILE: np.full(size, path.name, dtype=object),
-        ROW: kept(raw.rows.astype(np.int64)),
+        ROW: raw.rows.astype(np.int64) if keep is None else raw.rows.astype(np.int64)[keep],
     }
+    present = set(raw.names)
     converted = set()
     for name in wanted:
-        if name not in raw.frame.columns:
+        if name not in present:
             columns[name] = None
             converted.add(name)
-        elif name in date_fields and raw.frame[name].dtype == object:
+        elif in_arrow:  # Arrow text: chained with the other files' and converted once
+            columns[name] = kept(data.column(name))
+        elif name in date_fields and data[name].dtype == object:
             # Spreadsheet date cells (datetimes) stay as they are, nulls only removed.
-            columns[name] = kept(raw.frame[name].where(~raw.frame[name].isin(nulls)).to_numpy())
+            columns[name] = kept(data[name].where(~data[name].isin(nulls)).to_numpy())
             converted.add(name)
         else:
-            columns[name] = kept(raw.frame[name].array)
-    columns[REJECT] = kept(raw.reject)
-    columns[REJECT_COLUMN] = kept(raw.reject_column)
+            columns[name] = kept(data[name].array)
+    columns[REJECT] = raw.reject if keep is None or raw.reject is None else raw.reject[keep]
+    columns[REJECT_COLUMN] = (
+        raw.reject_column if keep is None or raw.reject_column is None else raw.reject_column[keep]
+    )
     try:
-        digest = sha256_of(path)
+        digest = raw.sha256 or sha256_of(path)
     except OSError as exc:
         raise ExtractError(config.code, path.name, f"cannot be opened: {os_problem(exc)}") from None
     blank_rows = 0 if blank is None else int(blank.sum())
-    info = ReadResult(pd.DataFrame(), path.name, digest, blank_rows, dropped, raw.cell_issues)
+    info = ReadResult(_NO_FRAME, path.name, digest, blank_rows, dropped, raw.cell_issues)
     return _Part(columns, size, frozenset(converted), info)
 
 
-def _joined(pieces: list, sizes: list[int]) -> pd.Series:
-    """One column of every file: Arrow text chunks chained without a copy when every file
-    gave Arrow text (CSV, JSON lines), else through pandas (spreadsheet cells)."""
-    import pyarrow as pa
+def _arrow_chunks(piece, size: int) -> list | None:
+    """A file's column as Arrow text chunks (None: it holds other cells, spreadsheet dates
+    read by pandas or marked cells, and goes through pandas)."""
+    if piece is None:
+        return [pa.nulls(size, pa.string())]
+    if isinstance(piece, pa.ChunkedArray):
+        return piece.chunks
+    if isinstance(piece, pa.Array):
+        return [piece]
+    if getattr(piece, "dtype", None) == pd.StringDtype("pyarrow"):
+        return piece.__arrow_array__().chunks
+    return None
 
+
+def _joined(pieces: list, sizes: list[int]) -> pd.Series:
+    """One column of every file: Arrow text chunks chained without a copy, and converted to
+    pandas once, when every file gave Arrow text (the usual delivery), else through pandas."""
     total = sum(sizes)
     if all(piece is None for piece in pieces):
         return pd.Series(pd.NA, index=range(total), dtype="string")
     arrow = pd.StringDtype("pyarrow")
-    if all(piece is None or getattr(piece, "dtype", None) == arrow for piece in pieces):
-        chunks = [
-            c
-            for piece, size in zip(pieces, sizes, strict=True)
-            for c in (
-                [pa.nulls(size, pa.string())] if piece is None else piece.__arrow_array__().chunks
-            )
-        ]
-        kind = chunks[0].type  # pandas may hold large_string: cast only what differs
-        chunks = [c if c.type == kind else c.cast(kind) for c in chunks]
-        return pd.Series(pd.array(pa.chunked_array(chunks, type=kind), dtype=arrow))
+    chunked = [_arrow_chunks(piece, size) for piece, size in zip(pieces, sizes, strict=True)]
+    if all(chunks is not None for chunks in chunked):
+        flat = [c for chunks in chunked for c in chunks if len(c)]
+        kind = flat[0].type if flat else pa.string()  # cast only what differs
+        flat = [c if c.type == kind else c.cast(kind) for c in flat]
+        joined = pa.chunked_array(flat, type=kind)
+        if len(flat) > MANY_CHUNKS and joined.nbytes < 2**30:  # offsets stay 32-bit
+            # One buffer: every later pass over the column (casts, distinct values) costs
+            # per chunk, and a delivery of small files gives one per file.
+            joined = pa.chunked_array([joined.combine_chunks()], type=kind)
+        return pd.Series(pd.array(joined, dtype=arrow))
     series = [
-        pd.Series(piece if piece is not None else [pd.NA] * size, dtype=object)
-        if getattr(piece, "dtype", None) != arrow
-        else pd.Series(piece)
-        for piece, size in zip(pieces, sizes, strict=True)
+        pd.Series(piece, dtype=object)
+        if chunks is None
+        else pd.Series(pd.array(pa.chunked_array(chunks), dtype=arrow))
+        for piece, chunks in zip(pieces, chunked, strict=True)
     ]
     return pd.concat(series, ignore_index=True)
 
@@ -211,6 +241,23 @@ def _normalise(config: PartnerConfig, parts: list[_Part], wanted: list[str]) -> 
     return pd.DataFrame(data)
 
 
+def _read_small_files(
+    config: PartnerConfig, paths: list[Path], wanted: list[str]
+) -> dict[Path, RawFile]:
+    """A delivery's small CSV or JSON-lines files read together (delimited.read_csv_files,
+    jsonl.read_jsonl_files); the others, and workbooks, are read one by one."""
+    if len(paths) < 2 or config.reader.format == "excel":
+        return {}
+    if config.reader.format == "csv":
+        return read_csv_files(config, paths, wanted)
+    try:
+        small = [p for p in paths if p.stat().st_size <= jsonl.SMALL_FILE_BYTES]
+    except OSError:
+        return {}  # each file's own read names the problem
+    raws = jsonl.read_jsonl_files(config, small, wanted) if len(small) > 1 else None
+    return {} if raws is None else dict(zip(small, raws, strict=True))
+
+
 @dataclass(frozen=True)
 class DeliveryRead:
     frame: pd.DataFrame  # every file's records, in file order (FILE, ROW name each)
@@ -226,7 +273,9 @@ def read_delivery(
     """Read several files of one delivery: each file parsed and checked on its own, then the
     text of all of them normalised at once (see read_extract for what is read)."""
     wanted = _wanted(config, all_columns, also)
-    parts = [_read_part(config, Path(path), wanted) for path in paths]
+    paths = [Path(path) for path in paths]
+    raws = _read_small_files(config, paths, wanted)
+    parts = [_read_part(config, path, wanted, raws.get(path)) for path in paths]
     if not parts:
         raise ValueError("read_delivery needs at least one file")
     return DeliveryRead(_normalise(config, parts, wanted), [p.info for p in parts])

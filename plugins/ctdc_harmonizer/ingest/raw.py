@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ctdc_harmonizer.errors import ExtractError
 from ctdc_harmonizer.ingest.workbook import CELL_REASONS
@@ -20,7 +21,10 @@ READER_REJECT_REASONS = [WRONG_TYPE, NON_FINITE, *CELL_REASONS]
 
 @dataclass(frozen=True)
 class RawFile:
-    frame: pd.DataFrame  # the wanted columns (excel: every column)
+    # The wanted columns (excel: every column), as the reader gave them: an Arrow table of
+    # text (kept in Arrow so that a delivery of many files converts to pandas once), or a
+    # pandas frame (a workbook whose unreadable cells were marked).
+    data: pa.Table | pd.DataFrame
     columns: list[str]  # every column name in the file, in file order
     rows: np.ndarray  # per record: the physical line (sheet row) it starts on, 1-based
     blank: np.ndarray | None  # wholly empty rows (spreadsheets only)
@@ -28,6 +32,18 @@ class RawFile:
     reject_column: np.ndarray | None = None  # per record: the column that made it unreadable
     # Workbooks: the cells of read columns that could not be read exactly (excel.CellIssue).
     cell_issues: tuple = ()
+    sha256: str | None = None  # of the bytes parsed, when the reader held them all
+
+    @property
+    def names(self) -> list[str]:
+        """The wanted columns present in the file."""
+        data = self.data
+        return list(data.column_names if isinstance(data, pa.Table) else data.columns)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The wanted columns as a pandas frame (profiling; a delivery converts once)."""
+        return arrow_to_frame(self.data) if isinstance(self.data, pa.Table) else self.data
 
 
 def header_names(cells: list, partner: str, file: str) -> list[str]:

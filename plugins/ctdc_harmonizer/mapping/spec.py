@@ -7,6 +7,7 @@ other stage reads the partner only through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -122,6 +123,18 @@ class PartnerConfig:
     @property
     def kept_fields(self) -> list[str]:
         return [f.name for f in self.fields if f.role in KEPT_ROLES]
+
+    @cached_property
+    def known_keys(self) -> dict[str, frozenset[str]]:
+        """Per coded or country field, the (normalised) source values the mapping knows:
+        built once per partner, not once per delivered workbook."""
+        known = {
+            name: set(group["key"]) for name, group in self.values.groupby("field", sort=False)
+        }
+        countries = set(self.countries["key"])
+        for spec in self.fields_with_role("country"):
+            known.setdefault(spec.name, set()).update(countries)
+        return {name: frozenset(keys) for name, keys in known.items()}
 
     @property
     def coded_fields(self) -> list[str]:

@@ -21,7 +21,8 @@ def release_metadata(
 ) -> dict:
     """The release's identity: its place in the store, the codebook version and hash, each
     partner's mapping hashes, how it came into this release (delivered, re-harmonized,
-    carried forward) and the checksum of every file it delivered for it."""
+    carried forward), the checksum of every file it delivered for it, the files it did not
+    read and, per file and reason, how many workbook cells could not be read exactly."""
     partners = {}
     for code, config in sorted(configs.items()):
         entry = reconciliation["partners"].get(code, {})
@@ -35,6 +36,9 @@ def release_metadata(
             "last_delivery": entry.get("last_delivery"),
             "files": {name: file["sha256"] for name, file in (entry.get("files") or {}).items()},
             "not_read": entry.get("not_read", {}),
+            # Workbook cells that could not be read exactly, per file and reason code
+            # (ingest/workbook.py): counts only, never a cell's value.
+            "unreadable_cells": entry.get("unreadable_cells", {}),
         }
     return {
         "release": release,

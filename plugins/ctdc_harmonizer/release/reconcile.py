@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ctdc_harmonizer.columns import FILE, Outcome
+from ctdc_harmonizer.columns import FILE, OUTCOMES_WITH_REASON, Outcome
 
 FILE_INVARIANT = (
     "per delivered file: rows_read = new + revised + unchanged + rejected + excluded + erased "
@@ -36,29 +36,36 @@ def _count(value: int | dict[str, int]) -> int:
     return sum(value.values()) if isinstance(value, dict) else int(value)
 
 
-def _by_reason(outcomes: pd.DataFrame, kind: str) -> dict[str, int]:
-    picked = outcomes[outcomes["outcome"] == kind]
-    return {str(k): int(v) for k, v in picked.groupby("reason").size().sort_index().items()}
+def _reasons_by_file(outcomes: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
+    """(file, outcome) -> {reason: rows}, for rejected and excluded rows: one grouping over
+    the delivery, not two per file (2,000 small files stay cheap)."""
+    picked = outcomes[outcomes["outcome"].isin([str(o) for o in OUTCOMES_WITH_REASON])]
+    counted: dict[tuple[str, str], dict[str, int]] = {}
+    if not len(picked):
+        return counted
+    sizes = picked.groupby([FILE, "outcome", "reason"], sort=True).size()
+    for (file, outcome, reason), rows in sizes.items():  # one entry per file and reason
+        counted.setdefault((str(file), str(outcome)), {})[str(reason)] = int(rows)
+    return counted
 
 
 def delivery_files(delivery: dict, outcomes: pd.DataFrame) -> dict[str, dict]:
     """Per delivered file of one partner, where its rows went (`delivery`: the chain's record
     of the delivery; `outcomes`: the mapper's outcome of each delivered row, for reasons)."""
     counted = {}
-    by_file = dict(iter(outcomes.groupby(FILE, sort=False))) if len(outcomes) else {}
+    reasons = _reasons_by_file(outcomes)
     for name, entry in sorted(delivery["files"].items()):
         if entry.get("withdrawals"):  # a withdrawals file: its lines are requests, not rows
             continue
         counts = entry["counts"]
-        mine = by_file.get(name, outcomes.iloc[:0])  # grouped once: many files stay cheap
         row = {
             "sha256": entry["sha256"],
             "rows_read": int(counts["rows_read"]),
             "new": int(counts["rows_new"]),
             "revised": int(counts["rows_revised"]),
             "unchanged": int(counts["rows_unchanged"]),
-            "rejected": _by_reason(mine, Outcome.REJECTED),
-            "excluded": _by_reason(mine, Outcome.EXCLUDED),
+            "rejected": dict(reasons.get((name, Outcome.REJECTED), {})),
+            "excluded": dict(reasons.get((name, Outcome.EXCLUDED), {})),
             "erased": int(counts["rows_erased"]),
             "duplicates_merged": int(counts["rows_duplicates_merged"]),
         }

@@ -289,9 +289,10 @@ def _named_partners(landing: str, root: Path, partners: list[str] | None) -> lis
     return named
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1 << 16)
 def _checksum(path: str, size: int, mtime_ns: int) -> str:
-    """A file's SHA-256, once per (path, size, mtime) in a process (plans read twice)."""
+    """A file's SHA-256, once per (path, size, mtime) in a process (plans read twice; room
+    for a delivery of thousands of files, which a smaller cache would evict in turn)."""
     from ctdc_harmonizer.fileio import sha256_of
 
     return sha256_of(Path(path))

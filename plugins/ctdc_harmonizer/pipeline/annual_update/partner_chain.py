@@ -32,6 +32,8 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
 
     Identifiers (names, dates of birth, record ids, notes) do not leave this step: what it
     writes holds codes, years, ages and keyed hashes only."""
+    from collections import Counter
+
     import pandas as pd
 
     from ctdc_harmonizer.columns import (
@@ -70,6 +72,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     key = privacy_keys.pseudonym_key()
     withdrawals = load_withdrawals(config, landing) if entry.withdrawals is not None else None
     frames, match, private, files = [], [], [], {}
+    unreadable: dict[str, dict[str, int]] = {}  # file -> reason -> cells (metadata.json)
     if entry.files:
         # Every file parsed and checked on its own, then handled as one frame: the cost of a
         # delivery does not grow with its number of files.
@@ -105,6 +108,9 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
                     result.file,
                     len(result.cell_issues) - CELL_ISSUES_LOGGED,
                 )
+            if result.cell_issues:
+                reasons = Counter(issue.reason for issue in result.cell_issues)
+                unreadable[result.file] = dict(sorted(reasons.items()))
             files[result.file] = {
                 "sha256": result.sha256,
                 "size_bytes": planned.size_bytes,
@@ -204,6 +210,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
             "partner": partner,
             "files": files,
             "not_read": entry.not_read,
+            "unreadable_cells": unreadable,
             "withdrawals": entry.withdrawals.model_dump() if entry.withdrawals else None,
             "received_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },

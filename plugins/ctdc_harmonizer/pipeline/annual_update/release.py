@@ -114,9 +114,11 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     merged_by = merged[PARTNER].value_counts()
     ledgers, rejects, unmapped, issues, coverage = {}, [], [], [], {}
     for partner, entry in sorted(plan.partner_plans.items()):
-        files = None
+        files, unreadable = None, {}
         if partner in changed:
             work = changed[partner]
+            if work.exists(work.STAGE_INFO):
+                unreadable = work.read_json(work.STAGE_INFO).get("unreadable_cells", {})
             outcomes = work.read_frame(work.OUTCOMES)
             ours = outcomes[outcomes[ORIGIN] == FROM_DELIVERY]
             if work.exists(work.DELIVERY):
@@ -150,6 +152,7 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
             "flagged": entry.flagged,
             "reharmonized": entry.reharmonize,
             "not_read": entry.not_read,
+            "unreadable_cells": unreadable,
             "files": files,
             "records": ledger,
         }
