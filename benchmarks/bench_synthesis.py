@@ -67,8 +67,42 @@ def table(report: dict) -> dict:
     return out
 
 
-def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
-    """All synthesis steps in a row, timed (runs in a fresh process per size)."""
+class StepMemory:
+    """Peak resident memory of each step: the kernel's high-water mark of this process
+    (VmHWM), reset before each step (writing 5 to /proc/self/clear_refs).
+
+    Exact, and it sees pac-synth's Rust allocations (tracemalloc does not) while the fit
+    holds the GIL (a sampling thread would not run then).
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+
+    @staticmethod
+    def _status(field: str) -> float:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {field} in /proc/self/status")
+
+    def reset(self) -> None:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+
+    def record(self, step: str) -> None:
+        self.peaks[step] = round(self._status("VmHWM"), 1)
+
+
+def child(
+    release_root: Path, root: Path, rows: int, pacsynth_up_to: int, threads: int, reuse_fit: bool
+) -> dict:
+    """All synthesis steps in a row, timed (runs in a fresh process per size).
+
+    The hand-off is read from `release_root`; the synthesis writes under `root` (its own
+    restricted and public folders and a throw-away ledger). With `reuse_fit`, the aggregates
+    (and pac-synth's sample) fitted by an earlier run in `root` are reused: no new fit.
+    """
     import shutil
 
     import yaml
@@ -79,9 +113,11 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
     from ctdc_harmonizer.synthesis.plan import plan_synthesis
 
     release = label(rows)
-    shutil.rmtree(root / "restricted" / release, ignore_errors=True)  # a fresh fit each time
+    root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / "public" / release, ignore_errors=True)
-    (root / "bench-ledger.sqlite").unlink(missing_ok=True)
+    if not reuse_fit:  # a fresh fit each time
+        shutil.rmtree(root / "restricted" / release, ignore_errors=True)
+        (root / "bench-ledger.sqlite").unlink(missing_ok=True)
     config = yaml.safe_load((schemas_dir() / "synthesis_v1.yaml").read_text("utf-8"))
     config["sampling"]["threads"] = threads
     config["sampling"]["compare_with_pacsynth_up_to_rows"] = pacsynth_up_to
@@ -92,17 +128,22 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     plan = plan_synthesis(
         release=release,
+        handoff=str(release_root / "handoff" / release),
         out=str(root),
         config_path=str(config_path),
         warehouse_url=f"sqlite:///{root}/bench-ledger.sqlite",
     )
     timings, done = {}, {SYNTHESIS.plan_step.name: plan}
+    memory = StepMemory()
     started = time.perf_counter()
     for step in SYNTHESIS.release_steps:  # the declared steps, each timed
+        memory.reset()
         t0 = time.perf_counter()
         done[step.name] = local.call_step(SYNTHESIS, step, plan, done)
         timings[step.name] = round(time.perf_counter() - t0, 2)
+        memory.record(step.name)
     total = round(time.perf_counter() - started, 2)
+    peaks = memory.peaks
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results = {name: r.model_dump() for name, r in done.items() if name != "plan_synthesis"}
     fitted = results["fit_aggregates"]
@@ -117,8 +158,11 @@ def child(root: Path, rows: int, pacsynth_up_to: int, threads: int) -> dict:
         "seconds_pacsynth_sampler": fitted["pacsynth_sample_seconds"],
         "seconds_own_sampler": results["sample"]["sample_seconds"],
         "threads": threads,
+        "reused_fit": fitted["reused"],
+        "work": str(root),
         "combinations": fitted["combinations"],
         "peak_rss_mib": round(peak, 1),
+        "peak_rss_mib_by_step": peaks,
         "comparability": table(report),
     }
 
@@ -129,19 +173,41 @@ def main() -> int:
     parser.add_argument("--pacsynth-up-to", type=int, default=70000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--work",
+        help="synthesize into benchmarks/out/runs/WORK/n<rows>/ instead of the release's own "
+        "folder (several runs side by side, e.g. a long pac-synth sampler run and the timed one)",
+    )
+    parser.add_argument(
+        "--reuse-fit",
+        action="store_true",
+        help="reuse the aggregates (and pac-synth's sample) an earlier run stored in the same "
+        "folder: the sampler and the evaluation again, no new fit",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        root, rows = args.child.rsplit(":", 1)
-        print(json.dumps(child(Path(root), int(rows), args.pacsynth_up_to, args.threads)))
+        job = json.loads(args.child)
+        result = child(
+            Path(job["release_root"]),
+            Path(job["root"]),
+            job["rows"],
+            args.pacsynth_up_to,
+            args.threads,
+            args.reuse_fit,
+        )
+        print(json.dumps(result))
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     for rows in [int(s) for s in args.sizes.split(",") if s]:
         t0 = time.perf_counter()
         root = make_release(rows, args.seed)
         made = round(time.perf_counter() - t0, 1)
-        command = [sys.executable, __file__, "--child", f"{root}:{rows}"]
+        work = OUT / "runs" / args.work / f"n{rows}" if args.work else root
+        job = {"release_root": str(root), "root": str(work), "rows": rows}
+        command = [sys.executable, __file__, "--child", json.dumps(job)]
         command += ["--pacsynth-up-to", str(args.pacsynth_up_to), "--threads", str(args.threads)]
+        command += ["--reuse-fit"] if args.reuse_fit else []
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)

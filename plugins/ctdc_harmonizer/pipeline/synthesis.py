@@ -391,6 +391,8 @@ def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
             waves=config.sampling.waves,
             weight_exponent=config.sampling.weight_exponent,
             first_use_penalty=config.sampling.first_use_penalty,
+            one_record_per_protected_record=config.sampling.one_record_per_protected_record,
+            leftovers_exceed_pair_counts=config.sampling.leftovers_exceed_pair_counts,
         )
         synthetic = sampler.sample(
             aggregates,
