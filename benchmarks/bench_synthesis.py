@@ -184,10 +184,20 @@ def main() -> int:
         help="reuse the aggregates (and pac-synth's sample) an earlier run stored in the same "
         "folder: the sampler and the evaluation again, no new fit",
     )
+    parser.add_argument(
+        "--pacsynth-progress",
+        action="store_true",
+        help="pac-synth's own progress log (its debug level) on stderr, as it goes: how far a "
+        "long run of its sampler got (generated benchmark data only)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         job = json.loads(args.child)
+        if args.pacsynth_progress:
+            import pacsynth
+
+            pacsynth.init_logger("debug")
         result = child(
             Path(job["release_root"]),
             Path(job["root"]),
@@ -208,9 +218,11 @@ def main() -> int:
         command = [sys.executable, __file__, "--child", json.dumps(job)]
         command += ["--pacsynth-up-to", str(args.pacsynth_up_to), "--threads", str(args.threads)]
         command += ["--reuse-fit"] if args.reuse_fit else []
-        done = subprocess.run(command, capture_output=True, text=True)
+        command += ["--pacsynth-progress"] if args.pacsynth_progress else []
+        stderr = None if args.pacsynth_progress else subprocess.PIPE  # streamed as it goes
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
         if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
+            print((done.stderr or "")[-3000:], file=sys.stderr)
             return 1
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["seconds_making_release"] = made

@@ -307,6 +307,9 @@ def test_public_folder_holds_only_public_files_in_codebook_format(handed_off):
     for key in ("title", "coverage", "contributing_partners", "method", "date_submitted"):
         assert meta[key]
     assert meta["method"]["epsilon"] == 12.0 and meta["method"]["delta"] == 3.9e-7
+    cases = meta["number_of_cases"]
+    assert cases["synthetic_records"] == len(typed)
+    assert cases["synthetic_records_without_year"] == len(typed) - len(dated)
     aggregates = pd.read_csv(public / "aggregates.csv", keep_default_na=False)
     assert aggregates.loc[0, "length"] == 0
     assert aggregates["length"].max() == 2

@@ -510,12 +510,14 @@ def publish(
     verified, _ = _table(plan)
     aggregates = fit.load(Path(fitted.aggregates_dir), fitted.aggregates_sha256)
     records = work.read_frame(work.SYNTHETIC)
+    year = next(v.name for v in codebook.variables if v.type == "year")
     metadata = public_folder.descriptive_metadata(
         plan.release,
         verified.manifest,
         _partner_names(verified.manifest),
         aggregates,
         len(records),
+        int((records[year].fillna("") == "").sum()),
         config.sampling.sampler,
         config.version,
         codebook,
