@@ -167,6 +167,21 @@ def child(
     }
 
 
+def run_child(command: list[str], stream: bool) -> tuple[int, str, str]:
+    """Run a child; its last stdout line is its result. With `stream`, every other stdout
+    line (pac-synth's log goes to stdout) is passed on to stderr as it comes."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=None if stream else subprocess.PIPE, text=True
+    ) as process:
+        last = ""
+        for line in process.stdout:
+            if last and stream:
+                print(last, end="", file=sys.stderr, flush=True)
+            last = line
+        errors = process.stderr.read() if process.stderr else ""
+    return process.returncode, last, errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20000,65000,260000")
@@ -187,8 +202,9 @@ def main() -> int:
     parser.add_argument(
         "--pacsynth-progress",
         action="store_true",
-        help="pac-synth's own progress log (its debug level) on stderr, as it goes: how far a "
-        "long run of its sampler got (generated benchmark data only)",
+        help="pac-synth's own progress log (its debug level; pac-synth writes it to stdout) "
+        "passed on to stderr as it goes: how far a long run of its sampler got (generated "
+        "benchmark data only)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -219,12 +235,11 @@ def main() -> int:
         command += ["--pacsynth-up-to", str(args.pacsynth_up_to), "--threads", str(args.threads)]
         command += ["--reuse-fit"] if args.reuse_fit else []
         command += ["--pacsynth-progress"] if args.pacsynth_progress else []
-        stderr = None if args.pacsynth_progress else subprocess.PIPE  # streamed as it goes
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        if done.returncode != 0:
-            print((done.stderr or "")[-3000:], file=sys.stderr)
+        returncode, last, errors = run_child(command, args.pacsynth_progress)
+        if returncode != 0:
+            print(errors[-3000:], file=sys.stderr)
             return 1
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = json.loads(last)
         result["seconds_making_release"] = made
         result["load_average"] = os.getloadavg()
         print(json.dumps(result, indent=2))

@@ -261,7 +261,7 @@ def test_pacsynth_panic_becomes_a_value_free_error(monkeypatch):
     strings = fit_mod.as_strings(harmonized_frame(50), CODEBOOK)
     params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
     with pytest.raises(fit_mod.FitError) as caught:
-        fit_mod.fit(strings, params, CODEBOOK, 1, False)
+        fit_mod.fit(fit_mod.dataset(strings), "x", params, CODEBOOK, 1, False)
     assert str(caught.value) == "pac-synth failed (Panic)"
 
 

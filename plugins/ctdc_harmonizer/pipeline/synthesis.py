@@ -280,7 +280,7 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
     codebook = default_codebook()
     config, params = plan.config, plan.config.dp
     strings = plan.work.read_frame(plan.work.SENSITIVE)
-    dataset_sha = fit.dataset_hash(strings)
+    dataset_sha, rows = fit.dataset_hash(strings), len(strings)
     folder = plan.restricted / "aggregates" / fit.store_key(dataset_sha, params)
     ledger = Ledger(plan.warehouse())
     try:
@@ -297,20 +297,22 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
             # before fit: a release too small to publish anything, or over budget
             check_release_size(
                 plan.release,
-                len(strings),
+                rows,
                 params,
                 len(codebook.columns),
                 config.release_size.min_records_per_threshold,
             )
             ledger.check_budget(plan.release, params, config.budget)
-            attempt = _record_people(plan, len(strings))  # before fit, every attempt counted
+            attempt = _record_people(plan, rows)  # before fit, every attempt counted
             attempt = ledger.start(plan.release, dataset_sha, params, attempt)
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
-                len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
+                rows <= config.sampling.compare_with_pacsynth_up_to_rows
             )
             try:
+                data = fit.dataset(strings)
+                del strings  # pac-synth holds its own copy: the frame need not outlive the fit
                 aggregates, pac_sample, seconds = fit.fit(
-                    strings, params, codebook, config.sampling.threads, want_pacsynth
+                    data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
                 )
                 digest = fit.save(aggregates, folder, pac_sample)
             except CtdcError:
