@@ -368,10 +368,11 @@ def test_sampler_reproduces_the_dp_one_counts_and_only_released_values():
     pd.testing.assert_frame_equal(frame, again)
 
 
-def test_sampler_makes_one_record_per_protected_record_and_places_leftovers_in_them():
+def test_sampler_makes_one_record_per_protected_record_and_can_place_leftovers_in_them():
     """Issue 19's record count: the 15 protected records beyond the 60 dated ones start
-    without a year; the women left over once the noisy pair count (2020, Woman) is used up go
-    to dated records past it (a released pair) rather than to records of their own."""
+    without a year; with leftovers_exceed_pair_counts the women left over once the noisy pair
+    count (2020, Woman) is used up go to dated records past it (a released pair) rather than
+    to records of their own."""
     params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
     order = {c: i for i, c in enumerate(CODEBOOK.columns)}
     counts = {
@@ -383,17 +384,27 @@ def test_sampler_makes_one_record_per_protected_record_and_places_leftovers_in_t
     aggregates = fit_mod.DpAggregates(counts, 75, params, "x")
     columns = ["yearOfRegistration", "gender", "ageBroad"]
     start = frozenset({"yearOfRegistration"})
-    frame = sample(aggregates, columns, seed=3, start_with=start)
-    assert len(frame) == 75  # the protected number of records, not one more
-    assert (frame["yearOfRegistration"] == "2020").sum() == 60
-    assert (frame["gender"] == "Woman").sum() == 70  # every noisy 1-count accounted for
-    assert ((frame["yearOfRegistration"] == "2020") & (frame["gender"] == "Woman")).sum() == 55
-    before = SamplerSettings(
-        one_record_per_protected_record=False, leftovers_exceed_pair_counts=False
+
+    def dated_women(frame: pd.DataFrame) -> int:
+        return int(((frame["yearOfRegistration"] == "2020") & (frame["gender"] == "Woman")).sum())
+
+    default = sample(aggregates, columns, seed=3, start_with=start)
+    assert (default["yearOfRegistration"] == "2020").sum() == 60
+    assert (default["gender"] == "Woman").sum() == 70  # every noisy 1-count accounted for
+    assert len(default) > 75 and dated_women(default) < 60  # left-overs on their own records
+    placed = sample(
+        aggregates,
+        columns,
+        seed=3,
+        start_with=start,
+        settings=SamplerSettings(leftovers_exceed_pair_counts=True),
     )
+    assert len(placed) == 75  # the protected number of records, not one more
+    assert (placed["gender"] == "Woman").sum() == 70
+    assert dated_women(placed) == 55  # 15 undated women, the other 55 dated, past the 50
+    before = SamplerSettings(one_record_per_protected_record=False)
     old = sample(aggregates, columns, seed=3, start_with=start, settings=before)
-    # left-over women on records of their own (a round may overshoot a pair count a little)
-    assert len(old) > 75
+    assert (old["yearOfRegistration"] == "").sum() == len(old) - 60  # only left-over records
 
 
 def test_sampler_copes_with_no_released_combination():

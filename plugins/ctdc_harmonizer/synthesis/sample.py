@@ -20,10 +20,10 @@ the sensitive table) and does that, vectorised over records:
   remaining 1-count;
 - records start growing in `waves` (a random share of them at a time), so the first records
   grow long before the next start, as whole case records do;
-- attributes left over when no record can take them go, in a last pass, to records that can
-  take them with released combinations only, now past the noisy pair counts (otherwise each
-  left-over would start a record of its own: at 260k rows that made 60% more records than
-  people, docs/privacy.md section 9);
+- with `leftovers_exceed_pair_counts`, attributes left over when no record can take them go,
+  in a last pass, to records that can take them with released combinations only, now past
+  the noisy pair counts (fewer records of their own, larger pair errors: off by default,
+  docs/privacy.md section 9a);
 - attributes still left over start new records (empty elsewhere: an empty value forms no
   combination), which only form pairs some record already formed; this repeats until every
   released attribute's noisy count is accounted for exactly.
@@ -54,8 +54,9 @@ class SamplerSettings:
     chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
     # as many records as the DP protected number of records, dated or not (module doc)
     one_record_per_protected_record: bool = True
-    # left-overs first go to existing records past the noisy pair counts (module doc)
-    leftovers_exceed_pair_counts: bool = True
+    # left-overs first go to existing records past the noisy pair counts (module doc; off by
+    # default: docs/privacy.md section 9a)
+    leftovers_exceed_pair_counts: bool = False
 
 
 class ReleasedAttributes:
