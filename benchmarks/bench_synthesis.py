@@ -9,11 +9,11 @@ seed 11, then `ctdc run`; cached in benchmarks/out/releases/), then, in a fresh 
 per size, every synthesis step runs in a row as the DAG runs them, with a fresh fit. Reported
 per size: seconds of pac-synth's fit, of the project's sampler, of pac-synth's sampler (only
 up to --pacsynth-up-to rows: it runs right after the fit and takes minutes), of the evaluation
-and of all steps; the peak resident memory of the child process (ru_maxrss: the largest step,
-pac-synth's fit); and the comparability table per combination length for each sampler that ran
-(fabricated combinations, mean absolute error against the DP aggregates and the sensitive
-counts). One JSON line per size is appended to benchmarks/out/synthesis.jsonl. Not a timed
-test: run it by hand.
+and of all steps; the peak resident memory of each step and the largest of them (VmHWM,
+reset before each step: StepMemory); and the comparability table per combination length for
+each sampler that ran (fabricated combinations, mean absolute error against the DP
+aggregates and the sensitive counts). One JSON line per size is appended to
+benchmarks/out/synthesis.jsonl. Not a timed test: run it by hand.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import subprocess
 import sys
@@ -144,7 +143,7 @@ def child(
         memory.record(step.name)
     total = round(time.perf_counter() - started, 2)
     peaks = memory.peaks
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = max(peaks.values())  # ru_maxrss is reset with VmHWM: the largest step's peak
     results = {name: r.model_dump() for name, r in done.items() if name != "plan_synthesis"}
     fitted = results["fit_aggregates"]
     report = json.loads(
