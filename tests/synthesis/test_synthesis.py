@@ -32,7 +32,7 @@ from ctdc_harmonizer.synthesis.evaluate import combination_counts, compare, shar
 from ctdc_harmonizer.synthesis.handoff import HandoffError, verify_handoff, write_handoff
 from ctdc_harmonizer.synthesis.ledger import BudgetExceeded, Ledger
 from ctdc_harmonizer.synthesis.risk import disclosure_risk
-from ctdc_harmonizer.synthesis.sample import sample
+from ctdc_harmonizer.synthesis.sample import SamplerSettings, sample
 from ctdc_harmonizer.synthesis.suppress import suppress
 
 CODEBOOK = default_codebook()
@@ -261,7 +261,7 @@ def test_pacsynth_panic_becomes_a_value_free_error(monkeypatch):
     strings = fit_mod.as_strings(harmonized_frame(50), CODEBOOK)
     params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
     with pytest.raises(fit_mod.FitError) as caught:
-        fit_mod.fit(strings, params, CODEBOOK, 1, False)
+        fit_mod.fit(fit_mod.dataset(strings), "x", params, CODEBOOK, 1, False)
     assert str(caught.value) == "pac-synth failed (Panic)"
 
 
@@ -307,6 +307,9 @@ def test_public_folder_holds_only_public_files_in_codebook_format(handed_off):
     for key in ("title", "coverage", "contributing_partners", "method", "date_submitted"):
         assert meta[key]
     assert meta["method"]["epsilon"] == 12.0 and meta["method"]["delta"] == 3.9e-7
+    cases = meta["number_of_cases"]
+    assert cases["synthetic_records"] == len(typed)
+    assert cases["synthetic_records_without_year"] == len(typed) - len(dated)
     aggregates = pd.read_csv(public / "aggregates.csv", keep_default_na=False)
     assert aggregates.loc[0, "length"] == 0
     assert aggregates["length"].max() == 2
@@ -363,6 +366,45 @@ def test_sampler_reproduces_the_dp_one_counts_and_only_released_values():
     assert (aged["gender"] != "Man").all() and (aged["yearOfRegistration"] == "").all()
     again = sample(aggregates, columns, seed=1, start_with=start)
     pd.testing.assert_frame_equal(frame, again)
+
+
+def test_sampler_makes_one_record_per_protected_record_and_can_place_leftovers_in_them():
+    """Issue 19's record count: the 15 protected records beyond the 60 dated ones start
+    without a year; with leftovers_exceed_pair_counts the women left over once the noisy pair
+    count (2020, Woman) is used up go to dated records past it (a released pair) rather than
+    to records of their own."""
+    params = DpParams(epsilon=1.0, delta=1e-7, reporting_length=2)
+    order = {c: i for i, c in enumerate(CODEBOOK.columns)}
+    counts = {
+        "yearOfRegistration:2020": 60,
+        "gender:Woman": 70,
+        "gender:Woman;yearOfRegistration:2020": 50,
+    }
+    counts = {fit_mod.canonical_key(k, order): v for k, v in counts.items()}
+    aggregates = fit_mod.DpAggregates(counts, 75, params, "x")
+    columns = ["yearOfRegistration", "gender", "ageBroad"]
+    start = frozenset({"yearOfRegistration"})
+
+    def dated_women(frame: pd.DataFrame) -> int:
+        return int(((frame["yearOfRegistration"] == "2020") & (frame["gender"] == "Woman")).sum())
+
+    default = sample(aggregates, columns, seed=3, start_with=start)
+    assert (default["yearOfRegistration"] == "2020").sum() == 60
+    assert (default["gender"] == "Woman").sum() == 70  # every noisy 1-count accounted for
+    assert len(default) > 75 and dated_women(default) < 60  # left-overs on their own records
+    placed = sample(
+        aggregates,
+        columns,
+        seed=3,
+        start_with=start,
+        settings=SamplerSettings(leftovers_exceed_pair_counts=True),
+    )
+    assert len(placed) == 75  # the protected number of records, not one more
+    assert (placed["gender"] == "Woman").sum() == 70
+    assert dated_women(placed) == 55  # 15 undated women, the other 55 dated, past the 50
+    before = SamplerSettings(one_record_per_protected_record=False)
+    old = sample(aggregates, columns, seed=3, start_with=start, settings=before)
+    assert (old["yearOfRegistration"] == "").sum() == len(old) - 60  # only left-over records
 
 
 def test_sampler_copes_with_no_released_combination():

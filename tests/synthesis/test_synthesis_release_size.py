@@ -80,8 +80,8 @@ def test_just_at_the_rule_fits_and_publishes(tmp_path):
 def test_empty_aggregates_never_crash_a_later_step(tmp_path, monkeypatch):
     h = handoff_of(tmp_path, 400)
 
-    def fit_releasing_nothing(strings, params, codebook, threads, pacsynth_sample):
-        empty = fit_mod.DpAggregates({}, 0, params, fit_mod.dataset_hash(strings))
+    def fit_releasing_nothing(data, dataset_sha256, params, codebook, threads, pacsynth_sample):
+        empty = fit_mod.DpAggregates({}, 0, params, dataset_sha256)
         sample = pd.DataFrame(columns=codebook.columns) if pacsynth_sample else None
         return empty, sample, {"fit": 0.0}
 

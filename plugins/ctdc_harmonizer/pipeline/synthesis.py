@@ -279,7 +279,7 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
     codebook = default_codebook()
     config, params = plan.config, plan.config.dp
     strings = plan.work.read_frame(plan.work.SENSITIVE)
-    dataset_sha = fit.dataset_hash(strings)
+    dataset_sha, rows = fit.dataset_hash(strings), len(strings)
     folder = plan.restricted / "aggregates" / fit.store_key(dataset_sha, params)
     ledger = Ledger(plan.warehouse())
     try:
@@ -296,20 +296,22 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
             # before fit: a release too small to publish anything, or over budget
             check_release_size(
                 plan.release,
-                len(strings),
+                rows,
                 params,
                 len(codebook.columns),
                 config.release_size.min_records_per_threshold,
             )
             ledger.check_budget(plan.release, params, config.budget)
-            attempt = _record_people(plan, len(strings))  # before fit, every attempt counted
+            attempt = _record_people(plan, rows)  # before fit, every attempt counted
             attempt = ledger.start(plan.release, dataset_sha, params, attempt)
             want_pacsynth = config.sampling.sampler == "pacsynth" or (
-                len(strings) <= config.sampling.compare_with_pacsynth_up_to_rows
+                rows <= config.sampling.compare_with_pacsynth_up_to_rows
             )
             try:
+                data = fit.dataset(strings)
+                del strings  # pac-synth holds its own copy: the frame need not outlive the fit
                 aggregates, pac_sample, seconds = fit.fit(
-                    strings, params, codebook, config.sampling.threads, want_pacsynth
+                    data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
                 )
                 digest = fit.save(aggregates, folder, pac_sample)
             except CtdcError:
@@ -390,6 +392,8 @@ def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
             waves=config.sampling.waves,
             weight_exponent=config.sampling.weight_exponent,
             first_use_penalty=config.sampling.first_use_penalty,
+            one_record_per_protected_record=config.sampling.one_record_per_protected_record,
+            leftovers_exceed_pair_counts=config.sampling.leftovers_exceed_pair_counts,
         )
         synthetic = sampler.sample(
             aggregates,
@@ -504,12 +508,14 @@ def publish(
     verified, _ = _table(plan)
     aggregates = fit.load(Path(fitted.aggregates_dir), fitted.aggregates_sha256)
     records = work.read_frame(work.SYNTHETIC)
+    year = next(v.name for v in codebook.variables if v.type == "year")
     metadata = public_folder.descriptive_metadata(
         plan.release,
         verified.manifest,
         _partner_names(verified.manifest),
         aggregates,
         len(records),
+        int((records[year].fillna("") == "").sum()),
         config.sampling.sampler,
         config.version,
         codebook,

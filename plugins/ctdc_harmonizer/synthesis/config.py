@@ -56,6 +56,8 @@ class SamplingConfig(_Strict):
     waves: int = Field(default=16, ge=1)
     weight_exponent: float = Field(default=1.0, gt=0)
     first_use_penalty: float = Field(default=1.0, ge=0, le=1)
+    one_record_per_protected_record: bool = True
+    leftovers_exceed_pair_counts: bool = False
 
 
 class ReleaseSizeConfig(_Strict):

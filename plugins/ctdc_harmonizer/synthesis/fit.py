@@ -97,14 +97,32 @@ def _builder(params: DpParams):
     )
 
 
+def dataset(strings: pd.DataFrame):
+    """pac-synth's Dataset of the table (header row, then the records as plain strings).
+
+    pac-synth copies the rows into its own structure, so the caller can free the frame before
+    the fit: at 260k rows the frame and the row lists are some 300 MB the fit need not carry.
+    """
+    import pacsynth
+
+    try:
+        return pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a Rust panic is a BaseException; its text may quote data
+        raise FitError(f"pac-synth could not read the table ({type(exc).__name__})") from None
+
+
 def fit(
-    strings: pd.DataFrame,
+    data,
+    dataset_sha256: str,
     params: DpParams,
     codebook: Codebook,
     threads: int,
     pacsynth_sample: bool,
 ) -> tuple[DpAggregates, pd.DataFrame | None, dict[str, float]]:
-    """Fit pac-synth once (this spends epsilon); optionally sample with its own sampler.
+    """Fit pac-synth once on `data` (a `dataset(...)`; this spends epsilon); optionally sample
+    with its own sampler. `dataset_sha256` is `dataset_hash` of the table it was made from.
 
     pac-synth's sampler can only run on the synthesizer that was fitted (the aggregates
     cannot be loaded back into it), so when it is wanted it runs here, right after fit.
@@ -117,9 +135,8 @@ def fit(
     try:
         pacsynth.set_number_of_threads(threads)
         synthesizer = pacsynth.DpAggregateSeededSynthesizer(_builder(params).build())
-        dataset = pacsynth.Dataset([list(strings.columns), *strings.to_numpy().tolist()])
         started = time.perf_counter()
-        synthesizer.fit(dataset)
+        synthesizer.fit(data)
         raw = synthesizer.get_dp_aggregates(DELIMITER)
         protected = int(synthesizer.get_dp_number_of_records())
         seconds["fit"] = round(time.perf_counter() - started, 2)
@@ -135,7 +152,7 @@ def fit(
         raise FitError(f"pac-synth failed ({type(exc).__name__})") from None
     order = {name: i for i, name in enumerate(codebook.columns)}
     counts = {canonical_key(k, order): int(v) for k, v in raw.items()}
-    return DpAggregates(counts, protected, params, dataset_hash(strings)), sample, seconds
+    return DpAggregates(counts, protected, params, dataset_sha256), sample, seconds
 
 
 def store_key(dataset_sha256: str, params: DpParams) -> str:

@@ -56,6 +56,7 @@ def descriptive_metadata(
     partners: dict[str, str],
     aggregates: DpAggregates,
     synthetic_rows: int,
+    synthetic_rows_without_year: int,
     sampler: str,
     config_version: int,
     codebook: Codebook,
@@ -79,6 +80,9 @@ def descriptive_metadata(
         "number_of_cases": {
             "synthetic_records": synthetic_rows,
             "protected_number_of_records": aggregates.protected_records,
+            # records whose year the aggregates did not release, and attributes no dated
+            # record could hold with released combinations only (docs/privacy.md section 9)
+            "synthetic_records_without_year": synthetic_rows_without_year,
         },
         "coverage": {
             "years": [years[0], years[-1]] if years else [],

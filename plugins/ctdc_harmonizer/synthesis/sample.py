@@ -6,7 +6,9 @@ aggregate dataset) have been accounted for". The sampler reads only the DP aggre
 the sensitive table) and does that, vectorised over records:
 
 - every record starts with its required attribute (the registration year), exactly as many
-  of each value as the DP 1-counts say;
+  of each value as the DP 1-counts say; records are made up to the DP protected number of
+  records, those beyond the dated ones without a year (the people whose registration year the
+  aggregates did not release: its count fell below pac-synth's threshold);
 - records then grow together, one attribute per record per round. A record may take an
   attribute only if every combination it would form with the record's attributes, up to
   length 3 and the reporting length, is one the aggregates released, and no released pair
@@ -18,9 +20,13 @@ the sensitive table) and does that, vectorised over records:
   remaining 1-count;
 - records start growing in `waves` (a random share of them at a time), so the first records
   grow long before the next start, as whole case records do;
-- attributes left over when no record can take them start new records (empty elsewhere: an
-  empty value forms no combination), which only form pairs some record already formed; this
-  repeats until every released attribute's noisy count is accounted for exactly.
+- with `leftovers_exceed_pair_counts`, attributes left over when no record can take them go,
+  in a last pass, to records that can take them with released combinations only, now past
+  the noisy pair counts (fewer records of their own, larger pair errors: off by default,
+  docs/privacy.md section 9a);
+- attributes still left over start new records (empty elsewhere: an empty value forms no
+  combination), which only form pairs some record already formed; this repeats until every
+  released attribute's noisy count is accounted for exactly.
 
 Attributes are numbered; a record's allowed set is a bitset of uint64 words, pair weights are
 a matrix product of the records' attribute indicators with the remaining pair counts.
@@ -46,6 +52,11 @@ class SamplerSettings:
     weight_exponent: float = 1.0
     first_use_penalty: float = 1.0
     chunk: int = 32768  # records per block of the weight matrices (memory: chunk x attributes)
+    # as many records as the DP protected number of records, dated or not (module doc)
+    one_record_per_protected_record: bool = True
+    # left-overs first go to existing records past the noisy pair counts (module doc; off by
+    # default: docs/privacy.md section 9a)
+    leftovers_exceed_pair_counts: bool = False
 
 
 class ReleasedAttributes:
@@ -182,8 +193,9 @@ def sample(
     settings: SamplerSettings = SamplerSettings(),
 ) -> pd.DataFrame:
     """Synthetic records, all columns as strings (module doc). The number of records follows
-    from the aggregates: one per DP 1-count of the `start_with` column (the year), then as many
-    as the attributes left over need; records made for left-overs have that column empty."""
+    from the aggregates: one per DP 1-count of the `start_with` column (the year), at least one
+    per protected record (those beyond the dated ones start without a year), then as many as
+    the attributes left over need; records made for left-overs have that column empty."""
     attrs = ReleasedAttributes(aggregates, columns)
     a, ncol = attrs.count, len(columns)
     rng = np.random.default_rng(seed)
@@ -194,22 +206,29 @@ def sample(
     starting = np.isin(attrs.column, [columns.index(c) for c in start_with if c in columns])
     first = rng.permutation(np.repeat(np.flatnonzero(starting), left1[starting]))
     rows = len(first) if len(first) else max(int(aggregates.protected_records), 0)
+    if settings.one_record_per_protected_record:
+        rows = max(rows, int(aggregates.protected_records))
     records = _Records(attrs, ncol, rows)
     if len(first):
-        records.give(np.arange(rows), first)
+        records.give(np.arange(len(first)), first)
         left1[starting] = 0
     main_rows = rows
     wave_of = rng.integers(0, settings.waves, rows)
     wave = 0
     done = np.zeros(rows, dtype=bool)
+    relaxed = False
     while left1.sum() > 0:
         todo = np.flatnonzero(~done & (wave_of <= wave))
-        proposals = _propose(records, todo, left1, left2, unused, main_rows, settings, rng)
+        proposals = _propose(records, todo, left1, left2, unused, main_rows, settings, rng, relaxed)
         done[todo[proposals < 0]] = True
         todo, proposals = todo[proposals >= 0], proposals[proposals >= 0]
         if not len(todo):
             if wave < settings.waves - 1:
                 wave += 1
+                continue
+            if settings.leftovers_exceed_pair_counts and not relaxed:
+                relaxed = True  # every record may try again, pair counts no longer a limit
+                done[:main_rows] = False
                 continue
             # what no record can take starts new records; the most left-over value needs
             # that many (a record holds one value per column)
@@ -253,8 +272,10 @@ def _propose(
     main_rows: int,
     settings: SamplerSettings,
     rng: np.random.Generator,
+    relaxed: bool = False,
 ) -> np.ndarray:
     """One attribute id per record in `todo` (-1: nothing allowed is left for it).
+    `relaxed`: a released pair whose noisy count is used up may still be formed.
 
     weight = (sum of the remaining counts of the pairs formed) ** exponent
              * first_use_penalty ** (exponent * pairs no record has formed yet),
@@ -264,7 +285,10 @@ def _propose(
     """
     attrs = records.attrs
     a = attrs.count
-    live = pack(left2[: a + 1, :a] > 0, attrs.words) & attrs.pair_ok
+    if relaxed:
+        live = attrs.pair_ok.copy()
+    else:
+        live = pack(left2[: a + 1, :a] > 0, attrs.words) & attrs.pair_ok
     live[a] = attrs.everything
     open_bits = pack((left1 > 0)[None, :], attrs.words)[0]
     # one product gives both: remaining pair counts and pairs not formed yet
