@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
+from ctdc_harmonizer.synthesis.views import LENGTH_FIGURES
+
 OUTCOME_COLOURS = {
     "harmonized": "#2b8a3e",
     "rejected": "#c92a2a",
@@ -252,15 +254,7 @@ def _length_table(rows: list[dict], reference: str) -> str:
         "only_in_synthetic": f"only in synthetic (absent from {reference})",
         "only_in_reference": f"only in {reference} (not reproduced)",
     }
-    order = [
-        "length",
-        "combinations_reference",
-        "combinations_synthetic",
-        "mean_absolute_error",
-        "mean_relative_error",
-        "only_in_synthetic",
-        "only_in_reference",
-    ]
+    order = ["length", *LENGTH_FIGURES]
     shown = [{headings[k]: _fmt(r.get(k)) for k in order} for r in rows]
     names = [headings[k] for k in order]
     return table(shown, names, set(names[1:]), empty="no figures")
