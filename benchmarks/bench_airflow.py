@@ -91,6 +91,16 @@ def kill_sessions(sessions: set[int]) -> int:
     return len(left)
 
 
+def final_state(api: Api, run: str, what: str) -> str:
+    """The state a DAG run (its REST path) ends in: success or failed."""
+    return wait_for(
+        what,
+        lambda: (s := api.json("GET", run)["state"]) in {"success", "failed"} and s,
+        3600,
+        every=0.5,
+    )
+
+
 def synthesis_run(api: Api, after: set[str]) -> str | None:
     """The id of the synthesis run the release asset started (None: not yet)."""
     found = api.json("GET", f"/api/v2/dags/{SYNTHESIS_DAG_ID}/dagRuns")["dag_runs"]
@@ -159,23 +169,13 @@ def run(records: int, partners: list[str], home: Path, database: str) -> dict:
             time.sleep(8)  # see the module docstring: outside both intervals
             answered = time.time()
             api.json("PATCH", f"{approve}/-1/hitlDetails", {"chosen_options": ["Approve"]})
-        state = wait_for(
-            "the run",
-            lambda: (s := api.json("GET", runs)["state"]) in {"success", "failed"} and s,
-            3600,
-            every=0.5,
-        )
+        state = final_state(api, runs, "the run")
         if state == "success":
             synthesis = wait_for(
                 "the synthesis run", lambda: synthesis_run(api, earlier_syntheses), 600, every=0.5
             )
             synthesized = f"/api/v2/dags/{SYNTHESIS_DAG_ID}/dagRuns/{synthesis}"
-            synthesis_state = wait_for(
-                "the synthesis to end",
-                lambda: (s := api.json("GET", synthesized)["state"]) in {"success", "failed"} and s,
-                3600,
-                every=0.5,
-            )
+            synthesis_state = final_state(api, synthesized, "the synthesis to end")
             if synthesis_state == "success":
                 times["approve_to_public_dataset"] = time.time() - answered
             state = f"annual update success, synthesis {synthesis_state}"
