@@ -193,7 +193,8 @@ def ctdc_annual_update():
         return boundary(release_outcome)(summary, handed, decision, failed, names)
 
     announced = announce_release(steps["hand_off_release"], steps["publish_release_folder"])
-    [announced, steps["clear_pulled_deliveries"]] >> outcome() >> steps["finish_run"]
+    chains = steps[ANNUAL_UPDATE.chain[-1].name]  # a failed partner must not end healthy ones
+    [announced, steps["clear_pulled_deliveries"], chains] >> outcome() >> steps["finish_run"]
 
 
 ctdc_annual_update()

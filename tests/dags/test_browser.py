@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -286,8 +287,13 @@ def test_the_first_hour(deployment, page):
     frame_text = frame.locator("body").inner_text()
     assert "for partner iom" in frame_text and "What to do:" in frame_text
     shot(page, "5_failed_run_tab")
-    # The healthy partners' kept counts show under dag.test() (tests/dags/
-    # test_airflow_shifted_column.py) but not yet in a real deployment: not asserted here.
+    # The hotline's chain succeeded (and the chains of carried partners whose held-back
+    # records were harmonized again): their counts are kept and shown beside iom's message.
+    assert re.search(r"the checked work of [a-z_, ]*hotline[a-z_, ]* is reported", frame_text)
+    healthy = frame.get_by_text("The other partners' checked work").first
+    healthy.scroll_into_view_if_needed(timeout=10_000)
+    assert re.search(r"The chains of [a-z_, ]*hotline[a-z_, ]* succeeded", frame_text)
+    shot(page, "5b_failed_run_healthy_partners")
 
     # 7. The releases page: one row per release, runs linked, the failure's reason.
     page.goto(f"{base}/ctdc-report/releases")

@@ -132,6 +132,10 @@ def test_tasks_and_wiring(dag):
         assert upstream in dag.get_task(downstream).upstream_task_ids
     assert type(dag.get_task("approve")).__name__ == "ReleaseApproval"  # an ApprovalOperator
     assert dag.get_task("outcome").trigger_rule == "all_done"
+    # When one partner fails, the release steps turn upstream_failed at once: outcome must
+    # still wait for the healthy chains, or it keeps no counts and the teardown deletes the
+    # work folder under them.
+    assert "partner.compare_with_store" in dag.get_task("outcome").upstream_task_ids
     # The teardown frees the store's lease and deletes the work folder, also after a failure.
     assert dag.get_task("finish_run").is_teardown and dag.get_task("plan_release").is_setup
     assert [t.task_id for t in dag.leaves] == ["finish_run"]
