@@ -1,6 +1,7 @@
 """Run planning: defaults of scheduled runs, partners that did not deliver, bad labels."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -82,6 +83,39 @@ def test_partners_run_in_parallel_processes(tmp_path):
     )
     assert info.folder.totals["unaccounted"] == 0
     assert info.committed.versions_inserted == info.folder.rows > 0
+
+
+def test_quality_checks_in_their_own_process_write_the_same_release(tmp_path, monkeypatch):
+    """A large delivery's checks run in a process of their own, a small one's in this one:
+    both write the same quality summary and release folder."""
+    from ctdc_harmonizer.pipeline import local
+    from ctdc_harmonizer.release import quality
+
+    landing = tmp_path / "landing"
+    samples.generate_all(landing, 60, 3, ["case_management", "hotline"])
+    used: list[object] = []
+    checks_in = quality.checks_in
+
+    def spying(process):
+        used.append(process)
+        return checks_in(process)
+
+    monkeypatch.setattr(quality, "checks_in", spying)
+    folders = {}
+    for name, threshold in (("here", float("inf")), ("own", 0)):
+        monkeypatch.setattr(local, "CHECKS_PROCESS_FROM_WORK", threshold)
+        info = run_annual_update(
+            str(landing),
+            str(tmp_path / name),
+            "2025",
+            workers=2,
+            warehouse_url=f"sqlite:///{tmp_path}/{name}.sqlite",
+        )
+        folders[name] = info.folder.release_dir
+    assert len(used) == 1 and used[0] is not None  # the process was used for "own" only
+    for file in ("harmonized.csv", "quality/summary.json", "reconciliation.json"):
+        here, own = (Path(folders[n]) / file for n in ("here", "own"))
+        assert here.read_bytes() == own.read_bytes(), file
 
 
 def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -51,6 +52,10 @@ PRELOADED = [
 ]
 # Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
+# From this much expected work (bytes x WORK_PER_BYTE) the quality checks get a process of
+# their own; below it a fresh process's Great Expectations import (~3 s of CPU) costs more
+# than it saves, and a thread of this process imports it while the chains run.
+CHECKS_PROCESS_FROM_WORK = 64 * 1024 * 1024
 
 
 def _worker_logging() -> None:
@@ -115,15 +120,15 @@ def _start_fork_server() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _expected_work(plan: Any, partner: str) -> float:
+    entry = plan.partner_plans[partner]
+    size = sum(f.size_bytes for f in entry.files) + 50_000 * bool(entry.reharmonize)
+    return size * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
+
+
 def _largest_first(plan: Any) -> list[str]:
     """Partners by expected work, largest first (longest-processing-time-first)."""
-
-    def expected_work(partner: str) -> float:
-        entry = plan.partner_plans[partner]
-        size = sum(f.size_bytes for f in entry.files) + 50_000 * bool(entry.reharmonize)
-        return size * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
-
-    return sorted(plan.partners, key=expected_work, reverse=True)
+    return sorted(plan.partners, key=lambda p: _expected_work(plan, p), reverse=True)
 
 
 def _in_workers(plan: Any, workers: int | None) -> bool:
@@ -143,11 +148,22 @@ def _import_quality_checks() -> None:
 
 @contextlib.contextmanager
 def _quality_checks_process(plan: Any, workers: int | None) -> Iterator[None]:
-    """Where the chains run in workers, the release's quality checks get a process of their
-    own: it imports Great Expectations (about 3 s of CPU, 140 MiB) while the chains run, then
-    validates the written table while this process writes the rest of the folder."""
+    """Where the chains run in workers, Great Expectations (about 3 s of CPU, 140 MiB) is
+    imported while they run. For a large delivery the release's quality checks get a process
+    of their own, which imports it and then validates the written table while this process
+    writes the rest of the folder; for a small one a thread here imports it (a process that
+    already did, such as a test session, pays nothing) and the checks run in this process."""
     if not _in_workers(plan, workers):
         yield
+        return
+    work = sum(_expected_work(plan, partner) for partner in plan.partners)
+    if work < CHECKS_PROCESS_FROM_WORK:
+        warming = threading.Thread(target=_import_quality_checks, daemon=True)
+        warming.start()
+        try:
+            yield
+        finally:
+            warming.join()
         return
     from ctdc_harmonizer.release.quality import checks_in
 
