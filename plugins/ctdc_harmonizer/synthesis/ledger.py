@@ -51,9 +51,31 @@ class Ledger:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _append(self, **row) -> None:
+    def _append(
+        self,
+        attempt: str,
+        release: str,
+        dataset_sha256: str,
+        params: DpParams,
+        outcome: str,
+        aggregates_sha256: str | None = None,
+    ) -> None:
+        """One row of the append-only ledger: an attempt's fit parameters and its outcome."""
+        row = {
+            "attempt_id": attempt,
+            "release_label": release,
+            "dataset_sha256": dataset_sha256,
+            "params_sha256": params.params_hash(),
+            "epsilon": params.epsilon,
+            "delta": params.delta,
+            "reporting_length": params.reporting_length,
+            "params_json": params.model_dump_json(),
+            "outcome": outcome,
+            "aggregates_sha256": aggregates_sha256,
+            "recorded_at": datetime.now(UTC),
+        }
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(PrivacySpend).values(**row, recorded_at=datetime.now(UTC)))
+            conn.execute(sa.insert(PrivacySpend).values(**row))
 
     def attempts(self, release: str) -> list[Spend]:
         """Every attempt of a release with its latest outcome, oldest first."""
@@ -116,17 +138,7 @@ class Ledger:
         """Record a fit attempt before it runs (`attempt`: an id chosen beforehand, e.g. the
         one its people were recorded under in the per-person ledger)."""
         attempt = attempt or new_attempt_id()
-        self._append(
-            attempt_id=attempt,
-            release_label=release,
-            dataset_sha256=dataset_sha256,
-            params_sha256=params.params_hash(),
-            epsilon=params.epsilon,
-            delta=params.delta,
-            reporting_length=params.reporting_length,
-            params_json=params.model_dump_json(),
-            outcome=STARTED,
-        )
+        self._append(attempt, release, dataset_sha256, params, STARTED)
         return attempt
 
     def close(
@@ -138,15 +150,4 @@ class Ledger:
         outcome: str,
         aggregates_sha256: str | None = None,
     ) -> None:
-        self._append(
-            attempt_id=attempt,
-            release_label=release,
-            dataset_sha256=dataset_sha256,
-            params_sha256=params.params_hash(),
-            epsilon=params.epsilon,
-            delta=params.delta,
-            reporting_length=params.reporting_length,
-            params_json=params.model_dump_json(),
-            outcome=outcome,
-            aggregates_sha256=aggregates_sha256,
-        )
+        self._append(attempt, release, dataset_sha256, params, outcome, aggregates_sha256)
