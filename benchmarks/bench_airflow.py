@@ -44,10 +44,11 @@ from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# the e2e tests' deployment helpers (tests/dags) and the support package they import (tests)
-sys.path[:0] = [str(REPO_ROOT / "tests" / "dags"), str(REPO_ROOT / "tests")]
+# the e2e tests' deployment helpers (tests/support/deployment.py)
+sys.path[:0] = [str(REPO_ROOT / "tests")]
 
-from test_airflow_processes import (  # noqa: E402
+from support.deployment import (  # noqa: E402
+    PG,
     Api,
     admin_sql,
     deployment_env,
@@ -57,7 +58,7 @@ from test_airflow_processes import (  # noqa: E402
 
 DAG_ID = "ctdc_annual_update"
 SYNTHESIS_DAG_ID = "ctdc_synthesis"
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
 OUT = Path(__file__).resolve().parent / "out" / "results_airflow.jsonl"
 
 

@@ -1,5 +1,5 @@
 """Deliveries pulled by the annual update in real Airflow processes (LocalExecutor, triggerer,
-a throw-away PostgreSQL metadata database named i20_*): two partners deliver to a real
+a throw-away PostgreSQL metadata database, *_i20_*): two partners deliver to a real
 OpenSSH sftp-server (hotline with a manifest, iom under the stability window), one to the S3
 emulator (case_management, manifest), each through its own Airflow connection.
 
@@ -13,28 +13,14 @@ delivered file reaches a task log, XCom or the metadata database.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from test_airflow_processes import (
-    PG,
-    REPO_ROOT,
-    Api,
-    admin_sql,
-    deployment_env,
-    free_port,
-    wait_for,
-)
 
+from support.deployment import PG, Api, deployment_env, launched, throwaway_database, wait_for
 from support.s3_emulator import EmulatorUnavailable, S3Emulator
 from support.sftp_server import SftpServer, SftpUnavailable
 
@@ -46,16 +32,9 @@ RELEASE = "i20-2025"
 
 @pytest.fixture(scope="module")
 def database():
-    try:
-        admin_sql("SELECT 1")
-    except Exception as error:  # noqa: BLE001 (no server here)
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"i20_{uuid.uuid4().hex[:10]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """The metadata database's name (the leak search reads its rows)."""
+    with throwaway_database("i20") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -143,25 +122,9 @@ def world(database, servers, tmp_path_factory):
         AIRFLOW_CONN_CTDC_SFTP_IOM=sftp.connection(),
         AIRFLOW_CONN_CTDC_S3_CASE_MANAGEMENT=json.dumps(aws),
     )
-    port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    pid_file = home / "airflow-ui.pids.json"
-    try:
-        for line in launcher.stdout:
-            if line.startswith("  Stop:"):
-                break
-        password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
-        base = f"http://127.0.0.1:{port}"
-        token = Api(base).json("POST", "/auth/token", {"username": "admin", "password": password})
+    with launched(home, env) as up:
         yield {
-            "api": Api(base, token["access_token"]),
+            "api": up.api,
             "home": home,
             "gen": side / "gen",
             "drops": drops,
@@ -171,16 +134,6 @@ def world(database, servers, tmp_path_factory):
             "database": database,
             "secrets": [s3.secret, delivery_key, Path(sftp.user_key).read_text().strip()],
         }
-    finally:
-        pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)
-        try:
-            launcher.wait(timeout=60)
-        finally:
-            for pgid in pids.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
 
 
 def _trigger(api: Api, home: Path, wait_hours: float) -> str:

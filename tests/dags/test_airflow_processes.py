@@ -11,21 +11,25 @@ dropped whatever happens. Run with `make test-e2e` (about 3-4 minutes).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from support.deployment import (
+    CHROMIUM,
+    Api,
+    deployment_env,
+    launched,
+    logged_in_page,
+    throwaway_database,
+    wait_for,
+)
 from support.smtp_sink import SmtpSink, text_of
 
 pytestmark = pytest.mark.processes
@@ -33,85 +37,12 @@ pytestmark = pytest.mark.processes
 DAG_ID = "ctdc_annual_update"
 RELEASE = "e2e-2025"
 PARTNERS = ["hotline", "iom"]
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (make browser-deps): Playwright cannot download
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def admin_sql(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
-        conn.autocommit = True
-        conn.execute(statement)
 
 
 @pytest.fixture(scope="module")
 def database():
-    try:
-        admin_sql("SELECT 1")
-    except Exception as error:  # noqa: BLE001 (any failure to connect means: no server here)
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"{os.environ.get('CTDC_TEST_DB_PREFIX', 'ctdc')}_e2e_{uuid.uuid4().hex[:10]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-class Api:
-    def __init__(self, base: str, token: str | None = None):
-        import httpx
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base, headers=headers, timeout=30)
-
-    def get(self, path: str, **kw):
-        return self.client.get(path, **kw)
-
-    def json(self, method: str, path: str, body: dict | None = None) -> dict:
-        response = self.client.request(method, path, json=body)
-        assert response.status_code < 300, (method, path, response.status_code, response.text)
-        return response.json()
-
-
-def deployment_env(home: Path, database: str, nothing_delivered: Path, **extra: str) -> dict:
-    """The launcher's environment for a throw-away deployment: this machine's environment
-    without any Airflow, CTDC or storage setting, then the deployment's own (free log-server
-    ports, a fast scheduler heartbeat, a landing folder with no delivery for the yearly run)."""
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
-    }
-    return {
-        **keep,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "CTDC_LANDING": str(nothing_delivered),  # what the yearly run sees
-        "CTDC_OUT": str(home / "releases"),
-        **extra,
-    }
-
-
-def wait_for(what: str, check, timeout: float, every: float = 2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    with throwaway_database("e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +61,6 @@ def deployment(database, smtp, tmp_path_factory):
     empty.mkdir()
     for partner in PARTNERS:
         samples.generate(partner, landing, n=40, seed=7)
-    port = int(os.environ.get("CTDC_TEST_PORT") or free_port())
     env = deployment_env(
         home,
         database,
@@ -138,41 +68,11 @@ def deployment(database, smtp, tmp_path_factory):
         AIRFLOW_CONN_CTDC_SMTP=smtp.connection_json(),
         CTDC_ALERT_TO="data-team@example.org",
     )
-    launcher = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    pid_file = home / "airflow-ui.pids.json"
-    try:
-        banner = []
-        for line in launcher.stdout:  # up to the login banner
-            banner.append(line)
-            if line.startswith("  Stop:"):
-                break
-        text = "".join(banner)
-        assert f"Airflow UI:  http://127.0.0.1:{port}" in text, text
-        password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
-        assert f"Login:       admin / {password}" in text
-        base = f"http://127.0.0.1:{port}"
-        token = Api(base).json("POST", "/auth/token", {"username": "admin", "password": password})[
-            "access_token"
-        ]
-        paths = {"home": home, "landing": landing, "pids": pid_file, "launcher": launcher}
-        yield base, Api(base, token), paths
-    finally:
-        pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)  # what Ctrl-C does
-        try:
-            launcher.wait(timeout=60)
-        finally:
-            for pgid in pids.values():  # a safety net: test_ctrl_c_stops_every_process checks
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
+    with launched(home, env) as up:  # stopped with SIGINT, what Ctrl-C does
+        assert f"Airflow UI:  {up.base}" in up.banner, up.banner
+        assert f"Login:       admin / {up.password}" in up.banner
+        paths = {"home": home, "landing": landing, "pids": up.pid_file, "launcher": up.launcher}
+        yield up.base, up.api, paths
 
 
 @pytest.fixture(scope="module")
@@ -190,28 +90,14 @@ def browser(deployment):
         yield None, f"{CHROMIUM} not installed (make browser-deps)"
         return
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         yield None, "playwright is not installed"
         return
     base, _, paths = deployment
     password = json.loads((paths["home"] / "simple_auth_manager_passwords.json").read_text())
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-background-networking"],
-            headless=True,
-        )
-        try:
-            page = chromium.new_page(viewport={"width": 1440, "height": 1100})
-            page.goto(f"{base}/")
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", password["admin"])
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
-            yield page, None
-        finally:
-            chromium.close()
+    with logged_in_page(base, password["admin"], height=1100) as page:
+        yield page, None
 
 
 @pytest.fixture(scope="module")

@@ -17,46 +17,21 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from support.deployment import REPO_ROOT, free_port, throwaway_database
+
 pytestmark = pytest.mark.processes
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def admin_sql(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
-        conn.autocommit = True
-        conn.execute(statement)
 
 
 @pytest.fixture
 def database():
-    try:
-        admin_sql("SELECT 1")
-    except Exception as error:  # noqa: BLE001 (any failure to connect means: no server here)
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"{os.environ.get('CTDC_TEST_DB_PREFIX', 'ctdc')}_stop_{uuid.uuid4().hex[:10]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("stop") as url:
+        yield url
 
 
 def in_sessions(sessions: set[int]) -> list[int]:

@@ -30,36 +30,33 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_airflow_processes import PG, Api, admin_sql, free_port, wait_for
+
+from support.deployment import (
+    CHROMIUM,
+    REPO_ROOT,
+    Api,
+    deployment_env,
+    launched,
+    logged_in_page,
+    throwaway_database,
+    wait_for,
+)
 
 pytestmark = pytest.mark.processes
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 ANNUAL, SYNTHESIS = "ctdc_annual_update", "ctdc_synthesis"
 ARTIFACTS = Path(os.environ.get("CTDC_TEST_ARTIFACTS") or REPO_ROOT / "tests" / "artifacts")
 
 
 @pytest.fixture(scope="module")
 def database():
-    try:
-        admin_sql("SELECT 1")
-    except Exception as error:  # noqa: BLE001 (any failure to connect means: no server here)
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"{os.environ.get('CTDC_TEST_DB_PREFIX', 'ctdc')}_browser_{uuid.uuid4().hex[:10]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("browser") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -73,66 +70,18 @@ def deployment(database, tmp_path_factory):
     home = tmp_path_factory.mktemp("browser-home")
     landing = home / "ctdc" / "landing"
     samples.generate_all(landing, seed=2025)  # what `make demo` generates
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "CTDC_", "AWS_", "FSSPEC_"))
-    }
-    env = {
-        **keep,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-    }
-    port = int(os.environ.get("CTDC_TEST_PORT") or free_port())
-    launcher = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_local.py"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        for line in launcher.stdout:
-            if line.startswith("  Stop:"):
-                break
-        base = f"http://127.0.0.1:{port}"
-        password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
-        token = Api(base).json("POST", "/auth/token", {"username": "admin", "password": password})
-        yield base, Api(base, token["access_token"]), {"home": home, "password": password}
-    finally:
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            launcher.wait(timeout=90)
+    env = deployment_env(home, database, None, AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5")
+    # SIGTERM: what a service manager sends (the launcher's stop test covers Ctrl-C)
+    with launched(home, env, stop=signal.SIGTERM) as up:
+        yield up.base, up.api, {"home": home, "password": up.password}
 
 
 @pytest.fixture(scope="module")
 def page(deployment):
-    from playwright.sync_api import sync_playwright
-
     base, _, paths = deployment
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-background-networking"],
-            headless=True,
-        )
-        try:
-            tab = chromium.new_page(viewport={"width": 1440, "height": 1000})
-            tab.goto(f"{base}/")
-            tab.fill("input[name=username]", "admin")
-            tab.fill("input[name=password]", paths["password"])
-            tab.get_by_role("button", name="Sign in").click()
-            tab.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
-            yield tab
-        finally:
-            chromium.close()
+    with logged_in_page(base, paths["password"]) as tab:
+        yield tab
 
 
 def no_raw_json(page) -> None:

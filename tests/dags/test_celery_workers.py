@@ -13,25 +13,20 @@ PostgreSQL or the S3 emulator does not answer.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import quote
 
 import pytest
-from test_airflow_processes import DAG_ID, REPO_ROOT, Api, deployment_env, free_port, wait_for
 
+from support.deployment import deployment_env, launched, throwaway_database, wait_for
 from support.s3_emulator import EmulatorUnavailable, S3Emulator
 from support.smtp_sink import SmtpSink, text_of
 
 pytestmark = pytest.mark.processes
+DAG_ID = "ctdc_annual_update"
 PARTNERS = ["hotline", "iom"]
 RELEASE = "celery-2025"
 WORK_PREFIX = "ctdc-work"
@@ -68,7 +63,6 @@ def celery_deployment(database, s3, tmp_path_factory):
     for partner in PARTNERS:
         samples.generate(partner, landing, n=30, seed=3)
     (home / "empty").mkdir()
-    port = free_port()
     queue = f"ctdc-test-{uuid.uuid4().hex[:8]}"  # the Redis server may be shared
     with SmtpSink() as smtp:
         env = deployment_env(
@@ -82,52 +76,14 @@ def celery_deployment(database, s3, tmp_path_factory):
             AIRFLOW_CONN_CTDC_SMTP=smtp.connection_json(),
             CTDC_ALERT_TO="data-team@example.org",
         )
-        script = str(REPO_ROOT / "scripts" / "airflow_local.py")
-        launcher = subprocess.Popen(
-            [sys.executable, script, "--port", str(port), "--celery-workers", "2"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        pid_file = home / "airflow-ui.pids.json"
-        try:
-            for line in launcher.stdout:
-                if line.startswith("  Stop:"):
-                    break
-            password = json.loads((home / "simple_auth_manager_passwords.json").read_text())
-            base = f"http://127.0.0.1:{port}"
-            token = Api(base).json(
-                "POST", "/auth/token", {"username": "admin", "password": password["admin"]}
-            )["access_token"]
-            yield Api(base, token), home, landing, smtp, s3
-        finally:
-            pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
-            if launcher.poll() is None:
-                launcher.send_signal(signal.SIGINT)
-            try:
-                launcher.wait(timeout=60)
-            finally:
-                for pgid in pids.values():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pgid, signal.SIGKILL)
+        with launched(home, env, "--celery-workers", "2") as up:
+            yield up.api, home, landing, smtp, s3
 
 
 @pytest.fixture(scope="module")
 def database():
-    from test_airflow_processes import PG, admin_sql
-
-    try:
-        admin_sql("SELECT 1")
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(error).__name__})")
-    name = f"ctdc_celery_{uuid.uuid4().hex[:10]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("celery") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
