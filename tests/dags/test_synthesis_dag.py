@@ -41,13 +41,6 @@ STEPS = [
 
 
 @pytest.fixture(scope="module")
-def dagbag(repo_root: Path):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(repo_root / "dags"))
-
-
-@pytest.fixture(scope="module")
 def dag(dagbag):
     return dagbag.dags[DAG_ID]
 
