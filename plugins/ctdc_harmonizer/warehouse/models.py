@@ -111,7 +111,21 @@ class DataRelease(Base):
     metadata_json: Mapped[str] = mapped_column(sa.Text)
 
 
-class Delivery(Base):
+class RowAccounting:
+    """Where the rows of a delivery, or of one of its files, went (counts only): declared
+    once for both tables."""
+
+    rows_read: Mapped[int] = mapped_column(sa.Integer)
+    rows_new: Mapped[int] = mapped_column(sa.Integer)
+    rows_revised: Mapped[int] = mapped_column(sa.Integer)
+    rows_unchanged: Mapped[int] = mapped_column(sa.Integer)
+    rows_rejected: Mapped[int] = mapped_column(sa.Integer)
+    rows_excluded: Mapped[int] = mapped_column(sa.Integer)
+    rows_erased: Mapped[int] = mapped_column(sa.Integer)
+    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
+
+
+class Delivery(RowAccounting, Base):
     """What one partner delivered for one release: its mode, when and from where it was
     received, the mapping and codebook it was harmonized under, and where its rows went."""
 
@@ -129,14 +143,6 @@ class Delivery(Base):
     source: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
     mapping_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     codebook_version: Mapped[str] = mapped_column(sa.String(LABEL_LENGTH))
-    rows_read: Mapped[int] = mapped_column(sa.Integer)
-    rows_new: Mapped[int] = mapped_column(sa.Integer)
-    rows_revised: Mapped[int] = mapped_column(sa.Integer)
-    rows_unchanged: Mapped[int] = mapped_column(sa.Integer)
-    rows_rejected: Mapped[int] = mapped_column(sa.Integer)
-    rows_excluded: Mapped[int] = mapped_column(sa.Integer)
-    rows_erased: Mapped[int] = mapped_column(sa.Integer)
-    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
     # The order of the fields in its staged records' payloads (a JSON array of names).
     payload_fields: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     # Stored records this delivery retired (a full delivery that no longer holds them, a
@@ -144,7 +150,7 @@ class Delivery(Base):
     records_retired: Mapped[int] = mapped_column(sa.Integer)
 
 
-class DeliveryFile(Base):
+class DeliveryFile(RowAccounting, Base):
     """One delivered file, with its checksum and row accounting. A file whose SHA-256 was
     already ingested for its partner is not read again."""
 
@@ -160,14 +166,6 @@ class DeliveryFile(Base):
     file_name: Mapped[str] = mapped_column(sa.String(FILE_NAME_LENGTH))
     sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    rows_read: Mapped[int] = mapped_column(sa.Integer)
-    rows_new: Mapped[int] = mapped_column(sa.Integer)
-    rows_revised: Mapped[int] = mapped_column(sa.Integer)
-    rows_unchanged: Mapped[int] = mapped_column(sa.Integer)
-    rows_rejected: Mapped[int] = mapped_column(sa.Integer)
-    rows_excluded: Mapped[int] = mapped_column(sa.Integer)
-    rows_erased: Mapped[int] = mapped_column(sa.Integer)
-    rows_duplicates_merged: Mapped[int] = mapped_column(sa.Integer)
 
 
 class DeliveryReceived(Base):
@@ -199,6 +197,16 @@ class DeliveryReceived(Base):
     )
 
 
+def _entity_column() -> sa.Column:
+    """The partner a record version belongs to."""
+    return sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False)
+
+
+def _reference(name: str, table: str, nullable: bool) -> sa.Column:
+    """An indexed integer foreign key to `table`'s id."""
+    return sa.Column(name, sa.Integer, sa.ForeignKey(f"{table}.id"), nullable=nullable, index=True)
+
+
 def _validity() -> list[sa.Column]:
     """When a record version is current: from release sequence `valid_from` up to (not
     including) `valid_to`; why it stopped."""
@@ -216,14 +224,8 @@ staged_record_table = sa.Table(
     STAGED_TABLE,
     Base.metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
-    sa.Column(
-        "delivery_file_id",
-        sa.Integer,
-        sa.ForeignKey(f"{DELIVERY_FILE_TABLE}.id"),
-        nullable=False,
-        index=True,
-    ),
+    _entity_column(),
+    _reference("delivery_file_id", DELIVERY_FILE_TABLE, nullable=False),
     sa.Column("source_row", sa.Integer, nullable=False),
     # Which record of the partner this is, across deliveries (store/identity.py).
     # Not indexed (migration 0006): read per partner, and an erasure scans.
@@ -251,23 +253,11 @@ def case_record_columns(codebook: Codebook | None = None) -> list[sa.Column]:
     return [
         # Surrogate key only: no source case id is ever stored.
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("entity_id", sa.Integer, sa.ForeignKey(f"{ENTITY_TABLE}.id"), nullable=False),
+        _entity_column(),
         # The staged record it was harmonized from; NULL for records loaded before the store
         # existed (migration 0005), which therefore cannot be re-harmonized.
-        sa.Column(
-            "staged_record_id",
-            sa.Integer,
-            sa.ForeignKey(f"{STAGED_TABLE}.id"),
-            nullable=True,
-            index=True,
-        ),
-        sa.Column(
-            "delivery_file_id",
-            sa.Integer,
-            sa.ForeignKey(f"{DELIVERY_FILE_TABLE}.id"),
-            nullable=True,
-            index=True,
-        ),
+        _reference("staged_record_id", STAGED_TABLE, nullable=True),
+        _reference("delivery_file_id", DELIVERY_FILE_TABLE, nullable=True),
         # Not indexed (migration 0006): read per partner with its current records.
         sa.Column("identity_key", sa.String(KEY_LENGTH), nullable=False),
         # What it was harmonized under.
