@@ -24,8 +24,10 @@ from ctdc_harmonizer.columns import (
     MAPPING,
     ORIGIN,
     PSEUDONYM,
+    RELEASABLE_FROM,
     ROW,
     STAGED_ID,
+    UNKNOWN_RELEASE_YEAR,
     Outcome,
 )
 from ctdc_harmonizer.errors import CtdcError
@@ -100,6 +102,13 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     removed = work.read_frame(work.REMOVED)
     erased_stored = work.read_frame(work.ERASED_STORED)
     info = work.read_json(work.STAGE_INFO)
+    # Per staged row: from which release year a rejected row may be released (kept with the
+    # records held back; not known for a chain that did not write it)
+    releasable = (
+        work.read_frame(work.RELEASABLE)[RELEASABLE_FROM].astype("Int64").to_numpy()
+        if work.exists(work.RELEASABLE)
+        else pd.array([UNKNOWN_RELEASE_YEAR] * len(outcomes), dtype="Int64")
+    )
     stored = empty_records(codebook)
     if plan.base:  # a first release has nothing stored to compare with
         with warehouse(plan.warehouse(), f"reading partner '{partner}' from the store") as db:
@@ -242,12 +251,16 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         current.loc[at_rows, MAPPING] = mapping
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version
         current.loc[at_rows, HELD_BACK] = False
+        current.loc[at_rows, RELEASABLE_FROM] = pd.NA
     held_rows = np.concatenate([s_at[held], held_at])
     if len(held_rows):
         for name in codebook.columns:
             current.loc[held_rows, name] = pd.NA
         current.loc[held_rows, CASE_ID] = pd.NA
         current.loc[held_rows, HELD_BACK] = True
+        current.loc[held_rows, RELEASABLE_FROM] = releasable[
+            np.concatenate([s_rows[held], d_rows[still]])
+        ]
     # the new staged records, with their harmonized values where they have some
     added = staged_new[[IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, FILE, REF]].copy()
     for name in codebook.columns:
@@ -257,6 +270,9 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     added[MAPPING] = np.where(new_held, None, mapping)
     added[CODEBOOK_VERSION] = codebook.version
     added[HELD_BACK] = new_held
+    added_from = pd.array(releasable[d_rows[fresh]], dtype="Int64")
+    added_from[~new_held] = pd.NA
+    added[RELEASABLE_FROM] = added_from
     current = pd.concat([current.loc[keep], added], ignore_index=True)
     refs = current[REF]
     current = typed_records(current, codebook)
