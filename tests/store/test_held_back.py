@@ -95,8 +95,7 @@ def test_held_back_records_are_redone_only_when_their_year_comes(built):
     # 2025: the year moved and lets in the report registered in 2025 (not the 2026 one)
     assert plans["2025"].held_back and plans["2026"].held_back
     recon = {
-        r: json.loads((out / r / "reconciliation.json").read_text(encoding="utf-8"))
-        for r in runs
+        r: json.loads((out / r / "reconciliation.json").read_text(encoding="utf-8")) for r in runs
     }
     held = {r: recon[r]["partners"][PARTNER]["records"]["held_back"] for r in runs}
     assert held["2024"] - held["2025"] == 1 and held["2025"] - held["2026"] == 1

@@ -521,9 +521,7 @@ def test_a_release_reads_a_carried_partner_as_its_stored_records_are(years, tmp_
                 expected = expected.astype(dict.fromkeys(coded, "category"))
                 assert len(read) and read.equals(expected), (path.name, partner)
                 for name in coded:
-                    assert list(read[name].cat.categories) == list(
-                        expected[name].cat.categories
-                    )
+                    assert list(read[name].cat.categories) == list(expected[name].cat.categories)
                 words = hex_words(read[IDENTITY])
                 assert words[:, 0].tolist() == [int(k[:16], 16) for k in read[IDENTITY]]
                 assert words[:, 1].tolist() == [int(k[16:32], 16) for k in read[IDENTITY]]
