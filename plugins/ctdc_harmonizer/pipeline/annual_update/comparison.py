@@ -95,10 +95,11 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     entry = plan.partner_plans[partner]
     codebook = default_codebook()
     work = PartnerWork(harmonized.work, partner)
-    keys = work.read_frame(work.KEYS)
-    outcomes = work.read_frame(work.OUTCOMES)
-    values = work.read_frame(work.HARMONIZED)
-    payloads = work.read_frame(work.PAYLOADS)["payload"]
+    # Only the columns used (memory: the HTCDS worker peaked here at 1M records); the
+    # payloads are read once the new staged records are known, and only theirs are kept.
+    keys = work.read_frame(work.KEYS, columns=[ORIGIN, *KEY_FIELDS])
+    outcomes = work.read_frame(work.OUTCOMES, columns=[FILE, ROW, "outcome"])
+    values = work.read_frame(work.HARMONIZED, columns=["_staged_row", *codebook.columns])
     removed = work.read_frame(work.REMOVED)
     erased_stored = work.read_frame(work.ERASED_STORED)
     info = work.read_json(work.STAGE_INFO)
@@ -118,6 +119,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
 
     # Harmonized values by staged row (a row the mapper did not harmonize has none).
     by_row = values.set_index("_staged_row")[codebook.columns]
+    del values
     delivered = keys[ORIGIN] == FROM_DELIVERY
     d_keys = keys[delivered].reset_index(drop=True)
     d_rows = np.flatnonzero(delivered.to_numpy())
@@ -147,7 +149,9 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     # and differ from what is stored (held back).
     fresh = comparison.inserted
     staged_new = d_keys.loc[fresh, KEY_FIELDS].reset_index(drop=True)
+    payloads = work.read_frame(work.PAYLOADS)["payload"]
     staged_new[PAYLOAD] = payloads[fresh].reset_index(drop=True).astype("string")
+    del payloads
     staged_new[FILE] = d_out.loc[fresh, FILE].reset_index(drop=True).astype("string")
     staged_new[ROW] = d_out.loc[fresh, ROW].reset_index(drop=True).astype("int64")
     staged_new[REF] = np.arange(len(staged_new), dtype=np.int64)
