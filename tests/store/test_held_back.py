@@ -127,3 +127,56 @@ def test_which_held_back_records_may_be_released():
     assert _may_release_held_back([UNKNOWN_RELEASE_YEAR], 2030, True)
     assert not _may_release_held_back([UNKNOWN_RELEASE_YEAR], 2030, False)
     assert not _may_release_held_back([2031], 2030, True)
+
+
+def _strip_release_years(warehouse_file: Path) -> None:
+    """The partner snapshots as a store from before `_releasable_from` was kept wrote them."""
+    import hashlib
+    import io
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    from ctdc_harmonizer.columns import RELEASABLE_FROM
+
+    with sqlite3.connect(warehouse_file) as conn:
+        for entity, sequence, data in conn.execute(
+            "SELECT entity_id, sequence, parquet FROM partner_snapshot"
+        ).fetchall():
+            table = pq.read_table(io.BytesIO(data))
+            table = table.drop_columns([RELEASABLE_FROM])
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            old = sink.getvalue()
+            conn.execute(
+                "UPDATE partner_snapshot SET parquet = ?, sha256 = ? "
+                "WHERE entity_id = ? AND sequence = ?",
+                (old, hashlib.sha256(old).hexdigest(), entity, sequence),
+            )
+
+
+def test_a_store_that_did_not_know_the_years_learns_them_once(tmp_path):
+    """Snapshots written before the release years were kept: the first run after the year
+    moves harmonizes the held-back records again (their years unknown), and, although they are
+    all held back again, writes the snapshot again with their years, so the next year's run
+    knows."""
+    mappings = copy_mappings(tmp_path / "mappings", [PARTNER])
+    landing = tmp_path / "landing"
+    files = samples.generate(PARTNER, landing, 30, 9)
+    for path in landing.glob("*/withdrawals.csv"):
+        path.unlink()
+    latest = LATER + 1
+    _set_years(next(p for p in files if p.suffix == ".jsonl"), [latest, TOO_EARLY])
+    out = tmp_path / "out"
+    _run(landing, out, "2024", mappings)
+    _strip_release_years(out / "warehouse.sqlite")
+    url = f"sqlite:///{out / 'warehouse.sqlite'}"
+    with warehouse(url, "reading the store") as db:
+        assert held_back_release_years(db, PARTNER, 1) == [UNKNOWN_RELEASE_YEAR]
+    done = _run(landing, out, "2025", mappings)
+    assert done.plan.partner_plans[PARTNER].held_back  # not known: tried as the year moved
+    with warehouse(url, "reading the store") as db:
+        assert held_back_release_years(db, PARTNER, 2) == [latest]
+    # and the next release, whose year moves but lets nothing in, has nothing to do (had the
+    # years stayed unknown, the held-back records would be harmonized again)
+    assert not _run(landing, out, str(LATER), mappings).plan.partners

@@ -256,6 +256,15 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version
         current.loc[at_rows, HELD_BACK] = False
         current.loc[at_rows, RELEASABLE_FROM] = pd.NA
+    # Stored records held back again whose release year the store did not know and now does.
+    learned = int(
+        (
+            (stored[RELEASABLE_FROM].iloc[s_at[held]].to_numpy() == UNKNOWN_RELEASE_YEAR)
+            & ~(pd.array(releasable[s_rows[held]], dtype="Int64") == UNKNOWN_RELEASE_YEAR)
+            .fillna(False)
+            .to_numpy(dtype=bool)
+        ).sum()
+    )
     held_rows = np.concatenate([s_at[held], held_at])
     if len(held_rows):
         for name in codebook.columns:
@@ -325,6 +334,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
             "reharmonized": result.reharmonized,
             "held_back": int(current[HELD_BACK].sum()),
             "current": len(current),
+            "releasable_learned": learned,
         },
     )
     log.info(
