@@ -22,6 +22,13 @@ STAGED_ID = "_staged_id"  # the stored staged record (staged_record.id), if any
 DELIVERY_FILE_ID = "_delivery_file_id"  # the stored file a record came from
 MAPPING = "_mapping"  # the harmonization hash a harmonized version was made under
 HELD_BACK = "_held_back"  # a current record today's mapping rejects: stored, not released
+# For a held-back record: the first release year from which harmonizing it again under the same
+# mapping may release it (it was rejected only because its year of registration lay after the
+# release year: `year_out_of_range`); NA: no release year can (rejected for another reason);
+# UNKNOWN_RELEASE_YEAR: not known (held back before this was kept), tried whenever the year moves.
+RELEASABLE_FROM = "_releasable_from"
+UNKNOWN_RELEASE_YEAR = 0
+YEAR_OUT_OF_RANGE = "year_out_of_range"  # the mapper's reason (harmonize/mapper.py)
 ORIGIN = "_origin"  # a staged row's source in a run: the delivery or the store
 FROM_DELIVERY, FROM_STORE = "delivery", "store"
 # A row the reader could not read whole carries a reason code and the column that made it

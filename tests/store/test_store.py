@@ -489,3 +489,40 @@ def test_a_store_at_0005_upgrades_its_payloads_in_place(tmp_path):
     assert again.plan.partner_plans["hotline"].state == "reharmonized"
     _run(landing, tmp_path / "fresh", "2025", mappings, partners=["hotline"])
     assert _rows(out / "2025") == _rows(tmp_path / "fresh" / "2025")
+
+
+def test_a_release_reads_a_carried_partner_as_its_stored_records_are(years, tmp_path):
+    """What assemble_release reads of a carried partner (its snapshot's release columns, the
+    coded ones as categories) equals its current records made categorical, from a snapshot
+    and from the tables alike."""
+    import numpy as np
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.columns import FILE, HELD_BACK, IDENTITY
+    from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
+    from ctdc_harmonizer.store.identity import hex_words
+    from ctdc_harmonizer.store.records import current_records, release_records
+    from ctdc_harmonizer.warehouse.connection import warehouse
+
+    scenario, done = years
+    codebook = default_codebook()
+    keep = [IDENTITY, FILE, *LINK_COLUMNS, *codebook.columns]
+    coded = [v.name for v in codebook.variables if v.type != "year"]
+    copy = tmp_path / "without-snapshots.sqlite"
+    shutil.copy(done["out"] / "warehouse.sqlite", copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DELETE FROM partner_snapshot")
+    base = len(scenario.years)
+    for path in (done["out"] / "warehouse.sqlite", copy):
+        with warehouse(f"sqlite:///{path}", "reading the store") as db:
+            for partner in ["case_management", "ctdc_legacy", "hotline", "iom"]:
+                read = release_records(db, partner, base, keep, codebook)
+                expected = current_records(db, partner, base, codebook)[[HELD_BACK, *keep]]
+                expected = expected.astype(dict.fromkeys(coded, "category"))
+                assert len(read) and read.equals(expected), (path.name, partner)
+                for name in coded:
+                    assert list(read[name].cat.categories) == list(expected[name].cat.categories)
+                words = hex_words(read[IDENTITY])
+                assert words[:, 0].tolist() == [int(k[:16], 16) for k in read[IDENTITY]]
+                assert words[:, 1].tolist() == [int(k[16:32], 16) for k in read[IDENTITY]]
+                assert words.dtype == np.uint64

@@ -83,8 +83,10 @@ class PartnerPlan(BaseModel):
     not_read: dict[str, str] = {}  # entry name -> reason code (ingest/files.py), detail
     withdrawals: DeliveredFile | None = None  # a withdrawals file not applied yet
     reharmonize: str = ""  # why its stored records are harmonized again ('' = they are not)
-    # records held back (rejected when last harmonized) to harmonize again: the release year
-    # moved, and a registration year that was ahead of the last release may now be in range
+    # records held back (rejected when last harmonized) to harmonize again: some were rejected
+    # only for a year of registration after the last release year that this release year
+    # covers (or their year is not known and the release year moved). Others are not redone:
+    # under the same mapping and codebook only the year bound can change their outcome.
     held_back: bool = False
     stored_records: int = 0  # current records in the store before this run
     stored_without_staged: int = 0  # of them, loaded before the store: cannot be re-harmonized
@@ -360,8 +362,10 @@ def _plan_partner(
     if history and history.stale_staged(config.harmonization_hash, codebook_version):
         changed = history.harmonized_under_others(config.harmonization_hash)
         reharmonize = "mapping changed" if changed else "codebook version changed"
-    held_back = bool(history and history.held_back) and release_year != (
-        state.base_release_year or release_year
+    held_back = bool(history and history.held_back) and _may_release_held_back(
+        history.held_back_from,
+        release_year,
+        release_year != (state.base_release_year or release_year),
     )
     # Releases without a delivery of this partner, this one included (if it does not deliver).
     last = history.last_delivery_sequence if history else None
@@ -385,6 +389,16 @@ def _plan_partner(
         and not (files or withdrawals is not None)
         and without > config.delivery.max_releases_without_delivery,
     )
+
+
+def _may_release_held_back(years: list[int], release_year: int, year_moved: bool) -> bool:
+    """Whether harmonizing a partner's held-back records again may release one (see
+    store.records.may_be_released): a year now in range, or an unknown one and the year moved."""
+    import pandas as pd
+
+    from ctdc_harmonizer.store.records import may_be_released
+
+    return bool(may_be_released(pd.Series(years, dtype="Int64"), release_year, year_moved).any())
 
 
 def _plan_partners(

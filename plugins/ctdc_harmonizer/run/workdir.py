@@ -142,6 +142,9 @@ class PartnerWork(_Folder):
     UNMAPPED = "unmapped.csv"  # the restricted unmapped list (already restricted)
     ISSUES = "issues.csv"  # counted value issues
     COVERAGE = "coverage.json"  # the coverage gate's figures
+    # per staged row: the release year from which a rejected row may be released
+    # (columns.RELEASABLE_FROM; restricted: a year of registration)
+    RELEASABLE = "releasable.parquet"
     # compare_with_store
     STAGED_NEW = "changes/staged_new.parquet"
     CASE_NEW = "changes/case_new.parquet"

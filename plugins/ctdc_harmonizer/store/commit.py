@@ -93,6 +93,10 @@ class ChangeSet:
     # the partner's records after this release (store/records.py columns, REF for new ones)
     current: pd.DataFrame
     mapping: str = ""
+    # Nothing else changed, but the snapshot should be written again: it did not know from
+    # which year some held-back records may be released, and the chain now does
+    # (columns.RELEASABLE_FROM; a snapshot from before it was kept).
+    snapshot_stale: bool = False
 
 
 @dataclass
@@ -567,8 +571,17 @@ def commit(
             entity = ids[changes.partner]
             if _unchanged(changes):
                 # Its held-back records harmonized again and held back again: its snapshot
-                # (the latest before this release) still holds its records, as they are.
-                currents[changes.partner] = changes.current[[IDENTITY, CASE_ID]]
+                # (the latest before this release) still holds its records, as they are,
+                # unless it did not know when they may be released (then it is written again).
+                if changes.snapshot_stale:
+                    records = typed_records(
+                        changes.current.drop(columns=[REF], errors="ignore"), codebook
+                    )
+                    _write_snapshot(db, entity, release.sequence, records)
+                    result.snapshots += 1
+                    currents[changes.partner] = records[[IDENTITY, CASE_ID]]
+                else:
+                    currents[changes.partner] = changes.current[[IDENTITY, CASE_ID]]
                 continue
             files: dict[str, int] = {}
             if changes.delivery is not None:

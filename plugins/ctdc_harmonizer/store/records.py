@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from ctdc_harmonizer.codebook import Codebook, default_codebook
@@ -33,8 +34,10 @@ from ctdc_harmonizer.columns import (
     IDENTITY,
     MAPPING,
     PSEUDONYM,
+    RELEASABLE_FROM,
     ROW,
     STAGED_ID,
+    UNKNOWN_RELEASE_YEAR,
 )
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
@@ -64,8 +67,9 @@ KEY_COLUMNS = [
     MAPPING,
     CODEBOOK_VERSION,
     HELD_BACK,
+    RELEASABLE_FROM,
 ]
-INTEGER_KEYS = [CASE_ID, STAGED_ID, CONTENT, DELIVERY_FILE_ID]
+INTEGER_KEYS = [CASE_ID, STAGED_ID, CONTENT, DELIVERY_FILE_ID, RELEASABLE_FROM]
 
 
 def record_columns(codebook: Codebook | None = None) -> list[str]:
@@ -94,6 +98,12 @@ def typed_records(frame: pd.DataFrame, codebook: Codebook) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     for name in record_columns(codebook):
         column = frame[name] if name in frame else pd.Series(pd.NA, index=frame.index)
+        if name == RELEASABLE_FROM and name not in frame and HELD_BACK in frame:
+            # Read from the tables, or from a snapshot written before it was kept: when a
+            # held-back record may be released is not known (tried whenever the year moves).
+            held = frame[HELD_BACK].fillna(False).astype(bool).to_numpy()
+            column = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+            column[held] = UNKNOWN_RELEASE_YEAR
         if name == HELD_BACK:
             out[name] = column.fillna(False).astype(bool)
         elif name in INTEGER_KEYS:
@@ -176,6 +186,28 @@ def snapshot_bytes(records: pd.DataFrame) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def _snapshot(db: Warehouse, partner: str, entity: int, base: int) -> tuple[bytes, int] | None:
+    """The partner's latest snapshot at or before release sequence `base` (its Parquet bytes,
+    checked against their checksum, and its row count), or None."""
+    snap = PartnerSnapshot.__table__
+    found = db.execute(
+        sa.select(snap.c.parquet, snap.c.sha256, snap.c.rows)
+        .where(snap.c.entity_id == entity, snap.c.sequence <= base)
+        .order_by(snap.c.sequence.desc())
+        .limit(1)
+    )
+    if not found:
+        return None
+    data, sha256, rows = found[0]
+    data = bytes(data)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise CtdcError(
+            f"partner '{partner}': its stored snapshot does not match its checksum; "
+            "delete the partner's rows of partner_snapshot (they are rebuilt) and rerun"
+        )
+    return data, int(rows)
+
+
 def current_records(
     db: Warehouse, partner: str, base: int, codebook: Codebook | None = None
 ) -> pd.DataFrame:
@@ -185,25 +217,103 @@ def current_records(
     entity = entity_id(db, partner)
     if entity is None or base == 0:
         return empty_records(codebook)
-    snap = PartnerSnapshot.__table__
-    found = db.execute(
-        sa.select(snap.c.parquet, snap.c.sha256, snap.c.rows)
-        .where(snap.c.entity_id == entity, snap.c.sequence <= base)
-        .order_by(snap.c.sequence.desc())
-        .limit(1)
-    )
-    if found:
-        data, sha256, rows = found[0]
-        data = bytes(data)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise CtdcError(
-                f"partner '{partner}': its stored snapshot does not match its checksum; "
-                "delete the partner's rows of partner_snapshot (they are rebuilt) and rerun"
-            )
+    found = _snapshot(db, partner, entity, base)
+    if found is not None:
+        data, rows = found
         frame = pd.read_parquet(io.BytesIO(data))
         if len(frame) == rows:
             return typed_records(frame, codebook)
     return _from_tables(db, entity, base, codebook)
+
+
+def release_records(
+    db: Warehouse, partner: str, base: int, columns: list[str], codebook: Codebook | None = None
+) -> pd.DataFrame:
+    """What a release takes of a carried partner's records current at `base`: HELD_BACK and
+    `columns` only, as `typed_records` types them except that the codebook's coded columns
+    are categorical (only the categories its released records use). Read from the snapshot,
+    column by column, the coded ones as Arrow dictionaries: no pseudonym, key or id decoded,
+    no text column made of a million Python strings. Equal to `current_records(...)[[
+    HELD_BACK, *columns]]` with those columns made categorical (tested)."""
+    codebook = codebook or default_codebook()
+    coded = [v.name for v in codebook.variables if v.type != "year" and v.name in columns]
+    wanted = [HELD_BACK, *columns]
+    entity = entity_id(db, partner)
+    frame = None
+    if entity is not None and base:
+        found = _snapshot(db, partner, entity, base)
+        if found is not None:
+            data, rows = found
+            parquet = pq.ParquetFile(io.BytesIO(data), read_dictionary=coded)
+            if parquet.metadata.num_rows == rows and set(wanted) <= set(parquet.schema_arrow.names):
+                table = parquet.read(columns=wanted, use_pandas_metadata=False)
+                frame = table.to_pandas(types_mapper=_release_types)
+                frame[HELD_BACK] = frame[HELD_BACK].fillna(False).astype(bool)
+    if frame is None:  # no snapshot: the tables
+        frame = current_records(db, partner, base, codebook)[wanted]
+    for name in coded:
+        frame[name] = _as_category(frame[name])
+    return frame
+
+
+def _as_category(column: pd.Series) -> pd.Series:
+    """`column` as `column.astype("string[pyarrow]").astype("category")` would be: the
+    categories its rows use, sorted, as Arrow strings; from a categorical by its codes alone."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return column.astype("string[pyarrow]").astype("category")
+    codes = column.cat.codes.to_numpy()
+    categories = column.cat.categories
+    used = np.bincount(codes[codes >= 0], minlength=len(categories)) > 0
+    kept = pd.Index(sorted(categories[used]), dtype=pd.StringDtype("pyarrow"))
+    position = np.full(len(categories) + 1, -1, dtype=np.int64)  # [-1]: a missing value
+    position[:-1][used] = kept.get_indexer(categories[used].astype(kept.dtype))
+    return pd.Series(
+        pd.Categorical.from_codes(position[codes], dtype=pd.CategoricalDtype(kept)),
+        index=column.index,
+        name=column.name,
+    )
+
+
+def _release_types(arrow_type: pa.DataType):
+    """The pandas dtype `typed_records` gives each Arrow type a release reads (None: the
+    default: booleans, and dictionaries as categoricals)."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    if pa.types.is_unsigned_integer(arrow_type):
+        return pd.UInt64Dtype()
+    if pa.types.is_integer(arrow_type):
+        return pd.Int64Dtype()
+    return None
+
+
+def held_back_release_years(db: Warehouse, partner: str, base: int) -> list[int]:
+    """The distinct `RELEASABLE_FROM` years of the partner's held-back records current at
+    `base` (UNKNOWN_RELEASE_YEAR among them when some are not known: no snapshot, or one
+    written before the column was kept). Reads two columns of the snapshot, nothing else."""
+    entity = entity_id(db, partner)
+    if entity is None or base == 0:
+        return []
+    found = _snapshot(db, partner, entity, base)
+    if found is None:
+        return [UNKNOWN_RELEASE_YEAR]
+    data, rows = found
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    if RELEASABLE_FROM not in parquet.schema_arrow.names or parquet.metadata.num_rows != rows:
+        return [UNKNOWN_RELEASE_YEAR]
+    table = parquet.read(columns=[HELD_BACK, RELEASABLE_FROM])
+    held = table.filter(pc.fill_null(table.column(HELD_BACK), False))
+    years = pc.unique(held.column(RELEASABLE_FROM).drop_null()).to_pylist()
+    return sorted(int(y) for y in years)
+
+
+def may_be_released(releasable_from: pd.Series, year_max: int, year_moved: bool) -> np.ndarray:
+    """Which held-back records harmonizing again for a release of year `year_max` may release:
+    those rejected only for a year of registration now in range, and, when the release year
+    moved, those whose year is not known. The others would be held back again: not redone."""
+    years = releasable_from.astype("Int64")
+    known = (years > UNKNOWN_RELEASE_YEAR) & (years <= year_max)
+    unknown = years == UNKNOWN_RELEASE_YEAR
+    return (known | (unknown & year_moved)).fillna(False).to_numpy(dtype=bool)
 
 
 # Ids a statement works on, bound as rows of a temporary table rather than as an IN list:

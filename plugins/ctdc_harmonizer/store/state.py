@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.store.records import held_back_release_years
 from ctdc_harmonizer.warehouse.connection import warehouse
 from ctdc_harmonizer.warehouse.models import (
     DataRelease,
@@ -46,6 +47,9 @@ class PartnerHistory(BaseModel):
     without_staged: int = 0
     # current records without a harmonized version: rejected when last harmonized
     held_back: int = 0
+    # of them, the distinct years from which harmonizing them again may release them
+    # (columns.RELEASABLE_FROM; UNKNOWN_RELEASE_YEAR: some are not known)
+    held_back_from: list[int] = []
     last_delivery_release: str | None = None
     last_delivery_sequence: int | None = None
     # file checksum -> the release that ingested it
@@ -163,6 +167,7 @@ def read_store_state(url: str, release: str, exists: bool) -> StoreState:
             entry = partners[entities[entity_id]]
             entry["current_records"] = entry.get("current_records", 0) + int(count)
             entry["held_back"] = int(count)
+            entry["held_back_from"] = held_back_release_years(db, entities[entity_id], base)
         base_year = None
         if base:
             meta = db.execute(

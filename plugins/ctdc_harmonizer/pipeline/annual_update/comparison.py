@@ -24,8 +24,10 @@ from ctdc_harmonizer.columns import (
     MAPPING,
     ORIGIN,
     PSEUDONYM,
+    RELEASABLE_FROM,
     ROW,
     STAGED_ID,
+    UNKNOWN_RELEASE_YEAR,
     Outcome,
 )
 from ctdc_harmonizer.errors import CtdcError
@@ -93,13 +95,21 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     entry = plan.partner_plans[partner]
     codebook = default_codebook()
     work = PartnerWork(harmonized.work, partner)
-    keys = work.read_frame(work.KEYS)
-    outcomes = work.read_frame(work.OUTCOMES)
-    values = work.read_frame(work.HARMONIZED)
-    payloads = work.read_frame(work.PAYLOADS)["payload"]
+    # Only the columns used (memory: the HTCDS worker peaked here at 1M records); the
+    # payloads are read once the new staged records are known, and only theirs are kept.
+    keys = work.read_frame(work.KEYS, columns=[ORIGIN, *KEY_FIELDS])
+    outcomes = work.read_frame(work.OUTCOMES, columns=[FILE, ROW, "outcome"])
+    values = work.read_frame(work.HARMONIZED, columns=["_staged_row", *codebook.columns])
     removed = work.read_frame(work.REMOVED)
     erased_stored = work.read_frame(work.ERASED_STORED)
     info = work.read_json(work.STAGE_INFO)
+    # Per staged row: from which release year a rejected row may be released (kept with the
+    # records held back; not known for a chain that did not write it)
+    releasable = (
+        work.read_frame(work.RELEASABLE)[RELEASABLE_FROM].astype("Int64").to_numpy()
+        if work.exists(work.RELEASABLE)
+        else pd.array([UNKNOWN_RELEASE_YEAR] * len(outcomes), dtype="Int64")
+    )
     stored = empty_records(codebook)
     if plan.base:  # a first release has nothing stored to compare with
         with warehouse(plan.warehouse(), f"reading partner '{partner}' from the store") as db:
@@ -109,6 +119,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
 
     # Harmonized values by staged row (a row the mapper did not harmonize has none).
     by_row = values.set_index("_staged_row")[codebook.columns]
+    del values
     delivered = keys[ORIGIN] == FROM_DELIVERY
     d_keys = keys[delivered].reset_index(drop=True)
     d_rows = np.flatnonzero(delivered.to_numpy())
@@ -138,7 +149,9 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     # and differ from what is stored (held back).
     fresh = comparison.inserted
     staged_new = d_keys.loc[fresh, KEY_FIELDS].reset_index(drop=True)
+    payloads = work.read_frame(work.PAYLOADS)["payload"]
     staged_new[PAYLOAD] = payloads[fresh].reset_index(drop=True).astype("string")
+    del payloads
     staged_new[FILE] = d_out.loc[fresh, FILE].reset_index(drop=True).astype("string")
     staged_new[ROW] = d_out.loc[fresh, ROW].reset_index(drop=True).astype("int64")
     staged_new[REF] = np.arange(len(staged_new), dtype=np.int64)
@@ -242,12 +255,25 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         current.loc[at_rows, MAPPING] = mapping
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version
         current.loc[at_rows, HELD_BACK] = False
+        current.loc[at_rows, RELEASABLE_FROM] = pd.NA
+    # Stored records held back again whose release year the store did not know and now does.
+    learned = int(
+        (
+            (stored[RELEASABLE_FROM].iloc[s_at[held]].to_numpy() == UNKNOWN_RELEASE_YEAR)
+            & ~(pd.array(releasable[s_rows[held]], dtype="Int64") == UNKNOWN_RELEASE_YEAR)
+            .fillna(False)
+            .to_numpy(dtype=bool)
+        ).sum()
+    )
     held_rows = np.concatenate([s_at[held], held_at])
     if len(held_rows):
         for name in codebook.columns:
             current.loc[held_rows, name] = pd.NA
         current.loc[held_rows, CASE_ID] = pd.NA
         current.loc[held_rows, HELD_BACK] = True
+        current.loc[held_rows, RELEASABLE_FROM] = releasable[
+            np.concatenate([s_rows[held], d_rows[still]])
+        ]
     # the new staged records, with their harmonized values where they have some
     added = staged_new[[IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, FILE, REF]].copy()
     for name in codebook.columns:
@@ -257,6 +283,9 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     added[MAPPING] = np.where(new_held, None, mapping)
     added[CODEBOOK_VERSION] = codebook.version
     added[HELD_BACK] = new_held
+    added_from = pd.array(releasable[d_rows[fresh]], dtype="Int64")
+    added_from[~new_held] = pd.NA
+    added[RELEASABLE_FROM] = added_from
     current = pd.concat([current.loc[keep], added], ignore_index=True)
     refs = current[REF]
     current = typed_records(current, codebook)
@@ -305,6 +334,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
             "reharmonized": result.reharmonized,
             "held_back": int(current[HELD_BACK].sum()),
             "current": len(current),
+            "releasable_learned": learned,
         },
     )
     log.info(

@@ -47,6 +47,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
         IDENTITY,
         ORIGIN,
         PSEUDONYM,
+        RELEASABLE_FROM,
         ROW,
         STAGED_ID,
         Outcome,
@@ -62,7 +63,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
     from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
     from ctdc_harmonizer.store.identity import content_keys, identity_keys, row_text
     from ctdc_harmonizer.store.payload import stored_fields
-    from ctdc_harmonizer.store.records import current_records, staged_rows
+    from ctdc_harmonizer.store.records import current_records, may_be_released, staged_rows
     from ctdc_harmonizer.warehouse.connection import warehouse
 
     config = plan.partner_config(partner)
@@ -176,7 +177,12 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
             # else the records held back (a later release year may let them in).
             again = stored[stored[STAGED_ID].notna()]
             if not entry.reharmonize:
-                again = again[again[HELD_BACK]]
+                # Under the same mapping and codebook only the release year can change a
+                # held-back record's outcome: only those it may release now are redone.
+                redo = again[HELD_BACK].to_numpy(dtype=bool) & may_be_released(
+                    again[RELEASABLE_FROM], int(plan.release_year or 0), entry.held_back
+                )
+                again = again[redo]
             if entry.mode == "full" and entry.files:
                 again = again.iloc[:0]  # the delivery replaces or retires every record
             else:
@@ -261,7 +267,7 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     import pandas as pd
 
     from ctdc_harmonizer.codebook import default_codebook
-    from ctdc_harmonizer.columns import FROM_DELIVERY, ORIGIN, Outcome
+    from ctdc_harmonizer.columns import FROM_DELIVERY, ORIGIN, RELEASABLE_FROM, Outcome
     from ctdc_harmonizer.errors import CoverageError
     from ctdc_harmonizer.harmonize.coverage import coverage_message, coverage_report
     from ctdc_harmonizer.harmonize.mapper import map_partner
@@ -300,6 +306,10 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     )
     work.write_frame(work.HARMONIZED, harmonized)
     work.write_frame(work.OUTCOMES, outcomes)
+    work.write_frame(
+        work.RELEASABLE,
+        pd.DataFrame({RELEASABLE_FROM: releasable_from(staged, outcomes, config, codebook)}),
+    )
     # PRIVACY: what the store keeps of each delivered row: a value the mapping could not use
     # (unknown to it, unreadable) may be anything, a name typed in the wrong column: it is
     # kept as the INVALID marker only (harmonize/mapper.py, MappingResult.storable_values).
@@ -338,6 +348,36 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     if coverage["failing_fields"]:
         raise CoverageError(coverage_message(coverage, ours.unmapped, config))
     return mapped
+
+
+# A year bound no registration year reaches: what a row's outcome would be without the bound.
+NO_YEAR_BOUND = 9999
+
+
+def releasable_from(staged, outcomes, config, codebook):
+    """Per staged row (`outcomes` in staged order): for a row rejected only because its year
+    of registration lies after the release year (`year_out_of_range`), the year from which
+    it may be released (its year, when the mapping harmonizes it without the release year's
+    bound); NA for every other row (a reason the release year does not change, or
+    harmonized). The store keeps it with the held-back record, so that a later release
+    harmonizes it again only when its year comes (run/plan.py)."""
+    import numpy as np
+    import pandas as pd
+
+    from ctdc_harmonizer.columns import YEAR_OUT_OF_RANGE, Outcome
+    from ctdc_harmonizer.harmonize.mapper import YEAR_VARIABLE, map_partner
+
+    years = pd.Series(pd.NA, index=range(len(outcomes)), dtype="Int64")
+    late = (outcomes["reason"] == YEAR_OUT_OF_RANGE).to_numpy(dtype=bool)
+    if late.any():
+        unbounded = map_partner(
+            staged.loc[late].reset_index(drop=True), config, codebook, NO_YEAR_BOUND
+        )
+        now = (unbounded.outcomes["outcome"] == Outcome.HARMONIZED).to_numpy(dtype=bool)
+        years.iloc[np.flatnonzero(late)[now]] = (
+            unbounded.harmonized[YEAR_VARIABLE].astype("Int64").to_numpy()
+        )
+    return years
 
 
 def check_codebook_contract(plan: ReleasePlan, harmonized: HarmonizedPartner) -> CheckedHarmonized:

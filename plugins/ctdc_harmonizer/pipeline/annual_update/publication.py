@@ -51,6 +51,7 @@ def commit_release(
             case_end=work.read_frame(work.CASE_END),
             current=work.read_frame(work.CURRENT),
             mapping=plan.partner_config(partner).harmonization_hash,
+            snapshot_stale=bool(work.read_json(work.CHANGE_COUNTS).get("releasable_learned")),
         )
 
     # Read one partner at a time, as the commit asks for it: four partners' changes of 250k

@@ -48,20 +48,22 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     from ctdc_harmonizer.release.reconcile import delivery_files, reconcile, record_ledger
     from ctdc_harmonizer.run.workdir import PartnerWork
     from ctdc_harmonizer.store.identity import release_order
-    from ctdc_harmonizer.store.records import current_records, empty_records
+    from ctdc_harmonizer.store.records import empty_records, release_records
     from ctdc_harmonizer.warehouse.connection import warehouse
 
     codebook = default_codebook()
     changed = {p.partner: PartnerWork(p.work, p.partner) for p in partners}
     frames, counts = [], {}
     carried = [p for p in sorted(plan.partner_plans) if p not in changed]
-    stored = {}
-    if plan.base and carried:  # carried forward: their records as they are, at no cost
-        with warehouse(plan.warehouse(), "reading the store") as db:
-            stored = {p: current_records(db, p, plan.base, codebook) for p in carried}
     # Only what the release and the linkage need, taken per partner before the concat (no
     # pseudonym, store keys or held-back record is copied into the combined table).
     keep = [IDENTITY, FILE, *LINK_COLUMNS, *codebook.columns]
+    stored = {}
+    if plan.base and carried:  # carried forward: their records as they are, at no cost
+        with warehouse(plan.warehouse(), "reading the store") as db:
+            # the columns the release takes, read from the partner's snapshot (coded ones
+            # as categories already), nothing else of its records
+            stored = {p: release_records(db, p, plan.base, keep, codebook) for p in carried}
     # A release column holds a few dozen codes: as categories, taken per partner, a million
     # rows take a few MB instead of some 300 MB of text (held until the concat, then copied).
     coded = [v.name for v in codebook.variables if v.type != "year"]
@@ -75,7 +77,7 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
         else:
             records = stored.pop(partner, None)
             if records is None:
-                records = empty_records(codebook)
+                records = empty_records(codebook)[[HELD_BACK, *keep]]
             counts[partner] = {"previous": len(records), "current": len(records)}
             counts[partner]["held_back"] = int(records[HELD_BACK].sum())
             records[NEW_VERSION] = False
