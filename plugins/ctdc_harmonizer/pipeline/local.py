@@ -52,9 +52,10 @@ PRELOADED = [
 ]
 # Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
-# From this much expected work (bytes x WORK_PER_BYTE) the quality checks get a process of
-# their own; below it a fresh process's Great Expectations import (~3 s of CPU) costs more
-# than it saves, and a thread of this process imports it while the chains run.
+# A stored record harmonized again costs about what a delivered CSV row of it would.
+WORK_PER_REHARMONIZED_RECORD = 300.0
+# From this much expected work the quality checks get a process of their own; below it a
+# fresh process's Great Expectations import (~3 s of CPU) costs more than it saves.
 CHECKS_PROCESS_FROM_WORK = 64 * 1024 * 1024
 
 
@@ -121,9 +122,14 @@ def _start_fork_server() -> multiprocessing.context.BaseContext:
 
 
 def _expected_work(plan: Any, partner: str) -> float:
+    """A partner's chain's work, roughly: its delivered bytes weighted by format, and its
+    stored records when they are harmonized again."""
     entry = plan.partner_plans[partner]
-    size = sum(f.size_bytes for f in entry.files) + 50_000 * bool(entry.reharmonize)
-    return size * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
+    delivered = sum(f.size_bytes for f in entry.files)
+    work = delivered * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
+    if entry.reharmonize:
+        work += entry.stored_records * WORK_PER_REHARMONIZED_RECORD
+    return work
 
 
 def _largest_first(plan: Any) -> list[str]:
@@ -146,18 +152,25 @@ def _import_quality_checks() -> None:
         log.debug("importing Great Expectations ahead of the quality checks failed")
 
 
+def _parallel(workers: int | None) -> bool:
+    """Whether this run may use more than one process (`workers` 1 asks for one)."""
+    return (workers is None or workers > 1) and (os.cpu_count() or 1) > 1
+
+
 @contextlib.contextmanager
 def _quality_checks_process(plan: Any, workers: int | None) -> Iterator[None]:
-    """Where the chains run in workers, Great Expectations (about 3 s of CPU, 140 MiB) is
-    imported while they run. For a large delivery the release's quality checks get a process
-    of their own, which imports it and then validates the written table while this process
-    writes the rest of the folder; for a small one a thread here imports it (a process that
-    already did, such as a test session, pays nothing) and the checks run in this process."""
-    if not _in_workers(plan, workers):
-        yield
-        return
+    """Great Expectations (about 3 s of CPU, 140 MiB) imported while the chains run. For
+    much work (a large delivery, a history harmonized again) the release's quality checks get
+    a process of their own, also when one partner's chain runs here: it imports GX on the
+    other core, then validates the written table while this process writes the rest of the
+    folder. For little work, where the chains run in workers, a thread here imports it (a
+    process that already did, such as a test session, pays nothing); else nothing is done
+    ahead and the checks import it when they run."""
     work = sum(_expected_work(plan, partner) for partner in plan.partners)
-    if work < CHECKS_PROCESS_FROM_WORK:
+    if not (_parallel(workers) and work >= CHECKS_PROCESS_FROM_WORK):
+        if not _in_workers(plan, workers):
+            yield
+            return
         warming = threading.Thread(target=_import_quality_checks, daemon=True)
         warming.start()
         try:
@@ -235,7 +248,7 @@ def run(
 ) -> dict[str, Any]:
     """Plan, run every step, and always finish (on failure too: no staged frame or unmapped
     list stays behind, the lease is given back). A plan with nothing to do runs nothing."""
-    if pipeline.chain and (workers is None or workers > 1) and (os.cpu_count() or 1) > 1:
+    if pipeline.chain and _parallel(workers):
         # Started before the plan: its imports (the chains' libraries) overlap the planning.
         _start_fork_server()
     plan = pipeline.plan(**_planned_arguments(pipeline, plan_arguments))
