@@ -534,3 +534,34 @@ def test_a_failed_child_parse_says_only_its_type(tmp_path, caplog, monkeypatch):
     )
     error = refused(path, caplog)
     assert "cannot be read as excel" in str(error)
+
+
+def test_a_refused_scan_stops_the_child_parsing_beside_it(tmp_path, caplog, monkeypatch):
+    """The scan refuses the workbook while the child parses: the child is stopped and
+    waited for, not left behind."""
+    from ctdc_harmonizer.ingest import excel, sheet_process
+
+    path, book, sheet, header = sample(tmp_path)
+    for row in range(FIRST, FIRST + 20):
+        sheet.cell(row=row, column=col(header, "prs_Gender"), value='=IF(1=1,"Female","Male")')
+    book.save(path)
+    monkeypatch.setattr(
+        workbook,
+        "reader_limits",
+        lambda: workbook.ReaderLimits(
+            max_unpacked_bytes=768 << 20, max_compression_ratio=100, max_unreadable_cells=10
+        ),
+    )
+    monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)
+    children = []
+    started = sheet_process.SheetInChild.__init__
+    monkeypatch.setattr(
+        sheet_process.SheetInChild,
+        "__init__",
+        lambda self, *a: children.append(self) or started(self, *a),
+    )
+    error = refused(path, caplog)
+    assert "more than 10 cells cannot be read exactly" in error.problem
+    (child,) = children
+    assert child._child.returncode is not None  # ended and reaped
+    assert child._child.stdout.closed and child._child.stderr.closed
