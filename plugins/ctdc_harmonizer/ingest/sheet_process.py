@@ -19,6 +19,7 @@ below is the caller's side.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -60,8 +61,13 @@ class SheetInChild:
     `result()`. Use it as a context manager: a child not waited for is stopped on exit."""
 
     def __init__(self, path: Path, sheet: str):
+        # The child imports this module from where this process did (an Airflow plugins
+        # folder is on sys.path only once Airflow has put it there).
+        package_root = str(Path(__file__).resolve().parents[2])
+        paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         self._child = subprocess.Popen(
             [sys.executable, "-m", __name__, str(path), sheet],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
