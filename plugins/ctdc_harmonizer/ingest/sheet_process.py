@@ -66,7 +66,8 @@ class SheetInChild:
         package_root = str(Path(__file__).resolve().parents[2])
         paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         self._child = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(path), sheet],
+            # No warnings: stderr is for the failure's type name only.
+            [sys.executable, "-W", "ignore", "-m", __name__, str(path), sheet],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -99,12 +100,13 @@ class SheetInChild:
                 table = stream.read_all()
         except (pa.ArrowInvalid, OSError):
             table = None  # nothing or a broken stream: the exit code and stderr say why
-        complaint = child.stderr.read(200).decode("ascii", "replace")
-        code = child.wait()
+        _, errors = child.communicate()  # both pipes drained: no wait on a full pipe
+        complaint = errors[:200].decode("ascii", "replace")
+        code = child.returncode
         if code != 0 or table is None:
             kind = complaint.strip() if code == FAILED else f"exit code {code}"
             # Only a type name or an exit code leaves: never text the child did not vouch for.
-            raise SheetProcessError(kind if re.fullmatch(r"[\w ]{1,80}", kind) else "unknown")
+            raise SheetProcessError(kind if re.fullmatch(r"[\w -]{1,80}", kind) else "unknown")
         first_column = int((table.schema.metadata or {}).get(FIRST_COLUMN, b"1"))
         return table.replace_schema_metadata(None), first_column
 
