@@ -565,3 +565,16 @@ def test_a_refused_scan_stops_the_child_parsing_beside_it(tmp_path, caplog, monk
     (child,) = children
     assert child._child.returncode is not None  # ended and reaped
     assert child._child.stdout.closed and child._child.stderr.closed
+
+
+def test_a_killed_child_is_reported_by_its_exit_code(tmp_path):
+    """Killed (say by the kernel's out-of-memory killer): no table, an exit code, nothing else."""
+    from ctdc_harmonizer.ingest import sheet_process
+
+    path, book, sheet, header = sample(tmp_path)
+    book.save(path)
+    with sheet_process.SheetInChild(path, "Case Sheet") as child:
+        child._child.kill()
+        with pytest.raises(sheet_process.SheetProcessError) as err:
+            child.result()
+    assert err.value.kind == "exit code -9"
