@@ -481,3 +481,100 @@ def test_ods_delivery_through_the_cli_never_publishes_the_refusals(tmp_path, cap
     assert "htcds_case_export.ods" in rejects and "formula_without_result" in rejects
     for text in (printed.out, printed.err, caplog.text):
         assert NAME not in text
+
+
+# --- a large sheet parsed in a process of its own (ingest/sheet_process.py) ---------------------
+
+
+def test_a_sheet_parsed_in_its_own_process_reads_the_same(tmp_path, caplog, monkeypatch):
+    """Merges, a formula without result, a sheet starting in a later column: the child's table
+    and column position give the frame the in-process parse gives, cell for cell."""
+    from ctdc_harmonizer.ingest import excel
+
+    path, book, sheet, header = sample(tmp_path)
+    sheet.insert_cols(1, amount=2)  # the sheet's first column holding a value is C
+    header = [None, None, *header]
+    sheet.cell(row=5, column=col(header, CONSENT), value='=IF(1=1,"No","Yes")')
+    sheet.merge_cells(
+        start_row=7,
+        start_column=col(header, "prs_Gender"),
+        end_row=9,
+        end_column=col(header, "prs_Gender"),
+    )
+    book.save(path)
+    in_process = read(path, caplog)
+    monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)
+    children = []
+    started = excel.sheet_process.SheetInChild.__init__
+    monkeypatch.setattr(
+        excel.sheet_process.SheetInChild,
+        "__init__",
+        lambda self, *a: children.append(a) or started(self, *a),
+    )
+    in_child = read(path, caplog)
+    assert len(children) == 1
+    pd.testing.assert_frame_equal(in_child.frame, in_process.frame)
+    assert in_child.cell_issues == in_process.cell_issues and in_child.cell_issues
+    assert NAME not in caplog.text
+
+
+def test_a_failed_child_parse_says_only_its_type(tmp_path, caplog, monkeypatch):
+    from ctdc_harmonizer.ingest import excel, sheet_process
+
+    path, book, sheet, header = sample(tmp_path)
+    book.save(path)
+    with pytest.raises(sheet_process.SheetProcessError) as err:
+        sheet_process.read_sheet(path, NAME)  # no such sheet; the child's message names it
+    assert NAME not in str(err.value) and re.fullmatch(r"\w+", err.value.kind)
+    # Through the reader: a value-free, located ExtractError.
+    monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)
+    started = sheet_process.SheetInChild.__init__
+    monkeypatch.setattr(
+        sheet_process.SheetInChild, "__init__", lambda self, p, s: started(self, p, NAME)
+    )
+    error = refused(path, caplog)
+    assert "cannot be read as excel" in str(error)
+
+
+def test_a_refused_scan_stops_the_child_parsing_beside_it(tmp_path, caplog, monkeypatch):
+    """The scan refuses the workbook while the child parses: the child is stopped and
+    waited for, not left behind."""
+    from ctdc_harmonizer.ingest import excel, sheet_process
+
+    path, book, sheet, header = sample(tmp_path)
+    for row in range(FIRST, FIRST + 20):
+        sheet.cell(row=row, column=col(header, "prs_Gender"), value='=IF(1=1,"Female","Male")')
+    book.save(path)
+    monkeypatch.setattr(
+        workbook,
+        "reader_limits",
+        lambda: workbook.ReaderLimits(
+            max_unpacked_bytes=768 << 20, max_compression_ratio=100, max_unreadable_cells=10
+        ),
+    )
+    monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)
+    children = []
+    started = sheet_process.SheetInChild.__init__
+    monkeypatch.setattr(
+        sheet_process.SheetInChild,
+        "__init__",
+        lambda self, *a: children.append(self) or started(self, *a),
+    )
+    error = refused(path, caplog)
+    assert "more than 10 cells cannot be read exactly" in error.problem
+    (child,) = children
+    assert child._child.returncode is not None  # ended and reaped
+    assert child._child.stdout.closed and child._child.stderr.closed
+
+
+def test_a_killed_child_is_reported_by_its_exit_code(tmp_path):
+    """Killed (say by the kernel's out-of-memory killer): no table, an exit code, nothing else."""
+    from ctdc_harmonizer.ingest import sheet_process
+
+    path, book, sheet, header = sample(tmp_path)
+    book.save(path)
+    with sheet_process.SheetInChild(path, "Case Sheet") as child:
+        child._child.kill()
+        with pytest.raises(sheet_process.SheetProcessError) as err:
+            child.result()
+    assert err.value.kind == "exit code -9"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.columns import INVALID
 from ctdc_harmonizer.errors import ExtractError
-from ctdc_harmonizer.ingest import workbook
+from ctdc_harmonizer.ingest import sheet_process, workbook
 from ctdc_harmonizer.ingest.raw import RawFile, arrow_to_frame, header_names
 from ctdc_harmonizer.mapping.spec import PartnerConfig
 from ctdc_harmonizer.text import normalize_token
@@ -20,6 +22,10 @@ from ctdc_harmonizer.text import normalize_token
 # How fastexcel writes a date cell as text. A text cell holding exactly this is taken for a
 # date too (it is one, written the way Excel shows it).
 EXCEL_DATE_CELL = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+# A sheet whose XML unpacks to more than this is parsed in a process of its own
+# (ingest/sheet_process.py): the parser's peak, about 1.7 times the sheet's XML, stays out of
+# the partner's worker. Below it (about 30,000 HTCDS rows) the parse costs less than a process.
+SHEET_PROCESS_BYTES = 64 << 20
 
 
 def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
@@ -44,10 +50,11 @@ def _row(table, index: int) -> list:
 
 
 def _sheet_and_scan(
-    config: PartnerConfig, path: Path, reader
-) -> tuple[str, workbook.SheetScan | None]:
-    """The data sheet (workbook.choose_sheet) and, for .xlsx, what its XML says that the cell
-    reader does not (formulas without result, error cells, merges, where values start)."""
+    config: PartnerConfig, path: Path, reader: Callable[[], Any]
+) -> tuple[str, Callable[[], workbook.SheetScan | None], int]:
+    """The data sheet (workbook.choose_sheet); how to scan it, for what its XML says that the
+    cell reader does not (formulas without result, error cells, merges, where values start;
+    .xlsx and .ods only); the size of its XML unpacked (0: not an .xlsx)."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if "xl/workbook.xml" in archive.namelist():
@@ -59,18 +66,29 @@ def _sheet_and_scan(
                     config.reader.sheet,
                 )
                 part = next(s.part for s in sheets if s.name == name)
-                return name, workbook.scan_sheet(config.code, path.name, archive, part, None)
+
+                def scan_xlsx() -> workbook.SheetScan:
+                    with zipfile.ZipFile(path) as archive:
+                        return workbook.scan_sheet(config.code, path.name, archive, part, None)
+
+                return name, scan_xlsx, archive.getinfo(part).file_size
             if workbook.is_ods(archive):
                 name = _calamine_sheet(config, path, reader)
-                return name, workbook.scan_ods_sheet(config.code, path.name, archive, name)
-    return _calamine_sheet(config, path, reader), None  # not a zip: calamine says what it is
+
+                def scan_ods() -> workbook.SheetScan:
+                    with zipfile.ZipFile(path) as archive:
+                        return workbook.scan_ods_sheet(config.code, path.name, archive, name)
+
+                return name, scan_ods, 0
+    # Not a zip: calamine says what it is.
+    return _calamine_sheet(config, path, reader), lambda: None, 0
 
 
-def _calamine_sheet(config: PartnerConfig, path: Path, reader) -> str:
+def _calamine_sheet(config: PartnerConfig, path: Path, reader: Callable[[], Any]) -> str:
     """The data sheet of an .ods, from the sheet states calamine reads."""
     states = [
-        (name, reader.load_sheet(name, header_row=None, n_rows=1).visible == "visible")
-        for name in reader.sheet_names
+        (name, reader().load_sheet(name, header_row=None, n_rows=1).visible == "visible")
+        for name in reader().sheet_names
     ]
     return workbook.choose_sheet(config.code, path.name, states, config.reader.sheet)
 
@@ -103,12 +121,22 @@ def read_excel(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
     spec = config.reader
     declared = [f.name for f in config.fields]
     workbook.check_workbook_file(config.code, path, workbook.reader_limits())
-    reader = fastexcel.read_excel(str(path))
-    sheet_name, scan = _sheet_and_scan(config, path, reader)
-    sheet = reader.load_sheet(sheet_name, header_row=None, dtypes="string")
-    info = sheet.available_columns()
-    first_column = info[0].absolute_index + 1 if info else 1
-    table = pa.Table.from_batches([sheet.to_arrow()])
+    # Opened when needed: an .xlsx parsed in a process of its own is not opened here.
+    reader = functools.cache(lambda: fastexcel.read_excel(str(path)))
+    sheet_name, scan_sheet, sheet_bytes = _sheet_and_scan(config, path, reader)
+    if sheet_bytes > SHEET_PROCESS_BYTES:
+        # The child parses the cells while this process scans the sheet's XML.
+        with sheet_process.SheetInChild(path, sheet_name) as child:
+            scan = scan_sheet()
+            try:
+                table, first_column = child.result()
+            except sheet_process.SheetProcessError as exc:
+                raise ExtractError(
+                    config.code, path.name, f"cannot be read as excel ({exc.kind})"
+                ) from None
+    else:
+        scan = scan_sheet()
+        table, first_column = sheet_process.load_sheet(reader(), sheet_name)
     # calamine starts at the first row holding a value; sheet row = table index + 1 + top.
     top = (scan.first_row - 1) if scan is not None and scan.first_row else 0
     header_at = spec.header_row - 1 - top
@@ -131,12 +159,14 @@ def read_excel(config: PartnerConfig, path: Path, wanted: list[str] | None) -> R
     if records.num_rows:
         # The checked columns end to end, judged in one pass (not one per column: a delivery
         # of many small workbooks would pay for each).
-        cells = pa.concat_arrays(
+        # Chained, not concatenated: the columns' text is not copied.
+        cells = pa.chunked_array(
             [
                 chunk if chunk.type == pa.string() else chunk.cast(pa.string())
                 for name in checked
                 for chunk in records.column(name).chunks
-            ]
+            ],
+            type=pa.string(),
         )
         unset = pc.or_kleene(pc.is_null(cells), pc.is_in(cells, value_set=empty))
         blank = unset.to_numpy(zero_copy_only=False).reshape(len(checked), -1).all(axis=0)
