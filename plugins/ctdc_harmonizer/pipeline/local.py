@@ -132,6 +132,13 @@ def _expected_work(plan: Any, partner: str) -> float:
     return work
 
 
+def _total_work(plan: Any) -> float:
+    """The run's expected chain work (0 for a plan that names no partner's files)."""
+    if not hasattr(plan, "partner_plans"):
+        return 0.0
+    return sum(_expected_work(plan, partner) for partner in plan.partners)
+
+
 def _largest_first(plan: Any) -> list[str]:
     """Partners by expected work, largest first (longest-processing-time-first)."""
     return sorted(plan.partners, key=lambda p: _expected_work(plan, p), reverse=True)
@@ -166,8 +173,7 @@ def _quality_checks_process(plan: Any, workers: int | None) -> Iterator[None]:
     folder. For little work, where the chains run in workers, a thread here imports it (a
     process that already did, such as a test session, pays nothing); else nothing is done
     ahead and the checks import it when they run."""
-    work = sum(_expected_work(plan, partner) for partner in plan.partners)
-    if not (_parallel(workers) and work >= CHECKS_PROCESS_FROM_WORK):
+    if not (_parallel(workers) and _total_work(plan) >= CHECKS_PROCESS_FROM_WORK):
         if not _in_workers(plan, workers):
             yield
             return
