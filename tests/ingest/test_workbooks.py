@@ -306,7 +306,8 @@ def test_declared_limits_are_read_from_the_versioned_file():
     assert limits.max_unpacked_bytes == 768 << 20 and limits.max_compression_ratio == 100
 
 
-def test_never_recalculated_workbook_beyond_the_limit_is_refused(tmp_path, caplog, monkeypatch):
+def never_recalculated_beyond_the_limit(tmp_path, monkeypatch) -> tuple[Path, list]:
+    """A workbook with 20 formula cells saved without results, the limit lowered to 10."""
     path, book, sheet, header = sample(tmp_path)
     for row in range(FIRST, FIRST + 20):
         sheet.cell(row=row, column=col(header, "prs_Gender"), value='=IF(1=1,"Female","Male")')
@@ -318,6 +319,11 @@ def test_never_recalculated_workbook_beyond_the_limit_is_refused(tmp_path, caplo
             max_unpacked_bytes=768 << 20, max_compression_ratio=100, max_unreadable_cells=10
         ),
     )
+    return path, header
+
+
+def test_never_recalculated_workbook_beyond_the_limit_is_refused(tmp_path, caplog, monkeypatch):
+    path, header = never_recalculated_beyond_the_limit(tmp_path, monkeypatch)
     error = refused(path, caplog)
     assert "more than 10 cells cannot be read exactly" in error.problem
     assert f"cell {ref(header, 'prs_Gender', FIRST)}" in error.problem
@@ -541,17 +547,7 @@ def test_a_refused_scan_stops_the_child_parsing_beside_it(tmp_path, caplog, monk
     waited for, not left behind."""
     from ctdc_harmonizer.ingest import excel, sheet_process
 
-    path, book, sheet, header = sample(tmp_path)
-    for row in range(FIRST, FIRST + 20):
-        sheet.cell(row=row, column=col(header, "prs_Gender"), value='=IF(1=1,"Female","Male")')
-    book.save(path)
-    monkeypatch.setattr(
-        workbook,
-        "reader_limits",
-        lambda: workbook.ReaderLimits(
-            max_unpacked_bytes=768 << 20, max_compression_ratio=100, max_unreadable_cells=10
-        ),
-    )
+    path, header = never_recalculated_beyond_the_limit(tmp_path, monkeypatch)
     monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)
     children = []
     started = sheet_process.SheetInChild.__init__

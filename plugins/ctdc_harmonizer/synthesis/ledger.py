@@ -141,13 +141,5 @@ class Ledger:
         self._append(attempt, release, dataset_sha256, params, STARTED)
         return attempt
 
-    def close(
-        self,
-        attempt: str,
-        release: str,
-        dataset_sha256: str,
-        params: DpParams,
-        outcome: str,
-        aggregates_sha256: str | None = None,
-    ) -> None:
-        self._append(attempt, release, dataset_sha256, params, outcome, aggregates_sha256)
+    # How an attempt ended: spent (with its aggregates' digest) or failed.
+    close = _append
