@@ -4,8 +4,9 @@ Partners are independent until their chains end, so the chains run in parallel w
 processes (one per core by default), forked from a fork server that imported the chain's
 libraries once; the largest delivery starts first, so no worker is left alone with a big
 partner at the end. Everything after the chains runs in this process, in the declared order,
-except the release's quality checks: a process of their own imports Great Expectations while the
-chains run and validates the written table while this one writes the rest of the folder.
+except, for a large run, the release's quality checks: a process of their own imports Great
+Expectations while the chains run and validates the written table while this one writes the
+rest of the folder (a small run imports it in a thread here and checks here).
 The command line has no one to ask at the approval gate: it goes on (`ctdc run` is the data
 team's own command). The teardown runs whatever happened.
 """
