@@ -106,7 +106,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     # Per staged row: from which release year a rejected row may be released (kept with the
     # records held back; not known for a chain that did not write it)
     releasable = (
-        work.read_frame(work.RELEASABLE)[RELEASABLE_FROM].astype("Int64").to_numpy()
+        work.read_frame(work.RELEASABLE)[RELEASABLE_FROM].astype("Int64").array
         if work.exists(work.RELEASABLE)
         else pd.array([UNKNOWN_RELEASE_YEAR] * len(outcomes), dtype="Int64")
     )
@@ -256,13 +256,14 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         current.loc[at_rows, CODEBOOK_VERSION] = codebook.version
         current.loc[at_rows, HELD_BACK] = False
         current.loc[at_rows, RELEASABLE_FROM] = pd.NA
-    # Stored records held back again whose release year the store did not know and now does.
+    # Stored records held back again whose release year the store did not know and now does
+    # (NA is known too: no release year can release the record).
+    was_unknown = stored[RELEASABLE_FROM].iloc[s_at[held]].eq(UNKNOWN_RELEASE_YEAR)
+    now_known = releasable[s_rows[held]] != UNKNOWN_RELEASE_YEAR
     learned = int(
         (
-            (stored[RELEASABLE_FROM].iloc[s_at[held]].to_numpy() == UNKNOWN_RELEASE_YEAR)
-            & ~(pd.array(releasable[s_rows[held]], dtype="Int64") == UNKNOWN_RELEASE_YEAR)
-            .fillna(False)
-            .to_numpy(dtype=bool)
+            was_unknown.to_numpy(dtype=bool, na_value=False)
+            & now_known.to_numpy(dtype=bool, na_value=True)
         ).sum()
     )
     held_rows = np.concatenate([s_at[held], held_at])
@@ -283,7 +284,7 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     added[MAPPING] = np.where(new_held, None, mapping)
     added[CODEBOOK_VERSION] = codebook.version
     added[HELD_BACK] = new_held
-    added_from = pd.array(releasable[d_rows[fresh]], dtype="Int64")
+    added_from = releasable[d_rows[fresh]]  # a new array: indexing copies
     added_from[~new_held] = pd.NA
     added[RELEASABLE_FROM] = added_from
     current = pd.concat([current.loc[keep], added], ignore_index=True)
