@@ -529,8 +529,11 @@ def test_a_failed_child_parse_says_only_its_type(tmp_path, caplog, monkeypatch):
 
     path, book, sheet, header = sample(tmp_path)
     book.save(path)
-    with pytest.raises(sheet_process.SheetProcessError) as err:
-        sheet_process.read_sheet(path, NAME)  # no such sheet; the child's message names it
+    with (
+        pytest.raises(sheet_process.SheetProcessError) as err,
+        sheet_process.SheetInChild(path, NAME) as child,  # no such sheet; its message names it
+    ):
+        child.result()
     assert NAME not in str(err.value) and re.fullmatch(r"\w+", err.value.kind)
     # Through the reader: a value-free, located ExtractError.
     monkeypatch.setattr(excel, "SHEET_PROCESS_BYTES", 0)

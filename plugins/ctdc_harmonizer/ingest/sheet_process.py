@@ -12,7 +12,7 @@ PRIVACY: the cells travel through a pipe between two processes of the same run, 
 through a file. A failure says only the exception's type: the reader library's message may
 quote a cell.
 
-Run as `python -m ctdc_harmonizer.ingest.sheet_process <workbook> <sheet>`; `read_sheet`
+Run as `python -m ctdc_harmonizer.ingest.sheet_process <workbook> <sheet>`; `SheetInChild`
 below is the caller's side.
 """
 
@@ -109,12 +109,6 @@ class SheetInChild:
             raise SheetProcessError(kind if re.fullmatch(r"[\w -]{1,80}", kind) else "unknown")
         first_column = int((table.schema.metadata or {}).get(FIRST_COLUMN, b"1"))
         return table.replace_schema_metadata(None), first_column
-
-
-def read_sheet(path: Path, sheet: str) -> tuple[pa.Table, int]:
-    """`load_sheet` in a child process, waited for."""
-    with SheetInChild(path, sheet) as child:
-        return child.result()
 
 
 def main(argv: list[str]) -> int:
