@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from ctdc_harmonizer.pipeline.results import (
     CheckedHarmonized,
@@ -21,6 +22,12 @@ from ctdc_harmonizer.pipeline.results import (
     StagedPartner,
 )
 from ctdc_harmonizer.run.plan import ReleasePlan
+
+if TYPE_CHECKING:  # the heavy libraries stay out of the DAG file's parse
+    import pandas as pd
+
+    from ctdc_harmonizer.codebook import Codebook
+    from ctdc_harmonizer.mapping.spec import PartnerConfig
 
 log = logging.getLogger(__name__)
 CELL_ISSUES_LOGGED = 20  # a workbook's unreadable cells named one by one in the log
@@ -354,7 +361,9 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
 NO_YEAR_BOUND = 9999
 
 
-def releasable_from(staged, outcomes, config, codebook):
+def releasable_from(
+    staged: pd.DataFrame, outcomes: pd.DataFrame, config: PartnerConfig, codebook: Codebook
+) -> pd.Series:
     """Per staged row (`outcomes` in staged order): for a row rejected only because its year
     of registration lies after the release year (`year_out_of_range`), the year from which
     it may be released (its year, when the mapping harmonizes it without the release year's
