@@ -3,6 +3,8 @@ history, a warehouse from before the store (issue 16)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import shutil
 import sqlite3
@@ -17,7 +19,7 @@ from ctdc_harmonizer.columns import Outcome
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.store import changes as rules
-from ctdc_harmonizer.store.identity import identity_keys, release_order
+from ctdc_harmonizer.store.identity import content_keys, identity_keys, release_order, row_text
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
 from support.store_scenario import Scenario, build
 
@@ -83,11 +85,42 @@ def test_identity_is_the_pseudonym_or_the_content_and_repeats_are_numbered():
     content = pd.Series(["x", "same", "same", "y"], dtype="string")
     keys = identity_keys("tiny", pseudonyms, content, KEY)
     assert keys[0] == "p" * 64  # a record's pseudonym is its identity
+    # without one, the keyed hash of its row text (stored keys depend on this staying so)
+    expected = hmac.new(KEY, b"record\x1ftiny\x1fsame", hashlib.sha256).hexdigest()
+    assert keys[1] == expected
     assert len(set(keys)) == 4  # two identical rows, or two people sharing a pseudonym, differ
     again = identity_keys("tiny", pseudonyms, content, KEY)
     assert keys.tolist() == again.tolist()  # the same delivery, the same identities
     other = identity_keys("ngo", pseudonyms, content, KEY)
     assert other[1] != keys[1]  # per partner
+
+
+def test_row_text_and_content_keys_keep_their_definition():
+    """Stored content keys are compared with every later delivery's: the row text must stay
+    the columns' text, missing as empty, joined by the unit separator, and the key the first
+    8 bytes (little-endian, signed) of HMAC-SHA-256(key, "content" + separator + text)."""
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(["Côte d'Ivoire", None, "", "x"], dtype="string"),
+            "b": pd.Series([1, None, 3, 4], dtype="Int64"),
+            "c": pd.Series(["k", "k", None, "m"], dtype="category"),
+            "d": pd.Series(["u", None, "w", None], dtype=object),
+        }
+    ).set_axis([5, 6, 7, 8])
+    text = row_text(frame, ["a", "b", "c", "d"])
+    sep = "\x1f"
+    expected = [
+        f"Côte d'Ivoire{sep}1{sep}k{sep}u",
+        f"{sep}{sep}k{sep}",
+        f"{sep}3{sep}{sep}w",
+        f"x{sep}4{sep}m{sep}",
+    ]
+    assert text.tolist() == expected and text.index.tolist() == [5, 6, 7, 8]
+    keys = content_keys(text, KEY)
+    for value, stored in zip(expected, keys, strict=True):
+        digest = hmac.digest(KEY, f"content{sep}{value}".encode(), hashlib.sha256)
+        assert stored == int.from_bytes(digest[:8], "little", signed=True)
+    assert row_text(frame, []).tolist() == ["", "", "", ""]
 
 
 def test_release_order_is_stable_when_a_record_is_erased():

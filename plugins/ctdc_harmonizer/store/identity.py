@@ -28,6 +28,7 @@ import pandas as pd
 
 from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR
 from ctdc_harmonizer.privacy.pseudonyms import keyed_hash, keyed_hash64
+from ctdc_harmonizer.text import arrow_text
 
 IDENTITY_DOMAIN = "record"
 CONTENT_DOMAIN = "content"
@@ -35,26 +36,35 @@ CONTENT_DOMAIN = "content"
 
 def row_text(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """The values of `columns` per row as one text (missing as an empty part, the unit
-    separator between parts): what content keys and content identities hash."""
+    separator between parts): what content keys and content identities hash. Joined by
+    Arrow in one pass (adding the columns one by one copies the growing text each time)."""
     if not columns:
         return pd.Series("", index=frame.index, dtype="string")
-    text = frame[columns[0]].astype("string").fillna("")
-    for name in columns[1:]:
-        text = text + KEY_SEPARATOR + frame[name].astype("string").fillna("")
-    return text
+    import pyarrow.compute as pc
+
+    parts = [arrow_text(frame[name]) for name in columns]
+    joined = pc.binary_join_element_wise(
+        *parts, KEY_SEPARATOR, null_handling="replace", null_replacement=""
+    )
+    return pd.Series(pd.array(joined, dtype="string"), index=frame.index)
 
 
-def content_keys(frame: pd.DataFrame, columns: list[str], key: bytes) -> pd.Series:
-    """Keyed 64-bit hash of each row's `columns` (signed int64, as the store keeps it)."""
-    hashed = keyed_hash64(row_text(frame, columns), key, CONTENT_DOMAIN)
-    return pd.Series(hashed.to_numpy(dtype=np.uint64).view(np.int64), index=frame.index)
+def content_keys(text: pd.Series, key: bytes) -> pd.Series:
+    """Keyed 64-bit hash of each row's text (`row_text`; signed int64, as the store keeps
+    it)."""
+    hashed = keyed_hash64(text, key, CONTENT_DOMAIN)
+    return pd.Series(hashed.to_numpy(dtype=np.uint64).view(np.int64), index=text.index)
 
 
 def identity_keys(partner: str, pseudonyms: pd.Series, content: pd.Series, key: bytes) -> pd.Series:
     """Per row (in delivery order) its identity key (see the module docstring). `content`:
     the row texts used where a row has no pseudonym."""
-    by_content = keyed_hash(content, key, f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}")
-    base = pseudonyms.astype("string").fillna(by_content)
+    base = pseudonyms.astype("string")
+    missing = base.isna().to_numpy()
+    if missing.any():  # hashed only where there is no pseudonym (HMAC is most of the cost)
+        base[missing] = keyed_hash(
+            content[missing], key, f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}"
+        ).array
     occurrence = base.groupby(base, sort=False).cumcount()
     repeated = occurrence > 0
     keys = base.copy()
