@@ -125,7 +125,10 @@ def defer_imports(names: tuple[str, ...] = DEFERRED_IMPORTS) -> None:
     for name in names:
         if name in sys.modules:
             continue
-        spec = importlib.util.find_spec(name)  # a submodule's: imports its package
+        try:
+            spec = importlib.util.find_spec(name)  # a submodule's: imports its package
+        except ModuleNotFoundError:  # its package is not installed
+            spec = None
         if spec is not None:  # not installed: GX's own import says so
             sys.modules.setdefault(name, _Deferred(spec))
 
