@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -257,3 +259,102 @@ def test_checks_in_a_process_of_their_own_match_the_checks_here(runs, tmp_path):
     there = json.loads((tmp_path / quality.QUALITY_DIR / quality.SUMMARY_FILE).read_text("utf-8"))
     assert there["results"] == here["results"] and there["failed"] == here["failed"] > 0
     assert quality._checks_process is None  # only while the block runs
+
+
+def test_a_deferred_module_is_imported_on_first_use(tmp_path, monkeypatch):
+    """`defer_imports`: `import` binds a stand-in without running the module; its first
+    attribute (or a submodule's import) runs it once, and every name reads the real one."""
+    package = tmp_path / "deferred_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import pathlib\nRUNS = pathlib.Path(__file__).with_name('runs')\n"
+        "RUNS.write_text(RUNS.read_text() + 'x' if RUNS.exists() else 'x')\nVALUE = 41\n",
+        encoding="utf-8",
+    )
+    (package / "sub.py").write_text("DOUBLE = 82\n", encoding="utf-8")
+    runs = package / "runs"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("deferred_probe", "deferred_probe.sub"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    missing = ("not_an_installed_module_at_all", "not_an_installed_package.sub")
+    quality.defer_imports(("deferred_probe", *missing))
+    assert not any(name in sys.modules for name in missing)
+    import deferred_probe as bound
+
+    assert not runs.exists()  # imported, not run
+    assert bound.VALUE == 41 and runs.read_text() == "x"
+    from deferred_probe import VALUE
+    from deferred_probe.sub import DOUBLE
+
+    assert (VALUE, DOUBLE, runs.read_text()) == (41, 82, "x")
+    assert type(sys.modules["deferred_probe"]) is types.ModuleType
+
+
+def test_a_submodule_import_runs_a_deferred_package(tmp_path, monkeypatch):
+    package = tmp_path / "deferred_probe2"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 1\n", encoding="utf-8")
+    (package / "sub.py").write_text("from deferred_probe2 import VALUE\nDOUBLE = 2 * VALUE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    quality.defer_imports(("deferred_probe2",))
+    import deferred_probe2.sub
+
+    assert deferred_probe2.sub.DOUBLE == 2
+    assert type(sys.modules["deferred_probe2"]) is types.ModuleType
+
+
+# Run in a fresh interpreter: what Great Expectations' import leaves unrun, the same checks
+# through it, then the deferred modules used as Great Expectations' own module would.
+FRESH_IMPORT = """
+import json, sys
+from pathlib import Path
+import pandas as pd
+from ctdc_harmonizer.codebook import default_codebook
+from ctdc_harmonizer.release import quality
+already = [n for n in quality.DEFERRED_IMPORTS if n in sys.modules]
+quality.import_great_expectations()
+ran = [n for n in ("scipy.stats._stats_py", "altair.vegalite") if n in sys.modules]
+frame = pd.read_parquet(sys.argv[1])
+info = quality.validate_release(frame, default_codebook(), int(sys.argv[3]), Path(sys.argv[2]))
+still_deferred = [n for n in quality.DEFERRED_IMPORTS
+                  if type(sys.modules[n]).__name__ == "_Deferred"]
+from great_expectations.expectations.core import (
+    expect_column_kl_divergence_to_be_less_than as kl,
+)
+entropy = kl.stats.entropy([0.5, 0.5], [0.25, 0.75])
+import altair
+import scipy.stats
+from scipy.stats import entropy as direct
+print(json.dumps({
+    "already": already, "ran": ran, "info": info, "still_deferred": still_deferred,
+    "entropy": entropy, "direct": direct([0.5, 0.5], [0.25, 0.75]),
+    "chart": kl.alt.Chart is altair.Chart, "real": [type(sys.modules[n]).__name__
+        for n in quality.DEFERRED_IMPORTS],
+}))
+"""
+
+
+def test_great_expectations_runs_without_the_modules_it_does_not_use(runs, tmp_path):
+    """scipy.stats and altair (about 1 s of a run's CPU) are not run by Great Expectations'
+    import nor by the suite's validation and Data Docs; the results are the same, and whoever
+    uses them still gets them."""
+    import subprocess
+
+    written = tmp_path / "bad.parquet"
+    make_bad_frame().to_parquet(written, index=False)
+    release_dir = tmp_path / "release"
+    release_dir.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_IMPORT, str(written), str(release_dir), str(RELEASE_YEAR)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["already"] == [] and seen["ran"] == []
+    assert seen["still_deferred"] == list(quality.DEFERRED_IMPORTS)
+    assert seen["info"] == runs["bad"]["info"]
+    summary = release_dir / quality.QUALITY_DIR / quality.SUMMARY_FILE
+    assert json.loads(summary.read_text("utf-8"))["results"] == _summary(runs["bad"])["results"]
+    assert seen["entropy"] == seen["direct"] > 0 and seen["chart"]
+    assert seen["real"] == ["module", "module"]
