@@ -25,7 +25,7 @@ from ctdc_harmonizer.codebook import Codebook, Variable, default_codebook
 from ctdc_harmonizer.warehouse import migrate
 from ctdc_harmonizer.warehouse.layout import CASE_TABLE, RELEASE_VIEW, release_view_sql
 from ctdc_harmonizer.warehouse.models import Base, case_record_columns
-from ctdc_harmonizer.warehouse.schema import MIGRATIONS_DIR, alembic_config
+from ctdc_harmonizer.warehouse.schema import HEAD_REVISION, MIGRATIONS_DIR, alembic_config
 from support.databases import postgres_schema
 
 MIGRATION_FILES = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
@@ -390,3 +390,25 @@ def test_a_migration_imports_neither_the_package_nor_the_codebook(path: Path) ->
     assert {m.split(".")[0] for m in modules} <= ALLOWED_IMPORTS, modules
     source = path.read_text(encoding="utf-8")
     assert "importlib" not in source and "__import__" not in source
+
+
+def test_the_head_revision_is_the_newest_migration(sqlite_url: str) -> None:
+    """migrate() skips Alembic for a warehouse at HEAD_REVISION: it must name the newest."""
+    head = ScriptDirectory.from_config(alembic_config(sqlite_url)).get_current_head()
+    assert head == HEAD_REVISION
+
+
+def test_alembic_runs_only_for_a_warehouse_not_at_head(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate(url)  # a new database: Alembic creates it
+    upgrades: list[str] = []
+    monkeypatch.setattr(command, "upgrade", lambda cfg, revision: upgrades.append(revision))
+    migrate(url)  # at head: read, not upgraded
+    assert upgrades == []
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+    engine.dispose()
+    migrate(url)  # an earlier revision goes through Alembic
+    assert upgrades == ["head"]
