@@ -425,10 +425,10 @@ def main() -> int:
     return 0
 
 
-# The aims of issue 11: at 1M records, `ctdc run` within 3x of the floor and its largest
-# process under 1 GB; at 40k records, `ctdc run` under 5 s end to end.
-AIM_LARGE_RECORDS, AIM_RATIO, AIM_LARGEST_BYTES = 1_000_000, 3.0, 10**9
-AIM_SMALL_RECORDS, AIM_SMALL_S = 40_000, 5.0
+# The aims of issue 17 (item 6; issue 11 had 3x and 5 s): at 1M records, `ctdc run` within
+# 2.5x of the floor and its largest process under 1 GB; at 40k records, under 4 s end to end.
+AIM_LARGE_RECORDS, AIM_RATIO, AIM_LARGEST_BYTES = 1_000_000, 2.5, 10**9
+AIM_SMALL_RECORDS, AIM_SMALL_S = 40_000, 4.0
 
 
 def summarize(args, partners: list[str], generated: float, pairs: list[dict], load_start) -> dict:
@@ -443,9 +443,9 @@ def summarize(args, partners: list[str], generated: float, pairs: list[dict], lo
     ratio = median(p["ratio"] for p in pairs)
     aims = {}
     if records == AIM_SMALL_RECORDS:
-        aims["run_under_5s"] = run_s < AIM_SMALL_S
+        aims["run_under_aim_s"] = run_s < AIM_SMALL_S
     if records == AIM_LARGE_RECORDS:
-        aims["within_3x_of_floor"] = ratio <= AIM_RATIO
+        aims["within_aim_ratio_of_floor"] = ratio <= AIM_RATIO
         aims["largest_process_under_1gb"] = largest * MIB < AIM_LARGEST_BYTES
     report = {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -578,14 +578,14 @@ def print_summary(r: dict) -> None:
     met = {True: "met", False: "NOT met"}
     if small:
         print(f"  {AIM_SMALL_RECORDS:,} records, ctdc run under {AIM_SMALL_S:.0f} s: ", end="")
-        print(f"{met[r['aims']['run_under_5s']]} ({r['run_s']:.2f} s)")
+        print(f"{met[r['aims']['run_under_aim_s']]} ({r['run_s']:.2f} s)")
     else:
         print(f"  {AIM_SMALL_RECORDS:,} records, ctdc run under {AIM_SMALL_S:.0f} s: not this size")
     if large:
         largest = max(r["largest_peak_mib"], r["peak_rss_mib"])  # sampled, or the kernel's
         print(
-            f"  {AIM_LARGE_RECORDS:,} records, within {AIM_RATIO:.0f}x of the floor: "
-            f"{met[r['aims']['within_3x_of_floor']]} ({r['ratio']:.1f}x)"
+            f"  {AIM_LARGE_RECORDS:,} records, within {AIM_RATIO:g}x of the floor: "
+            f"{met[r['aims']['within_aim_ratio_of_floor']]} ({r['ratio']:.1f}x)"
         )
         print(
             f"  {AIM_LARGE_RECORDS:,} records, largest process under 1 GB "
@@ -594,7 +594,7 @@ def print_summary(r: dict) -> None:
         )
     else:
         print(
-            f"  {AIM_LARGE_RECORDS:,} records, within {AIM_RATIO:.0f}x of the floor and largest "
+            f"  {AIM_LARGE_RECORDS:,} records, within {AIM_RATIO:g}x of the floor and largest "
             "process under 1 GB: not this size"
         )
 
