@@ -17,7 +17,7 @@ from ctdc_harmonizer.columns import Outcome
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.store import changes as rules
-from ctdc_harmonizer.store.identity import identity_keys, release_order
+from ctdc_harmonizer.store.identity import content_keys, identity_keys, release_order, row_text
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
 from support.store_scenario import Scenario, build
 
@@ -88,6 +88,27 @@ def test_identity_is_the_pseudonym_or_the_content_and_repeats_are_numbered():
     assert keys.tolist() == again.tolist()  # the same delivery, the same identities
     other = identity_keys("ngo", pseudonyms, content, KEY)
     assert other[1] != keys[1]  # per partner
+
+
+def test_row_text_joins_each_rows_values_as_the_column_by_column_join_did():
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(["x", None, "", "é\u2028"], dtype="string[pyarrow]"),
+            "b": pd.Series([None, None, "2", "y"], dtype="string[python]"),
+            "c": pd.Series(["1", "2", "3", None], dtype=object),
+        }
+    ).set_axis([7, 8, 9, 10])
+    separator = "\x1f"
+    expected = pd.Series(["x\x1f\x1f1", "\x1f\x1f2", "\x1f2\x1f3", "é\u2028\x1fy\x1f"])
+    text = row_text(frame, ["a", "b", "c"])
+    assert text.tolist() == expected.tolist() and list(text.index) == [7, 8, 9, 10]
+    assert all(separator in t for t in text)
+    assert row_text(frame, ["b"]).tolist() == ["", "", "2", "y"]  # one column: itself, filled
+    assert row_text(frame, []).tolist() == ["", "", "", ""]
+    # Given the text, content keys are those computed from the frame.
+    assert content_keys(frame, ["a", "b"], KEY, row_text(frame, ["a", "b"])).equals(
+        content_keys(frame, ["a", "b"], KEY)
+    )
 
 
 def test_release_order_is_stable_when_a_record_is_erased():

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR
 from ctdc_harmonizer.privacy.pseudonyms import keyed_hash, keyed_hash64
+from ctdc_harmonizer.text import arrow_text
 
 IDENTITY_DOMAIN = "record"
 CONTENT_DOMAIN = "content"
@@ -38,15 +39,22 @@ def row_text(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     separator between parts): what content keys and content identities hash."""
     if not columns:
         return pd.Series("", index=frame.index, dtype="string")
-    text = frame[columns[0]].astype("string").fillna("")
-    for name in columns[1:]:
-        text = text + KEY_SEPARATOR + frame[name].astype("string").fillna("")
-    return text
+    import pyarrow.compute as pc
+
+    # Joined by Arrow in one pass: one text per row written once (joining column after
+    # column wrote every row's growing text again per column: 36 columns at 250k rows,
+    # some 200 MiB of peak and 2 s).
+    parts = [pc.fill_null(arrow_text(frame[name]), "") for name in columns]
+    joined = pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
+    return pd.Series(pd.array(joined, dtype="string"), index=frame.index)
 
 
-def content_keys(frame: pd.DataFrame, columns: list[str], key: bytes) -> pd.Series:
-    """Keyed 64-bit hash of each row's `columns` (signed int64, as the store keeps it)."""
-    hashed = keyed_hash64(row_text(frame, columns), key, CONTENT_DOMAIN)
+def content_keys(
+    frame: pd.DataFrame, columns: list[str], key: bytes, text: pd.Series | None = None
+) -> pd.Series:
+    """Keyed 64-bit hash of each row's `columns` (signed int64, as the store keeps it).
+    `text`: their `row_text`, when the caller has it already."""
+    hashed = keyed_hash64(row_text(frame, columns) if text is None else text, key, CONTENT_DOMAIN)
     return pd.Series(hashed.to_numpy(dtype=np.uint64).view(np.int64), index=frame.index)
 
 

@@ -163,7 +163,7 @@ def stage_partner(plan: ReleasePlan, partner: str) -> StagedPartner:
         {
             ORIGIN: FROM_DELIVERY,
             IDENTITY: identity_keys(partner, hashes[PSEUDONYM], text, key),
-            CONTENT: content_keys(staged, kept, key),
+            CONTENT: content_keys(staged, kept, key, text),  # the rows' text made once
             PSEUDONYM: hashes[PSEUDONYM].astype("string"),
             **{name: hashes[name].astype("UInt64") for name in LINK_COLUMNS},
             STAGED_ID: pd.Series(pd.NA, index=staged.index, dtype="Int64"),
