@@ -267,11 +267,12 @@ def _text(values: pd.Series) -> pa.Array:
 
 def _insert_staged(
     db: Warehouse, sequence: int, entity: int, files: dict[str, int], rows: pd.DataFrame
-) -> dict[int, int]:
-    """New staged records; returns REF -> staged_record id."""
+) -> pd.Series:
+    """New staged records; returns their staged_record ids indexed by REF."""
     if rows.empty:
-        return {}
-    unknown = sorted(set(rows[FILE]) - set(files))
+        return pd.Series([], dtype=np.int64)
+    # The distinct names only (a set of the column made a Python string per row).
+    unknown = sorted(set(rows[FILE].unique()) - set(files))
     if unknown:
         raise CtdcError(f"staged rows name files that were not delivered: {', '.join(unknown)}")
     file_ids = rows[FILE].map(files).astype(np.int64).to_numpy()
@@ -302,7 +303,8 @@ def _insert_staged(
     )
     places = pd.MultiIndex.from_arrays([file_ids, rows[ROW].to_numpy(dtype=np.int64)])
     ids = by_place.reindex(places).to_numpy()
-    return dict(zip(rows[REF].astype(int).tolist(), ids.astype(int).tolist(), strict=True))
+    # A Series, not a dict: mapping REFs through it is an index lookup, not 250k Python ints.
+    return pd.Series(ids.astype(np.int64), index=rows[REF].to_numpy(dtype=np.int64))
 
 
 def _insert_versions(
