@@ -15,7 +15,9 @@ import pytest
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.columns import Outcome
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR
 from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.privacy.pseudonyms import keyed_hash
 from ctdc_harmonizer.store import changes as rules
 from ctdc_harmonizer.store.identity import content_keys, identity_keys, release_order, row_text
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
@@ -88,6 +90,12 @@ def test_identity_is_the_pseudonym_or_the_content_and_repeats_are_numbered():
     assert keys.tolist() == again.tolist()  # the same delivery, the same identities
     other = identity_keys("ngo", pseudonyms, content, KEY)
     assert other[1] != keys[1]  # per partner
+    # Without a pseudonym: the keyed hash of the row's text (only those rows' texts hashed).
+    alone = keyed_hash(content[1:2].reset_index(drop=True), KEY, f"record{KEY_SEPARATOR}tiny")
+    assert keys[1] == alone[0] and keys[2] != alone[0]
+    assert identity_keys("tiny", pseudonyms, content.where(pseudonyms.isna(), "zz"), KEY).equals(
+        keys
+    )  # a row with a pseudonym: its text is not used
 
 
 def test_row_text_joins_each_rows_values_as_the_column_by_column_join_did():
