@@ -216,3 +216,23 @@ def test_a_bad_small_file_among_many_is_named_with_its_line(tmp_path):
         read_delivery(HOTLINE, _delivery(tmp_path, contents, ".jsonl"))
     assert caught.value.file == "part_02.jsonl" and caught.value.row == 2
     assert NAME not in str(caught.value)
+
+
+def test_read_text_is_pandas_text_kept_in_arrow_and_an_empty_column_stays_as_it_was(tmp_path):
+    """The delivery's text columns are what a frame makes of their cells as Python strings
+    (pandas' `str` text, a null token missing), built from Arrow without a Python object per
+    cell; a column without any value is left as such a frame leaves it."""
+    import numpy as np
+    import pandas as pd
+
+    config = load_partner(write_partner(tmp_path))
+    rows = [row(case_id="1", gender=" Female ", months="-99"), row(case_id="2", gender="-99")]
+    read = read_extract(config, write_extract(tmp_path, rows))
+    gender, status, months = read.frame["gender"], read.frame["status"], read.frame["months"]
+    for column in (gender, status):
+        as_objects = pd.DataFrame({"x": column.to_numpy(dtype=object)})["x"]
+        assert column.dtype == as_objects.dtype and str(column.dtype) == "str"
+        assert column.dtype.storage == "pyarrow"  # Arrow-backed
+    assert gender.tolist()[0] == "Female" and pd.isna(gender.tolist()[1])
+    assert months.isna().all()
+    assert months.dtype == pd.DataFrame({"x": np.array([np.nan, np.nan], dtype=object)})["x"].dtype

@@ -17,7 +17,9 @@ import pytest
 from ctdc_harmonizer import cli
 from ctdc_harmonizer.columns import Outcome
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.ingest.withdrawals import KEY_SEPARATOR
 from ctdc_harmonizer.pipeline.local import run_annual_update
+from ctdc_harmonizer.privacy.pseudonyms import keyed_hash
 from ctdc_harmonizer.store import changes as rules
 from ctdc_harmonizer.store.identity import content_keys, identity_keys, release_order, row_text
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
@@ -93,6 +95,29 @@ def test_identity_is_the_pseudonym_or_the_content_and_repeats_are_numbered():
     assert keys.tolist() == again.tolist()  # the same delivery, the same identities
     other = identity_keys("ngo", pseudonyms, content, KEY)
     assert other[1] != keys[1]  # per partner
+    # Without a pseudonym: the keyed hash of the row's text (only those rows' texts hashed).
+    alone = keyed_hash(content[1:2].reset_index(drop=True), KEY, f"record{KEY_SEPARATOR}tiny")
+    assert keys[1] == alone[0] and keys[2] != alone[0]
+    assert identity_keys("tiny", pseudonyms, content.where(pseudonyms.isna(), "zz"), KEY).equals(
+        keys
+    )  # a row with a pseudonym: its text is not used
+
+
+def test_row_text_joins_each_rows_values_as_the_column_by_column_join_did():
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(["x", None, "", "é\u2028"], dtype="string[pyarrow]"),
+            "b": pd.Series([None, None, "2", "y"], dtype="string[python]"),
+            "c": pd.Series(["1", "2", "3", None], dtype=object),
+        }
+    ).set_axis([7, 8, 9, 10])
+    separator = "\x1f"
+    expected = pd.Series(["x\x1f\x1f1", "\x1f\x1f2", "\x1f2\x1f3", "é\u2028\x1fy\x1f"])
+    text = row_text(frame, ["a", "b", "c"])
+    assert text.tolist() == expected.tolist() and list(text.index) == [7, 8, 9, 10]
+    assert all(separator in t for t in text)
+    assert row_text(frame, ["b"]).tolist() == ["", "", "2", "y"]  # one column: itself, filled
+    assert row_text(frame, []).tolist() == ["", "", "", ""]
 
 
 def test_row_text_and_content_keys_keep_their_definition():

@@ -18,7 +18,6 @@ import logging
 import multiprocessing
 import os
 import resource
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver
 from typing import Any
 
+from ctdc_harmonizer.memory import release_unused_memory
 from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMETER, Pipeline, Step
 from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
@@ -68,16 +68,6 @@ def _worker_logging() -> None:
         handler.addFilter(ValueFreeTracebacks())
 
 
-def _release_unused_memory() -> None:
-    """Hand the memory a step freed back to the system. Arrow's allocator (mimalloc) keeps
-    freed pages for reuse by Arrow alone, so a step's freed strings would stay resident
-    while the next step allocates NumPy memory beside them: at a million records, hundreds
-    of MiB on the process's peak."""
-    pyarrow = sys.modules.get("pyarrow")
-    if pyarrow is not None:
-        pyarrow.default_memory_pool().release_unused()
-
-
 def call_step(
     pipeline: Pipeline, step: Step, plan: Any, results: dict[str, Any], **extra: Any
 ) -> Any:
@@ -86,7 +76,7 @@ def call_step(
         arguments[parameter] = results[source.step.name]
     wall, cpu = time.perf_counter(), time.process_time()
     result = step.func(**{k: v for k, v in arguments.items() if k in step.parameters})
-    _release_unused_memory()
+    release_unused_memory()  # a step's freed memory, handed back before the next one
     # Counts and times only: where a run's time and memory go, per step.
     partner = extra.get(PARTNER_PARAMETER)
     log.info(

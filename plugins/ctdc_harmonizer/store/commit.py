@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from ctdc_harmonizer.columns import (
     STAGED_ID,
 )
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.memory import release_unused_memory
 from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
 from ctdc_harmonizer.store.changes import ERASED
 from ctdc_harmonizer.store.identity import release_order
@@ -80,23 +81,46 @@ class StoreMovedError(CtdcError):
     """The store changed since the run was planned (another run committed): rerun."""
 
 
+# A change set's frame, or what reads it when the commit comes to it.
+Frame = pd.DataFrame | Callable[[], pd.DataFrame]
+
+
 @dataclass
 class ChangeSet:
-    """What one partner's chain decided (store/changes.py), ready to write."""
+    """What one partner's chain decided (store/changes.py), ready to write. Each frame may
+    be given as a reader (no argument): the commit then reads it when it comes to it and
+    lets go of it once written, so that a partner's changes are never all in memory at once
+    (at 250k records its new staged rows, versions and current records are some 300 MiB)."""
 
     partner: str
     delivery: dict | None  # mode, source, received_at, mapping, counts, files, ...
-    staged_new: pd.DataFrame  # REF, IDENTITY, PSEUDONYM, CONTENT, LINK_COLUMNS, PAYLOAD, FILE, ROW
-    case_new: pd.DataFrame  # codebook columns, IDENTITY, PSEUDONYM, STAGED_ID or REF, ...
-    staged_end: pd.DataFrame  # STAGED_ID, reason
-    case_end: pd.DataFrame  # CASE_ID, reason
+    staged_new: Frame  # REF, IDENTITY, PSEUDONYM, CONTENT, LINK_COLUMNS, PAYLOAD, FILE, ROW
+    case_new: Frame  # codebook columns, IDENTITY, PSEUDONYM, STAGED_ID or REF, ...
+    staged_end: Frame  # STAGED_ID, reason
+    case_end: Frame  # CASE_ID, reason
     # the partner's records after this release (store/records.py columns, REF for new ones)
-    current: pd.DataFrame
+    current: Frame
     mapping: str = ""
     # Nothing else changed, but the snapshot should be written again: it did not know from
     # which year some held-back records may be released, and the chain now does
     # (columns.RELEASABLE_FROM; a snapshot from before it was kept).
     snapshot_stale: bool = False
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """The frame `name`, read now if it was given as a reader (then kept)."""
+        value = getattr(self, name)
+        if value is None:
+            raise CtdcError(f"partner '{self.partner}': its {name} changes were already written")
+        if callable(value):
+            value = value()
+            setattr(self, name, value)
+        return value
+
+    def take(self, name: str) -> pd.DataFrame:
+        """The frame `name`, which the change set then lets go of (written by the caller)."""
+        value = self.frame(name)
+        setattr(self, name, None)
+        return value
 
 
 @dataclass
@@ -243,11 +267,12 @@ def _text(values: pd.Series) -> pa.Array:
 
 def _insert_staged(
     db: Warehouse, sequence: int, entity: int, files: dict[str, int], rows: pd.DataFrame
-) -> dict[int, int]:
-    """New staged records; returns REF -> staged_record id."""
+) -> pd.Series:
+    """New staged records; returns their staged_record ids indexed by REF."""
     if rows.empty:
-        return {}
-    unknown = sorted(set(rows[FILE]) - set(files))
+        return pd.Series([], dtype=np.int64)
+    # The distinct names only (a set of the column made a Python string per row).
+    unknown = sorted(set(rows[FILE].unique()) - set(files))
     if unknown:
         raise CtdcError(f"staged rows name files that were not delivered: {', '.join(unknown)}")
     file_ids = rows[FILE].map(files).astype(np.int64).to_numpy()
@@ -278,7 +303,8 @@ def _insert_staged(
     )
     places = pd.MultiIndex.from_arrays([file_ids, rows[ROW].to_numpy(dtype=np.int64)])
     ids = by_place.reindex(places).to_numpy()
-    return dict(zip(rows[REF].astype(int).tolist(), ids.astype(int).tolist(), strict=True))
+    # A Series, not a dict: mapping REFs through it is an index lookup, not 250k Python ints.
+    return pd.Series(ids.astype(np.int64), index=rows[REF].to_numpy(dtype=np.int64))
 
 
 def _insert_versions(
@@ -517,8 +543,7 @@ def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataF
 def _unchanged(changes: ChangeSet) -> bool:
     """Nothing to write for the partner: no delivery, no new record or version, none closed."""
     return changes.delivery is None and all(
-        frame.empty
-        for frame in (changes.staged_new, changes.case_new, changes.staged_end, changes.case_end)
+        changes.frame(name).empty for name in ("staged_new", "case_new", "staged_end", "case_end")
     )
 
 
@@ -573,28 +598,31 @@ def commit(
                 # Its held-back records harmonized again and held back again: its snapshot
                 # (the latest before this release) still holds its records, as they are,
                 # unless it did not know when they may be released (then it is written again).
+                current = changes.take("current")
                 if changes.snapshot_stale:
-                    records = typed_records(
-                        changes.current.drop(columns=[REF], errors="ignore"), codebook
-                    )
+                    records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
                     _write_snapshot(db, entity, release.sequence, records)
                     result.snapshots += 1
                     currents[changes.partner] = records[[IDENTITY, CASE_ID]]
                 else:
-                    currents[changes.partner] = changes.current[[IDENTITY, CASE_ID]]
+                    currents[changes.partner] = current[[IDENTITY, CASE_ID]]
                 continue
             files: dict[str, int] = {}
             if changes.delivery is not None:
                 files = _insert_delivery(db, release, entity, changes.delivery)
                 result.deliveries += 1
-            refs = _insert_staged(db, release.sequence, entity, files, changes.staged_new)
-            changes.staged_new = None  # written: its payloads go before the versions come
+            # Each frame read as it comes and let go of once written (its payloads before the
+            # versions come, the versions before the current records).
+            refs = _insert_staged(db, release.sequence, entity, files, changes.take("staged_new"))
+            release_unused_memory()
             result.staged_inserted += len(refs)
             result.versions_closed += _close(
-                db, staged_record_table, changes.staged_end, STAGED_ID, release.sequence
+                db, staged_record_table, changes.take("staged_end"), STAGED_ID, release.sequence
             )
-            result.versions_closed += _close(db, case, changes.case_end, CASE_ID, release.sequence)
-            new = changes.case_new
+            result.versions_closed += _close(
+                db, case, changes.take("case_end"), CASE_ID, release.sequence
+            )
+            new = changes.take("case_new")
             staged_ids = new[STAGED_ID].astype("Int64").copy()
             from_refs = staged_ids.isna() & new[REF].notna()
             staged_ids[from_refs] = new.loc[from_refs, REF].astype(int).map(refs).astype("Int64")
@@ -605,7 +633,9 @@ def commit(
                 db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
             )
             result.versions_inserted += len(new)
-            current = changes.current
+            del new, staged_ids, file_ids
+            release_unused_memory()
+            current = changes.take("current")
             pending = current[STAGED_ID].isna() & current[REF].notna()
             current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
             # The new versions' ids, read back at once (Arrow), matched by staged record.
@@ -632,10 +662,9 @@ def commit(
             _write_snapshot(db, entity, release.sequence, records)
             result.snapshots += 1
             currents[changes.partner] = records[[IDENTITY, CASE_ID]]
-            del changes, current, new, records
-            # Arrow's allocator keeps what it freed for itself: handed back before the next
-            # partner's frames (NumPy's memory) are read.
-            pa.default_memory_pool().release_unused()
+            del changes, current, records
+            # Handed back before the next partner's frames are read (memory.py).
+            release_unused_memory()
         _erase(db, release, withdrawn, result, out)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)

@@ -10,6 +10,7 @@ check` report; running the release again replaces both.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from ctdc_harmonizer.pipeline.results import (
@@ -45,17 +46,19 @@ def commit_release(
         return ChangeSet(
             partner=partner,
             delivery=work.read_json(work.DELIVERY) if work.exists(work.DELIVERY) else None,
-            staged_new=work.read_frame(work.STAGED_NEW),
-            case_new=work.read_frame(work.CASE_NEW),
-            staged_end=work.read_frame(work.STAGED_END),
-            case_end=work.read_frame(work.CASE_END),
-            current=work.read_frame(work.CURRENT),
+            # Readers: the commit reads each frame when it comes to it (store/commit.py).
+            staged_new=functools.partial(work.read_frame, work.STAGED_NEW),
+            case_new=functools.partial(work.read_frame, work.CASE_NEW),
+            staged_end=functools.partial(work.read_frame, work.STAGED_END),
+            case_end=functools.partial(work.read_frame, work.CASE_END),
+            current=functools.partial(work.read_frame, work.CURRENT),
             mapping=plan.partner_config(partner).harmonization_hash,
             snapshot_stale=bool(work.read_json(work.CHANGE_COUNTS).get("releasable_learned")),
         )
 
-    # Read one partner at a time, as the commit asks for it: four partners' changes of 250k
-    # records at once were the largest process of a 1M-record run.
+    # One partner at a time, as the commit asks for it, and each of its frames as the commit
+    # comes to it: four partners' changes of 250k records at once, then one partner's five
+    # frames at once, were the largest process of a 1M-record run.
     changes = (change_set(p, path) for p, path in sorted(assembled.changed.items()))
     configs = {
         p: plan.partner_config(p) for p in sorted(set(assembled.partners) | set(assembled.changed))
