@@ -59,18 +59,17 @@ def content_keys(text: pd.Series, key: bytes) -> pd.Series:
 def identity_keys(partner: str, pseudonyms: pd.Series, content: pd.Series, key: bytes) -> pd.Series:
     """Per row (in delivery order) its identity key (see the module docstring). `content`:
     the row texts used where a row has no pseudonym."""
+    domain = f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}"
     base = pseudonyms.astype("string")
     missing = base.isna().to_numpy()
     if missing.any():  # hashed only where there is no pseudonym (HMAC is most of the cost)
-        base[missing] = keyed_hash(
-            content[missing], key, f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}"
-        ).array
+        base[missing] = keyed_hash(content[missing], key, domain).array
     occurrence = base.groupby(base, sort=False).cumcount()
     repeated = occurrence > 0
     keys = base.copy()
     if repeated.any():
         again = base[repeated] + "#" + occurrence[repeated].astype("string")
-        keys[repeated] = keyed_hash(again, key, f"{IDENTITY_DOMAIN}{KEY_SEPARATOR}{partner}")
+        keys[repeated] = keyed_hash(again, key, domain)
     return keys.astype("string")
 
 

@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Engine, create_engine, make_url, pool
-from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy import URL, Engine, create_engine, make_url, pool, text
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from ctdc_harmonizer.errors import CtdcError
 
@@ -71,9 +77,6 @@ def _at_head(engine: Engine) -> bool:
     """Whether the warehouse's Alembic version is HEAD_REVISION (read where Alembic keeps it:
     the connection's first schema). Any error, a new database without the table included,
     leaves the answer to Alembic, which reports problems without values."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -85,8 +88,6 @@ def _at_head(engine: Engine) -> bool:
 def migrate(url: str) -> None:
     """Upgrade the database at `url` to the latest warehouse revision (idempotent). Driver
     errors are value-free (warehouse/connection.py)."""
-    from sqlalchemy.exc import DBAPIError
-
     from ctdc_harmonizer.warehouse.connection import database_error
 
     _ensure_sqlite_dir(url)
