@@ -46,7 +46,9 @@ def comparability(tmp_path: Path, records_per_partner: int, release: str) -> dic
     ctdc("generate", "--out", str(landing), "--records", str(records_per_partner), "--seed", "2025")
     ctdc("run", "--landing", str(landing), "--out", str(out), "--release", release)
     config = yaml.safe_load((schemas_dir() / "synthesis_v1.yaml").read_text("utf-8"))
-    config["sampling"]["compare_with_pacsynth_up_to_rows"] = 10**9  # both samplers, any size
+    # pac-synth's fit, so that its sampler can run right after it; both samplers, any size
+    config["aggregation"]["engine"] = "pacsynth"
+    config["sampling"]["compare_with_pacsynth_up_to_rows"] = 10**9
     config_path = tmp_path / "synthesis.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = local.run(

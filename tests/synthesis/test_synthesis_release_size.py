@@ -49,9 +49,10 @@ def test_just_below_the_rule_is_refused_before_fit_and_spends_nothing(tmp_path, 
     h = handoff_of(tmp_path, rows)
 
     def must_not_fit(*args, **kwargs):
-        raise AssertionError("pac-synth's fit ran for a release too small to publish anything")
+        raise AssertionError("the fit ran for a release too small to publish anything")
 
-    monkeypatch.setattr(fit_mod, "fit", must_not_fit)
+    monkeypatch.setattr(fit_mod, "fit", must_not_fit)  # either engine
+    monkeypatch.setattr(fit_mod, "fit_own", must_not_fit)
     with pytest.raises(ReleaseTooSmall) as refused:
         synthesize(h)
     message = str(refused.value)
@@ -85,7 +86,11 @@ def test_empty_aggregates_never_crash_a_later_step(tmp_path, monkeypatch):
         sample = pd.DataFrame(columns=codebook.columns) if pacsynth_sample else None
         return empty, sample, {"fit": 0.0}
 
-    monkeypatch.setattr(fit_mod, "fit", fit_releasing_nothing)
+    def own_fit_releasing_nothing(strings, dataset_sha256, params, codebook):
+        return fit_mod.DpAggregates({}, 0, params, dataset_sha256), {"fit": 0.0}
+
+    monkeypatch.setattr(fit_mod, "fit", fit_releasing_nothing)  # either engine
+    monkeypatch.setattr(fit_mod, "fit_own", own_fit_releasing_nothing)
     result = synthesize(h)
     assert result["fit_aggregates"]["combinations"] == 0
     public = Path(result["publish"]["public_dir"])

@@ -304,16 +304,22 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
             ledger.check_budget(plan.release, params, config.budget)
             attempt = _record_people(plan, rows)  # before fit, every attempt counted
             attempt = ledger.start(plan.release, dataset_sha, params, attempt)
-            want_pacsynth = config.sampling.sampler == "pacsynth" or (
-                rows <= config.sampling.compare_with_pacsynth_up_to_rows
+            own_engine = config.aggregation.engine == "own"
+            want_pacsynth = not own_engine and (
+                config.sampling.sampler == "pacsynth"
+                or rows <= config.sampling.compare_with_pacsynth_up_to_rows
             )
             try:
-                data = fit.dataset(strings)
-                del strings  # pac-synth holds its own copy: the frame need not outlive the fit
-                aggregates, pac_sample, seconds = fit.fit(
-                    data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
-                )
-                digest = fit.save(aggregates, folder, pac_sample)
+                if own_engine:
+                    aggregates, seconds = fit.fit_own(strings, dataset_sha, params, codebook)
+                    pac_sample = None
+                else:
+                    data = fit.dataset(strings)
+                    del strings  # pac-synth holds its own copy: the frame need not outlive it
+                    aggregates, pac_sample, seconds = fit.fit(
+                        data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
+                    )
+                digest = fit.save(aggregates, folder, pac_sample, config.aggregation.engine)
             except CtdcError:
                 ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
                 raise

@@ -60,6 +60,14 @@ class SamplingConfig(_Strict):
     leftovers_exceed_pair_counts: bool = False
 
 
+class AggregationConfig(_Strict):
+    """Which code computes the DP aggregates (the same mechanism and parameters either way)."""
+
+    # own: synthesis/noisy_aggregates.py (numpy; a fraction of pac-synth's memory);
+    # pacsynth: pac-synth's fit (needed for its sampler and the side-by-side comparison).
+    engine: Literal["own", "pacsynth"] = "pacsynth"
+
+
 class ReleaseSizeConfig(_Strict):
     """A release too small for its DP parameters is refused before the fit (synthesis/guard.py)."""
 
@@ -103,12 +111,22 @@ class SynthesisConfig(_Strict):
     version: int
     dp: DpParams
     sampling: SamplingConfig = SamplingConfig()
+    aggregation: AggregationConfig = AggregationConfig()
     budget: BudgetConfig
     per_person: PersonBudgetConfig
     risk: RiskConfig
     evaluation: EvaluationConfig = EvaluationConfig()
     release_size: ReleaseSizeConfig = ReleaseSizeConfig()
     source: str = ""
+
+    @model_validator(mode="after")
+    def _sampler_has_its_fit(self) -> SynthesisConfig:
+        if self.sampling.sampler == "pacsynth" and self.aggregation.engine != "pacsynth":
+            raise ValueError(
+                "sampling.sampler 'pacsynth' runs only right after pac-synth's fit: "
+                "set aggregation.engine to 'pacsynth'"
+            )
+        return self
 
     def with_overrides(
         self,

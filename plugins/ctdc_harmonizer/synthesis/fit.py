@@ -155,11 +155,37 @@ def fit(
     return DpAggregates(counts, protected, params, dataset_sha256), sample, seconds
 
 
+def fit_own(
+    strings: pd.DataFrame, dataset_sha256: str, params: DpParams, codebook: Codebook
+) -> tuple[DpAggregates, dict[str, float]]:
+    """The same DP aggregates as `fit`, computed by synthesis/noisy_aggregates.py (this spends
+    epsilon). pac-synth's sampler cannot follow: it needs pac-synth's own fitted state."""
+    import time
+
+    from ctdc_harmonizer.synthesis.noisy_aggregates import AggregationError, noisy_aggregates
+
+    started = time.perf_counter()
+    try:
+        released = noisy_aggregates(strings[codebook.columns], params)
+    except AggregationError as exc:  # its messages name parameters and counts, never values
+        raise FitError(f"DP aggregation failed: {exc}") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # an unforeseen failure's text is not passed on: it may quote data
+        raise FitError(f"DP aggregation failed ({type(exc).__name__})") from None
+    order = {name: i for i, name in enumerate(codebook.columns)}
+    counts = {canonical_key(k, order): v for k, v in released.counts.items()}
+    seconds = {"fit": round(time.perf_counter() - started, 2)}
+    return DpAggregates(counts, released.protected_records, params, dataset_sha256), seconds
+
+
 def store_key(dataset_sha256: str, params: DpParams) -> str:
     return f"{dataset_sha256[:20]}-{params.params_hash()[:20]}"
 
 
-def save(aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None) -> str:
+def save(
+    aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None, engine: str = "pacsynth"
+) -> str:
     """Write the aggregates (and pac-synth's sample) aside, then rename; returns their SHA-256."""
     staging = folder.with_name(folder.name + ".tmp")
     staging.mkdir(parents=True, exist_ok=True)
@@ -169,6 +195,7 @@ def save(aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None) ->
         "params_sha256": aggregates.params.params_hash(),
         "protected_records": aggregates.protected_records,
         "delimiter": DELIMITER,
+        "engine": engine,
         "counts": dict(sorted(aggregates.counts.items())),
     }
     (staging / AGGREGATES_FILE).write_text(
