@@ -13,7 +13,8 @@ scale of the 1-counts that epsilon, delta, the reporting length and the accuracy
     rho   = (sqrt(eps_M + ln(2 / delta)) - sqrt(ln(2 / delta))) ** 2,  eps_M = eps * (1 - N_p)
     sigma = sqrt(sum_k 1 / p_k**2 / (2 * rho * (1 - Q_p))),  sigma_k = p_k * sigma
 
-with p_k = 1/k (prioritize_long_combinations), 1 (balanced) or k (prioritize_short_combinations),
+with p_k = 1/k (prioritize_long_combinations), 1 (balanced) or 1/(L+1-k) for reporting length L
+(prioritize_short_combinations),
 Q_p the percentile's and N_p the record count's share of epsilon. No attribute can hold more
 records than the release has, so with fewer than rho_1 records nothing at all can be released;
 the rule asks for `min_records_per_threshold` times rho_1 records, so that the common values of
@@ -23,16 +24,10 @@ the required column (the year) can pass it.
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.synthesis.config import DpParams
-
-PROPORTIONS = {
-    "prioritize_long_combinations": lambda k: 1.0 / k,
-    "balanced": lambda k: 1.0,
-    "prioritize_short_combinations": lambda k: float(k),
-}
+from ctdc_harmonizer.synthesis.noisy_aggregates import count_threshold, noise_parameters
 
 
 class ReleaseTooSmall(CtdcError):
@@ -40,17 +35,9 @@ class ReleaseTooSmall(CtdcError):
 
 
 def one_count_threshold(params: DpParams, attributes_per_record: int) -> float:
-    """pac-synth's threshold on noisy 1-counts (module doc) for at most this many attributes."""
-    ln = math.log(2.0 / params.delta)
-    eps_m = params.epsilon * (1.0 - params.number_of_records_epsilon_proportion)
-    rho = (math.sqrt(eps_m + ln) - math.sqrt(ln)) ** 2
-    proportion = PROPORTIONS[params.accuracy_mode]
-    inverse = sum(1.0 / proportion(k) ** 2 for k in range(1, params.reporting_length + 1))
-    sigma = math.sqrt(inverse / (2.0 * rho * (1.0 - params.percentile_epsilon_proportion)))
-    sigma_1 = proportion(1) * sigma
-    d = max(attributes_per_record, 1)
-    tail = -math.expm1(math.log1p(-params.delta / 2.0) / d)  # 1 - (1 - delta/2)^(1/D)
-    return 1.0 + sigma_1 * math.sqrt(d) * -NormalDist().inv_cdf(tail)
+    """The threshold on noisy 1-counts (module doc) for at most this many attributes, as the
+    DP aggregation computes it (synthesis/noisy_aggregates.py, for either engine)."""
+    return count_threshold(1, max(attributes_per_record, 1), noise_parameters(params), {})
 
 
 def minimum_records(params: DpParams, columns: int, per_threshold: float) -> int:
