@@ -10,7 +10,8 @@ The steps are declared once in `ctdc_harmonizer.pipeline.synthesis` (`ctdc synth
 same declaration): `plan_synthesis` -> `verify_handoff` -> `account_people` (each person's
 privacy loss across releases against the lifetime cap per person: refused, or the people over
 it left out and counted) -> `disclosure_risk` -> `suppress` ->
-`fit_aggregates` (pac-synth; recorded in the privacy-budget ledger; reused, spending nothing,
+`fit_aggregates` (pac-synth's DP mechanism, by default computed with numpy, docs/privacy.md
+section 10; recorded in the privacy-budget ledger; reused, spending nothing,
 when the data and parameters are unchanged) -> `sample` -> `evaluate` -> `publish`
 (`<out>/public/<release>/`). Restricted outputs in `<out>/restricted/<release>/`. XCom holds
 paths and counts. Data errors fail at once; infrastructure errors retry.

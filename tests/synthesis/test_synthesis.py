@@ -308,6 +308,7 @@ def test_public_folder_holds_only_public_files_in_codebook_format(handed_off):
     for key in ("title", "coverage", "contributing_partners", "method", "date_submitted"):
         assert meta[key]
     assert meta["method"]["epsilon"] == 12.0 and meta["method"]["delta"] == 3.9e-7
+    assert meta["method"]["aggregation_engine"] == "own"  # the default engine, named
     cases = meta["number_of_cases"]
     assert cases["synthetic_records"] == len(typed)
     assert cases["synthetic_records_without_year"] == len(typed) - len(dated)

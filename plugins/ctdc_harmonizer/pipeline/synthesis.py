@@ -319,7 +319,7 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
                     aggregates, pac_sample, seconds = fit.fit(
                         data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
                     )
-                digest = fit.save(aggregates, folder, pac_sample, config.aggregation.engine)
+                digest = fit.save(aggregates, folder, pac_sample)
             except CtdcError:
                 ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
                 raise

@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 
 
 class DpParams(_Strict):
-    """What pac-synth's fit receives: these, and only these, decide the privacy spend."""
+    """What the fit receives (either engine): these, and only these, decide the privacy spend."""
 
     epsilon: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)

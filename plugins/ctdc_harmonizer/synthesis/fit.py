@@ -37,6 +37,7 @@ class DpAggregates:
     protected_records: int
     params: DpParams
     dataset_sha256: str
+    engine: str = "pacsynth"  # which code computed them (aggregation.engine)
 
     def frame(self) -> pd.DataFrame:
         """combination, length, count: one row per released combination."""
@@ -176,16 +177,15 @@ def fit_own(
     order = {name: i for i, name in enumerate(codebook.columns)}
     counts = {canonical_key(k, order): v for k, v in released.counts.items()}
     seconds = {"fit": round(time.perf_counter() - started, 2)}
-    return DpAggregates(counts, released.protected_records, params, dataset_sha256), seconds
+    aggregates = DpAggregates(counts, released.protected_records, params, dataset_sha256, "own")
+    return aggregates, seconds
 
 
 def store_key(dataset_sha256: str, params: DpParams) -> str:
     return f"{dataset_sha256[:20]}-{params.params_hash()[:20]}"
 
 
-def save(
-    aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None, engine: str = "pacsynth"
-) -> str:
+def save(aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None) -> str:
     """Write the aggregates (and pac-synth's sample) aside, then rename; returns their SHA-256."""
     staging = folder.with_name(folder.name + ".tmp")
     staging.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def save(
         "params_sha256": aggregates.params.params_hash(),
         "protected_records": aggregates.protected_records,
         "delimiter": DELIMITER,
-        "engine": engine,
+        "engine": aggregates.engine,
         "counts": dict(sorted(aggregates.counts.items())),
     }
     (staging / AGGREGATES_FILE).write_text(
@@ -223,6 +223,7 @@ def load(folder: Path, expected_sha256: str | None = None) -> DpAggregates:
         protected_records=int(payload["protected_records"]),
         params=DpParams.model_validate(payload["params"]),
         dataset_sha256=payload["dataset_sha256"],
+        engine=payload.get("engine", "pacsynth"),  # aggregates stored before engines existed
     )
 
 

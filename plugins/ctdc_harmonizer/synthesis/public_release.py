@@ -91,15 +91,21 @@ def descriptive_metadata(
         "method": {
             "description": (
                 "Differentially private aggregates of all attribute combinations up to the "
-                "reporting length, computed with pac-synth's DpAggregateSeededSynthesizer "
-                "(Microsoft Research, Synthetic Data Showcase); synthetic records sampled from "
-                "those aggregates only (post-processing)."
+                "reporting length, computed with "
+                + (
+                    "the CTDC pipeline's port of pac-synth's DP aggregation"
+                    if aggregates.engine == "own"
+                    else "pac-synth's DpAggregateSeededSynthesizer"
+                )
+                + " (the mechanism of Microsoft Research's Synthetic Data Showcase); synthetic "
+                "records sampled from those aggregates only (post-processing)."
             ),
+            "aggregation_engine": aggregates.engine,
             "sampler": sampler,
             "epsilon": params.epsilon,
             "delta": params.delta,
             "reporting_length": params.reporting_length,
-            "parameters": params.model_dump(mode="json"),  # exactly what pac-synth's fit used
+            "parameters": params.model_dump(mode="json"),  # exactly what the fit used
         },
         "null": "empty cell",
         "binary_true": "1",
