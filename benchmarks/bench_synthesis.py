@@ -94,7 +94,13 @@ class StepMemory:
 
 
 def child(
-    release_root: Path, root: Path, rows: int, pacsynth_up_to: int, threads: int, reuse_fit: bool
+    release_root: Path,
+    root: Path,
+    rows: int,
+    pacsynth_up_to: int,
+    threads: int,
+    reuse_fit: bool,
+    engine: str,
 ) -> dict:
     """All synthesis steps in a row, timed (runs in a fresh process per size).
 
@@ -120,6 +126,7 @@ def child(
     config = yaml.safe_load((schemas_dir() / "synthesis_v1.yaml").read_text("utf-8"))
     config["sampling"]["threads"] = threads
     config["sampling"]["compare_with_pacsynth_up_to_rows"] = pacsynth_up_to
+    config.setdefault("aggregation", {})["engine"] = engine
     config["budget"]["lifetime_epsilon"] = 1000.0  # a benchmark spends its own budget
     # its own throw-away ledger, not the run's store: the people of the fit are not accounted
     config["per_person"]["release_not_in_store"] = "fit_unaccounted"
@@ -153,10 +160,11 @@ def child(
         "rows": results["verify_handoff"]["rows"],
         "seconds_total": total,
         "seconds_by_step": timings,
-        "seconds_fit_pacsynth": fitted["fit_seconds"],
+        "seconds_fit": fitted["fit_seconds"],
         "seconds_pacsynth_sampler": fitted["pacsynth_sample_seconds"],
         "seconds_own_sampler": results["sample"]["sample_seconds"],
         "threads": threads,
+        "engine": engine,
         "reused_fit": fitted["reused"],
         "work": str(root),
         "combinations": fitted["combinations"],
@@ -187,6 +195,13 @@ def main() -> int:
     parser.add_argument("--pacsynth-up-to", type=int, default=70000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--engine",
+        choices=["own", "pacsynth"],
+        default="own",
+        help="which code computes the DP aggregates (aggregation.engine); pac-synth's sampler "
+        "and the side-by-side comparison need 'pacsynth'",
+    )
     parser.add_argument(
         "--work",
         help="synthesize into benchmarks/out/runs/WORK/n<rows>/ instead of the release's own "
@@ -220,6 +235,7 @@ def main() -> int:
             args.pacsynth_up_to,
             args.threads,
             args.reuse_fit,
+            args.engine,
         )
         print(json.dumps(result))
         return 0
@@ -232,6 +248,7 @@ def main() -> int:
         job = {"release_root": str(root), "root": str(work), "rows": rows}
         command = [sys.executable, __file__, "--child", json.dumps(job)]
         command += ["--pacsynth-up-to", str(args.pacsynth_up_to), "--threads", str(args.threads)]
+        command += ["--engine", args.engine]
         command += ["--reuse-fit"] if args.reuse_fit else []
         command += ["--pacsynth-progress"] if args.pacsynth_progress else []
         returncode, last, errors = run_child(command, args.pacsynth_progress)

@@ -315,3 +315,14 @@ def test_each_draw_has_the_scale_the_mechanism_states():
         pytest.approx(sigma * np.sqrt(sensitivity))
         for sigma, sensitivity in zip(expected.sigmas, result.allowed_sensitivity, strict=True)
     ]
+
+
+def test_pacsynths_sampler_needs_pacsynths_fit():
+    from ctdc_harmonizer.synthesis.config import SynthesisConfig
+
+    raw = load_synthesis_config().model_dump(mode="json")
+    raw["sampling"]["sampler"] = "pacsynth"
+    with pytest.raises(ValueError, match="set aggregation.engine to 'pacsynth'"):
+        SynthesisConfig.model_validate(raw)
+    raw["aggregation"]["engine"] = "pacsynth"
+    assert SynthesisConfig.model_validate(raw).sampling.sampler == "pacsynth"
