@@ -326,3 +326,11 @@ def test_pacsynths_sampler_needs_pacsynths_fit():
         SynthesisConfig.model_validate(raw)
     raw["aggregation"]["engine"] = "pacsynth"
     assert SynthesisConfig.model_validate(raw).sampling.sampler == "pacsynth"
+
+
+def test_a_table_with_nothing_to_count_releases_nothing_without_error():
+    empty = pd.DataFrame({"gender": [""] * 200, "isForced": ["0"] * 200}, dtype=object)
+    params = load_synthesis_config().dp
+    result = noisy_aggregates(empty, params, np.random.default_rng(1))
+    assert result.counts == {}
+    assert result.allowed_sensitivity == (0, 0, 0) and result.candidates == (0, 0, 0)
