@@ -325,9 +325,10 @@ def _candidates(
 
 
 def _incidences(
-    matrix: np.ndarray, candidate_keys: np.ndarray, length: int, radix: int, columns_used
+    matrix: np.ndarray, candidate_keys: np.ndarray, radix: int, columns_used: list[tuple[int, ...]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(record, candidate) for every candidate a record holds, column tuple by column tuple."""
+    """(record, candidate) for every candidate a record holds, column tuple by column tuple
+    (only the tuples some candidate spans; `candidate_keys` ascending)."""
     records, found = [], []
     for columns in columns_used:
         block = matrix[:, list(columns)]
@@ -421,7 +422,7 @@ def noisy_aggregates(
         candidate_keys = _keys(candidates, radix)  # ascending, as the rows are ordered
         column_sets = np.unique(encoded.column_of[candidates], axis=0) if len(candidates) else []
         record, candidate = _incidences(
-            matrix, candidate_keys, length, radix, [tuple(c) for c in column_sets]
+            matrix, candidate_keys, radix, [tuple(c) for c in column_sets]
         )
         per_record = np.bincount(record, minlength=n_records)
         sensitivity = allowed_sensitivity(
