@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(release total {summary['epsilon_spent_release']:g}; "
         f"aggregates {'reused' if summary['reused'] else 'fitted'})"
     )
+    method = json.loads((public / "metadata.json").read_text(encoding="utf-8"))["method"]
+    print(
+        f"DP aggregates computed by the '{method['aggregation_engine']}' engine "
+        "(schemas/synthesis_v1.yaml aggregation.engine; docs/privacy.md, section 10)"
+    )
     print(f"Restricted comparability report: {restricted / 'comparability.html'}")
     for name, head in report["headline"].items():
         if not isinstance(head, dict):
