@@ -228,6 +228,44 @@ def test_over_budget_is_refused_before_fit(handed_off, monkeypatch):
     assert ledger_rows(handed_off["url"]) == rows
 
 
+def test_a_fit_that_fails_after_drawing_noise_is_counted_as_spent(handed_off, monkeypatch):
+    from ctdc_harmonizer.synthesis import noisy_aggregates
+
+    def noisy_count_not_positive(records, epsilon, rng):
+        rng.laplace(0.0, 1.0 / epsilon)  # the noise is drawn, then the count is refused
+        raise noisy_aggregates.AggregationError("the noisy record count", noise_drawn=True)
+
+    monkeypatch.setattr(noisy_aggregates, "protect_record_count", noisy_count_not_positive)
+    with pytest.raises(fit_mod.FitError, match="counts as spent although nothing was kept"):
+        synthesize(handed_off)
+    assert [r[9] for r in ledger_rows(handed_off["url"])] == ["started"]  # counted, not failed
+    assert Ledger(handed_off["url"]).spent(RELEASE)[0] == 12.0
+    assert not (handed_off["out"] / "public" / RELEASE).exists()
+
+
+def test_a_fit_refused_before_any_noise_spends_nothing(handed_off, monkeypatch):
+    def refused(*args, **kwargs):
+        raise fit_mod.FitError("DP aggregation failed: the parameters", noise_drawn=False)
+
+    monkeypatch.setattr(fit_mod, "fit_own", refused)
+    with pytest.raises(fit_mod.FitError, match="the parameters"):
+        synthesize(handed_off)
+    assert [r[9] for r in ledger_rows(handed_off["url"])] == ["started", "failed"]
+    assert Ledger(handed_off["url"]).spent(RELEASE)[0] == 0.0
+
+
+def test_a_stale_staging_folder_never_passes_into_stored_aggregates(tmp_path):
+    folder = tmp_path / "aggregates" / "k"
+    stale = folder.with_name("k.tmp")
+    stale.mkdir(parents=True)
+    (stale / fit_mod.PACSYNTH_SAMPLE_FILE).write_text("gender\nWoman\n", encoding="utf-8")
+    params = DpParams(epsilon=5.0, delta=1e-7, reporting_length=2)
+    aggregates = fit_mod.DpAggregates({"gender:Woman": 40}, 41, params, "x", "own")
+    digest = fit_mod.save(aggregates, folder, None)
+    assert fit_mod.load_pacsynth_sample(folder) is None
+    assert fit_mod.load(folder, digest).engine == "own"
+
+
 def test_crash_mid_fit_counts_as_spent_and_a_failed_fit_does_not(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
     params = DpParams(epsilon=5.0, delta=1e-7, reporting_length=2)
@@ -450,18 +488,51 @@ def test_shares_use_the_codebook_denominator_rule():
 def test_suppression_and_risk_are_counted():
     frame = harmonized_frame()
     config = load_suppression_config()
+    # a rare value stays in the fit's input: the rule is decided on the DP aggregates
     done = suppress(frame, config, CODEBOOK)
+    assert done.frame.loc[0, "citizenship"] == CANARY_CITIZENSHIP
+    assert done.report["cells_set_to_null"] == 0
+    listed = config.model_copy(update={"never_publish": {"citizenship": [CANARY_CITIZENSHIP]}})
+    done = suppress(frame, listed, CODEBOOK)
     assert done.frame.loc[0, "citizenship"] is pd.NA
-    assert done.report["variables"]["citizenship"] == {
-        "never_publish_cells": 0,
-        "rare_values": 1,
-        "rare_cells": 1,
-    }
+    assert done.report["variables"]["citizenship"] == {"never_publish_cells": 1}
+    assert done.report["cells_set_to_null"] == 1
     risk = disclosure_risk(frame, load_synthesis_config().risk, config)
     assert risk["records"] == 400
     sizes = frame[risk["quasi_identifiers"]].astype("string").fillna("-").value_counts()
     assert risk["records_in_classes_below_k"] == int(sizes[sizes < 10].sum())
     assert risk["rare_values"]["citizenship"]["values"] == {CANARY_CITIZENSHIP: 1}
+
+
+def test_rare_released_values_are_dropped_after_the_fit_with_their_combinations():
+    from ctdc_harmonizer.synthesis.suppress import drop_rare_released, null_rare_values
+
+    params = DpParams(epsilon=12.0, delta=3.9e-7, reporting_length=2)
+    counts = {
+        "gender:Woman": 50,
+        "citizenship:UKR": 40,
+        "citizenship:SRB": 9,  # below the threshold of 10: dropped
+        "ageBroad:18–20": 8,  # below it too, but ageBroad is not a listed variable
+        "gender:Woman;citizenship:UKR": 30,
+        "gender:Woman;citizenship:SRB": 9,  # holds the rare value: dropped
+        "citizenship:SRB;ageBroad:18–20": 8,
+    }
+    aggregates = fit_mod.DpAggregates(counts, 100, params, "x", "own")
+    done = drop_rare_released(aggregates, load_suppression_config(), CODEBOOK)
+    assert done.values == {"citizenship:SRB"}
+    assert set(done.aggregates.counts) == {
+        "gender:Woman",
+        "citizenship:UKR",
+        "ageBroad:18–20",
+        "gender:Woman;citizenship:UKR",
+    }
+    assert done.report["combinations_dropped"] == 3
+    assert done.report["released_values_below_threshold"] == {
+        "CountryOfExploitation": 0,
+        "citizenship": 1,
+    }
+    sample = pd.DataFrame({"citizenship": ["SRB", "UKR", ""], "gender": ["Woman"] * 3})
+    assert null_rare_values(sample, done.values)["citizenship"].tolist() == ["", "UKR", ""]
 
 
 def test_config_overrides_are_validated():

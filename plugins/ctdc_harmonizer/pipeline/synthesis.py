@@ -89,6 +89,7 @@ class SyntheticSample(Result):
     sample_seconds: float
     synthetic: str
     stats: dict = {}
+    rare_values_dropped: int = 0  # released values below the rare-value threshold (counts)
 
 
 class Comparability(Result):
@@ -119,6 +120,20 @@ def verify_handoff(plan: SynthesisPlan) -> HandoffVerified:
     return HandoffVerified(
         release=plan.release, rows=verified.rows, manifest=verified.manifest_sha256
     )
+
+
+def _released(fitted: FittedAggregates):
+    """The stored DP aggregates under the rare-value rule (post-processing; synthesis/suppress.py),
+    as every step after the fit reads them."""
+    from pathlib import Path
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis.config import load_suppression_config
+    from ctdc_harmonizer.synthesis.suppress import drop_rare_released
+
+    aggregates = fit.load(Path(fitted.aggregates_dir), fitted.aggregates_sha256)
+    return drop_rare_released(aggregates, load_suppression_config(), default_codebook())
 
 
 def _table(plan: SynthesisPlan):
@@ -271,7 +286,6 @@ def suppress(plan: SynthesisPlan, verified: HandoffVerified) -> SuppressedTable:
 def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAggregates:
     """DP aggregates: reused when this data and these parameters were already spent on."""
     from ctdc_harmonizer.codebook import default_codebook
-    from ctdc_harmonizer.errors import CtdcError
     from ctdc_harmonizer.synthesis import fit
     from ctdc_harmonizer.synthesis.guard import check_release_size
     from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT, Ledger
@@ -319,10 +333,18 @@ def fit_aggregates(plan: SynthesisPlan, suppressed: SuppressedTable) -> FittedAg
                     aggregates, pac_sample, seconds = fit.fit(
                         data, dataset_sha, params, codebook, config.sampling.threads, want_pacsynth
                     )
-                digest = fit.save(aggregates, folder, pac_sample)
-            except CtdcError:
-                ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
-                raise
+            except fit.FitError as exc:
+                if not exc.noise_drawn:  # refused before any noise: nothing was spent
+                    ledger.close(attempt, plan.release, dataset_sha, params, FAILED)
+                    raise
+                # after noise, the attempt stays `started`: counted as spent
+                raise fit.FitError(
+                    f"release {plan.release}: {exc}; the fit had drawn noise, so its epsilon "
+                    f"{params.epsilon:g} counts as spent although nothing was kept",
+                    noise_drawn=True,
+                ) from None
+            # a failure to store them leaves the attempt `started` too: the noise was drawn
+            digest = fit.save(aggregates, folder, pac_sample)
             ledger.close(attempt, plan.release, dataset_sha, params, SPENT, digest)
         else:
             digest, seconds = reused.aggregates_sha256, {}
@@ -386,11 +408,13 @@ def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
     from ctdc_harmonizer.errors import CtdcError
     from ctdc_harmonizer.synthesis import fit
     from ctdc_harmonizer.synthesis import sample as sampler
+    from ctdc_harmonizer.synthesis.suppress import null_rare_values
 
     codebook = default_codebook()
     config = plan.config
     folder = Path(fitted.aggregates_dir)
-    aggregates = fit.load(folder, fitted.aggregates_sha256)
+    released = _released(fitted)
+    aggregates = released.aggregates
     started = time.monotonic()
     if config.sampling.sampler == "own":
         required = frozenset(v.name for v in codebook.variables if v.required or v.type == "year")
@@ -416,11 +440,23 @@ def sample(plan: SynthesisPlan, fitted: FittedAggregates) -> SyntheticSample:
                 "and these stored aggregates were fitted without it; a new fit would spend "
                 "epsilon again (change a parameter deliberately, or use sampler: own)"
             )
+        synthetic = null_rare_values(synthetic, released.values)
     seconds = round(time.monotonic() - started, 2)
     path = plan.work.write_frame(plan.work.SYNTHETIC, synthetic[codebook.columns])
-    log.info("sampled %d synthetic records (%s sampler)", len(synthetic), config.sampling.sampler)
+    log.info(
+        "sampled %d synthetic records (%s sampler); %d released value(s) below the rare-value "
+        "threshold left out with %d combination(s)",
+        len(synthetic),
+        config.sampling.sampler,
+        len(released.values),
+        released.report["combinations_dropped"],
+    )
     return SyntheticSample(
-        rows=len(synthetic), sampler=config.sampling.sampler, sample_seconds=seconds, synthetic=path
+        rows=len(synthetic),
+        sampler=config.sampling.sampler,
+        sample_seconds=seconds,
+        synthetic=path,
+        rare_values_dropped=len(released.values),
     )
 
 
@@ -438,17 +474,19 @@ def evaluate(
     from ctdc_harmonizer.fileio import write_json
     from ctdc_harmonizer.synthesis import evaluate as comparability
     from ctdc_harmonizer.synthesis import fit
+    from ctdc_harmonizer.synthesis.suppress import null_rare_values
 
     codebook = default_codebook()
     config, work = plan.config, plan.work
     folder = Path(fitted.aggregates_dir)
-    aggregates = fit.load(folder, fitted.aggregates_sha256)
+    released = _released(fitted)
+    aggregates = released.aggregates
     sensitive = work.read_frame(work.SENSITIVE)
     sampler = synthetic.sampler
     samples = {sampler: work.read_frame(work.SYNTHETIC)}
     pac = fit.load_pacsynth_sample(folder)
     if pac is not None and sampler != "pacsynth":
-        samples["pacsynth"] = pac
+        samples["pacsynth"] = null_rare_values(pac, released.values)
     report = comparability.comparability(
         sensitive,
         samples,
@@ -506,13 +544,12 @@ def publish(
 
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.fileio import write_json
-    from ctdc_harmonizer.synthesis import fit
     from ctdc_harmonizer.synthesis import public_release as public_folder
 
     codebook = default_codebook()
     config, work = plan.config, plan.work
     verified, _ = _table(plan)
-    aggregates = fit.load(Path(fitted.aggregates_dir), fitted.aggregates_sha256)
+    aggregates = _released(fitted).aggregates
     records = work.read_frame(work.SYNTHETIC)
     year = next(v.name for v in codebook.variables if v.type == "year")
     metadata = public_folder.descriptive_metadata(

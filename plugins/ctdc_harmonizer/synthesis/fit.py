@@ -26,7 +26,15 @@ PACSYNTH_SAMPLE_FILE = "pacsynth_sample.csv"
 
 
 class FitError(CtdcError):
-    """pac-synth could not fit (its own message is never passed on: it may quote data)."""
+    """The fit failed (pac-synth's own message is never passed on: it may quote data).
+
+    `noise_drawn`: the failure came after the fit had started drawing noise, so the attempt has
+    spent its budget although nothing is kept (the ledger must count it).
+    """
+
+    def __init__(self, message: str, noise_drawn: bool = False) -> None:
+        super().__init__(message)
+        self.noise_drawn = noise_drawn
 
 
 @dataclass(frozen=True)
@@ -133,9 +141,14 @@ def fit(
     import pacsynth
 
     seconds = {}
-    try:
+    try:  # parameters only: no noise yet
         pacsynth.set_number_of_threads(threads)
         synthesizer = pacsynth.DpAggregateSeededSynthesizer(_builder(params).build())
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a Rust panic is a BaseException; its text may quote data
+        raise FitError(f"pac-synth refused the parameters ({type(exc).__name__})") from None
+    try:  # from here on pac-synth draws noise: a failure still spends the budget
         started = time.perf_counter()
         synthesizer.fit(data)
         raw = synthesizer.get_dp_aggregates(DELIMITER)
@@ -150,7 +163,7 @@ def fit(
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a Rust panic is a BaseException; its text may quote data
-        raise FitError(f"pac-synth failed ({type(exc).__name__})") from None
+        raise FitError(f"pac-synth failed ({type(exc).__name__})", noise_drawn=True) from None
     order = {name: i for i, name in enumerate(codebook.columns)}
     counts = {canonical_key(k, order): int(v) for k, v in raw.items()}
     return DpAggregates(counts, protected, params, dataset_sha256), sample, seconds
@@ -168,12 +181,13 @@ def fit_own(
     started = time.perf_counter()
     try:
         released = noisy_aggregates(strings[codebook.columns], params)
-    except AggregationError as exc:  # its messages name parameters and counts, never values
-        raise FitError(f"DP aggregation failed: {exc}") from None
+    except AggregationError as exc:  # its messages name parameters only, never values
+        raise FitError(f"DP aggregation failed: {exc}", noise_drawn=exc.noise_drawn) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # an unforeseen failure's text is not passed on: it may quote data
-        raise FitError(f"DP aggregation failed ({type(exc).__name__})") from None
+        # it may come after noise was drawn: counted as spent
+        raise FitError(f"DP aggregation failed ({type(exc).__name__})", noise_drawn=True) from None
     order = {name: i for i, name in enumerate(codebook.columns)}
     counts = {canonical_key(k, order): v for k, v in released.counts.items()}
     seconds = {"fit": round(time.perf_counter() - started, 2)}
@@ -188,7 +202,11 @@ def store_key(dataset_sha256: str, params: DpParams) -> str:
 def save(aggregates: DpAggregates, folder: Path, sample: pd.DataFrame | None) -> str:
     """Write the aggregates (and pac-synth's sample) aside, then rename; returns their SHA-256."""
     staging = folder.with_name(folder.name + ".tmp")
-    staging.mkdir(parents=True, exist_ok=True)
+    if staging.exists():  # left by a crashed save: none of it may pass into this one
+        import shutil
+
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     payload = {
         "dataset_sha256": aggregates.dataset_sha256,
         "params": aggregates.params.model_dump(mode="json"),

@@ -1,9 +1,10 @@
 """The privacy-budget ledger: every DP fit is recorded, in the warehouse, before it runs.
 
-An attempt is one `started` row written before pac-synth's fit, then one `spent` (aggregates
-stored, their SHA-256 recorded) or `failed` (fit raised; nothing was computed or kept) row.
-What counts against a release's lifetime budget, conservatively: every attempt not closed as
-`failed`, including one left `started` by a crash. The table is append-only.
+An attempt is one `started` row written before the fit, then one `spent` (aggregates stored,
+their SHA-256 recorded) or `failed` (refused before any noise was drawn: nothing was computed)
+row. An attempt that failed after the fit drew noise (or whose aggregates could not be stored)
+stays `started`, as one a crash interrupts. What counts against a release's lifetime budget,
+conservatively: every attempt not closed as `failed`. The table is append-only.
 """
 
 from __future__ import annotations

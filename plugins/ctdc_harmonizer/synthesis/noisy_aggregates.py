@@ -79,7 +79,12 @@ class EntropyNoise:
 
 
 class AggregationError(ValueError):
-    """The parameters or the table cannot be aggregated (raised before any noise is drawn)."""
+    """The parameters or the table cannot be aggregated. `noise_drawn` says whether noise had
+    already been drawn (then the attempt has spent its budget, whatever it released)."""
+
+    def __init__(self, message: str, noise_drawn: bool = False) -> None:
+        super().__init__(message)
+        self.noise_drawn = noise_drawn
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,9 @@ class NoisyAggregates:
     counts: dict[str, int]
     protected_records: int
     allowed_sensitivity: tuple[int, ...]  # D_l per length (a DP output: safe to report)
-    candidates: tuple[int, ...]  # combinations noised per length (depends only on releases)
+    # combinations noised per length; at length 1 the exact number of distinct values present,
+    # which is not DP: for tests and probes, never to be published or logged
+    candidates: tuple[int, ...]
 
 
 def sigma_proportions(accuracy_mode: str, reporting_length: int) -> list[float]:
@@ -169,7 +176,9 @@ def protect_record_count(records: int, epsilon: float, rng: Noise) -> int:
     noisy = records + rng.laplace(0.0, 1.0 / epsilon)
     protected = math.floor(abs(noisy) + 0.5) * (1 if noisy >= 0 else -1)
     if protected <= 0:
-        raise AggregationError("the noisy record count is not positive; too few records")
+        raise AggregationError(
+            "the noisy record count is not positive; too few records", noise_drawn=True
+        )
     return int(protected)
 
 
@@ -405,9 +414,9 @@ def noisy_aggregates(
     encoded = _encode(strings)
     radix = max(len(encoded.labels), 1)
     if float(radix) ** params.reporting_length >= 2**62:
-        raise AggregationError(
-            f"{radix} distinct values cannot be keyed at reporting length "
-            f"{params.reporting_length} (lower the reporting length)"
+        raise AggregationError(  # the count of distinct values is not DP: not in the message
+            "the table has too many distinct values to key its combinations at reporting "
+            f"length {params.reporting_length} (lower the reporting length)"
         )
     protected = protect_record_count(len(strings), noise.records_epsilon, rng)
     matrix, n_records = encoded.matrix, len(strings)
