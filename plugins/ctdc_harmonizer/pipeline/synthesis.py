@@ -14,12 +14,15 @@ privacy-budget ledger and spends nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer.pipeline.declaration import Pipeline
 from ctdc_harmonizer.synthesis.plan import SynthesisPlan, plan_synthesis
+
+if TYPE_CHECKING:  # imported inside the steps at run time (DAG parsing stays light)
+    from ctdc_harmonizer.synthesis.suppress import RareDropped
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def verify_handoff(plan: SynthesisPlan) -> HandoffVerified:
     )
 
 
-def _released(fitted: FittedAggregates):
+def _released(fitted: FittedAggregates) -> RareDropped:
     """The stored DP aggregates under the rare-value rule (post-processing; synthesis/suppress.py),
     as every step after the fit reads them."""
     from pathlib import Path
