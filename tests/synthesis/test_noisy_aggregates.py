@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer.synthesis.config import DpParams, load_synthesis_config
+from ctdc_harmonizer.synthesis.fit import canonical_key
 from ctdc_harmonizer.synthesis.noisy_aggregates import (
     EntropyNoise,
     _candidates,
@@ -82,10 +83,8 @@ print("RESULT " + json.dumps(synthesizer.get_dp_aggregates(";")))
     )
     lines = done.stdout.splitlines()
     counts = json.loads(next(x for x in lines if x.startswith("RESULT "))[len("RESULT ") :])
-    canonical = {
-        ";".join(sorted(k.split(";"), key=lambda p: COLUMNS.index(p.split(":")[0]))): v
-        for k, v in counts.items()
-    }
+    order = {name: i for i, name in enumerate(COLUMNS)}
+    canonical = {canonical_key(k, order): v for k, v in counts.items()}
     return {"counts": canonical, "log": lines}
 
 

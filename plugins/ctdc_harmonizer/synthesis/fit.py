@@ -188,10 +188,11 @@ def fit_own(
     except Exception as exc:  # an unforeseen failure's text is not passed on: it may quote data
         # it may come after noise was drawn: counted as spent
         raise FitError(f"DP aggregation failed ({type(exc).__name__})", noise_drawn=True) from None
-    order = {name: i for i, name in enumerate(codebook.columns)}
-    counts = {canonical_key(k, order): v for k, v in released.counts.items()}
+    # the keys are already canonical: their attributes come in the order of the columns given
     seconds = {"fit": round(time.perf_counter() - started, 2)}
-    aggregates = DpAggregates(counts, released.protected_records, params, dataset_sha256, "own")
+    aggregates = DpAggregates(
+        released.counts, released.protected_records, params, dataset_sha256, "own"
+    )
     return aggregates, seconds
 
 

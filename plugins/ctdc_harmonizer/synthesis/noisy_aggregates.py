@@ -40,10 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ctdc_harmonizer.synthesis.config import DpParams
+from ctdc_harmonizer.synthesis.fit import DELIMITER, SEPARATOR
 
 EMPTY_VALUES = ("", "0")  # pac-synth's Dataset drops both (a "0" is a non-sensitive zero)
-SEPARATOR = ":"
-DELIMITER = ";"
 # sds-core's tolerance on the rho equation, tightened to delta's precision
 _TOLERANCE = 1e-8
 
