@@ -34,7 +34,7 @@ from support.s3_emulator import EmulatorUnavailable, S3Emulator, free_port
 PARTNERS = ["hotline", "iom"]  # iom's MiMOSA records carry linkage hashes
 RELEASE = "2025"
 PREFIX = "ctdc-work"
-STAGED_NAMES = {"staged.parquet", "keys.parquet", "harmonized.parquet", "outcomes.parquet"}
+STAGED_NAMES = {"staged.arrow", "keys.arrow", "harmonized.arrow", "outcomes.arrow"}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def spy_on_assemble(monkeypatch, emulator, out: Path) -> dict:
     def spying(label, identities):
         seen["objects"] = emulator.objects()
         seen["private"] = {
-            key: emulator.read(key) for key in seen["objects"] if key.endswith("keys.parquet")
+            key: emulator.read(key) for key in seen["objects"] if key.endswith("keys.arrow")
         }
         local_work = out / ".work" / RELEASE
         seen["local_files"] = [
@@ -177,22 +177,22 @@ def test_a_rerun_starts_from_an_empty_prefix_and_the_teardown_empties_it(s3_env,
     emulator = s3_env
     out = tmp_path / "out"
     prefix = storage.run_prefix(PREFIX, out, RELEASE)
-    emulator.put(f"{prefix}/partners/iom/staged.parquet", b"left by a crashed run")
-    emulator.put(f"{prefix}-rc1/iom/staged.parquet", b"another release's")  # not ours
+    emulator.put(f"{prefix}/partners/iom/staged.arrow", b"left by a crashed run")
+    emulator.put(f"{prefix}-rc1/iom/staged.arrow", b"another release's")  # not ours
     emulator.put(f"{PREFIX}/0123456789ab/{RELEASE}/plan.json", b"another out folder's")
     url = emulator.url(PREFIX)
     plan = planning.plan_release(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
     try:
         assert emulator.objects(prefix) == [f"{prefix}/plan.json"]
         assert plan.work.exists("plan.json") and not plan.work.partner("iom").exists(
-            "staged.parquet"
+            "staged.arrow"
         )
     finally:
         finished = finish_run(plan)
     assert finished.work_folder_removed is True
     assert emulator.objects(prefix) == []
     assert emulator.objects() == sorted(
-        [f"{prefix}-rc1/iom/staged.parquet", f"{PREFIX}/0123456789ab/{RELEASE}/plan.json"]
+        [f"{prefix}-rc1/iom/staged.arrow", f"{PREFIX}/0123456789ab/{RELEASE}/plan.json"]
     )
     assert finish_run(plan).work_folder_removed is False  # idempotent
 
@@ -252,7 +252,7 @@ def test_no_secret_in_the_plan_and_no_object_content_in_logs(
     assert json.loads(xcom)["work_dir"] == plan.work_dir
     hashes = set()
     for data in seen["private"].values():
-        frame = pd.read_parquet(io.BytesIO(data))
+        frame = pd.read_feather(io.BytesIO(data))
         for column in frame.columns:
             hashes |= {str(v) for v in frame[column].dropna() if len(str(v)) >= 16}
     assert len(hashes) > 40  # pseudonyms of both partners, iom's linkage keys

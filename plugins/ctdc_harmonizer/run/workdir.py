@@ -34,9 +34,37 @@ from ctdc_harmonizer.run import storage
 if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
     import pandas as pd
 
+# Intermediates a run writes and reads back at once: Arrow IPC, which costs a fraction of
+# Parquet's encoding and decoding (a 250k-row staged frame: ~0.15 s against ~0.7 s of CPU).
+# Uncompressed on a local disk (the folder lives for one run), zstd on an object store.
+ARROW_SUFFIX = ".arrow"
+
 
 def _is_local(path: UPath) -> bool:
     return isinstance(path, Path)
+
+
+def _is_arrow(name: str) -> bool:
+    return name.endswith(ARROW_SUFFIX)
+
+
+def _write_ipc(frame: pd.DataFrame, sink: Any, compression: str | None) -> None:
+    """Arrow IPC (Feather v2): the same Arrow table, with its pandas metadata, that Parquet
+    would encode, so a frame reads back with the same dtypes; no encoding on a local disk."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+
+
+def _ipc_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    _write_ipc(frame, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
 class _Folder:
@@ -75,13 +103,19 @@ class _Folder:
             return self.path(name).exists()
 
     def write_frame(self, name: str, frame: pd.DataFrame) -> str:
+        """Write a frame as its name says: `.arrow` as Arrow IPC, `.parquet` as Parquet. The
+        frame's index is not kept (a frame read back has a fresh range index)."""
         target = self.path(name)
         if self.local:
             with named_os_errors(target):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_parquet(target, index=False)
+                if _is_arrow(name):
+                    _write_ipc(frame, str(target), compression=None)
+                else:
+                    frame.to_parquet(target, index=False)
             return str(target)
-        data = frame.to_parquet(index=False)  # serialised first: a data error stays one
+        # Serialised first: a data error stays one. Compressed: it crosses the network.
+        data = _ipc_bytes(frame) if _is_arrow(name) else frame.to_parquet(index=False)
         with self._io("write", name):
             target.write_bytes(data)
         return str(target)
@@ -89,13 +123,14 @@ class _Folder:
     def read_frame(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         import pandas as pd
 
+        read = pd.read_feather if _is_arrow(name) else pd.read_parquet
         source = self.path(name)
         if self.local:
             with named_os_errors(source):
-                return pd.read_parquet(source, columns=columns)
+                return read(source, columns=columns)
         with self._io("read", name):
             data = source.read_bytes()
-        return pd.read_parquet(io.BytesIO(data), columns=columns)
+        return read(io.BytesIO(data), columns=columns)
 
     def _write_text(self, name: str, text: str) -> None:
         with self._io("write", name):
@@ -129,28 +164,28 @@ class PartnerWork(_Folder):
     writes them (a step writes only its own; later steps read what their inputs name)."""
 
     # stage_partner
-    STAGED = "staged.parquet"  # rows to harmonize, as the reader's contract has them
-    KEYS = "keys.parquet"  # per staged row: origin, identity, content, pseudonym, link keys, ids
-    REMOVED = "removed.parquet"  # delivered rows erased or merged while staging
-    WITHDRAWN = "withdrawn.parquet"  # pseudonyms this run adds to the withdrawal registry
-    ERASED_STORED = "erased_stored.parquet"  # stored records of people withdrawn in this run
+    STAGED = "staged.arrow"  # rows to harmonize, as the reader's contract has them
+    KEYS = "keys.arrow"  # per staged row: origin, identity, content, pseudonym, link keys, ids
+    REMOVED = "removed.arrow"  # delivered rows erased or merged while staging
+    WITHDRAWN = "withdrawn.arrow"  # pseudonyms this run adds to the withdrawal registry
+    ERASED_STORED = "erased_stored.arrow"  # stored records of people withdrawn in this run
     STAGE_INFO = "stage.json"  # per delivered file: checksum, size, rows read, blank rows
     # harmonize_partner
-    HARMONIZED = "harmonized.parquet"  # per harmonized row: codebook columns + its staged row
-    OUTCOMES = "outcomes.parquet"  # per staged row: file, row, outcome, reason, column, origin
-    PAYLOADS = "payloads.parquet"  # per delivered row: the staged values the store may keep
+    HARMONIZED = "harmonized.arrow"  # per harmonized row: codebook columns + its staged row
+    OUTCOMES = "outcomes.arrow"  # per staged row: file, row, outcome, reason, column, origin
+    PAYLOADS = "payloads.arrow"  # per delivered row: the staged values the store may keep
     UNMAPPED = "unmapped.csv"  # the restricted unmapped list (already restricted)
     ISSUES = "issues.csv"  # counted value issues
     COVERAGE = "coverage.json"  # the coverage gate's figures
     # per staged row: the release year from which a rejected row may be released
     # (columns.RELEASABLE_FROM; restricted: a year of registration)
-    RELEASABLE = "releasable.parquet"
+    RELEASABLE = "releasable.arrow"
     # compare_with_store
-    STAGED_NEW = "changes/staged_new.parquet"
-    CASE_NEW = "changes/case_new.parquet"
-    STAGED_END = "changes/staged_end.parquet"
-    CASE_END = "changes/case_end.parquet"
-    CURRENT = "changes/current.parquet"  # the partner's records once the release is committed
+    STAGED_NEW = "changes/staged_new.arrow"
+    CASE_NEW = "changes/case_new.arrow"
+    STAGED_END = "changes/staged_end.arrow"
+    CASE_END = "changes/case_end.arrow"
+    CURRENT = "changes/current.arrow"  # the partner's records once the release is committed
     DELIVERY = "changes/delivery.json"  # the delivery's record: mode, source, files, counts
     CHANGE_COUNTS = "changes/counts.json"
 
@@ -164,15 +199,15 @@ class WorkDir(_Folder):
 
     PLAN = "plan.json"
     # assemble_release
-    RECORDS = "assembled/records.parquet"  # every current record, bookkeeping + codebook
-    MERGED = "assembled/merged.parquet"  # partner and identity of records merged by linkage
+    RECORDS = "assembled/records.arrow"  # every current record, bookkeeping + codebook
+    MERGED = "assembled/merged.arrow"  # partner and identity of records merged by linkage
     RECONCILIATION = "assembled/reconciliation.json"
     OVERLAPS = "assembled/overlaps.json"
     UNMAPPED = "assembled/unmapped.csv"  # the partners' restricted unmapped lists
     ISSUES = "assembled/issues.csv"
     REJECTS = "assembled/rejects.csv"
     COVERAGE = "assembled/coverage.json"
-    WITHDRAWN = "assembled/withdrawn.parquet"
+    WITHDRAWN = "assembled/withdrawn.arrow"
 
     def partner(self, partner: str) -> PartnerWork:
         work = PartnerWork(self.root / "partners" / partner, partner)
