@@ -184,9 +184,7 @@ def test_a_rerun_starts_from_an_empty_prefix_and_the_teardown_empties_it(s3_env,
     plan = planning.plan_release(str(landing), str(out), RELEASE, PARTNERS, work_url=url)
     try:
         assert emulator.objects(prefix) == [f"{prefix}/plan.json"]
-        assert plan.work.exists("plan.json") and not plan.work.partner("iom").exists(
-            "staged.arrow"
-        )
+        assert plan.work.exists("plan.json") and not plan.work.partner("iom").exists("staged.arrow")
     finally:
         finished = finish_run(plan)
     assert finished.work_folder_removed is True
