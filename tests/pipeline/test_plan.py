@@ -1,5 +1,6 @@
 """Run planning: defaults of scheduled runs, partners that did not deliver, bad labels."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from ctdc_harmonizer import samples
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run import plan as planning
+from support.harness import release_files
 
 
 @pytest.fixture
@@ -85,25 +87,57 @@ def test_partners_run_in_parallel_processes(tmp_path):
     assert info.committed.versions_inserted == info.folder.rows > 0
 
 
-def test_quality_checks_in_their_own_process_write_the_same_release(tmp_path, monkeypatch):
-    """A large delivery's checks run in a process of their own, a small one's in this one:
-    both write the same quality summary and release folder."""
+def _store_rows(url_path: Path) -> dict[str, list]:
+    """Every table of a SQLite store, rows in id order, without the run's clock (the `_at`
+    columns, and the folder's hash in the release's metadata: its Data Docs hold the time)."""
+    import sqlite3
+
+    with sqlite3.connect(url_path) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        rows = {}
+        for table in tables:
+            columns = [r[1] for r in db.execute(f"pragma table_info('{table}')")]
+            kept = [c for c in columns if not c.endswith("_at")]
+            listed = ", ".join(f'"{c}"' for c in kept)
+            found = db.execute(f'select {listed} from "{table}" order by rowid').fetchall()
+            if "metadata_json" in kept:
+                at = kept.index("metadata_json")
+                found = [
+                    (*row[:at], {**json.loads(row[at]), "folder_sha256": None}, *row[at + 1 :])
+                    for row in found
+                ]
+            rows[table] = found
+    return rows
+
+
+def _spy_on_background(monkeypatch) -> list:
     from ctdc_harmonizer.pipeline import local
-    from ctdc_harmonizer.release import quality
+
+    used: list = []
+    background_process = local._background_process
+
+    @contextlib.contextmanager
+    def spying(plan, workers):
+        with background_process(plan, workers) as process:
+            used.append(process)
+            yield process
+
+    monkeypatch.setattr(local, "_background_process", spying)
+    return used
+
+
+def test_a_folder_built_beside_the_store_writes_the_same_release(tmp_path, monkeypatch):
+    """A large run builds the release folder in a process of its own while this one writes
+    the partners' changes to the store (the commit takes the folder as `Late`); a small one
+    runs in a row. Both write the same release folder and the same store."""
+    from ctdc_harmonizer.pipeline import local
 
     landing = tmp_path / "landing"
     samples.generate_all(landing, 60, 3, ["case_management", "hotline"])
-    used: list[object] = []
-    checks_in = quality.checks_in
-
-    def spying(process):
-        used.append(process)
-        return checks_in(process)
-
-    monkeypatch.setattr(quality, "checks_in", spying)
-    folders = {}
-    for name, threshold in (("here", float("inf")), ("own", 0)):
-        monkeypatch.setattr(local, "CHECKS_PROCESS_FROM_WORK", threshold)
+    used = _spy_on_background(monkeypatch)
+    folders, stores = {}, {}
+    for name, threshold in (("in_a_row", float("inf")), ("beside", 0)):
+        monkeypatch.setattr(local, "BACKGROUND_FROM_WORK", threshold)
         info = run_annual_update(
             str(landing),
             str(tmp_path / name),
@@ -112,10 +146,79 @@ def test_quality_checks_in_their_own_process_write_the_same_release(tmp_path, mo
             warehouse_url=f"sqlite:///{tmp_path}/{name}.sqlite",
         )
         folders[name] = info.folder.release_dir
-    assert len(used) == 1 and used[0] is not None  # the process was used for "own" only
-    for file in ("harmonized.csv", "quality/summary.json", "reconciliation.json"):
-        here, own = (Path(folders[n]) / file for n in ("here", "own"))
-        assert here.read_bytes() == own.read_bytes(), file
+        stores[name] = _store_rows(tmp_path / f"{name}.sqlite")
+        assert info.summary is not None and info.published is not None
+    assert used[0] is None and used[1] is not None  # the process was used for "beside" only
+    assert release_files(Path(folders["in_a_row"])) == release_files(Path(folders["beside"]))
+    assert stores["in_a_row"] == stores["beside"]
+    assert sum(len(rows) for rows in stores["beside"].values()) > 200
+
+
+def test_a_folder_that_fails_to_build_beside_the_store_commits_nothing(tmp_path, monkeypatch):
+    """The commit writes while the folder is built, and asks for it before committing: a
+    build that fails (here: the release's name is taken by a folder that is not a release)
+    leaves the store without the release, and the run fails with the build's error."""
+    from ctdc_harmonizer.errors import CtdcError
+    from ctdc_harmonizer.pipeline import local
+
+    landing = tmp_path / "landing"
+    samples.generate_all(landing, 60, 3, ["case_management", "hotline"])
+    used = _spy_on_background(monkeypatch)
+    monkeypatch.setattr(local, "BACKGROUND_FROM_WORK", 0)
+    (tmp_path / "out" / "2025").mkdir(parents=True)
+    (tmp_path / "out" / "2025" / "notes.txt").write_text("not a release")
+    with pytest.raises(CtdcError, match="exists and is not a release folder"):
+        run_annual_update(
+            str(landing),
+            str(tmp_path / "out"),
+            "2025",
+            workers=2,
+            warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+        )
+    assert used and used[0] is not None
+    stored = _store_rows(tmp_path / "w.sqlite") if (tmp_path / "w.sqlite").exists() else {}
+    assert not stored.get("data_release") and not stored.get("staged_record")
+    assert not stored.get("case_record")
+    assert (tmp_path / "out" / "2025" / "notes.txt").read_text() == "not a release"
+    assert not (tmp_path / "out" / ".work" / "2025").exists()
+
+
+def test_a_commit_that_fails_after_writing_every_change_leaves_nothing(tmp_path, monkeypatch):
+    """The commit asks for the folder's metadata last, after every partner's rows are
+    written: if the folder is not what was built, the whole transaction is rolled back."""
+    from ctdc_harmonizer.errors import CtdcError
+    from ctdc_harmonizer.pipeline import local
+    from ctdc_harmonizer.release import folder as release_folder
+
+    landing = tmp_path / "landing"
+    samples.generate_all(landing, 60, 3, ["case_management", "hotline"])
+    monkeypatch.setattr(local, "BACKGROUND_FROM_WORK", 0)
+    staged_metadata = release_folder.staged_metadata
+    monkeypatch.setattr(
+        release_folder,
+        "staged_metadata",
+        lambda staging: {**staged_metadata(staging), "folder_sha256": "0" * 64},
+    )
+    with pytest.raises(CtdcError, match="the built folder changed after it was built"):
+        run_annual_update(
+            str(landing),
+            str(tmp_path / "out"),
+            "2025",
+            workers=2,
+            warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+        )
+    stored = _store_rows(tmp_path / "w.sqlite")  # migrated before the commit began
+    for table in (
+        "reporting_entity",
+        "data_release",
+        "delivery",
+        "delivery_file",
+        "staged_record",
+        "case_record",
+        "partner_snapshot",
+    ):
+        assert stored[table] == [], table
+    assert not (tmp_path / "out" / "2025").exists()
 
 
 def test_office_lock_and_hidden_files_are_not_extracts(landing, tmp_path):

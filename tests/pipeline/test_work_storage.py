@@ -29,6 +29,7 @@ from ctdc_harmonizer.run import plan as planning
 from ctdc_harmonizer.run import storage
 from ctdc_harmonizer.run.finish import finish_run
 from ctdc_harmonizer.safety import is_infrastructure
+from support.harness import release_files
 from support.s3_emulator import EmulatorUnavailable, S3Emulator, free_port
 
 PARTNERS = ["hotline", "iom"]  # iom's MiMOSA records carry linkage hashes
@@ -67,16 +68,6 @@ def landing(tmp_path_factory):
     root = tmp_path_factory.mktemp("landing")
     samples.generate_all(root, 40, 7, PARTNERS)
     return root
-
-
-def release_files(folder: Path) -> dict[str, str]:
-    """Every file of a release folder with its SHA-256, except Great Expectations' Data Docs
-    (their HTML embeds the time of the run)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "data_docs" not in p.relative_to(folder).parts
-    }
 
 
 def run(landing: Path, out: Path, workers: int = 2):

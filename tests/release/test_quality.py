@@ -244,23 +244,6 @@ def test_counting_new_versions_with_gx_reports_what_gx_on_the_whole_release_does
     assert SENTINEL not in docs
 
 
-def test_checks_in_a_process_of_their_own_match_the_checks_here(runs, tmp_path):
-    """`ctdc run` validates the written table in a process of its own (pipeline/local.py);
-    the results are those of validating the frame in this process."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    frame = make_bad_frame()
-    written = tmp_path / "harmonized.parquet"
-    frame.to_parquet(written, index=False)
-    with ThreadPoolExecutor(1) as process, quality.checks_in(process):
-        info = quality.start_checks(frame, written, CODEBOOK, RELEASE_YEAR, tmp_path)()
-    assert info == runs["bad"]["info"]
-    here = _summary(runs["bad"])
-    there = json.loads((tmp_path / quality.QUALITY_DIR / quality.SUMMARY_FILE).read_text("utf-8"))
-    assert there["results"] == here["results"] and there["failed"] == here["failed"] > 0
-    assert quality._checks_process is None  # only while the block runs
-
-
 def test_a_deferred_module_is_imported_on_first_use(tmp_path, monkeypatch):
     """`defer_imports`: `import` binds a stand-in without running the module; its first
     attribute (or a submodule's import) runs it once, and every name reads the real one."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -36,3 +37,13 @@ def run_partner(landing: Path, tmp_path: Path, partner: str, mappings: Path) -> 
         mappings=str(mappings),
         warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
     )
+
+
+def release_files(folder: Path) -> dict[str, str]:
+    """Every file of a release folder with its SHA-256, except Great Expectations' Data Docs
+    (their HTML embeds the time of the run)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "data_docs" not in p.relative_to(folder).parts
+    }

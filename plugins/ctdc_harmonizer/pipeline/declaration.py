@@ -9,6 +9,11 @@ produces:
   chain, of the same partner);
 - `<name>: list[T]`: after the chains, the results of every partner's chain step producing T.
 
+A parameter annotated `Late[T]` is an input the step needs only at its end: the command line
+may start the step while the step producing T still runs elsewhere and hand it a future of
+that result, which the step resolves (`resolved`) when it comes to it; the DAG always hands
+it the result itself. Wiring reads `Late[T]` as `T`.
+
 A pipeline may also declare one step `before_plan`: it takes (some of) the plan's own
 arguments by name, and the plan receives its result through the plan's parameter of the
 result's type (the annual update pulls the partners' deliveries before planning; in the DAG
@@ -26,12 +31,30 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 PLAN_PARAMETER = "plan"
 PARTNER_PARAMETER = "partner"
+T = TypeVar("T")
+
+
+class _LateInput:
+    """The marker of `Late[T]` (module docstring)."""
+
+    def __repr__(self) -> str:
+        return "LATE"
+
+
+LATE = _LateInput()
+Late = Annotated[T, LATE]
+
+
+def resolved(value: T | Future[T]) -> T:
+    """A `Late[T]` input's value: the result itself, or the future's (its error raised)."""
+    return value.result() if isinstance(value, Future) else value
 
 
 class DeclarationError(Exception):
@@ -60,6 +83,16 @@ class Step:
     @property
     def parameters(self) -> list[str]:
         return list(inspect.signature(self.func).parameters)
+
+    @cached_property
+    def late_inputs(self) -> frozenset[str]:
+        """Parameters annotated `Late[T]`."""
+        hints = typing.get_type_hints(self.func, include_extras=True)
+        return frozenset(
+            name
+            for name, hint in hints.items()
+            if typing.get_origin(hint) is Annotated and LATE in hint.__metadata__
+        )
 
     @property
     def inputs(self) -> dict[str, Any]:

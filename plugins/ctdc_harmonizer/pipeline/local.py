@@ -4,9 +4,11 @@ Partners are independent until their chains end, so the chains run in parallel w
 processes (one per core by default), forked from a fork server that imported the chain's
 libraries once; the largest delivery starts first, so no worker is left alone with a big
 partner at the end. Everything after the chains runs in this process, in the declared order,
-except, for a large run, the release's quality checks: a process of their own imports Great
-Expectations while the chains run and validates the written table while this one writes the
-rest of the folder (a small run imports it in a thread here and checks here).
+except, for a large run, the step whose result a later step takes as `Late` (the release
+folder, which the commit needs only before it commits): a process of its own imports Great
+Expectations while the chains run, then builds the folder while this process writes the
+partners' changes to the store (a small run imports GX in a thread here and runs in a row).
+A step waiting for that result is postponed until it comes, the others go on in order.
 The command line has no one to ask at the approval gate: it goes on (`ctdc run` is the data
 team's own command). The teardown runs whatever happened.
 """
@@ -21,7 +23,7 @@ import resource
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from multiprocessing import forkserver
 from typing import Any
 
@@ -55,9 +57,10 @@ PRELOADED = [
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
 # A stored record harmonized again costs about what a delivered CSV row of it would.
 WORK_PER_REHARMONIZED_RECORD = 300.0
-# From this much expected work the quality checks get a process of their own; below it a
-# fresh process's Great Expectations import (~3 s of CPU) costs more than it saves.
-CHECKS_PROCESS_FROM_WORK = 64 * 1024 * 1024
+# From this much expected work (about 8,000 delivered records) the release folder is built
+# in a process of its own, beside the store's writes; below it a fresh process's Great
+# Expectations import (~1.3 s of CPU) costs more than the overlap saves.
+BACKGROUND_FROM_WORK = 4 * 1024 * 1024
 
 
 def _worker_logging() -> None:
@@ -156,33 +159,29 @@ def _parallel(workers: int | None) -> bool:
 
 
 @contextlib.contextmanager
-def _quality_checks_process(plan: Any, workers: int | None) -> Iterator[None]:
-    """Great Expectations (about 3 s of CPU, 140 MiB) imported while the chains run. For
-    much work (a large delivery, a history harmonized again) the release's quality checks get
-    a process of their own, also when one partner's chain runs here: it imports GX on the
-    other core, then validates the written table while this process writes the rest of the
-    folder. For little work, where the chains run in workers, a thread here imports it (a
-    process that already did, such as a test session, pays nothing); else nothing is done
-    ahead and the checks import it when they run."""
-    if not (_parallel(workers) and _total_work(plan) >= CHECKS_PROCESS_FROM_WORK):
+def _background_process(plan: Any, workers: int | None) -> Iterator[Executor | None]:
+    """Where the release folder is built: for much work, a process of its own (forked from
+    the fork server) that imports Great Expectations (~1.3 s of CPU, 140 MiB) while the chains
+    run, also when one partner's chain runs here; yields it. For little work, where the chains
+    run in workers, a thread here imports GX meanwhile (a process that already did, such as a
+    test session, pays nothing); else nothing is done ahead. Yields None then."""
+    if not (_parallel(workers) and _total_work(plan) >= BACKGROUND_FROM_WORK):
         if not _in_workers(plan, workers):
-            yield
+            yield None
             return
         warming = threading.Thread(target=_import_quality_checks, daemon=True)
         warming.start()
         try:
-            yield
+            yield None
         finally:
             warming.join()
         return
-    from ctdc_harmonizer.release.quality import checks_in
-
     process = ProcessPoolExecutor(1, _start_fork_server(), _worker_logging)
     try:
         process.submit(_import_quality_checks)
-        with checks_in(process):
-            yield
+        yield process
     finally:
+        # On failure too: a folder still being built is finished before the teardown.
         process.shutdown(wait=True, cancel_futures=True)
 
 
@@ -202,6 +201,52 @@ def run_chains(pipeline: Pipeline, plan: Any, workers: int | None = None) -> lis
         return [futures[partner].result() for partner in plan.partners]
 
 
+def _in_background(pipeline: Pipeline, steps: list[Step]) -> set[str]:
+    """Steps whose result a later step takes as `Late`: they may run in the background."""
+    return {pipeline.inputs_of(step)[name].step.name for step in steps for name in step.late_inputs}
+
+
+def _ready(pipeline: Pipeline, step: Step, results: dict[str, Any]) -> bool:
+    """Whether every input of `step` is there (a `Late` one may still be coming)."""
+    for name, source in pipeline.inputs_of(step).items():
+        value = results[source.step.name]
+        if isinstance(value, Future) and name not in step.late_inputs:
+            if not value.done():
+                return False
+            results[source.step.name] = value.result()  # a background step's error: raised
+    return True
+
+
+def run_steps(
+    pipeline: Pipeline,
+    plan: Any,
+    steps: list[Step],
+    results: dict[str, Any],
+    background: Executor | None = None,
+) -> None:
+    """Run `steps` after the chains, in order, into `results`. With a `background` process,
+    a step whose result a later one takes as `Late` is started there; a step needing that
+    result waits until it has come while the steps after it go on (module docstring)."""
+    waiting = list(steps)
+    later = _in_background(pipeline, steps) if background is not None else set()
+    while waiting:
+        step = next((s for s in waiting if _ready(pipeline, s, results)), None)
+        if step is None:  # everything left needs what the background still makes
+            pending = [v for v in results.values() if isinstance(v, Future) and not v.done()]
+            wait(pending, return_when=FIRST_COMPLETED)
+            continue
+        waiting.remove(step)
+        if step.name in later:
+            sources = pipeline.inputs_of(step).values()
+            needed = {src.step.name: results[src.step.name] for src in sources}
+            results[step.name] = background.submit(call_step, pipeline, step, plan, needed)
+        else:
+            results[step.name] = call_step(pipeline, step, plan, results)
+    for name, value in results.items():  # nothing is left running, nor its error unread
+        if isinstance(value, Future):
+            results[name] = value.result()
+
+
 def run_pipeline(
     pipeline: Pipeline,
     plan: Any,
@@ -213,13 +258,11 @@ def run_pipeline(
     results: dict[str, Any] = {pipeline.plan_step.name: plan}
     steps = pipeline.release_steps + ([] if until_gate else pipeline.gated_steps)
     if not pipeline.chain:
-        for step in steps:
-            results[step.name] = call_step(pipeline, step, plan, results)
+        run_steps(pipeline, plan, steps, results)
         return results
-    with _quality_checks_process(plan, workers):
+    with _background_process(plan, workers) as background:
         results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
-        for step in steps:
-            results[step.name] = call_step(pipeline, step, plan, results)
+        run_steps(pipeline, plan, steps, results, background)
     return results
 
 

@@ -27,7 +27,7 @@ from ctdc_harmonizer.columns import ISSUE_COLUMNS, REJECT_REPORT_COLUMNS, UNMAPP
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.fileio import named_os_errors, sha256_of, write_json
 from ctdc_harmonizer.release.metadata import MARKER
-from ctdc_harmonizer.release.quality import start_checks
+from ctdc_harmonizer.release.quality import categorical, validate_release
 from ctdc_harmonizer.safety import write_report_csv
 
 TABLE_CSV, TABLE_PARQUET = "harmonized.csv", "harmonized.parquet"
@@ -161,18 +161,8 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     table = release_table(content.harmonized, codebook)
     content.harmonized = None
     _write_parquet(table, staging)
-    # Dataset-level quality (Great Expectations) on what is about to be released; started
-    # here, so that where the checks have a process of their own, the rest is written meanwhile.
-    with named_os_errors(staging / "quality"):  # Great Expectations writes its own files
-        checked = start_checks(
-            table,
-            staging / TABLE_PARQUET,
-            codebook,
-            content.release_year,
-            staging,
-            new_versions=content.checked,
-        )
     _write_csv(table, staging)
+    validated = categorical(table)  # a few codes per column: the text table can go
     table = None
     write_json(staging / RECONCILIATION, content.reconciliation)
     order = ["partner", "field", "note", "source_value"]
@@ -187,8 +177,12 @@ def build_release(content: ReleaseContent, staging: Path, codebook: Codebook) ->
     write_json(staging / COVERAGE, content.coverage)
     if content.overlaps is not None:  # PRIVACY: counts only, small cells hidden
         write_json(staging / OVERLAPS, content.overlaps)
-    with named_os_errors(staging / "quality"):
-        quality = checked()
+    # Dataset-level quality (Great Expectations) on what is about to be released.
+    with named_os_errors(staging / "quality"):  # Great Expectations writes its own files
+        quality = validate_release(
+            validated, codebook, content.release_year, staging, checked=content.checked
+        )
+    validated = None
     if not quality["success"]:
         failed = quality["failed"] - quality["warnings"]
         raise CtdcError(

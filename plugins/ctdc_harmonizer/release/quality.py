@@ -27,7 +27,6 @@ context is ephemeral, with in-memory stores).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.machinery
 import importlib.util
 import json
@@ -38,8 +37,6 @@ import shutil
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,60 +369,6 @@ def _counted_over_release(validation, frame: pd.DataFrame) -> None:
         "unsuccessful_expectations": evaluated - successful,
         "success_percent": successful / evaluated * 100 if evaluated else None,
     }
-
-
-# Where the checks run: in this process (None), or in a process of their own that imported
-# Great Expectations while the partner chains ran (`ctdc run`: pipeline/local.py).
-_checks_process: Executor | None = None
-
-
-@contextlib.contextmanager
-def checks_in(process: Executor | None) -> Iterator[None]:
-    """Run the release's quality checks in `process` (one worker) while the block runs."""
-    global _checks_process
-    earlier, _checks_process = _checks_process, process
-    try:
-        yield
-    finally:
-        _checks_process = earlier
-
-
-def start_checks(
-    table: pd.DataFrame,
-    written: Path,
-    codebook: Codebook,
-    release_year: int,
-    release_dir: Path,
-    new_versions: np.ndarray | None = None,
-) -> Callable[[], dict]:
-    """Start validating the release table (`table`, already written to `written` as Parquet);
-    returns what waits for `validate_release`'s result. In a process of its own the checks
-    read the written table and run while this process writes the rest of the folder (its
-    memory and Great Expectations' stay out of this process). `new_versions`: as
-    `validate_release`'s `checked`."""
-    if _checks_process is None:
-        validated = categorical(table)  # a few codes per column: the text table can go
-        return lambda: validate_release(
-            validated, codebook, release_year, release_dir, checked=new_versions
-        )
-    pending = _checks_process.submit(
-        validate_written_release, written, codebook, release_year, release_dir, new_versions
-    )
-    return pending.result
-
-
-def validate_written_release(
-    written: Path,
-    codebook: Codebook,
-    release_year: int,
-    release_dir: Path,
-    checked: np.ndarray | None = None,
-) -> dict:
-    """`validate_release` of the table as written (Parquet): the same frame it was written
-    from, read back with the release's dtypes."""
-    return validate_release(
-        categorical(pd.read_parquet(written)), codebook, release_year, release_dir, checked
-    )
 
 
 def validate_release(

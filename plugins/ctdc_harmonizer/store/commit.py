@@ -131,7 +131,11 @@ class ReleaseRow:
     replaces: str | None
     codebook_version: str
     rows: int
-    metadata: dict
+    # The release's metadata (the built folder's, with its content hash), or what returns it:
+    # then asked for once every partner's changes are written, just before the transaction
+    # commits, so that the command line writes the records while the folder is being built
+    # (pipeline/local.py); if it raises, nothing of the release is committed.
+    metadata: dict | Callable[[], dict]
 
 
 @dataclass
@@ -540,6 +544,10 @@ def _write_snapshot(db: Warehouse, entity: int, sequence: int, records: pd.DataF
         db.execute(sa.delete(snap).where(snap.c.entity_id == entity, snap.c.sequence < earlier))
 
 
+def _json(metadata: dict) -> str:
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def _unchanged(changes: ChangeSet) -> bool:
     """Nothing to write for the partner: no delivery, no new record or version, none closed."""
     return changes.delivery is None and all(
@@ -581,8 +589,9 @@ def commit(
                     "created_at": dt.datetime.now(dt.UTC),
                     "row_count": release.rows,
                     "row_order": KEYED_ORDER,
-                    "metadata_json": json.dumps(
-                        release.metadata, sort_keys=True, ensure_ascii=False, default=str
+                    # Set below once known, if not yet (the column is not nullable).
+                    "metadata_json": (
+                        "{}" if callable(release.metadata) else _json(release.metadata)
                     ),
                 }
             ],
@@ -668,6 +677,12 @@ def commit(
         _erase(db, release, withdrawn, result, out)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
+        if callable(release.metadata):  # last: the folder it describes may still be building
+            db.execute(
+                sa.update(DataRelease)
+                .where(DataRelease.label == release.label)
+                .values(metadata_json=_json(release.metadata()))
+            )
     log.info(
         "store: release %s committed: %d staged record(s), %d harmonized version(s), %d closed, "
         "%d record(s) erased",

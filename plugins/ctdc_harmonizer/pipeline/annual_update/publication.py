@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from ctdc_harmonizer.pipeline.declaration import Late, resolved
 from ctdc_harmonizer.pipeline.results import (
     AssembledRelease,
     CommittedRelease,
@@ -27,10 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def commit_release(
-    plan: ReleasePlan, assembled: AssembledRelease, folder: ReleaseFolder
+    plan: ReleasePlan, assembled: AssembledRelease, folder: Late[ReleaseFolder]
 ) -> CommittedRelease:
     """Write the release (with the built folder's metadata and content hash) and every
-    partner's changes to the store, in one transaction (store/commit.py)."""
+    partner's changes to the store, in one transaction (store/commit.py). The folder is
+    needed only at the end, before the transaction commits: the command line writes the
+    partners' changes while the folder is still being built (pipeline/local.py), and commits
+    nothing if the build fails."""
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.privacy.registry import apply_pending_purges
     from ctdc_harmonizer.release.folder import staged_metadata
@@ -68,6 +72,19 @@ def commit_release(
         for code, c in configs.items()
     ]
     work = WorkDir(assembled.work)
+
+    def built_metadata() -> dict:
+        """The built folder's metadata; raises what its build raised."""
+        built = resolved(folder)
+        metadata = staged_metadata(plan.staging_dir)
+        if metadata["folder_sha256"] != built.folder_sha256:
+            from ctdc_harmonizer.errors import CtdcError
+
+            raise CtdcError(
+                f"release {plan.release}: the built folder changed after it was built; run again"
+            )
+        return metadata
+
     release = ReleaseRow(
         label=plan.release,
         sequence=plan.sequence,
@@ -75,14 +92,8 @@ def commit_release(
         replaces=plan.replaces,
         codebook_version=codebook.version,
         rows=assembled.rows,
-        metadata=staged_metadata(plan.staging_dir),
+        metadata=built_metadata,
     )
-    if release.metadata["folder_sha256"] != folder.folder_sha256:
-        from ctdc_harmonizer.errors import CtdcError
-
-        raise CtdcError(
-            f"release {plan.release}: the built folder changed after it was built; run again"
-        )
     # A purge an earlier run could not finish is applied first (registry.py).
     apply_pending_purges(plan.warehouse(), plan.out_path)
     committed = commit(
