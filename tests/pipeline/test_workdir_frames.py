@@ -61,8 +61,29 @@ def test_an_arrow_frame_reads_back_as_its_parquet_twin(tmp_path, columns):
         from_arrow, expected if columns is None else expected[columns], check_dtype=False
     )
     assert list(from_arrow["code"].cat.categories) == ["F", "M", "U"]  # unused one kept
-    # Uncompressed on a local disk: the file is an Arrow IPC file.
-    assert (work.root / "f.arrow").read_bytes()[:6] == b"ARROW1"
+    assert (work.root / "f.arrow").read_bytes()[:6] == b"ARROW1"  # an Arrow IPC file
+
+
+def test_a_column_kept_from_an_arrow_frame_keeps_only_itself(tmp_path):
+    """Read uncompressed, every column would share one buffer the size of the file; a step
+    keeping one column (the commit keeps identity keys per partner) would keep it all."""
+    import gc
+
+    import pyarrow as pa
+
+    work = WorkDir(tmp_path / "work").create().partner("p")
+    frame = pd.DataFrame({"key": np.arange(200_000), "text": ["x" * 200] * 200_000})
+    work.write_frame("f.arrow", frame)
+    del frame
+    gc.collect()
+    before = pa.total_allocated_bytes()
+    read = work.read_frame("f.arrow")
+    assert pa.total_allocated_bytes() - before > 40_000_000  # the text, in Arrow's pool
+    kept = read[["key"]]
+    del read
+    gc.collect()
+    assert pa.total_allocated_bytes() - before < 4_000_000  # the key column only
+    assert len(kept) == 200_000
 
 
 def test_the_bytes_sent_to_an_object_store_are_compressed_ipc():

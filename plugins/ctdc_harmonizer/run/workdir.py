@@ -34,9 +34,11 @@ from ctdc_harmonizer.run import storage
 if TYPE_CHECKING:  # frames are read and written by the steps that import pandas
     import pandas as pd
 
-# Intermediates a run writes and reads back at once: Arrow IPC, which costs a fraction of
-# Parquet's encoding and decoding (a 250k-row staged frame: ~0.15 s against ~0.7 s of CPU).
-# Uncompressed on a local disk (the folder lives for one run), zstd on an object store.
+# Intermediates a run writes and reads back at once: Arrow IPC, which costs less than Parquet's
+# encoding and decoding (a 250k-row staged frame: ~0.5 s of CPU against ~0.75 s). Always
+# compressed, lz4 on a local disk (fast) and zstd on an object store (small): each buffer is
+# then read into its own allocation, so a column kept from a frame keeps only itself alive
+# (read uncompressed, every column of a frame shares one buffer as large as the file).
 ARROW_SUFFIX = ".arrow"
 
 
@@ -50,7 +52,7 @@ def _is_arrow(name: str) -> bool:
 
 def _write_ipc(frame: pd.DataFrame, sink: Any, compression: str | None) -> None:
     """Arrow IPC (Feather v2): the same Arrow table, with its pandas metadata, that Parquet
-    would encode, so a frame reads back with the same dtypes; no encoding on a local disk."""
+    would encode, so a frame reads back with the same dtypes."""
     import pyarrow as pa
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -110,7 +112,7 @@ class _Folder:
             with named_os_errors(target):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if _is_arrow(name):
-                    _write_ipc(frame, str(target), compression=None)
+                    _write_ipc(frame, str(target), compression="lz4")
                 else:
                     frame.to_parquet(target, index=False)
             return str(target)
