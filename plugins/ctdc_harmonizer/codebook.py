@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 import pycountry
-import yaml
 
-from ctdc_harmonizer.fileio import sha256_of
+from ctdc_harmonizer.fileio import load_yaml, sha256_of
 from ctdc_harmonizer.paths import schemas_dir
 from ctdc_harmonizer.text import normalize_token
 
@@ -163,7 +162,7 @@ def _variable_from_dict(raw: dict) -> Variable:
 def load_codebook(path: str | Path | None = None) -> Codebook:
     """Read and sanity-check the codebook file (order, uniqueness, types, groups)."""
     path = Path(path) if path else schemas_dir() / CODEBOOK_FILE
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml(path.read_text(encoding="utf-8"))
     variables = tuple(_variable_from_dict(v) for v in raw["variables"])
     groups = dict(raw["codebook"]["groups"])
     numbers = [v.number for v in variables]

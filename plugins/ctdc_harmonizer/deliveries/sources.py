@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ctdc_harmonizer.errors import MappingError
+from ctdc_harmonizer.fileio import load_yaml
 
 SOURCES_ENV = "CTDC_SOURCES"
 LOCAL, SFTP, OBJECT_STORE = "local", "sftp", "object_store"
@@ -101,7 +102,7 @@ def load_sources(path: str | Path) -> dict[str, Source]:
     path = Path(path)
     name = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise MappingError(name, f"cannot be read ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:

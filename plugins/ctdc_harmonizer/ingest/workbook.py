@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-import yaml
-
 from ctdc_harmonizer.errors import ExtractError
+from ctdc_harmonizer.fileio import load_yaml
 from ctdc_harmonizer.paths import schemas_dir
 
 LIMITS_FILE = "reader_limits_v1.yaml"
@@ -77,7 +76,7 @@ class ReaderLimits:
 
 @lru_cache(maxsize=4)
 def _limits_from(path: Path) -> ReaderLimits:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))["workbook"]
+    data = load_yaml(path.read_text(encoding="utf-8"))["workbook"]
     return ReaderLimits(
         max_unpacked_bytes=int(data["max_unpacked_mb"]) << 20,
         max_compression_ratio=float(data["max_compression_ratio"]),

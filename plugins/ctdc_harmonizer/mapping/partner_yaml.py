@@ -25,6 +25,7 @@ from pydantic import (
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.errors import MappingError
+from ctdc_harmonizer.fileio import compose_yaml, load_yaml
 from ctdc_harmonizer.harmonize import derivations
 from ctdc_harmonizer.harmonize.unmapped import DEFAULT_MIN_ROWS
 from ctdc_harmonizer.mapping.spec import PARTNER_FILE
@@ -269,8 +270,8 @@ def parse_partner_yaml(path: Path) -> tuple[PartnerModel, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(PARTNER_FILE, f"cannot be read ({type(exc).__name__})") from None
     try:
-        raw = yaml.safe_load(text)
-        lines = _yaml_lines(yaml.compose(text))
+        raw = load_yaml(text)
+        lines = _yaml_lines(compose_yaml(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise MappingError(

@@ -11,6 +11,7 @@ import yaml
 
 from ctdc_harmonizer.columns import FILE, PARTNER
 from ctdc_harmonizer.errors import MappingError
+from ctdc_harmonizer.fileio import load_yaml
 from ctdc_harmonizer.privacy import linkage
 
 POLICY_FILE = "linkage.yaml"
@@ -30,7 +31,7 @@ def linkage_policy(mappings: str | Path) -> str:
     policy = None
     if path.exists():
         try:
-            policy = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("policy")
+            policy = (load_yaml(path.read_text(encoding="utf-8")) or {}).get("policy")
         except (yaml.YAMLError, AttributeError):
             raise MappingError(str(path), "not a YAML mapping with a 'policy' key") from None
     policy = policy or linkage.REPORT

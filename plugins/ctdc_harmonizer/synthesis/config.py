@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ctdc_harmonizer.errors import CtdcError
+from ctdc_harmonizer.fileio import load_yaml
 from ctdc_harmonizer.paths import schemas_dir
 
 SYNTHESIS_FILE = "synthesis_v1.yaml"
@@ -166,7 +167,7 @@ def _summary(exc: ValidationError) -> str:
 
 def _load(model: type[BaseModel], path: Path):
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CtdcError(f"{path}: cannot read ({type(exc).__name__})") from None
     try:
