@@ -183,6 +183,40 @@ def test_a_folder_that_fails_to_build_beside_the_store_commits_nothing(tmp_path,
     assert not (tmp_path / "out" / ".work" / "2025").exists()
 
 
+def test_the_folder_build_never_opens_the_store(tmp_path, monkeypatch):
+    """`ctdc run` builds the folder while the commit holds the store's write transaction: a
+    build that read the store would wait for a commit that waits for the build. Every engine
+    made while the folder is built is caught here (the run in this process, in a row)."""
+    import inspect
+
+    import sqlalchemy
+
+    from ctdc_harmonizer.warehouse import schema
+
+    engines: list[bool] = []  # one per engine made: was the folder being built?
+
+    def recording(make):
+        def create_engine(*args, **kwargs):
+            engines.append(any(f.function == "build_release_folder" for f in inspect.stack()))
+            return make(*args, **kwargs)
+
+        return create_engine
+
+    monkeypatch.setattr(sqlalchemy, "create_engine", recording(sqlalchemy.create_engine))
+    monkeypatch.setattr(schema, "create_engine", recording(schema.create_engine))
+    landing = tmp_path / "landing"
+    samples.generate_all(landing, 30, 3, ["case_management", "hotline"])
+    run_annual_update(
+        str(landing),
+        str(tmp_path / "out"),
+        "2025",
+        workers=1,
+        warehouse_url=f"sqlite:///{tmp_path}/w.sqlite",
+    )
+    assert len(engines) >= 3  # the plan, the chains' comparisons and the commit did
+    assert not any(engines)
+
+
 def test_a_commit_that_fails_after_writing_every_change_leaves_nothing(tmp_path, monkeypatch):
     """The commit asks for the folder's metadata last, after every partner's rows are
     written: if the folder is not what was built, the whole transaction is rolled back."""

@@ -257,7 +257,9 @@ def write_receipts(plan: ReleasePlan, assembled: AssembledRelease) -> PartnerRec
 
 def build_release_folder(plan: ReleasePlan, assembled: AssembledRelease) -> ReleaseFolder:
     """Build the complete release folder aside (CSV, Parquet, reconciliation, restricted
-    reports, Great Expectations, metadata); published only after approval."""
+    reports, Great Expectations, metadata); published only after approval. It never opens
+    the store: `ctdc run` builds it while the commit holds the store's write transaction
+    (tests/pipeline/test_plan.py checks)."""
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.release import folder as release_folder
     from ctdc_harmonizer.release.metadata import release_metadata
