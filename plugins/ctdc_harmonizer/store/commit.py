@@ -265,6 +265,16 @@ def _text(values: pd.Series) -> pa.Array:
     return pa.array(values.astype("string").array, type=pa.string(), from_pandas=True)
 
 
+def _looked_up(names: pd.Series, ids: dict[str, int]) -> pd.Series:
+    """`names.map(ids)` as nullable integers (a name not in `ids`: NA), matched in Arrow: a
+    pandas map of a text column through a dict makes a Python string of every row."""
+    keys = sorted(ids)
+    values = pa.array(names.astype("string").array, type=pa.string(), from_pandas=True)
+    where = pc.index_in(values, value_set=pa.array(keys, type=pa.string()))
+    found = pa.array([ids[k] for k in keys], type=pa.int64()).take(where)
+    return pd.Series(pd.array(found, dtype="Int64"), index=names.index)
+
+
 def _insert_staged(
     db: Warehouse, sequence: int, entity: int, files: dict[str, int], rows: pd.DataFrame
 ) -> pd.Series:
@@ -275,7 +285,7 @@ def _insert_staged(
     unknown = sorted(set(rows[FILE].unique()) - set(files))
     if unknown:
         raise CtdcError(f"staged rows name files that were not delivered: {', '.join(unknown)}")
-    file_ids = rows[FILE].map(files).astype(np.int64).to_numpy()
+    file_ids = _looked_up(rows[FILE], files).to_numpy(dtype=np.int64)
     columns = {
         "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
         "delivery_file_id": pa.array(file_ids),
@@ -290,7 +300,11 @@ def _insert_staged(
         "payload": _text(rows[PAYLOAD]),
         "valid_from": pa.array(np.full(len(rows), sequence, dtype=np.int64)),
     }
-    db.insert_arrow(staged_record_table, pa.table(columns))
+    refs = rows[REF].to_numpy(dtype=np.int64)
+    # The ids the rows got, in their order, when the warehouse knows them (SQLite: no read).
+    ids = db.insert_arrow_ids(staged_record_table, pa.table(columns))
+    if ids is not None:
+        return pd.Series(ids, index=refs)
     staged = staged_record_table
     stored = db.select_arrow(
         sa.select(staged.c.id, staged.c.delivery_file_id, staged.c.source_row).where(
@@ -304,7 +318,7 @@ def _insert_staged(
     places = pd.MultiIndex.from_arrays([file_ids, rows[ROW].to_numpy(dtype=np.int64)])
     ids = by_place.reindex(places).to_numpy()
     # A Series, not a dict: mapping REFs through it is an index lookup, not 250k Python ints.
-    return pd.Series(ids.astype(np.int64), index=rows[REF].to_numpy(dtype=np.int64))
+    return pd.Series(ids.astype(np.int64), index=refs)
 
 
 def _insert_versions(
@@ -316,9 +330,12 @@ def _insert_versions(
     staged_ids: pd.Series,
     file_ids: pd.Series,
     mapping: str,
-) -> None:
+) -> pd.Series:
+    """The new versions; returns their case_record ids indexed by the staged record each was
+    harmonized from (the last version of a staged record, should one have two)."""
+    case = case_record_table
     if rows.empty:
-        return
+        return pd.Series([], dtype=np.int64)
     columns: dict[str, pa.Array] = {
         "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
         "staged_record_id": pa.array(staged_ids.astype("Int64").array, from_pandas=True),
@@ -335,7 +352,22 @@ def _insert_versions(
             columns[var.name] = _text(values)
     columns["pseudonym"] = _text(rows[PSEUDONYM])
     columns["valid_from"] = pa.array(np.full(len(rows), sequence, dtype=np.int64))
-    db.insert_arrow(case_record_table, pa.table(columns))
+    # The ids the rows got, in their order, when the warehouse knows them (SQLite: no read).
+    ids = db.insert_arrow_ids(case, pa.table(columns))
+    if ids is not None:
+        keys = columns["staged_record_id"]
+        by_staged = pd.Series(ids, index=pd.Index(keys.to_numpy(zero_copy_only=False)))
+    else:  # read back, matched by staged record
+        new_cases = db.select_arrow(
+            sa.select(case.c.staged_record_id, case.c.id).where(
+                case.c.entity_id == entity, case.c.valid_from == sequence
+            )
+        )
+        by_staged = pd.Series(
+            new_cases.column("id").to_numpy(),
+            index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
+        )
+    return by_staged[~by_staged.index.duplicated(keep="last")]
 
 
 def _close(
@@ -628,8 +660,8 @@ def commit(
             staged_ids[from_refs] = new.loc[from_refs, REF].astype(int).map(refs).astype("Int64")
             file_ids = new[DELIVERY_FILE_ID].astype("Int64").copy()
             by_name = file_ids.isna() & new[FILE].notna()
-            file_ids[by_name] = new.loc[by_name, FILE].map(files).astype("Int64")
-            _insert_versions(
+            file_ids[by_name] = _looked_up(new.loc[by_name, FILE], files)
+            by_staged = _insert_versions(
                 db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
             )
             result.versions_inserted += len(new)
@@ -638,24 +670,14 @@ def commit(
             current = changes.take("current")
             pending = current[STAGED_ID].isna() & current[REF].notna()
             current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
-            # The new versions' ids, read back at once (Arrow), matched by staged record.
-            new_cases = db.select_arrow(
-                sa.select(case.c.staged_record_id, case.c.id).where(
-                    case.c.entity_id == entity, case.c.valid_from == release.sequence
-                )
-            )
-            by_staged = pd.Series(
-                new_cases.column("id").to_numpy(),
-                index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
-            )
-            by_staged = by_staged[~by_staged.index.duplicated(keep="last")]
+            # The new versions' ids, matched by staged record.
             fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
             current.loc[fresh, CASE_ID] = pd.array(
                 by_staged.reindex(current.loc[fresh, STAGED_ID].astype("int64")).to_numpy(),
                 dtype="Int64",
             )
             named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
-            current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
+            current.loc[named, DELIVERY_FILE_ID] = _looked_up(current.loc[named, FILE], files)
             if gone:  # the people withdrawn in this run are erased below (_erase)
                 current = current[~current[PSEUDONYM].isin(gone)]
             records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
