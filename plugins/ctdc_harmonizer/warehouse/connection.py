@@ -96,6 +96,7 @@ class Warehouse(Protocol):
     def execute(self, statement: sa.Executable, rows: Sequence[Mapping] | None = None) -> list: ...
     def insert_arrow(self, table: sa.Table, data: pa.Table) -> None: ...
     def insert_arrow_ids(self, table: sa.Table, data: pa.Table) -> np.ndarray | None: ...
+    def bulk_load(self, tables: Sequence[sa.Table]) -> contextlib.AbstractContextManager: ...
     def select_arrow(self, statement: sa.Select) -> pa.Table: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -182,6 +183,30 @@ class _SqliteArrow:
             return None
         return np.arange(before + 1, after + 1, dtype=np.int64)
 
+    @contextlib.contextmanager
+    def bulk_load(self, tables: Sequence[sa.Table]) -> Iterator[None]:
+        """A block that fills `tables` in this transaction: the indexes of each of them that
+        holds no row yet (a first release) are dropped, then created again at the block's end
+        from the very SQL the schema holds: one sort of a million keys per index instead of a
+        B-tree insert per row and index. A table with rows keeps its indexes (an incremental
+        commit adds few rows to large indexes). If the block raises, the indexes are not
+        created again: the caller's transaction rolls back, and with it their drop."""
+        dropped: list[str] = []
+        for table in tables:
+            if self.execute(sa.select(sa.literal(1)).select_from(table).limit(1)):
+                continue
+            self._cursor.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL ORDER BY name",
+                (table.name,),
+            )
+            for name, sql in self._cursor.fetchall():
+                self._cursor.execute(f'DROP INDEX "{name}"')
+                dropped.append(sql)
+        yield
+        for sql in dropped:
+            self._cursor.execute(sql)
+
     def select_arrow(self, statement: sa.Select) -> pa.Table:
         sql, names, bound = self._compiled(statement)
         self._cursor.execute(sql, tuple(_sqlite_value(bound[n]) for n in names))
@@ -254,6 +279,11 @@ class _Core:
         with other sessions, and COPY returns none): None, the caller reads them back."""
         self.insert_arrow(table, data)
         return None
+
+    @contextlib.contextmanager
+    def bulk_load(self, tables: Sequence[sa.Table]) -> Iterator[None]:
+        """Nothing done here: the indexes stay as they are (see _SqliteArrow.bulk_load)."""
+        yield
 
     def _copy_in(self, table: sa.Table, data: pa.Table) -> None:
         """COPY in CSV written by Arrow: a NULL is an unquoted empty field, text is quoted
