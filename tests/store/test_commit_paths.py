@@ -132,3 +132,49 @@ def test_new_rows_are_matched_for_erasure_as_a_scan_of_the_table_matches_them(
         scanned = _holding(db, case, withdrawn, extra)
     assert sorted(matched) == sorted(scanned) == [(1, 1, 1, None), (4, 2, 1, None), (6, 1, 1, None)]
     assert inserted.known == (path == "adbc")  # else the whole table was scanned
+
+
+def test_a_snapshot_reads_back_as_the_records_and_as_the_former_encoding_did():
+    """The snapshot's encoding (zstd, no dictionary for ids and keys) changes its bytes, not
+    what it reads back as: the records, with the schema and pandas metadata that
+    `DataFrame.to_parquet` gave (snapshots written so still read the same)."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.columns import CASE_ID, HELD_BACK, IDENTITY, PSEUDONYM
+    from ctdc_harmonizer.store.records import snapshot_bytes, typed_records
+
+    codebook = default_codebook()
+    n = 300
+    records = typed_records(
+        pd.DataFrame(
+            {
+                CASE_ID: range(1, n + 1),
+                IDENTITY: [f"{i:064x}" for i in range(n)],
+                PSEUDONYM: [None if i % 7 else f"{i * 31:064x}" for i in range(n)],
+                HELD_BACK: [i % 5 == 0 for i in range(n)],
+                "yearOfRegistration": [2010 + i % 12 for i in range(n)],
+                "gender": [("Male", "Female", None)[i % 3] for i in range(n)],
+            },
+            index=range(100, 100 + n),  # a filtered frame's index: not kept
+        ),
+        codebook,
+    )
+    data, sha256 = snapshot_bytes(records)
+    former = io.BytesIO()
+    records.reset_index(drop=True).to_parquet(former, index=False)
+    assert sha256 == hashlib.sha256(data).hexdigest()
+    read = pd.read_parquet(io.BytesIO(data))
+    pd.testing.assert_frame_equal(read, records.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read, pd.read_parquet(io.BytesIO(former.getvalue())))
+    written = pq.ParquetFile(io.BytesIO(data))
+    assert written.schema_arrow.equals(pq.read_schema(former), check_metadata=True)
+    columns = written.metadata.row_group(0)
+    kinds = {
+        columns.column(i).path_in_schema: columns.column(i) for i in range(columns.num_columns)
+    }
+    assert {c.compression for c in kinds.values()} == {"ZSTD"}
+    assert not kinds[IDENTITY].has_dictionary_page and kinds["gender"].has_dictionary_page
