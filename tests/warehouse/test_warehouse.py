@@ -183,6 +183,42 @@ def test_bulk_rows_go_in_and_come_out_the_same(url: str) -> None:
     assert back.column("yearOfRegistration").to_pylist() == list(range(2002, 2002 + n))
 
 
+def test_inserted_rows_ids_are_the_ones_the_rows_got(url: str) -> None:
+    """`insert_arrow_ids`: on a SQLite file the ids the rows got, in row order, without reading
+    them back (after rows deleted from the top, and across the bulk path's blocks); elsewhere
+    None (the caller reads them back)."""
+    from ctdc_harmonizer.warehouse import connection
+    from ctdc_harmonizer.warehouse.models import case_record_table as case
+
+    def rows(first: int, n: int) -> pa.Table:
+        return pa.table(
+            {
+                "entity_id": [entity] * n,
+                "identity_key": [f"{i:064x}" for i in range(first, first + n)],
+                "codebook_version": ["3"] * n,
+                "yearOfRegistration": [2020] * n,
+                "valid_from": [1] * n,
+            }
+        )
+
+    with warehouse(url, "loading", write=True) as db:
+        entity = _release(db)
+        db.insert_arrow(case, rows(0, 5))
+        db.execute(sa.delete(case).where(case.c.identity_key >= f"{3:064x}"))  # ids 4, 5
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(connection, "INGEST_ROWS", 3)  # blocks of 3 rows
+            got = db.insert_arrow_ids(case, rows(100, 7))
+        stored = db.execute(
+            sa.select(case.c.identity_key, case.c.id).where(case.c.identity_key >= f"{100:064x}")
+        )
+    if not isinstance(db, connection._SqliteArrow):  # SQLAlchemy, PostgreSQL: read back
+        assert got is None
+        return
+    by_key = dict(stored)
+    assert got.tolist() == [by_key[f"{i:064x}"] for i in range(100, 107)]
+    assert got.tolist() == list(range(4, 11))  # the largest id left (3), plus one, ...
+
+
 def test_a_transaction_is_all_or_nothing(url: str) -> None:
     with pytest.raises(WarehouseError), warehouse(url, "loading", write=True) as db:
         db.execute(sa.insert(ReportingEntity), [{"code": "a", "name": "A", "datasource_type": "x"}])

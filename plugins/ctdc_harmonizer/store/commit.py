@@ -153,6 +153,46 @@ class Committed:
     releases_to_purge: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Inserted:
+    """What the erasure needs of the rows this commit inserts, kept as they go in, so that it
+    scans only the rows the store held before (a first release: none): from which id each
+    record table's new rows start, and which of them hold a pseudonym withdrawn in this run
+    ((id, entity_id) of staged records, (id, entity_id, valid_from, valid_to) of versions,
+    as `_holding` gives them). `known` falls to False when the warehouse did not tell the new
+    rows' ids (not SQLite): the erasure then scans whole tables."""
+
+    first: dict[str, int]
+    withdrawn: pa.Array
+    held: dict[str, list[tuple]] = field(default_factory=dict)
+    known: bool = True
+
+    @classmethod
+    def starting(cls, db: Warehouse, withdrawn: pd.DataFrame) -> _Inserted:
+        first = {}
+        for table in (staged_record_table, case_record_table):
+            found = db.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0)))
+            first[table.name] = int(found[0][0]) + 1
+        pseudonyms = sorted(set(withdrawn["pseudonym"].dropna())) if len(withdrawn) else []
+        return cls(first, pa.array(pseudonyms, type=pa.string()))
+
+    def add(self, table: sa.Table, ids: np.ndarray | None, rows: pa.Table, extra: list) -> None:
+        """Rows just inserted into `table` (`rows`, with their entity_id and pseudonym) that
+        got `ids` (None: not told); `extra`: the values of `_holding`'s extra columns."""
+        if ids is None:
+            self.known = False
+            return
+        if not len(self.withdrawn):
+            return
+        hit = pc.is_in(rows.column("pseudonym"), value_set=self.withdrawn).to_numpy(
+            zero_copy_only=False
+        )
+        entities = rows.column("entity_id").to_numpy()
+        self.held.setdefault(table.name, []).extend(
+            (int(i), int(e), *extra) for i, e in zip(ids[hit], entities[hit], strict=True)
+        )
+
+
 def _head(db: Warehouse) -> tuple[int, str | None]:
     found = db.execute(
         sa.select(DataRelease.sequence, DataRelease.label)
@@ -269,8 +309,23 @@ def _text(values: pd.Series) -> pa.Array:
     return pa.array(values.astype("string").array, type=pa.string(), from_pandas=True)
 
 
+def _looked_up(names: pd.Series, ids: dict[str, int]) -> pd.Series:
+    """`names.map(ids)` as nullable integers (a name not in `ids`: NA), matched in Arrow: a
+    pandas map of a text column through a dict makes a Python string of every row."""
+    keys = sorted(ids)
+    values = pa.array(names.astype("string").array, type=pa.string(), from_pandas=True)
+    where = pc.index_in(values, value_set=pa.array(keys, type=pa.string()))
+    found = pa.array([ids[k] for k in keys], type=pa.int64()).take(where)
+    return pd.Series(pd.array(found, dtype="Int64"), index=names.index)
+
+
 def _insert_staged(
-    db: Warehouse, sequence: int, entity: int, files: dict[str, int], rows: pd.DataFrame
+    db: Warehouse,
+    sequence: int,
+    entity: int,
+    files: dict[str, int],
+    rows: pd.DataFrame,
+    inserted: _Inserted,
 ) -> pd.Series:
     """New staged records; returns their staged_record ids indexed by REF."""
     if rows.empty:
@@ -279,7 +334,7 @@ def _insert_staged(
     unknown = sorted(set(rows[FILE].unique()) - set(files))
     if unknown:
         raise CtdcError(f"staged rows name files that were not delivered: {', '.join(unknown)}")
-    file_ids = rows[FILE].map(files).astype(np.int64).to_numpy()
+    file_ids = _looked_up(rows[FILE], files).to_numpy(dtype=np.int64)
     columns = {
         "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
         "delivery_file_id": pa.array(file_ids),
@@ -294,7 +349,13 @@ def _insert_staged(
         "payload": _text(rows[PAYLOAD]),
         "valid_from": pa.array(np.full(len(rows), sequence, dtype=np.int64)),
     }
-    db.insert_arrow(staged_record_table, pa.table(columns))
+    refs = rows[REF].to_numpy(dtype=np.int64)
+    data = pa.table(columns)
+    # The ids the rows got, in their order, when the warehouse knows them (SQLite: no read).
+    ids = db.insert_arrow_ids(staged_record_table, data)
+    inserted.add(staged_record_table, ids, data, [])
+    if ids is not None:
+        return pd.Series(ids, index=refs)
     staged = staged_record_table
     stored = db.select_arrow(
         sa.select(staged.c.id, staged.c.delivery_file_id, staged.c.source_row).where(
@@ -308,7 +369,7 @@ def _insert_staged(
     places = pd.MultiIndex.from_arrays([file_ids, rows[ROW].to_numpy(dtype=np.int64)])
     ids = by_place.reindex(places).to_numpy()
     # A Series, not a dict: mapping REFs through it is an index lookup, not 250k Python ints.
-    return pd.Series(ids.astype(np.int64), index=rows[REF].to_numpy(dtype=np.int64))
+    return pd.Series(ids.astype(np.int64), index=refs)
 
 
 def _insert_versions(
@@ -320,9 +381,13 @@ def _insert_versions(
     staged_ids: pd.Series,
     file_ids: pd.Series,
     mapping: str,
-) -> None:
+    inserted: _Inserted,
+) -> pd.Series:
+    """The new versions; returns their case_record ids indexed by the staged record each was
+    harmonized from (the last version of a staged record, should one have two)."""
+    case = case_record_table
     if rows.empty:
-        return
+        return pd.Series([], dtype=np.int64)
     columns: dict[str, pa.Array] = {
         "entity_id": pa.array(np.full(len(rows), entity, dtype=np.int64)),
         "staged_record_id": pa.array(staged_ids.astype("Int64").array, from_pandas=True),
@@ -339,7 +404,24 @@ def _insert_versions(
             columns[var.name] = _text(values)
     columns["pseudonym"] = _text(rows[PSEUDONYM])
     columns["valid_from"] = pa.array(np.full(len(rows), sequence, dtype=np.int64))
-    db.insert_arrow(case_record_table, pa.table(columns))
+    # The ids the rows got, in their order, when the warehouse knows them (SQLite: no read).
+    data = pa.table(columns)
+    ids = db.insert_arrow_ids(case, data)
+    inserted.add(case, ids, data, [sequence, None])  # valid from this release, still current
+    if ids is not None:
+        keys = columns["staged_record_id"]
+        by_staged = pd.Series(ids, index=pd.Index(keys.to_numpy(zero_copy_only=False)))
+    else:  # read back, matched by staged record
+        new_cases = db.select_arrow(
+            sa.select(case.c.staged_record_id, case.c.id).where(
+                case.c.entity_id == entity, case.c.valid_from == sequence
+            )
+        )
+        by_staged = pd.Series(
+            new_cases.column("id").to_numpy(),
+            index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
+        )
+    return by_staged[~by_staged.index.duplicated(keep="last")]
 
 
 def _close(
@@ -389,21 +471,38 @@ def _folder_rows(out: Path | None, label: str) -> int | None:
 
 
 def _holding(
-    db: Warehouse, table: sa.Table, pseudonyms: list[str], extra: list[sa.Column]
+    db: Warehouse,
+    table: sa.Table,
+    pseudonyms: list[str],
+    extra: list[sa.Column],
+    inserted: _Inserted | None = None,
 ) -> list[tuple]:
-    """(id, entity_id, *extra) of every version of `table` holding one of `pseudonyms`."""
-    found = db.select_arrow(
-        sa.select(table.c.id, table.c.entity_id, *extra, table.c.pseudonym).where(
-            table.c.pseudonym.is_not(None)
-        )
+    """(id, entity_id, *extra) of every version of `table` holding one of `pseudonyms`; with
+    `inserted` (its ids known), the rows this commit inserted are taken from it and only
+    those from before are read."""
+    query = sa.select(table.c.id, table.c.entity_id, *extra, table.c.pseudonym).where(
+        table.c.pseudonym.is_not(None)
     )
+    held: list[tuple] = []
+    if inserted is not None and inserted.known:
+        query = query.where(table.c.id < inserted.first[table.name])
+        held = list(inserted.held.get(table.name, []))
+    found = db.select_arrow(query)
+    if not found.num_rows:  # (an empty result's text columns may come typed as integers)
+        return held
     column = found.column("pseudonym")
     found = found.filter(pc.is_in(column, value_set=pa.array(pseudonyms, type=column.type)))
-    return list(zip(*(found.column(i).to_pylist() for i in range(2 + len(extra))), strict=True))
+    columns = (found.column(i).to_pylist() for i in range(2 + len(extra)))
+    return list(zip(*columns, strict=True)) + held
 
 
 def _erase(
-    db: Warehouse, release: ReleaseRow, withdrawn: pd.DataFrame, result: Committed, out: Path | None
+    db: Warehouse,
+    release: ReleaseRow,
+    withdrawn: pd.DataFrame,
+    result: Committed,
+    out: Path | None,
+    inserted: _Inserted | None = None,
 ) -> None:
     """Register this run's withdrawals; erase every version of every registered person the
     store still holds, recording first where their rows sit in earlier release folders (a
@@ -435,9 +534,10 @@ def _erase(
         db.execute(sa.delete(PersonSpend).where(PersonSpend.person.in_(chunk)))
     case, staged = case_record_table, staged_record_table
     # One scan per table, matched in Arrow: pseudonyms are not indexed (migration 0006), and
-    # a withdrawal list may be longer than SQLite binds in one statement.
-    hits = _holding(db, case, pseudonyms, [case.c.valid_from, case.c.valid_to])
-    staged_hits = _holding(db, staged, pseudonyms, [])
+    # a withdrawal list may be longer than SQLite binds in one statement. The rows this commit
+    # inserted were matched as they went in (`inserted`): only the earlier ones are scanned.
+    hits = _holding(db, case, pseudonyms, [case.c.valid_from, case.c.valid_to], inserted)
+    staged_hits = _holding(db, staged, pseudonyms, [], inserted)
     erased_cases = {int(row[0]) for row in hits}
     releases = db.execute(
         sa.select(DataRelease.label, DataRelease.sequence, DataRelease.row_order).where(
@@ -598,83 +698,15 @@ def commit(
         )
         case = case_record_table
         currents: dict[str, pd.DataFrame] = {}
-        gone = set(withdrawn["pseudonym"].dropna()) if len(withdrawn) else set()
         # One partner at a time (`partners` may load each as it is asked for): only its keys
-        # stay in memory once its rows and snapshot are written.
-        for changes in partners:
-            entity = ids[changes.partner]
-            if _unchanged(changes):
-                # Its held-back records harmonized again and held back again: its snapshot
-                # (the latest before this release) still holds its records, as they are,
-                # unless it did not know when they may be released (then it is written again).
-                current = changes.take("current")
-                if changes.snapshot_stale:
-                    records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
-                    _write_snapshot(db, entity, release.sequence, records)
-                    result.snapshots += 1
-                    currents[changes.partner] = records[[IDENTITY, CASE_ID]]
-                else:
-                    currents[changes.partner] = current[[IDENTITY, CASE_ID]]
-                continue
-            files: dict[str, int] = {}
-            if changes.delivery is not None:
-                files = _insert_delivery(db, release, entity, changes.delivery)
-                result.deliveries += 1
-            # Each frame read as it comes and let go of once written (its payloads before the
-            # versions come, the versions before the current records).
-            refs = _insert_staged(db, release.sequence, entity, files, changes.take("staged_new"))
-            release_unused_memory()
-            result.staged_inserted += len(refs)
-            result.versions_closed += _close(
-                db, staged_record_table, changes.take("staged_end"), STAGED_ID, release.sequence
+        # stay in memory once its rows and snapshot are written. Into empty record tables (a
+        # first release), their indexes are built once all partners' rows are in.
+        inserted = _Inserted.starting(db, withdrawn)
+        with db.bulk_load([staged_record_table, case]):
+            _write_partners(
+                db, release, codebook, ids, partners, withdrawn, currents, result, inserted
             )
-            result.versions_closed += _close(
-                db, case, changes.take("case_end"), CASE_ID, release.sequence
-            )
-            new = changes.take("case_new")
-            staged_ids = new[STAGED_ID].astype("Int64").copy()
-            from_refs = staged_ids.isna() & new[REF].notna()
-            staged_ids[from_refs] = new.loc[from_refs, REF].astype(int).map(refs).astype("Int64")
-            file_ids = new[DELIVERY_FILE_ID].astype("Int64").copy()
-            by_name = file_ids.isna() & new[FILE].notna()
-            file_ids[by_name] = new.loc[by_name, FILE].map(files).astype("Int64")
-            _insert_versions(
-                db, release.sequence, entity, codebook, new, staged_ids, file_ids, changes.mapping
-            )
-            result.versions_inserted += len(new)
-            del new, staged_ids, file_ids
-            release_unused_memory()
-            current = changes.take("current")
-            pending = current[STAGED_ID].isna() & current[REF].notna()
-            current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
-            # The new versions' ids, read back at once (Arrow), matched by staged record.
-            new_cases = db.select_arrow(
-                sa.select(case.c.staged_record_id, case.c.id).where(
-                    case.c.entity_id == entity, case.c.valid_from == release.sequence
-                )
-            )
-            by_staged = pd.Series(
-                new_cases.column("id").to_numpy(),
-                index=pd.Index(new_cases.column("staged_record_id").to_numpy(zero_copy_only=False)),
-            )
-            by_staged = by_staged[~by_staged.index.duplicated(keep="last")]
-            fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
-            current.loc[fresh, CASE_ID] = pd.array(
-                by_staged.reindex(current.loc[fresh, STAGED_ID].astype("int64")).to_numpy(),
-                dtype="Int64",
-            )
-            named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
-            current.loc[named, DELIVERY_FILE_ID] = current.loc[named, FILE].map(files)
-            if gone:  # the people withdrawn in this run are erased below (_erase)
-                current = current[~current[PSEUDONYM].isin(gone)]
-            records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
-            _write_snapshot(db, entity, release.sequence, records)
-            result.snapshots += 1
-            currents[changes.partner] = records[[IDENTITY, CASE_ID]]
-            del changes, current, records
-            # Handed back before the next partner's frames are read (memory.py).
-            release_unused_memory()
-        _erase(db, release, withdrawn, result, out)
+        _erase(db, release, withdrawn, result, out, inserted)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
         if callable(release.metadata):  # last: the folder it describes may still be building
@@ -693,6 +725,96 @@ def commit(
         result.records_erased,
     )
     return result
+
+
+def _write_partners(
+    db: Warehouse,
+    release: ReleaseRow,
+    codebook: Codebook,
+    ids: dict[str, int],
+    partners: Iterable[ChangeSet],
+    withdrawn: pd.DataFrame,
+    currents: dict[str, pd.DataFrame],
+    result: Committed,
+    inserted: _Inserted,
+) -> None:
+    """Each changed partner's delivery, new staged records and versions, the versions they
+    close, and its new snapshot; its identity keys and case ids kept in `currents`."""
+    case = case_record_table
+    gone = set(withdrawn["pseudonym"].dropna()) if len(withdrawn) else set()
+    for changes in partners:
+        entity = ids[changes.partner]
+        if _unchanged(changes):
+            # Its held-back records harmonized again and held back again: its snapshot
+            # (the latest before this release) still holds its records, as they are,
+            # unless it did not know when they may be released (then it is written again).
+            current = changes.take("current")
+            if changes.snapshot_stale:
+                records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
+                _write_snapshot(db, entity, release.sequence, records)
+                result.snapshots += 1
+                currents[changes.partner] = records[[IDENTITY, CASE_ID]]
+            else:
+                currents[changes.partner] = current[[IDENTITY, CASE_ID]]
+            continue
+        files: dict[str, int] = {}
+        if changes.delivery is not None:
+            files = _insert_delivery(db, release, entity, changes.delivery)
+            result.deliveries += 1
+        # Each frame read as it comes and let go of once written (its payloads before the
+        # versions come, the versions before the current records).
+        refs = _insert_staged(
+            db, release.sequence, entity, files, changes.take("staged_new"), inserted
+        )
+        release_unused_memory()
+        result.staged_inserted += len(refs)
+        result.versions_closed += _close(
+            db, staged_record_table, changes.take("staged_end"), STAGED_ID, release.sequence
+        )
+        result.versions_closed += _close(
+            db, case, changes.take("case_end"), CASE_ID, release.sequence
+        )
+        new = changes.take("case_new")
+        staged_ids = new[STAGED_ID].astype("Int64").copy()
+        from_refs = staged_ids.isna() & new[REF].notna()
+        staged_ids[from_refs] = new.loc[from_refs, REF].astype(int).map(refs).astype("Int64")
+        file_ids = new[DELIVERY_FILE_ID].astype("Int64").copy()
+        by_name = file_ids.isna() & new[FILE].notna()
+        file_ids[by_name] = _looked_up(new.loc[by_name, FILE], files)
+        by_staged = _insert_versions(
+            db,
+            release.sequence,
+            entity,
+            codebook,
+            new,
+            staged_ids,
+            file_ids,
+            changes.mapping,
+            inserted,
+        )
+        result.versions_inserted += len(new)
+        del new, staged_ids, file_ids
+        release_unused_memory()
+        current = changes.take("current")
+        pending = current[STAGED_ID].isna() & current[REF].notna()
+        current.loc[pending, STAGED_ID] = current.loc[pending, REF].astype(int).map(refs)
+        # The new versions' ids, matched by staged record.
+        fresh = current[STAGED_ID].notna() & current[CASE_ID].isna()
+        current.loc[fresh, CASE_ID] = pd.array(
+            by_staged.reindex(current.loc[fresh, STAGED_ID].astype("int64")).to_numpy(),
+            dtype="Int64",
+        )
+        named = current[DELIVERY_FILE_ID].isna() & current[FILE].isin(list(files))
+        current.loc[named, DELIVERY_FILE_ID] = _looked_up(current.loc[named, FILE], files)
+        if gone:  # the people withdrawn in this run are erased below (_erase)
+            current = current[~current[PSEUDONYM].isin(gone)]
+        records = typed_records(current.drop(columns=[REF], errors="ignore"), codebook)
+        _write_snapshot(db, entity, release.sequence, records)
+        result.snapshots += 1
+        currents[changes.partner] = records[[IDENTITY, CASE_ID]]
+        del changes, current, records
+        # Handed back before the next partner's frames are read (memory.py).
+        release_unused_memory()
 
 
 def _exclude(

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -94,6 +95,8 @@ class Warehouse(Protocol):
     def begin(self) -> None: ...
     def execute(self, statement: sa.Executable, rows: Sequence[Mapping] | None = None) -> list: ...
     def insert_arrow(self, table: sa.Table, data: pa.Table) -> None: ...
+    def insert_arrow_ids(self, table: sa.Table, data: pa.Table) -> np.ndarray | None: ...
+    def bulk_load(self, tables: Sequence[sa.Table]) -> contextlib.AbstractContextManager: ...
     def select_arrow(self, statement: sa.Select) -> pa.Table: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -163,6 +166,47 @@ class _SqliteArrow:
             block = data.slice(start, INGEST_ROWS)
             self._cursor.adbc_ingest(table.name, block, mode="append", temporary=temporary)
 
+    def insert_arrow_ids(self, table: sa.Table, data: pa.Table) -> np.ndarray | None:
+        """`insert_arrow`, then the integer primary key each row got, in row order, known
+        without reading the rows back: SQLite gives a row inserted without a rowid the largest
+        rowid of its table plus one (a table without AUTOINCREMENT, as every table here), and
+        in our write transaction (BEGIN IMMEDIATE) no one else inserts; the rows are inserted
+        one after another in their order. Only when the largest rowid grew by exactly the row
+        count were all of them numbered so (SQLite picks a random unused rowid once the
+        largest is 2**63 - 1); otherwise None, and the caller reads them back."""
+        (key,) = table.primary_key.columns
+        largest = sa.select(sa.func.coalesce(sa.func.max(key), 0))
+        before = int(self.execute(largest)[0][0])
+        self.insert_arrow(table, data)
+        after = int(self.execute(largest)[0][0])
+        if after - before != data.num_rows:
+            return None
+        return np.arange(before + 1, after + 1, dtype=np.int64)
+
+    @contextlib.contextmanager
+    def bulk_load(self, tables: Sequence[sa.Table]) -> Iterator[None]:
+        """A block that fills `tables` in this transaction: the indexes of each of them that
+        holds no row yet (a first release) are dropped, then created again at the block's end
+        from the very SQL the schema holds: one sort of a million keys per index instead of a
+        B-tree insert per row and index. A table with rows keeps its indexes (an incremental
+        commit adds few rows to large indexes). If the block raises, the indexes are not
+        created again: the caller's transaction rolls back, and with it their drop."""
+        dropped: list[str] = []
+        for table in tables:
+            if self.execute(sa.select(sa.literal(1)).select_from(table).limit(1)):
+                continue
+            self._cursor.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL ORDER BY name",
+                (table.name,),
+            )
+            for name, sql in self._cursor.fetchall():
+                self._cursor.execute(f'DROP INDEX "{name}"')
+                dropped.append(sql)
+        yield
+        for sql in dropped:
+            self._cursor.execute(sql)
+
     def select_arrow(self, statement: sa.Select) -> pa.Table:
         sql, names, bound = self._compiled(statement)
         self._cursor.execute(sql, tuple(_sqlite_value(bound[n]) for n in names))
@@ -229,6 +273,17 @@ class _Core:
         for start in range(0, data.num_rows, INGEST_ROWS):
             block = data.slice(start, INGEST_ROWS).to_pylist()
             self._conn.execute(sa.insert(table), [{n: r[n] for n in names} for r in block])
+
+    def insert_arrow_ids(self, table: sa.Table, data: pa.Table) -> np.ndarray | None:
+        """`insert_arrow`; the keys the rows got are not known here (a sequence may be shared
+        with other sessions, and COPY returns none): None, the caller reads them back."""
+        self.insert_arrow(table, data)
+        return None
+
+    @contextlib.contextmanager
+    def bulk_load(self, tables: Sequence[sa.Table]) -> Iterator[None]:
+        """Nothing done here: the indexes stay as they are (see _SqliteArrow.bulk_load)."""
+        yield
 
     def _copy_in(self, table: sa.Table, data: pa.Table) -> None:
         """COPY in CSV written by Arrow: a NULL is an unquoted empty field, text is quoted
