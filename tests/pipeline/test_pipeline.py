@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+import threading
 import traceback
 
 import pytest
@@ -16,7 +17,7 @@ from ctdc_harmonizer.errors import CoverageError, ExtractError, InfrastructureEr
 from ctdc_harmonizer.pipeline import airflow as boundary
 from ctdc_harmonizer.pipeline import local
 from ctdc_harmonizer.pipeline.annual_update import ANNUAL_UPDATE
-from ctdc_harmonizer.pipeline.declaration import DeclarationError, Pipeline
+from ctdc_harmonizer.pipeline.declaration import DeclarationError, Late, Pipeline, resolved
 from ctdc_harmonizer.run.plan import ReleasePlan
 
 PLANTED = "Zarqa Plantedname"
@@ -109,6 +110,89 @@ def test_a_new_step_is_one_function_and_one_line_of_a_declaration():
     )
     results = local.run(pipeline, workers=1, partners=["iom", "ngo"])
     assert results["count"] == Counted(rows=60, partners=2)
+
+
+class Built(BaseModel):
+    rows: int
+
+
+class Told(BaseModel):
+    rows: int
+
+
+class Stored(BaseModel):
+    rows: int
+
+
+def _late_pipeline(events: list[str], store_started: threading.Event, fail: bool = False):
+    """combine -> build -> tell, then (after the gate) store, which takes the build as Late."""
+
+    def build(plan: Plan, combined: Combined) -> Built:
+        store_started.wait(5)  # in the background: held until the store step is under way
+        events.append("build")
+        if fail:
+            raise CoverageError("too many unknown values")
+        return Built(rows=combined.rows)
+
+    def tell(plan: Plan, built: Built) -> Told:
+        events.append("tell")
+        return Told(rows=built.rows)
+
+    def store(plan: Plan, combined: Combined, built: Late[Built]) -> Stored:
+        events.append("store started")
+        store_started.set()
+        rows = resolved(built).rows
+        events.append("store has the build")
+        return Stored(rows=rows)
+
+    return Pipeline(
+        name="late",
+        plan=make_plan,
+        per_partner=(read, map_rows),
+        steps=(combine, build, tell),
+        gate="approve",
+        after_gate=(store,),
+    )
+
+
+def _run_steps(pipeline: Pipeline, background) -> dict:
+    plan = make_plan(["iom", "ngo"])
+    results = {"make_plan": plan, "map_rows": local.run_chains(pipeline, plan, workers=1)}
+    steps = pipeline.release_steps + pipeline.gated_steps
+    local.run_steps(pipeline, plan, steps, results, background)
+    return results
+
+
+def test_a_late_input_lets_its_step_start_before_the_result_comes():
+    """With a background executor, `build` (whose result `store` takes as Late) runs there;
+    `tell`, which needs the build itself, waits for it while `store` starts; in a row
+    (no background) the declared order holds. Either way every result is there at the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = threading.Event()
+    started.set()  # in a row, nothing waits for the store step
+    in_a_row: list[str] = []
+    alone = _run_steps(_late_pipeline(in_a_row, started), None)
+    assert in_a_row == ["build", "tell", "store started", "store has the build"]
+
+    beside: list[str] = []
+    with ThreadPoolExecutor(1) as background:
+        results = _run_steps(_late_pipeline(beside, threading.Event()), background)
+    assert beside == ["store started", "build", "store has the build", "tell"]
+    assert results == alone and results["store"] == Stored(rows=60)
+    declared = _late_pipeline([], started)
+    steps = declared.release_steps + declared.gated_steps
+    assert local._in_background(declared, steps) == {"build"}
+    assert local._in_background(declared, declared.release_steps) == set()  # no store step
+
+
+def test_a_late_input_that_fails_fails_the_step_that_waits_for_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    events: list[str] = []
+    with ThreadPoolExecutor(1) as background, pytest.raises(CoverageError):
+        _run_steps(_late_pipeline(events, threading.Event(), fail=True), background)
+    assert events == ["store started", "build"]  # no "store has the build", no "tell"
 
 
 class Arrived(BaseModel):

@@ -117,8 +117,8 @@ def _spy_on_background(monkeypatch) -> list:
     background_process = local._background_process
 
     @contextlib.contextmanager
-    def spying(plan, workers):
-        with background_process(plan, workers) as process:
+    def spying(*args):
+        with background_process(*args) as process:
             used.append(process)
             yield process
 

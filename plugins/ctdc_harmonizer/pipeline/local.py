@@ -159,13 +159,16 @@ def _parallel(workers: int | None) -> bool:
 
 
 @contextlib.contextmanager
-def _background_process(plan: Any, workers: int | None) -> Iterator[Executor | None]:
+def _background_process(
+    plan: Any, workers: int | None, wanted: bool = True
+) -> Iterator[Executor | None]:
     """Where the release folder is built: for much work, a process of its own (forked from
     the fork server) that imports Great Expectations (~1.3 s of CPU, 140 MiB) while the chains
-    run, also when one partner's chain runs here; yields it. For little work, where the chains
-    run in workers, a thread here imports GX meanwhile (a process that already did, such as a
-    test session, pays nothing); else nothing is done ahead. Yields None then."""
-    if not (_parallel(workers) and _total_work(plan) >= BACKGROUND_FROM_WORK):
+    run, also when one partner's chain runs here; yields it. For little work (or when no step
+    is `wanted` in the background), where the chains run in workers, a thread here imports GX
+    meanwhile (a process that already did, such as a test session, pays nothing); else
+    nothing is done ahead. Yields None then."""
+    if not (wanted and _parallel(workers) and _total_work(plan) >= BACKGROUND_FROM_WORK):
         if not _in_workers(plan, workers):
             yield None
             return
@@ -206,11 +209,12 @@ def _in_background(pipeline: Pipeline, steps: list[Step]) -> set[str]:
     return {pipeline.inputs_of(step)[name].step.name for step in steps for name in step.late_inputs}
 
 
-def _ready(pipeline: Pipeline, step: Step, results: dict[str, Any]) -> bool:
-    """Whether every input of `step` is there (a `Late` one may still be coming)."""
+def _ready(pipeline: Pipeline, step: Step, results: dict[str, Any], here: bool = True) -> bool:
+    """Whether every input of `step` is there; a `Late` one may still be coming if the step
+    runs `here` (a future cannot be handed to another process)."""
     for name, source in pipeline.inputs_of(step).items():
         value = results[source.step.name]
-        if isinstance(value, Future) and name not in step.late_inputs:
+        if isinstance(value, Future) and not (here and name in step.late_inputs):
             if not value.done():
                 return False
             results[source.step.name] = value.result()  # a background step's error: raised
@@ -230,9 +234,13 @@ def run_steps(
     waiting = list(steps)
     later = _in_background(pipeline, steps) if background is not None else set()
     while waiting:
-        step = next((s for s in waiting if _ready(pipeline, s, results)), None)
+        step = next(
+            (s for s in waiting if _ready(pipeline, s, results, here=s.name not in later)), None
+        )
         if step is None:  # everything left needs what the background still makes
             pending = [v for v in results.values() if isinstance(v, Future) and not v.done()]
+            if not pending:  # a declaration no order can run (Pipeline refuses them)
+                raise RuntimeError(f"{pipeline.name}: no step can run next")
             wait(pending, return_when=FIRST_COMPLETED)
             continue
         waiting.remove(step)
@@ -260,7 +268,8 @@ def run_pipeline(
     if not pipeline.chain:
         run_steps(pipeline, plan, steps, results)
         return results
-    with _background_process(plan, workers) as background:
+    wanted = bool(_in_background(pipeline, steps))
+    with _background_process(plan, workers, wanted) as background:
         results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
         run_steps(pipeline, plan, steps, results, background)
     return results
