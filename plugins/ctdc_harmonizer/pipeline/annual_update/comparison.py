@@ -161,7 +161,8 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     # 1. harmonized versions of the new staged records (a held-back one has none)
     with_values = fresh & harmonized_row
     new_values = by_row.loc[d_rows[with_values]].reset_index(drop=True)
-    refs = staged_new.loc[~new_held].reset_index(drop=True)
+    # Only the columns used (filtering the payloads too copied ~50 MB of text at 250k rows).
+    refs = staged_new.loc[~new_held, [IDENTITY, PSEUDONYM, REF, FILE]].reset_index(drop=True)
     version_parts.append(
         new_values.assign(
             **{
@@ -277,10 +278,13 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
         ]
     # the new staged records, with their harmonized values where they have some
     added = staged_new[[IDENTITY, CONTENT, PSEUDONYM, *LINK_COLUMNS, FILE, REF]].copy()
+    # Each column taken from the new values (-1, a held-back record: missing); setting them
+    # in place through numpy objects was ~0.6 s at 250k rows.
+    spread = np.full(len(added), -1, dtype=np.intp)
+    spread[~new_held] = np.arange(len(new_values))
     for name in codebook.columns:
-        column = pd.Series(pd.NA, index=added.index, dtype=new_values[name].dtype)
-        column.iloc[np.flatnonzero(~new_held)] = new_values[name].to_numpy()
-        added[name] = column
+        column = new_values[name].array.take(spread, allow_fill=True)
+        added[name] = pd.Series(column, index=added.index)
     added[MAPPING] = np.where(new_held, None, mapping)
     added[CODEBOOK_VERSION] = codebook.version
     added[HELD_BACK] = new_held
