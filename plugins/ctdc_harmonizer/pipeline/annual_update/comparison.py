@@ -10,6 +10,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.columns import (
@@ -285,7 +287,12 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     for name in codebook.columns:
         column = new_values[name].array.take(spread, allow_fill=True)
         added[name] = pd.Series(column, index=added.index)
-    added[MAPPING] = np.where(new_held, None, mapping)
+    # Missing for a held-back record; made as Arrow text, the type the records are kept in
+    # (typed_records), not as a Python object per row.
+    added[MAPPING] = pd.array(
+        pc.if_else(pa.array(new_held, type=pa.bool_()), pa.scalar(None, pa.string()), mapping),
+        dtype="string[pyarrow]",
+    )
     added[CODEBOOK_VERSION] = codebook.version
     added[HELD_BACK] = new_held
     added_from = releasable[d_rows[fresh]]  # a new array: indexing copies
