@@ -365,6 +365,23 @@ def partner_changes(plan: ReleasePlan, harmonized: HarmonizedPartner) -> Partner
     return result
 
 
+def _pair_counts(files: pd.Series, kinds: pd.Series) -> dict[tuple, int]:
+    """{(file, kind): rows} over the pairs present (missing values left out), as the
+    groupby's value_counts gave it, counted with integer codes (the groupby over a text
+    index cost ~0.1 s at 250k rows)."""
+    file_codes, file_names = pd.factorize(files.to_numpy(), use_na_sentinel=True)
+    kind_codes, kind_names = pd.factorize(kinds.to_numpy(), use_na_sentinel=True)
+    present = (file_codes >= 0) & (kind_codes >= 0)
+    width = max(len(kind_names), 1)
+    counts = np.bincount(
+        file_codes[present] * width + kind_codes[present], minlength=len(file_names) * width
+    )
+    return {
+        (file_names[at // width], kind_names[at % width]): int(counts[at])
+        for at in np.flatnonzero(counts)
+    }
+
+
 def _delivery_record(
     plan: ReleasePlan,
     partner: str,
@@ -381,8 +398,7 @@ def _delivery_record(
     files = {}
     totals = dict.fromkeys([*kinds, Outcome.ERASED, Outcome.DUPLICATES_MERGED], 0)
     # Counted once per (file, outcome), not once per file: a delivery may hold 2,000 files.
-    by_file = pd.Series(fate.to_numpy(), index=delivered[FILE].to_numpy()).groupby(level=0)
-    mine_all = by_file.value_counts().to_dict() if len(fate) else {}
+    mine_all = _pair_counts(delivered[FILE], fate) if len(fate) else {}
     gone_all = removed.groupby([FILE, "outcome"]).size().to_dict() if len(removed) else {}
     for name, meta in info["files"].items():
         counts = {str(k): int(mine_all.get((name, k), 0)) for k in kinds}
