@@ -82,7 +82,9 @@ def read_csv(config: PartnerConfig, path: Path, wanted: list[str] | None) -> Raw
     check_encoding(config.code, path, data, spec.encoding)
     if data.count(b'"') % 2:
         _raise_csv_problem(config, path, len(header))  # a stray quote inside a cell is fine
-    return RawFile(table, header, _csv_lines(config, path, data, len(table)), None)
+    lines = _csv_lines(config, path, data, len(table))
+    # The checksum of the bytes just read: the file is not read a third time for it.
+    return RawFile(table, header, lines, None, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _parse_small_csv(
