@@ -577,3 +577,35 @@ def test_small_csv_problems_are_located_as_before(tmp_path, caplog, text, proble
     path.write_text(text, encoding="utf-8")
     error = read_error(config, path, caplog)
     assert problem in error.problem and error.row == 2
+
+
+def test_null_values_are_found_as_normalize_token_finds_them():
+    # as_strings decides most null markers without a Python call per value (ASCII text with
+    # single spaces: lowercased); it must agree with normalize_series on every other value:
+    # Unicode and control whitespace, runs of spaces, casefold beyond ASCII.
+    import itertools
+    import random
+
+    from ctdc_harmonizer.ingest.extract import _is_null_key
+    from ctdc_harmonizer.text import nfc, normalize_series, normalize_token
+
+    nulls = ["", "N/A", "null", "not known", "ß", "İ", "Ⅸ", "n.a."]
+    keys = [normalize_token(v) for v in nulls]
+    spaces = [" ", "  ", "\t", "\n", "\x0b", "\x1c", "\x1f", "\u00a0", "\u2003", "\x85"]
+    rng = random.Random(7)
+    values = [*nulls, "NULL", "Null ", "n/a", "x", "1", "Côte", "SS", "ss", "i\u0307", "ix"]
+    for null, _ in itertools.product(nulls, range(40)):
+        values.append(
+            "".join(
+                (c.upper() if rng.random() < 0.5 else c)
+                + (rng.choice(spaces) if rng.random() < 0.3 else "")
+                for c in null
+            )
+        )
+    text = nfc(pd.Series(values, dtype="string[pyarrow]")).str.strip()
+    text = pd.Series(pd.unique(text.to_numpy()), dtype="string[pyarrow]")
+    expected = normalize_series(text).isin(keys).to_numpy(dtype=bool)
+    assert expected.sum() > len(nulls)  # the variants do hit the keys
+    assert (_is_null_key(text, keys) == expected).all()
+    with_missing = pd.Series(["NULL", None, "x"], dtype="string[pyarrow]")
+    assert _is_null_key(with_missing, keys).tolist() == [True, False, False]

@@ -6,6 +6,8 @@ never appear in a release file, a report, a log line or stdout/stderr.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import sqlite3
@@ -167,6 +169,27 @@ def test_pseudonyms_depend_on_key_and_partner_and_are_stable():
     assert len(one[0]) == 64 and "A-1" not in one[0]
     assert one[0] != pseudonyms.pseudonymize("iom", "id", ids, b"y" * 32)[0]
     assert one[0] != pseudonyms.pseudonymize("hotline", "id", ids, b"x" * 32)[0]
+
+
+@pytest.mark.parametrize("size", [16, 32, 63, 64, 65, 100])
+def test_keyed_hashes_are_the_hmac_of_domain_and_value(size):
+    # _digests computes HMAC-SHA-256 from copied keyed states: the same bytes as the hmac
+    # module, for keys shorter than, equal to and longer than SHA-256's 64-byte block.
+    key = bytes(range(7, 7 + size))
+    values = pd.Series(["A-1", "", "Zoë Núñez\x1f1990", "A-1", None, "x" * 200], dtype="string")
+    sep = pseudonyms.KEY_SEPARATOR
+
+    def expected(value: str) -> bytes:
+        return hmac.digest(key, f"dom{sep}{value}".encode(), hashlib.sha256)
+
+    hexes = pseudonyms.keyed_hash(values, key, "dom")
+    words = pseudonyms.keyed_hash64(values, key, "dom")
+    for i, value in enumerate(values):
+        if value is pd.NA:
+            assert pd.isna(hexes[i]) and pd.isna(words[i])
+            continue
+        assert hexes[i] == expected(value).hex()
+        assert int(words[i]) == int.from_bytes(expected(value)[:8], "little")
 
 
 # --- the withdrawal registry --------------------------------------------------------------------

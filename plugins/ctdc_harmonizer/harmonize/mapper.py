@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ctdc_harmonizer.codebook import BINARY_TRUE, Codebook
 from ctdc_harmonizer.columns import (
@@ -31,7 +33,7 @@ from ctdc_harmonizer.harmonize import derivations
 from ctdc_harmonizer.harmonize.derivations import UNKNOWN_COLUMNS, Candidate, Derivation
 from ctdc_harmonizer.harmonize.unmapped import count_unknown
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.text import normalize_series, normalize_token, per_distinct
+from ctdc_harmonizer.text import arrow_text, normalize_series, normalize_token, per_distinct
 
 YEAR_VARIABLE = "yearOfRegistration"
 HARMONIZED, REJECTED, EXCLUDED = Outcome.HARMONIZED, Outcome.REJECTED, Outcome.EXCLUDED
@@ -64,11 +66,23 @@ class MappingResult:
         return values
 
 
+def _coalesce_text(first: pd.Series, then: pd.Series) -> pd.Series:
+    """`first.fillna(then)` for text of the same index, by Arrow's coalesce: pandas fills
+    Arrow text through a masked replace that cost ~10 ms per 250k-row column."""
+    if not first.index.equals(then.index):  # fillna aligns on labels: let pandas do it
+        return first.astype("string").fillna(then.astype("string"))
+    joined = pc.coalesce(arrow_text(first).combine_chunks(), arrow_text(then).combine_chunks())
+    return pd.Series(pd.array(joined, dtype="string"), index=first.index)
+
+
 def _first_valid(candidates: list[pd.Series], index: pd.Index, dtype: str = "string") -> pd.Series:
     """Coalesce: the first non-null candidate, in the configured order of preference."""
     result = pd.Series(pd.NA, index=index, dtype=dtype)
     for candidate in candidates:
-        result = result.fillna(candidate.astype(dtype))
+        if dtype == "string":
+            result = _coalesce_text(result, candidate)
+        else:
+            result = result.fillna(candidate.astype(dtype))
     return result
 
 
@@ -141,8 +155,14 @@ def _spread_hits(hits: pd.DataFrame, codes_by_field: dict, index: pd.Index) -> d
         codes = codes_by_field[field]
         per_uid = np.full(codes.max() + 2 if len(codes) else 1, None, dtype=object)
         per_uid[group["uid"].to_numpy()] = group["value"].to_numpy(dtype=object)
-        values = pd.Series(per_uid[codes], index=index, dtype="string")  # -1 -> trailing None
-        columns[variable] = columns[variable].fillna(values) if variable in columns else values
+        # Spread by Arrow's take over the distinct cells' values (-1, an empty cell, picks
+        # the trailing None): a Python string per row made the column ~8x slower.
+        at = np.where(codes < 0, len(per_uid) - 1, codes)
+        spread = pa.array(per_uid, type=pa.string()).take(pa.array(at, type=pa.int64()))
+        values = pd.Series(pd.array(spread, dtype="string"), index=index)
+        columns[variable] = (
+            _coalesce_text(columns[variable], values) if variable in columns else values
+        )
     return columns
 
 
@@ -298,8 +318,10 @@ def map_partner(
         if column is None:
             column = pd.Series(pd.NA, index=frame.index)
         result[var.name] = column.astype("Int64" if var.type == "year" else "string")
-    for name in codebook.binary_columns:
-        result[name] = result[name].where(result[name] == BINARY_TRUE)
+    for name in codebook.binary_columns:  # `where(== BINARY_TRUE)`, in Arrow (see above)
+        text = arrow_text(result[name]).combine_chunks()
+        kept = pc.if_else(pc.equal(text, BINARY_TRUE), text, pa.scalar(None, pa.string()))
+        result[name] = pd.Series(pd.array(kept, dtype="string"), index=result.index)
     result[FILE] = frame[FILE]
 
     # Unknown values are reported whatever the row's outcome: the mapping should know them.

@@ -89,8 +89,13 @@ def normalized_date(values: pd.Series, fmt: str = "") -> pd.Series:
         parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         parsed[text] = _parse_text_dates(values[text].astype("string").str.strip(), fmt)
         parsed[cells] = pd.to_datetime(values[cells], errors="coerce")
-    else:
-        parsed = _parse_text_dates(values.astype("string").str.strip(), fmt)
+    else:  # text: each distinct value parsed once (dates of birth repeat)
+        return per_distinct(values.astype("string"), lambda text: _iso_text(text, fmt))
+    return parsed.dt.strftime("%Y-%m-%d").astype("string")
+
+
+def _iso_text(text: pd.Series, fmt: str) -> pd.Series:
+    parsed = _parse_text_dates(text.astype("string").str.strip(), fmt)
     return parsed.dt.strftime("%Y-%m-%d").astype("string")
 
 

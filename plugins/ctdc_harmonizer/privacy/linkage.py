@@ -86,10 +86,15 @@ def _sounds(tokens: pd.Series) -> pd.Series:
 
 
 def _swapped(iso: pd.Series) -> pd.Series:
-    """YYYY-DD-MM of a YYYY-MM-DD date, when it is a valid, different date."""
-    swapped = iso.str.slice(0, 5) + iso.str.slice(8, 10) + "-" + iso.str.slice(5, 7)
-    valid = pd.to_datetime(swapped, errors="coerce", format="%Y-%m-%d").notna()
-    return swapped.where(valid & (swapped != iso))
+    """YYYY-DD-MM of a YYYY-MM-DD date, when it is a valid, different date (each distinct
+    date once: dates of birth repeat)."""
+
+    def swap(dates: pd.Series) -> pd.Series:
+        swapped = dates.str.slice(0, 5) + dates.str.slice(8, 10) + "-" + dates.str.slice(5, 7)
+        valid = pd.to_datetime(swapped, errors="coerce", format="%Y-%m-%d").notna()
+        return swapped.where(valid & (swapped != dates))
+
+    return per_distinct(iso.astype("string"), swap)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,7 @@ anonymous) and never leaves the warehouse: no release file, report, log or XCom 
 
 from __future__ import annotations
 
-try:  # OpenSSL's one-shot HMAC without the hmac module's wrapper (what hmac.digest calls)
-    from _hashlib import hmac_digest
-except ImportError:  # pragma: no cover - CPython without OpenSSL
-    from hmac import digest as hmac_digest
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -29,11 +26,32 @@ BY_RECORD_ID = "id"
 BY_IDENTITY = "who"
 
 
+_BLOCK = 64  # SHA-256's block size, in bytes (RFC 2104's B)
+
+
 def _digests(texts: pa.Array | pa.ChunkedArray, key: bytes, domain: str) -> bytes:
-    """HMAC-SHA-256 of `domain` + each text (none missing), concatenated: 32 bytes each."""
-    prefix = pa.scalar((domain + KEY_SEPARATOR).encode("utf-8"), type=pa.binary())
-    messages = pc.binary_join_element_wise(prefix, texts.cast(pa.binary()), b"")
-    return b"".join([hmac_digest(key, message, "sha256") for message in messages.to_pylist()])
+    """HMAC-SHA-256 of `domain` + each text (none missing), concatenated: 32 bytes each.
+
+    HMAC as RFC 2104 defines it, H((K ^ opad) || H((K ^ ipad) || domain || text)), with the
+    two keyed states (and the domain) hashed once and copied per text: about half the cost
+    of a one-shot HMAC per text, which sets the key up again each time (tests check the
+    result against the hmac module)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update((domain + KEY_SEPARATOR).encode("utf-8"))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    inner_copy, outer_copy = inner.copy, outer.copy
+    digests = []
+    append = digests.append
+    for text in texts.cast(pa.binary()).to_pylist():
+        state = inner_copy()
+        state.update(text)
+        result = outer_copy()
+        result.update(state.digest())
+        append(result.digest())
+    return b"".join(digests)
 
 
 def keyed_hash(values: pd.Series, key: bytes, domain: str) -> pd.Series:

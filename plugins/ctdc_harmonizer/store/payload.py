@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from ctdc_harmonizer.columns import REJECT, REJECT_COLUMN
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.mapping.spec import PartnerConfig
-from ctdc_harmonizer.text import arrow_text, per_distinct
+from ctdc_harmonizer.text import arrow_text
 
 ARRAY = "v"  # the one member a payload is wrapped in to be read as a JSON line
 
@@ -41,20 +41,32 @@ def fields_text(fields: list[str]) -> str:
     return json.dumps(fields)
 
 
-def _element(values: pd.Series) -> pa.ChunkedArray:
-    """One JSON value per row: the text quoted, `null` for a missing value."""
-    quoted = per_distinct(values.astype("string"), lambda d: d.map(json.dumps).astype("string"))
-    return arrow_text(quoted).fill_null("null")
+def _element(values: pd.Series, before: str = "", after: str = "") -> pa.Array:
+    """One JSON value per row: the text quoted, `null` for a missing value; `before` and
+    `after` around it. Each distinct value is quoted once, then taken onto the rows."""
+    encoded = pc.dictionary_encode(arrow_text(values).combine_chunks())
+    distinct = encoded.dictionary.to_pylist()
+    quoted = [before + json.dumps(value) + after for value in distinct]
+    quoted.append(before + "null" + after)  # what a missing value (a null index) takes
+    return pa.array(quoted, type=pa.string()).take(encoded.indices.fill_null(len(distinct)))
 
 
 def encode_payloads(frame: pd.DataFrame, fields: list[str]) -> pa.Array:
-    """One JSON array per row holding `fields` in order (text or null), as Arrow strings."""
+    """One JSON array per row holding `fields` in order (text or null), as Arrow strings.
+    The brackets come with the first and the last values (a second pass over every row's
+    text to add them cost as much as the join)."""
     if frame.empty:
         return pa.array([], type=pa.string())
     if not fields:
         return pa.array(["[]"] * len(frame), type=pa.string())
-    joined = pc.binary_join_element_wise(*(_element(frame[name]) for name in fields), ", ")
-    return pc.binary_join_element_wise("[", joined, "]", "").combine_chunks()
+    last = len(fields) - 1
+    elements = [
+        _element(frame[name], "[" if i == 0 else "", "]" if i == last else "")
+        for i, name in enumerate(fields)
+    ]
+    if len(elements) == 1:
+        return elements[0]
+    return pc.binary_join_element_wise(*elements, ", ")
 
 
 def decode_payloads(

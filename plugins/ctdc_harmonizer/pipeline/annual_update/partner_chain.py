@@ -323,7 +323,11 @@ def harmonize_partner(plan: ReleasePlan, checked: CheckedStaged) -> HarmonizedPa
     ours = parts["delivered"]
     fields = stored_fields(config)
     values = ours.storable_values(staged.loc[delivered], fields)
-    work.write_frame(work.PAYLOADS, pd.DataFrame({"payload": encode_payloads(values, fields)}))
+    # The Arrow text kept as it is ("str", the dtype a frame infers for it): handed to the
+    # frame bare, it became a Python string per row first (~0.25 s at 250k rows).
+    payloads = encode_payloads(values, fields)
+    payloads = pd.array(payloads, dtype="str") if len(payloads) else payloads
+    work.write_frame(work.PAYLOADS, pd.DataFrame({"payload": payloads}))
     restricted = restrict_unmapped(
         ours.unmapped,
         ours.unknown_rows,
