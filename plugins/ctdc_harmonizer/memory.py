@@ -24,7 +24,12 @@ import sys
 def _malloc_trim():
     """glibc's `malloc_trim`, or None (another C library: nothing to call)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's name first: find_library runs `ldconfig -p` in a child process.
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        libc = None
+    try:
+        libc = libc or ctypes.CDLL(ctypes.util.find_library("c"))
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return None
