@@ -319,6 +319,8 @@ def leaks(identifiers: dict[str, str], text: str) -> list[str]:
 def file_text(path: Path) -> str:
     if path.suffix == ".parquet":
         return pd.read_parquet(path).astype(str).to_csv(index=False)
+    if path.suffix == ".arrow":  # a work-folder frame (lz4): decoded to be searched
+        return pd.read_feather(path).astype(str).to_csv(index=False)
     if path.suffix in {".sqlite", ".db"}:
         return sqlite_text(path)
     return path.read_bytes().decode("utf-8", errors="ignore")

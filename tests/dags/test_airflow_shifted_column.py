@@ -139,6 +139,8 @@ def test_no_planted_name_in_the_out_folder(shifted_run):
     for path in files:
         if path.suffix == ".parquet":
             texts.append(pd.read_parquet(path).astype(str).to_csv(index=False))
+        if path.suffix == ".arrow":  # a work-folder frame (lz4): decoded to be searched
+            texts.append(pd.read_feather(path).astype(str).to_csv(index=False))
         texts.append(path.read_bytes().decode("utf-8", errors="ignore"))
     assert found("\n".join(texts)) == []
 

@@ -154,14 +154,15 @@ def test_workers_exchanged_intermediates_through_the_bucket(celery_deployment, r
     requests = re.sub(r"\x1b\[[0-9;]*m", "", log)  # werkzeug colours some status lines
     prefix = re.escape(f"/{s3.bucket}/{WORK_PREFIX}/") + r"[0-9a-f]{12}/" + re.escape(RELEASE)
     for partner in PARTNERS:
-        for frame in ("staged.parquet", "keys.parquet", "harmonized.parquet"):
+        for frame in ("staged.arrow", "keys.arrow", "harmonized.arrow"):
             put = re.compile(rf'"PUT {prefix}/partners/{partner}/{frame} HTTP/1.1" 200')
             get = re.compile(rf'"GET {prefix}/partners/{partner}/{frame} HTTP/1.1" 20[06]')
             assert put.search(requests), (partner, frame, "not written to the bucket")
             assert get.search(requests), (partner, frame, "not read from the bucket")
     assert s3.objects() == [], "intermediates left in the bucket"
     work = home / "releases" / ".work" / RELEASE
-    assert not work.exists() or not any(p.suffix == ".parquet" for p in work.rglob("*"))
+    frames = (".arrow", ".parquet")
+    assert not work.exists() or not any(p.suffix in frames for p in work.rglob("*"))
 
 
 def test_rejection_leaves_the_release_unpublished_and_says_so(celery_deployment, rejected_run):

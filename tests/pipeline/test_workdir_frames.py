@@ -92,3 +92,16 @@ def test_the_bytes_sent_to_an_object_store_are_compressed_ipc():
     assert data[:6] == b"ARROW1"
     assert len(data) < 20_000  # zstd: 100 kB of repeated text shrinks
     pdt.assert_frame_equal(pd.read_feather(io.BytesIO(data)), frame)
+
+
+def test_the_leak_search_reads_inside_a_compressed_frame(tmp_path):
+    """The hostile corpora search every file under the out folder for planted values; a work
+    frame left behind is compressed (lz4 may keep a first occurrence as it is, zstd does not),
+    so the search decodes it rather than count on the codec."""
+    from support.corpus import files_as_text
+
+    planted = "Zarqa Plantedname"
+    work = WorkDir(tmp_path / "out" / ".work" / "2025").create().partner("p")
+    work.write_frame(PartnerWork.STAGED, pd.DataFrame({"name": [planted] * 2000}))
+    decoded = [text for _, text in files_as_text(tmp_path / "out") if isinstance(text, str)]
+    assert len(decoded) == 1 and decoded[0].count(planted) == 2000

@@ -437,11 +437,16 @@ def files_as_text(out: Path) -> Iterable[tuple[Path, bytes | str]]:
                 continue
             data = path.read_bytes()
             yield path, data
-            if name.endswith(".parquet"):
+            if name.endswith((".parquet", ".arrow")):  # compressed: decoded to be searched
                 with contextlib.suppress(Exception):
+                    import pyarrow as pa
                     import pyarrow.parquet as pq
 
-                    yield path, repr(pq.read_table(path).to_pylist())
+                    if name.endswith(".parquet"):
+                        table = pq.read_table(path)
+                    else:  # the work folder's Arrow IPC frames (run/workdir.py)
+                        table = pa.ipc.open_file(path).read_all()
+                    yield path, repr(table.to_pylist())
             if data[:16] == b"SQLite format 3\x00":
                 with contextlib.suppress(Exception):
                     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
