@@ -441,7 +441,8 @@ def entry() -> None:
     """The `ctdc` command: `main`, then an exit that skips the interpreter's teardown.
 
     By then every file is written and closed, every database connection disposed and the
-    worker processes are stopped (`local.stop_workers`); what is left is freeing a few
+    worker processes are stopped (their pools are shut down and waited for in
+    `pipeline/local.py`); what is left is freeing a few
     million objects one by one (pandas, pyarrow), about half a second of a small run.
     Tests call `main` and keep their interpreter."""
     code = main()
