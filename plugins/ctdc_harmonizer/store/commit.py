@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +161,17 @@ class _Inserted:
     record table's new rows start, and which of them hold a pseudonym withdrawn in this run
     ((id, entity_id) of staged records, (id, entity_id, valid_from, valid_to) of versions,
     as `_holding` gives them). `known` falls to False when the warehouse did not tell the new
-    rows' ids (not SQLite): the erasure then scans whole tables."""
+    rows' ids (not SQLite): the erasure then scans whole tables. `pseudonyms`: those withdrawn
+    in this run, sorted (what the snapshots leave out and the erasure erases)."""
 
     first: dict[str, int]
-    withdrawn: pa.Array
+    pseudonyms: list[str]
     held: dict[str, list[tuple]] = field(default_factory=dict)
     known: bool = True
+
+    @cached_property
+    def withdrawn(self) -> pa.Array:
+        return pa.array(self.pseudonyms, type=pa.string())
 
     @classmethod
     def starting(cls, db: Warehouse, withdrawn: pd.DataFrame) -> _Inserted:
@@ -174,7 +180,7 @@ class _Inserted:
             found = db.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0)))
             first[table.name] = int(found[0][0]) + 1
         pseudonyms = sorted(set(withdrawn["pseudonym"].dropna())) if len(withdrawn) else []
-        return cls(first, pa.array(pseudonyms, type=pa.string()))
+        return cls(first, pseudonyms)
 
     def add(self, table: sa.Table, ids: np.ndarray | None, rows: pa.Table, extra: list) -> None:
         """Rows just inserted into `table` (`rows`, with their entity_id and pseudonym) that
@@ -502,7 +508,7 @@ def _erase(
     withdrawn: pd.DataFrame,
     result: Committed,
     out: Path | None,
-    inserted: _Inserted | None = None,
+    inserted: _Inserted,
 ) -> None:
     """Register this run's withdrawals; erase every version of every registered person the
     store still holds, recording first where their rows sit in earlier release folders (a
@@ -523,7 +529,7 @@ def _erase(
             ],
         )
     result.withdrawals_recorded = len(new)
-    pseudonyms = sorted(set(withdrawn["pseudonym"].dropna()))
+    pseudonyms = inserted.pseudonyms
     if not pseudonyms:
         return
     # Their privacy loss per person goes with them: they stop accruing, nothing is kept
@@ -703,9 +709,7 @@ def commit(
         # first release), their indexes are built once all partners' rows are in.
         inserted = _Inserted.starting(db, withdrawn)
         with db.bulk_load([staged_record_table, case]):
-            _write_partners(
-                db, release, codebook, ids, partners, withdrawn, currents, result, inserted
-            )
+            _write_partners(db, release, codebook, ids, partners, currents, result, inserted)
         _erase(db, release, withdrawn, result, out, inserted)
         if len(merged):
             result.exclusions = _exclude(db, ids, currents, merged, release.label)
@@ -733,7 +737,6 @@ def _write_partners(
     codebook: Codebook,
     ids: dict[str, int],
     partners: Iterable[ChangeSet],
-    withdrawn: pd.DataFrame,
     currents: dict[str, pd.DataFrame],
     result: Committed,
     inserted: _Inserted,
@@ -741,7 +744,7 @@ def _write_partners(
     """Each changed partner's delivery, new staged records and versions, the versions they
     close, and its new snapshot; its identity keys and case ids kept in `currents`."""
     case = case_record_table
-    gone = set(withdrawn["pseudonym"].dropna()) if len(withdrawn) else set()
+    gone = set(inserted.pseudonyms)
     for changes in partners:
         entity = ids[changes.partner]
         if _unchanged(changes):
