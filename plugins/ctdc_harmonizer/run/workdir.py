@@ -2,9 +2,10 @@
 
 In the spirit of Dagster's IO manager: a step asks its `WorkDir` (or a partner's `PartnerWork`)
 for a frame or a report by what it is, never by a file name, so a new intermediate is one
-property here. Frames are Parquet, small reports JSON or CSV. Nothing in here is a release: the
-folder holds de-identified rows with pseudonyms and linkage keys, is readable by the pipeline's
-user only (local folders are created 0700) and is deleted when the run ends, failed or not.
+property here. Frames are Arrow IPC (`.arrow`; the synthesis's few are Parquet), small
+reports JSON or CSV. Nothing in here is a release: the folder holds de-identified rows with
+pseudonyms and linkage keys, is readable by the pipeline's user only (local folders are
+created 0700) and is deleted when the run ends, failed or not.
 
 The root is a local path by default (`<out>/.work/<release>`) or any fsspec URL (e.g.
 `s3://bucket/ctdc-work/<out id>/<release>`, through universal_pathlib, the library under
@@ -50,7 +51,7 @@ def _is_arrow(name: str) -> bool:
     return name.endswith(ARROW_SUFFIX)
 
 
-def _write_ipc(frame: pd.DataFrame, sink: Any, compression: str | None) -> None:
+def _write_ipc(frame: pd.DataFrame, sink: Any, compression: str) -> None:
     """Arrow IPC (Feather v2): the same Arrow table, with its pandas metadata, that Parquet
     would encode, so a frame reads back with the same dtypes."""
     import pyarrow as pa
