@@ -11,7 +11,7 @@ from ctdc_harmonizer import samples
 from ctdc_harmonizer.errors import CtdcError
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.run import plan as planning
-from support.harness import release_files
+from support.harness import release_files, store_tables
 
 
 @pytest.fixture
@@ -87,29 +87,6 @@ def test_partners_run_in_parallel_processes(tmp_path):
     assert info.committed.versions_inserted == info.folder.rows > 0
 
 
-def _store_rows(url_path: Path) -> dict[str, list]:
-    """Every table of a SQLite store, rows in id order, without the run's clock (the `_at`
-    columns, and the folder's hash in the release's metadata: its Data Docs hold the time)."""
-    import sqlite3
-
-    with sqlite3.connect(url_path) as db:
-        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-        rows = {}
-        for table in tables:
-            columns = [r[1] for r in db.execute(f"pragma table_info('{table}')")]
-            kept = [c for c in columns if not c.endswith("_at")]
-            listed = ", ".join(f'"{c}"' for c in kept)
-            found = db.execute(f'select {listed} from "{table}" order by rowid').fetchall()
-            if "metadata_json" in kept:
-                at = kept.index("metadata_json")
-                found = [
-                    (*row[:at], {**json.loads(row[at]), "folder_sha256": None}, *row[at + 1 :])
-                    for row in found
-                ]
-            rows[table] = found
-    return rows
-
-
 def _two_partners(tmp_path: Path, records: int = 60) -> Path:
     landing = tmp_path / "landing"
     samples.generate_all(landing, records, 3, ["case_management", "hotline"])
@@ -124,7 +101,8 @@ def _run(landing: Path, out: Path, store: Path, workers: int = 2):
 
 def _nothing_committed(store: Path) -> None:
     """The store holds its schema's version and nothing else (no file at all will do)."""
-    stored = _store_rows(store) if store.exists() else {}
+    stored = store_tables(store) if store.exists() else {}
+    stored.pop("schema", None)
     assert {table for table, rows in stored.items() if rows} <= {"alembic_version"}
 
 
@@ -157,7 +135,7 @@ def test_a_folder_built_beside_the_store_writes_the_same_release(tmp_path, monke
         monkeypatch.setattr(local, "BACKGROUND_FROM_WORK", threshold)
         info = _run(landing, tmp_path / name, tmp_path / f"{name}.sqlite")
         folders[name] = info.folder.release_dir
-        stores[name] = _store_rows(tmp_path / f"{name}.sqlite")
+        stores[name] = store_tables(tmp_path / f"{name}.sqlite")
         assert info.summary is not None and info.published is not None
     assert used[0] is None and used[1] is not None  # the process was used for "beside" only
     assert release_files(Path(folders["in_a_row"])) == release_files(Path(folders["beside"]))

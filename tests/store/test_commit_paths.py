@@ -5,10 +5,6 @@ back, indexes kept, whole tables scanned)."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
-
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -19,51 +15,8 @@ from ctdc_harmonizer.store.commit import _holding, _Inserted
 from ctdc_harmonizer.warehouse import connection, migrate
 from ctdc_harmonizer.warehouse.connection import warehouse
 from ctdc_harmonizer.warehouse.models import ReportingEntity, case_record_table
+from support.harness import store_tables
 from support.store_scenario import build
-
-# When a row was written: differs between two runs of the same inputs.
-CLOCK_COLUMNS = {"created_at", "recorded_at", "received_at"}
-
-
-def _without_folder_hash(metadata: str) -> dict:
-    """A release's metadata less its folder's hash (the folder's quality pages are dated)."""
-    found = json.loads(metadata)
-    found.pop("folder_sha256")
-    return found
-
-
-def _tables(database: Path) -> dict[str, list[tuple]]:
-    """Every table's rows (ids included, clock columns left out), in a fixed order; the
-    schema (indexes included) as its SQL."""
-    conn = sqlite3.connect(database)
-    try:
-        names = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        found = {
-            "schema": sorted(
-                conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
-            )
-        }
-        for name in names:
-            columns = [
-                column
-                for (_, column, *_) in conn.execute(f'PRAGMA table_info("{name}")')
-                if column not in CLOCK_COLUMNS
-            ]
-            listed = ", ".join(f'"{c}"' for c in columns)
-            order = ", ".join(str(i + 1) for i in range(len(columns)))
-            rows = conn.execute(f'SELECT {listed} FROM "{name}" ORDER BY {order}').fetchall()
-            if name == "data_release":
-                at = columns.index("metadata_json")
-                rows = [(*r[:at], _without_folder_hash(r[at]), *r[at + 1 :]) for r in rows]
-            found[name] = rows
-        return found
-    finally:
-        conn.close()
 
 
 def test_releases_over_years_write_the_same_store_through_either_path(tmp_path, monkeypatch):
@@ -82,7 +35,7 @@ def test_releases_over_years_write_the_same_store_through_either_path(tmp_path, 
                     year,
                     mappings=str(scenario.mappings(year)),
                 )
-        adbc, core = (_tables(out / "warehouse.sqlite") for out in stores.values())
+        adbc, core = (store_tables(out / "warehouse.sqlite") for out in stores.values())
         assert adbc.keys() == core.keys()
         for name in adbc:
             assert adbc[name] == core[name], (year, name)
