@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from support.harness import release_files
+
 pytestmark = pytest.mark.airflow
 
 DAG_ID = "ctdc_annual_update"
@@ -110,27 +112,17 @@ def cli_run(dag_run, sample_landing, cli_out_dir, partners) -> Run:
     return Run(state, "", cli_out_dir, done.stdout + done.stderr)
 
 
-def folder_digests(folder: Path) -> dict[str, str]:
-    """Each file of a release folder and its SHA-256, Great Expectations' Data Docs aside
-    (they embed the time of the run and random element ids)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "data_docs" not in p.parts
-    }
-
-
 def test_ctdc_run_and_the_dag_make_the_same_release_byte_for_byte(
     dag_run, sample_landing, partners, tmp_path
 ):
     from ctdc_harmonizer.pipeline.local import run_annual_update
 
     run_annual_update(str(sample_landing), str(tmp_path / "out"), RELEASE, partners)
-    from_cli = folder_digests(tmp_path / "out" / RELEASE)
-    from_dag = folder_digests(dag_run.out / RELEASE)
+    from_cli = release_files(tmp_path / "out" / RELEASE)
+    from_dag = release_files(dag_run.out / RELEASE)
     assert len(from_cli) > 8 and "harmonized.parquet" in from_cli
     assert from_cli == from_dag
-    handoff = [folder_digests(out / "handoff" / RELEASE) for out in (tmp_path / "out", dag_run.out)]
+    handoff = [release_files(out / "handoff" / RELEASE) for out in (tmp_path / "out", dag_run.out)]
     assert handoff[0] == handoff[1]
 
 

@@ -6,28 +6,17 @@ effective deliveries; so do the DAG's.)"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 
 from ctdc_harmonizer.pipeline.local import run_annual_update
+from support.harness import release_files
 from support.store_scenario import build
 
 pytestmark = pytest.mark.airflow
 DAG_ID = "ctdc_annual_update"
-
-
-def digests(folder: Path) -> dict[str, str]:
-    """Each file of a release folder and its SHA-256 (Great Expectations' Data Docs aside:
-    they embed the time of the run and random element ids)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "data_docs" not in p.parts
-    }
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def both(tmp_path_factory, repo_root, airflow_home):
                 mark_success_pattern="approve",
             )
             states[year] = str(getattr(run.state, "value", run.state))
-            made[year] = (digests(out_cli / year), digests(out_dag / year))
+            made[year] = (release_files(out_cli / year), release_files(out_dag / year))
     finally:
         monkeypatch.undo()
     return scenario, out_dag, made, states
