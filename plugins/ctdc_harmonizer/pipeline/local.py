@@ -211,7 +211,8 @@ def _in_background(pipeline: Pipeline, steps: list[Step]) -> set[str]:
 
 def _ready(pipeline: Pipeline, step: Step, results: dict[str, Any], here: bool = True) -> bool:
     """Whether every input of `step` is there; a `Late` one may still be coming if the step
-    runs `here` (a future cannot be handed to another process)."""
+    runs `here` (a future cannot be handed to another process). A finished background
+    result is put into `results` as its value on the way."""
     for name, source in pipeline.inputs_of(step).items():
         value = results[source.step.name]
         if isinstance(value, Future) and not (here and name in step.late_inputs):
