@@ -16,6 +16,7 @@ team's own command). The teardown runs whatever happened.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -27,32 +28,11 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from multiprocessing import forkserver
 from typing import Any
 
-from ctdc_harmonizer.memory import release_unused_memory
+from ctdc_harmonizer.memory import collector_paused, release_unused_memory
 from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMETER, Pipeline, Step
 from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
 log = logging.getLogger(__name__)
-# What a chain's worker needs, imported once by the fork server (the steps import their
-# modules lazily, so that a DAG task pays only for its own: the fork server pays here once).
-PRELOADED = [
-    "pandas",
-    "pyarrow",
-    "pyarrow.compute",
-    "pyarrow.json",
-    "pyarrow.parquet",
-    "pandera.pandas",
-    "ctdc_harmonizer.pipeline.annual_update.partner_chain",
-    "ctdc_harmonizer.pipeline.annual_update.comparison",
-    "ctdc_harmonizer.ingest.extract",
-    "ctdc_harmonizer.ingest.deidentify",
-    "ctdc_harmonizer.ingest.withdrawals",
-    "ctdc_harmonizer.harmonize.contracts",
-    "ctdc_harmonizer.harmonize.mapper",
-    "ctdc_harmonizer.privacy.stage",
-    "ctdc_harmonizer.store.records",
-    "ctdc_harmonizer.store.identity",
-    "ctdc_harmonizer.warehouse.connection",
-]
 # Work per delivered byte, roughly: a workbook is compressed, JSON lines repeat their keys.
 WORK_PER_BYTE = {"excel": 5.0, "csv": 1.0, "jsonl": 0.5}
 # A stored record harmonized again costs about what a delivered CSV row of it would.
@@ -110,7 +90,7 @@ def run_chain(pipeline: Pipeline, plan: Any, partner: str, environment: dict | N
 
 def _start_fork_server() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOADED)
+    context.set_forkserver_preload(["ctdc_harmonizer.pipeline.preload"])
     forkserver.ensure_running()
     return context
 
@@ -153,6 +133,15 @@ def _import_quality_checks() -> None:
         log.debug("importing Great Expectations ahead of the quality checks failed")
 
 
+def _prepare_background_process() -> None:
+    """The background process's first task: import Great Expectations as the fork server
+    imported the chains' libraries (collector paused, then frozen: pipeline/preload.py);
+    the process is ours alone, so freezing costs nothing later."""
+    with collector_paused():
+        _import_quality_checks()
+    gc.freeze()
+
+
 def _parallel(workers: int | None) -> bool:
     """Whether this run may use more than one process (`workers` 1 asks for one)."""
     return (workers is None or workers > 1) and (os.cpu_count() or 1) > 1
@@ -181,7 +170,7 @@ def _background_process(
         return
     process = ProcessPoolExecutor(1, _start_fork_server(), _worker_logging)
     try:
-        process.submit(_import_quality_checks)
+        process.submit(_prepare_background_process)
         yield process
     finally:
         # On failure too: a folder still being built is finished before the teardown.
