@@ -290,7 +290,8 @@ def run(
     if pipeline.chain and _parallel(workers):
         # Started before the plan: its imports (the chains' libraries) overlap the planning.
         _start_fork_server()
-    plan = pipeline.plan(**_planned_arguments(pipeline, plan_arguments))
+    with collector_paused():  # the plan's work is mostly imports (memory.collector_paused)
+        plan = pipeline.plan(**_planned_arguments(pipeline, plan_arguments))
     if getattr(plan, "nothing_to_do", False):
         return {pipeline.plan_step.name: plan}
     try:
