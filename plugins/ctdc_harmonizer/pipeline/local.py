@@ -142,6 +142,36 @@ def _prepare_background_process() -> None:
     gc.freeze()
 
 
+def _warm_store_creation(plan: Any) -> None:
+    """For a run that will create the store (its first release), Alembic's import and
+    scripts, loaded while the chains run (warehouse.schema.warm_migrations): the main process
+    creates the store after them, on the run's critical path. An error here is left to the
+    real creation, which reports it."""
+    from ctdc_harmonizer.warehouse.schema import warehouse_exists, warm_migrations
+
+    try:
+        if not warehouse_exists(plan.warehouse()):
+            warm_migrations()
+    except Exception:
+        log.debug("loading the store's migrations ahead of its creation failed")
+
+
+@contextlib.contextmanager
+def _main_process_warmed(plan: Any, workers: int | None) -> Iterator[None]:
+    """While the chains run in workers, the main process has nothing to do: a thread
+    prepares what the store's creation will need (joined before any later step runs, so
+    that no two migrations overlap)."""
+    if not (hasattr(plan, "warehouse") and _in_workers(plan, workers)):
+        yield
+        return
+    warming = threading.Thread(target=_warm_store_creation, args=(plan,), daemon=True)
+    warming.start()
+    try:
+        yield
+    finally:
+        warming.join()
+
+
 def _parallel(workers: int | None) -> bool:
     """Whether this run may use more than one process (`workers` 1 asks for one)."""
     return (workers is None or workers > 1) and (os.cpu_count() or 1) > 1
@@ -260,7 +290,8 @@ def run_pipeline(
         return results
     wanted = bool(_in_background(pipeline, steps))
     with _background_process(plan, workers, wanted) as background:
-        results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
+        with _main_process_warmed(plan, workers):
+            results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
         run_steps(pipeline, plan, steps, results, background)
     return results
 

@@ -110,6 +110,15 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
+def warm_migrations() -> None:
+    """Run every migration once on a throwaway in-memory SQLite database, touching nothing
+    else: Alembic's import and the loading of its scripts (about two thirds of a new
+    warehouse's creation, ~0.2 s) are then paid here, and the creation later pays its DDL.
+    For a process with idle time before it creates a warehouse (`ctdc run` while the
+    partners' chains run)."""
+    migrate("sqlite://")
+
+
 # Named in messages: where the warehouse URL comes from.
 WAREHOUSE_SETTING = f"the warehouse setting (--warehouse / ${WAREHOUSE_URL_ENV})"
 CONNECT_TIMEOUT_SECONDS = 10
