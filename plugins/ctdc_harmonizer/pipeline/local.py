@@ -2,9 +2,10 @@
 
 Partners are independent until their chains end, so the chains run in parallel worker
 processes (one per core by default), forked from a fork server that imported the chain's
-libraries once; the largest delivery starts first, so no worker is left alone with a big
-partner at the end. Everything after the chains runs in this process, in the declared order,
-except, for a large run, the step whose result a later step takes as `Late` (the release
+libraries once (pipeline/preload.py); the largest delivery starts first, so no worker is left
+alone with a big partner at the end. Meanwhile this process loads a new store's migrations.
+Everything after the chains runs in this process, in the declared order, except, for a large
+run, the step whose result a later step takes as `Late` (the release
 folder, which the commit needs only before it commits): a process of its own imports Great
 Expectations while the chains run, then builds the folder while this process writes the
 partners' changes to the store (a small run imports GX in a thread here and runs in a row).
