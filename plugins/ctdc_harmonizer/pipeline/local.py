@@ -145,32 +145,47 @@ def _prepare_background_process() -> None:
 
 def _warm_store_creation(plan: Any) -> None:
     """For a run that will create the store (its first release), Alembic's import and
-    scripts, loaded while the chains run (warehouse.schema.warm_migrations): the main process
-    creates the store after them, on the run's critical path. An error here is left to the
-    real creation, which reports it."""
+    scripts, loaded ahead (warehouse.schema.warm_migrations): the main process creates the
+    store after the chains, on the run's critical path."""
+    if not hasattr(plan, "warehouse"):
+        return
     from ctdc_harmonizer.warehouse.schema import warehouse_exists, warm_migrations
 
     try:
         if not warehouse_exists(plan.warehouse()):
             warm_migrations()
-    except Exception:
+    except Exception:  # the real creation reports what went wrong
         log.debug("loading the store's migrations ahead of its creation failed")
 
 
+def _prepare_main_process(plan: Any, great_expectations: bool) -> None:
+    """What this process needs after the chains, loaded while they run: Great Expectations
+    when the release folder is built here (a process that already imported it, such as a
+    test session, pays nothing), and a new store's migrations."""
+    if great_expectations:
+        _import_quality_checks()
+    _warm_store_creation(plan)
+
+
 @contextlib.contextmanager
-def _main_process_warmed(plan: Any, workers: int | None) -> Iterator[None]:
-    """While the chains run in workers, the main process has nothing to do: a thread
-    prepares what the store's creation will need (joined before any later step runs, so
-    that no two migrations overlap)."""
-    if not (hasattr(plan, "warehouse") and _in_workers(plan, workers)):
+def _main_process_prepared(
+    plan: Any, workers: int | None, background: Executor | None
+) -> Iterator[None]:
+    """While the chains run in workers, this process has nothing to do: a thread prepares
+    what it needs after them (`_prepare_main_process`; GX only without a `background`
+    process, which imports it itself), joined before any later step runs, so that no two
+    migrations overlap."""
+    if not _in_workers(plan, workers):
         yield
         return
-    warming = threading.Thread(target=_warm_store_creation, args=(plan,), daemon=True)
-    warming.start()
+    preparing = threading.Thread(
+        target=_prepare_main_process, args=(plan, background is None), daemon=True
+    )
+    preparing.start()
     try:
         yield
     finally:
-        warming.join()
+        preparing.join()
 
 
 def _parallel(workers: int | None) -> bool:
@@ -184,20 +199,10 @@ def _background_process(
 ) -> Iterator[Executor | None]:
     """Where the release folder is built: for much work, a process of its own (forked from
     the fork server) that imports Great Expectations (~1.3 s of CPU, 140 MiB) while the chains
-    run, also when one partner's chain runs here; yields it. For little work (or when no step
-    is `wanted` in the background), where the chains run in workers, a thread here imports GX
-    meanwhile (a process that already did, such as a test session, pays nothing); else
-    nothing is done ahead. Yields None then."""
+    run, also when one partner's chain runs here; yields it. For little work, or when no step
+    is `wanted` in the background, None: the folder is built here."""
     if not (wanted and _parallel(workers) and _total_work(plan) >= BACKGROUND_FROM_WORK):
-        if not _in_workers(plan, workers):
-            yield None
-            return
-        warming = threading.Thread(target=_import_quality_checks, daemon=True)
-        warming.start()
-        try:
-            yield None
-        finally:
-            warming.join()
+        yield None
         return
     process = ProcessPoolExecutor(1, _start_fork_server(), _worker_logging)
     try:
@@ -291,7 +296,7 @@ def run_pipeline(
         return results
     wanted = bool(_in_background(pipeline, steps))
     with _background_process(plan, workers, wanted) as background:
-        with _main_process_warmed(plan, workers):
+        with _main_process_prepared(plan, workers, background):
             results[pipeline.chain[-1].name] = run_chains(pipeline, plan, workers)
         run_steps(pipeline, plan, steps, results, background)
     return results
