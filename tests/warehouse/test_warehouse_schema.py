@@ -378,6 +378,7 @@ def test_there_are_migration_files() -> None:
         "0006",
         "0007",
         "0008",
+        "0009",
     ]
 
 

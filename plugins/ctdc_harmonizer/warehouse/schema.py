@@ -70,7 +70,7 @@ def _ensure_sqlite_dir(url: str) -> None:
 # about 1 s of CPU to import and to load its scripts, in every process that migrates (the
 # plan, the commit, Airflow's tasks). tests/warehouse/test_warehouse_schema.py keeps it
 # equal to the head of the migration scripts.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 def _at_head(engine: Engine) -> bool:
