@@ -27,6 +27,7 @@ TASK_IDS = {
     "plan_release",
     "partners_with_work",
     *(f"partner.{step}" for step in CHAIN),
+    "read_carried_records",
     "assemble_release",
     "write_receipts",
     "send_receipts",
@@ -107,6 +108,7 @@ def test_tasks_and_wiring(dag):
         assert upstream in dag.get_task(downstream).upstream_task_ids
     assert "partner.compare_with_store" in dag.get_task("assemble_release").upstream_task_ids
     order = [
+        "read_carried_records",
         "assemble_release",
         "write_receipts",
         "send_receipts",

@@ -76,6 +76,7 @@ def test_the_annual_update_is_declared_once_and_wired_by_types():
         "harmonize_partner",
         "check_codebook_contract",
         "compare_with_store",
+        "read_carried_records",
         "assemble_release",
         "write_receipts",
         "send_receipts",
@@ -94,7 +95,12 @@ def test_the_annual_update_is_declared_once_and_wired_by_types():
     assert ANNUAL_UPDATE.plan_step.produces is ReleasePlan
     commit = next(s for s in ANNUAL_UPDATE.ordered() if s.name == "commit_release")
     sources = {p: i.step.name for p, i in ANNUAL_UPDATE.inputs_of(commit).items()}
-    assert sources == {"assembled": "assemble_release", "folder": "build_release_folder"}
+    assert sources == {
+        "partners": "compare_with_store",
+        "assembled": "assemble_release",
+        "folder": "build_release_folder",
+    }
+    assert commit.late_inputs == {"assembled", "folder"}
     assemble = next(s for s in ANNUAL_UPDATE.ordered() if s.name == "assemble_release")
     assert ANNUAL_UPDATE.inputs_of(assemble)["partners"].collected
 

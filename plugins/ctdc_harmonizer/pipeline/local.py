@@ -5,11 +5,13 @@ processes (one per core by default), forked from a fork server that imported the
 libraries once (pipeline/preload.py); the largest delivery starts first, so no worker is left
 alone with a big partner at the end. Meanwhile this process loads a new store's migrations.
 Everything after the chains runs in this process, in the declared order, except, for a large
-run, the step whose result a later step takes as `Late` (the release
+run, the steps whose results a later step takes as `Late` (the assembled release and its
 folder, which the commit needs only before it commits): a process of its own imports Great
-Expectations while the chains run, then builds the folder while this process writes the
-partners' changes to the store (a small run imports GX in a thread here and runs in a row).
-A step waiting for that result is postponed until it comes, the others go on in order.
+Expectations while the chains run, then assembles the release and builds the folder, one
+after the other, while this process writes the partners' changes to the store (a small run
+imports GX in a thread here and runs in a row). Nothing in that process reads the store
+while the commit writes it (read_carried_records read it before). A step waiting for such a
+result is postponed until it comes, the others go on in order.
 The command line has no one to ask at the approval gate: it goes on (`ctdc run` is the data
 team's own command). The teardown runs whatever happened.
 """
@@ -239,12 +241,70 @@ def _ready(pipeline: Pipeline, step: Step, results: dict[str, Any], here: bool =
     runs `here` (a future cannot be handed to another process). A finished background
     result is put into `results` as its value on the way."""
     for name, source in pipeline.inputs_of(step).items():
+        if source.step.name not in results:  # its step has not run yet (one ran ahead)
+            return False
         value = results[source.step.name]
         if isinstance(value, Future) and not (here and name in step.late_inputs):
             if not value.done():
                 return False
             results[source.step.name] = value.result()  # a background step's error: raised
     return True
+
+
+def call_steps(
+    pipeline: Pipeline, steps: list[Step], plan: Any, needed: dict[str, Any]
+) -> tuple[dict[str, Any], BaseException | None]:
+    """`steps` one after the other in this (background) process, each taking what the
+    earlier ones produced: the results of those that ran, and the error that stopped them."""
+    results = dict(needed)
+    done: dict[str, Any] = {}
+    for step in steps:
+        try:
+            done[step.name] = results[step.name] = call_step(pipeline, step, plan, results)
+        except Exception as error:  # raised by whatever waits for this step (value-free)
+            return done, error
+    return done, None
+
+
+def _each_result(group: Future, steps: list[Step]) -> dict[str, Future]:
+    """A future per step of a group run by `call_steps`: its result, or the error that
+    stopped the group (for the step that raised it and those after it)."""
+    futures = {step.name: Future() for step in steps}
+
+    def settle(finished: Future) -> None:
+        try:
+            done, error = finished.result()
+        except BaseException as lost:  # the background process itself failed
+            done, error = {}, lost
+        for name, future in futures.items():
+            if name in done:
+                future.set_result(done[name])
+            else:
+                future.set_exception(error)
+
+    group.add_done_callback(settle)
+    return futures
+
+
+def _background_group(
+    pipeline: Pipeline, first: Step, waiting: list[Step], later: set[str], results: dict
+) -> list[Step]:
+    """`first` (ready) and the background steps after it that need nothing but what is
+    already here and what the group makes: one submission, run in order there (a future
+    cannot be handed to another process, so a step needing an earlier one's result runs
+    after it in the same process)."""
+    group = [first]
+    for step in waiting:
+        if step.name not in later:
+            continue
+        made = {member.name for member in group}
+        sources = [source.step.name for source in pipeline.inputs_of(step).values()]
+        if all(
+            name in made or (name in results and not isinstance(results[name], Future))
+            for name in sources
+        ):
+            group.append(step)
+    return group
 
 
 def run_steps(
@@ -255,7 +315,8 @@ def run_steps(
     background: Executor | None = None,
 ) -> None:
     """Run `steps` after the chains, in order, into `results`. With a `background` process,
-    a step whose result a later one takes as `Late` is started there; a step needing that
+    a step whose result a later one takes as `Late` is started there (with the background
+    steps after it that need only its result and what is here); a step needing such a
     result waits until it has come while the steps after it go on (module docstring)."""
     waiting = list(steps)
     later = _in_background(pipeline, steps) if background is not None else set()
@@ -271,9 +332,18 @@ def run_steps(
             continue
         waiting.remove(step)
         if step.name in later:
-            sources = pipeline.inputs_of(step).values()
-            needed = {src.step.name: results[src.step.name] for src in sources}
-            results[step.name] = background.submit(call_step, pipeline, step, plan, needed)
+            group = _background_group(pipeline, step, waiting, later, results)
+            for member in group[1:]:
+                waiting.remove(member)
+            made = {member.name for member in group}
+            needed = {
+                source.step.name: results[source.step.name]
+                for member in group
+                for source in pipeline.inputs_of(member).values()
+                if source.step.name not in made
+            }
+            submitted = background.submit(call_steps, pipeline, group, plan, needed)
+            results.update(_each_result(submitted, group))
         else:
             results[step.name] = call_step(pipeline, step, plan, results)
     for name, value in results.items():  # nothing is left running, nor its error unread

@@ -72,6 +72,16 @@ class PartnerChanges(StepResult):
     work: str
 
 
+class CarriedRecords(StepResult):
+    """What the release takes of each partner carried forward (no work this run): its
+    records current at the base release, read from the store into the work folder, so that
+    nothing after the chains reads the store while the commit writes it (pipeline/local.py)."""
+
+    release: str
+    partners: dict[str, int]  # partner -> its records read
+    work: str
+
+
 class AssembledRelease(StepResult):
     """Every partner's current records in one table, linked and reconciled."""
 

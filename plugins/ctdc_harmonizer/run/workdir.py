@@ -210,7 +210,11 @@ class WorkDir(_Folder):
     ISSUES = "assembled/issues.csv"
     REJECTS = "assembled/rejects.csv"
     COVERAGE = "assembled/coverage.json"
-    WITHDRAWN = "assembled/withdrawn.arrow"
+
+    @staticmethod
+    def carried(partner: str) -> str:
+        """read_carried_records: a carried partner's records, as the release takes them."""
+        return f"carried/{partner}.arrow"
 
     def partner(self, partner: str) -> PartnerWork:
         work = PartnerWork(self.root / "partners" / partner, partner)

@@ -125,18 +125,28 @@ class ChangeSet:
 
 
 @dataclass
+class Assembly:
+    """What the release's assembly decided that the commit needs only at its end."""
+
+    rows: int  # records in the release
+    entities: list[dict]  # every partner with records in the release: code, name, type
+    merged: pd.DataFrame  # PARTNER and IDENTITY of the records the linkage merged away
+
+
+@dataclass
 class ReleaseRow:
     label: str
     sequence: int
     base: int
     replaces: str | None
     codebook_version: str
-    rows: int
-    # The release's metadata (the built folder's, with its content hash), or what returns it:
-    # then asked for once every partner's changes are written, just before the transaction
-    # commits, so that the command line writes the records while the folder is being built
-    # (pipeline/local.py); if it raises, nothing of the release is committed.
+    # The release's metadata (the built folder's, with its content hash) and its assembly, or
+    # what returns them: then asked for once every partner's changes are written, just before
+    # the transaction commits, so that the command line writes the records while the release
+    # is being assembled and its folder built (pipeline/local.py); if one raises, nothing of
+    # the release is committed.
     metadata: dict | Callable[[], dict]
+    assembly: Assembly | Callable[[], Assembly]
 
 
 @dataclass
@@ -666,14 +676,14 @@ def commit(
     release: ReleaseRow,
     entities: list[dict],
     partners: Iterable[ChangeSet],
-    merged: pd.DataFrame,
     withdrawn: pd.DataFrame,
     codebook: Codebook | None = None,
     out: Path | None = None,
 ) -> Committed:
-    """Write the release and its changes (see the module docstring). `merged`: PARTNER and
-    IDENTITY of the records the release's linkage merged away; `withdrawn`: pseudonym and
-    partner of this run's withdrawals; `out`: the folder holding the published releases."""
+    """Write the release and its changes (see the module docstring). `entities`: the changed
+    partners' (the release's assembly names every partner's at the end); `withdrawn`:
+    pseudonym and partner of this run's withdrawals; `out`: the folder holding the published
+    releases."""
     from ctdc_harmonizer.warehouse.schema import migrate
 
     codebook = codebook or default_codebook()
@@ -693,9 +703,9 @@ def commit(
                     "sequence": release.sequence,
                     "codebook_version": release.codebook_version,
                     "created_at": dt.datetime.now(dt.UTC),
-                    "row_count": release.rows,
+                    # Both set below once known, if not yet (the columns are not nullable).
+                    "row_count": (0 if callable(release.assembly) else release.assembly.rows),
                     "row_order": KEYED_ORDER,
-                    # Set below once known, if not yet (the column is not nullable).
                     "metadata_json": (
                         "{}" if callable(release.metadata) else _json(release.metadata)
                     ),
@@ -711,13 +721,19 @@ def commit(
         with db.bulk_load([staged_record_table, case]):
             _write_partners(db, release, codebook, ids, partners, currents, result, inserted)
         _erase(db, release, withdrawn, result, out, inserted)
-        if len(merged):
-            result.exclusions = _exclude(db, ids, currents, merged, release.label)
-        if callable(release.metadata):  # last: the folder it describes may still be building
+        # Last: the release may still be being assembled, its folder built.
+        assembly = release.assembly() if callable(release.assembly) else release.assembly
+        ids = _entities(db, assembly.entities)  # the carried partners' too
+        if len(assembly.merged):
+            result.exclusions = _exclude(db, ids, currents, assembly.merged, release.label)
+        late: dict = {}
+        if callable(release.assembly):
+            late["row_count"] = assembly.rows
+        if callable(release.metadata):
+            late["metadata_json"] = _json(release.metadata())
+        if late:
             db.execute(
-                sa.update(DataRelease)
-                .where(DataRelease.label == release.label)
-                .values(metadata_json=_json(release.metadata()))
+                sa.update(DataRelease).where(DataRelease.label == release.label).values(**late)
             )
     log.info(
         "store: release %s committed: %d staged record(s), %d harmonized version(s), %d closed, "

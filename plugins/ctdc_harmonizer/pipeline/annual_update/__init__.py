@@ -4,8 +4,8 @@
      new delivery or the deadline passes] -> pull_deliveries -> plan_release
       -> per partner with work: stage_partner -> check_staged_contract -> harmonize_partner
                                 -> check_codebook_contract -> compare_with_store
-      -> assemble_release -> write_receipts -> send_receipts (to the partners' outboxes)
-      -> build_release_folder -> summarize_release
+      -> read_carried_records -> assemble_release -> write_receipts
+      -> send_receipts (to the partners' outboxes) -> build_release_folder -> summarize_release
       -> [approval: the DAG asks the data team; the command line goes on]
       -> commit_release -> publish_release_folder -> purge_withdrawn_records -> hand_off_release
       -> clear_pulled_deliveries
@@ -38,6 +38,7 @@ from ctdc_harmonizer.pipeline.annual_update.publication import (
 from ctdc_harmonizer.pipeline.annual_update.release import (
     assemble_release,
     build_release_folder,
+    read_carried_records,
     summarize_release,
     write_receipts,
 )
@@ -57,6 +58,7 @@ ANNUAL_UPDATE = Pipeline(
         compare_with_store,
     ),
     steps=(
+        read_carried_records,
         assemble_release,
         write_receipts,
         send_receipts,

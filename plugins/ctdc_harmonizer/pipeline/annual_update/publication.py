@@ -18,6 +18,7 @@ from ctdc_harmonizer.pipeline.results import (
     AssembledRelease,
     CommittedRelease,
     HandedOff,
+    PartnerChanges,
     PublishedRelease,
     PurgedReleases,
     ReleaseFolder,
@@ -28,25 +29,31 @@ log = logging.getLogger(__name__)
 
 
 def commit_release(
-    plan: ReleasePlan, assembled: AssembledRelease, folder: Late[ReleaseFolder]
+    plan: ReleasePlan,
+    partners: list[PartnerChanges],
+    assembled: Late[AssembledRelease],
+    folder: Late[ReleaseFolder],
 ) -> CommittedRelease:
     """Write the release (with the built folder's metadata and content hash) and every
-    partner's changes to the store, in one transaction (store/commit.py). The folder is
-    needed only at the end, before the transaction commits: the command line writes the
-    partners' changes while the folder is still being built (pipeline/local.py), and commits
-    nothing if the build fails."""
+    changed partner's changes to the store, in one transaction (store/commit.py). The
+    assembled release (its row count, its partners, the records its linkage merged away) and
+    the folder are needed only at the end, before the transaction commits: the command line
+    writes the partners' changes while the release is still being assembled and its folder
+    built (pipeline/local.py), and commits nothing if either fails."""
+    import pandas as pd
+
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.privacy.registry import apply_pending_purges
     from ctdc_harmonizer.release.folder import staged_metadata
     from ctdc_harmonizer.run import locks
     from ctdc_harmonizer.run.workdir import PartnerWork, WorkDir
-    from ctdc_harmonizer.store.commit import ChangeSet, ReleaseRow, commit
+    from ctdc_harmonizer.store.commit import Assembly, ChangeSet, ReleaseRow, commit
 
     locks.check(plan.lock, plan.release)
     codebook = default_codebook()
+    changed = {p.partner: PartnerWork(p.work, p.partner) for p in partners}
 
-    def change_set(partner: str, path: str) -> ChangeSet:
-        work = PartnerWork(path, partner)
+    def change_set(partner: str, work: PartnerWork) -> ChangeSet:
         return ChangeSet(
             partner=partner,
             delivery=work.read_json(work.DELIVERY) if work.exists(work.DELIVERY) else None,
@@ -60,18 +67,29 @@ def commit_release(
             snapshot_stale=bool(work.read_json(work.CHANGE_COUNTS).get("releasable_learned")),
         )
 
+    def entities(codes: set[str]) -> list[dict]:
+        configs = {code: plan.partner_config(code) for code in sorted(codes)}
+        return [
+            {"code": code, "name": c.name, "datasource_type": c.datasource}
+            for code, c in configs.items()
+        ]
+
     # One partner at a time, as the commit asks for it, and each of its frames as the commit
     # comes to it: four partners' changes of 250k records at once, then one partner's five
     # frames at once, were the largest process of a 1M-record run.
-    changes = (change_set(p, path) for p, path in sorted(assembled.changed.items()))
-    configs = {
-        p: plan.partner_config(p) for p in sorted(set(assembled.partners) | set(assembled.changed))
-    }
-    entities = [
-        {"code": code, "name": c.name, "datasource_type": c.datasource}
-        for code, c in configs.items()
-    ]
-    work = WorkDir(assembled.work)
+    changes = (change_set(p, work) for p, work in sorted(changed.items()))
+    # This run's withdrawals, as each partner's chain found them.
+    withdrawn = [w.read_frame(w.WITHDRAWN) for w in changed.values() if w.exists(w.WITHDRAWN)]
+
+    def assembly() -> Assembly:
+        """What the assembly decided; raises what it raised."""
+        done = resolved(assembled)
+        work = WorkDir(done.work)
+        return Assembly(
+            rows=done.rows,
+            entities=entities(set(done.partners) | set(done.changed)),
+            merged=work.read_frame(work.MERGED),
+        )
 
     def built_metadata() -> dict:
         """The built folder's metadata; raises what its build raised."""
@@ -91,18 +109,19 @@ def commit_release(
         base=plan.base,
         replaces=plan.replaces,
         codebook_version=codebook.version,
-        rows=assembled.rows,
         metadata=built_metadata,
+        assembly=assembly,
     )
     # A purge an earlier run could not finish is applied first (registry.py).
     apply_pending_purges(plan.warehouse(), plan.out_path)
     committed = commit(
         plan.warehouse(),
         release,
-        entities,
+        entities(set(changed)),
         changes,
-        work.read_frame(work.MERGED),
-        work.read_frame(work.WITHDRAWN),
+        pd.concat(withdrawn, ignore_index=True)
+        if withdrawn
+        else pd.DataFrame({"pseudonym": [], "partner": []}, dtype="string"),
         codebook,
         plan.out_path,
     )
@@ -117,7 +136,7 @@ def commit_release(
         records_erased=committed.records_erased,
         exclusions=committed.exclusions,
         releases_to_purge=sorted(committed.releases_to_purge),
-        work=str(work.root),
+        work=str(plan.work.root),
     )
 
 

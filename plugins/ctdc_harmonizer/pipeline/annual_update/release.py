@@ -11,6 +11,7 @@ import logging
 
 from ctdc_harmonizer.pipeline.results import (
     AssembledRelease,
+    CarriedRecords,
     PartnerChanges,
     PartnerReceipts,
     ReleaseFolder,
@@ -24,10 +25,46 @@ log = logging.getLogger(__name__)
 NEW_VERSION = "_new_version"
 
 
-def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> AssembledRelease:
+def _release_columns(codebook) -> list[str]:
+    """What the release and the linkage take of a partner's records (no pseudonym, store key
+    or held-back record is copied into the combined table)."""
+    from ctdc_harmonizer.columns import FILE, IDENTITY
+    from ctdc_harmonizer.privacy.linkage import LINK_COLUMNS
+
+    return [IDENTITY, FILE, *LINK_COLUMNS, *codebook.columns]
+
+
+def read_carried_records(plan: ReleasePlan, partners: list[PartnerChanges]) -> CarriedRecords:
+    """The records current at the base release of every partner without work this run,
+    as the release takes them (coded columns as categories), into the work folder: the last
+    read of the store before the commit, which the command line starts while the release is
+    still being assembled (a reader waiting on that writer would wait for ever)."""
+    from ctdc_harmonizer.codebook import default_codebook
+    from ctdc_harmonizer.store.records import release_records
+    from ctdc_harmonizer.warehouse.connection import warehouse
+
+    codebook = default_codebook()
+    changed = {p.partner for p in partners}
+    carried = [p for p in sorted(plan.partner_plans) if p not in changed]
+    work, counts = plan.work, {}
+    if plan.base and carried:
+        keep = _release_columns(codebook)
+        with warehouse(plan.warehouse(), "reading the store") as db:
+            for partner in carried:
+                records = release_records(db, partner, plan.base, keep, codebook)
+                work.write_frame(work.carried(partner), records)
+                counts[partner] = len(records)
+    return CarriedRecords(release=plan.release, partners=counts, work=str(work.root))
+
+
+def assemble_release(
+    plan: ReleasePlan, partners: list[PartnerChanges], carried: CarriedRecords
+) -> AssembledRelease:
     """Every partner's current records (changed partners from their chains, carried ones
-    from the store) in one table, in the release's order; people found at two partners
-    counted (merged under the linkage policy); both ledgers reconciled."""
+    as read_carried_records read them) in one table, in the release's order; people found at
+    two partners counted (merged under the linkage policy); both ledgers reconciled. It
+    never opens the store: `ctdc run` assembles the release while the commit holds the
+    store's write transaction."""
     import pandas as pd
 
     from ctdc_harmonizer.codebook import default_codebook
@@ -48,22 +85,13 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
     from ctdc_harmonizer.release.reconcile import delivery_files, reconcile, record_ledger
     from ctdc_harmonizer.run.workdir import PartnerWork
     from ctdc_harmonizer.store.identity import release_order
-    from ctdc_harmonizer.store.records import empty_records, release_records
-    from ctdc_harmonizer.warehouse.connection import warehouse
+    from ctdc_harmonizer.store.records import empty_records
 
     codebook = default_codebook()
     changed = {p.partner: PartnerWork(p.work, p.partner) for p in partners}
     frames, counts = [], {}
-    carried = [p for p in sorted(plan.partner_plans) if p not in changed]
-    # Only what the release and the linkage need, taken per partner before the concat (no
-    # pseudonym, store keys or held-back record is copied into the combined table).
-    keep = [IDENTITY, FILE, *LINK_COLUMNS, *codebook.columns]
-    stored = {}
-    if plan.base and carried:  # carried forward: their records as they are, at no cost
-        with warehouse(plan.warehouse(), "reading the store") as db:
-            # the columns the release takes, read from the partner's snapshot (coded ones
-            # as categories already), nothing else of its records
-            stored = {p: release_records(db, p, plan.base, keep, codebook) for p in carried}
+    # Only what the release and the linkage need, taken per partner before the concat.
+    keep = _release_columns(codebook)
     # A release column holds a few dozen codes: as categories, taken per partner, a million
     # rows take a few MB instead of some 300 MB of text (held until the concat, then copied).
     coded = [v.name for v in codebook.variables if v.type != "year"]
@@ -75,8 +103,9 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
             records[NEW_VERSION] = records.pop(CASE_ID).isna().to_numpy()
             counts[partner] = work.read_json(work.CHANGE_COUNTS)
         else:
-            records = stored.pop(partner, None)
-            if records is None:
+            if partner in carried.partners:  # carried forward: their records as they are
+                records = plan.work.read_frame(plan.work.carried(partner))
+            else:
                 records = empty_records(codebook)[[HELD_BACK, *keep]]
             counts[partner] = {"previous": len(records), "current": len(records)}
             counts[partner]["held_back"] = int(records[HELD_BACK].sum())
@@ -175,13 +204,6 @@ def assemble_release(plan: ReleasePlan, partners: list[PartnerChanges]) -> Assem
         work.ISSUES, pd.concat(issues, ignore_index=True) if issues else pd.DataFrame()
     )
     work.write_json(work.COVERAGE, coverage)
-    withdrawn = [w.read_frame(w.WITHDRAWN) for w in changed.values() if w.exists(w.WITHDRAWN)]
-    work.write_frame(
-        work.WITHDRAWN,
-        pd.concat(withdrawn, ignore_index=True)
-        if withdrawn
-        else pd.DataFrame({"pseudonym": [], "partner": []}, dtype="string"),
-    )
     log.info(
         "release %s: %d records from %d partner(s) (%d changed, %d carried forward)",
         plan.release,
