@@ -201,6 +201,110 @@ def test_a_late_input_that_fails_fails_the_step_that_waits_for_it():
     assert events == ["store started", "build"]  # no "store has the build", no "tell"
 
 
+def _grouped_pipeline(events: list[str], store_started: threading.Event, fail: bool = False):
+    """combine -> build -> tell, then store, which takes the chains' results and both the
+    combination and the build as Late (the annual update's commit_release)."""
+
+    def combine_late(plan: Plan, mapped: list[Mapped]) -> Combined:
+        store_started.wait(5)  # in the background: held until the store step is under way
+        events.append("combine")
+        return combine(plan, mapped)
+
+    def build(plan: Plan, combined: Combined) -> Built:
+        events.append("build")
+        if fail:
+            raise CoverageError("too many unknown values")
+        return Built(rows=combined.rows)
+
+    def tell(plan: Plan, combined: Combined) -> Told:
+        events.append("tell")
+        return Told(rows=combined.rows)
+
+    def store(
+        plan: Plan, mapped: list[Mapped], combined: Late[Combined], built: Late[Built]
+    ) -> Stored:
+        events.append(f"store started with {len(mapped)} partners")
+        store_started.set()
+        rows = resolved(combined).rows
+        assert resolved(built).rows == rows
+        events.append("store has both")
+        return Stored(rows=rows)
+
+    return Pipeline(
+        name="grouped",
+        plan=make_plan,
+        per_partner=(read, map_rows),
+        steps=(combine_late, tell, build),
+        gate="approve",
+        after_gate=(store,),
+    )
+
+
+def test_background_steps_that_feed_each_other_run_there_in_order_beside_the_late_step():
+    """`build` needs `combine_late`'s result, both taken as Late by `store`: one submission
+    to the background runs them one after the other while `store` starts at once; `tell`
+    (which needs the combination itself) runs once it has come. In a row: declared order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = threading.Event()
+    started.set()
+    in_a_row: list[str] = []
+    alone = _run_steps(_grouped_pipeline(in_a_row, started), None)
+    assert in_a_row == [
+        "combine",
+        "tell",
+        "build",
+        "store started with 2 partners",
+        "store has both",
+    ]
+    beside: list[str] = []
+    with ThreadPoolExecutor(1) as background:
+        results = _run_steps(_grouped_pipeline(beside, threading.Event()), background)
+    assert beside == [
+        "store started with 2 partners",
+        "combine",
+        "build",
+        "store has both",
+        "tell",
+    ]
+    assert results == alone and results["store"] == Stored(rows=60)
+    declared = _grouped_pipeline([], started)
+    steps = declared.release_steps + declared.gated_steps
+    assert local._in_background(declared, steps) == {"combine_late", "build"}
+
+
+def test_a_background_group_that_fails_keeps_what_ran_before_the_failure():
+    """The combination's result still comes (a step needing only it can go on); the build's
+    error reaches whatever waits for the build; a run with it fails with that error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    events: list[str] = []
+    released = threading.Event()
+    released.set()  # no store step here to wait for
+    pipeline = _grouped_pipeline(events, released, fail=True)
+    plan = make_plan(["iom", "ngo"])
+    chains = local.run_chains(pipeline, plan, workers=1)
+    combine_step, tell_step, build_step = pipeline.release_steps
+    group = local._background_group(
+        pipeline,
+        combine_step,
+        [tell_step, build_step],
+        {"combine_late", "build"},
+        {"make_plan": plan, "map_rows": chains},
+    )
+    assert group == [combine_step, build_step]  # tell runs here, not in the group
+    with ThreadPoolExecutor(1) as background:
+        submitted = background.submit(local.call_steps, pipeline, group, plan, {"map_rows": chains})
+        futures = local._each_result(submitted, group)
+        assert futures["combine_late"].result(timeout=10) == Combined(rows=60)
+        with pytest.raises(CoverageError):
+            futures["build"].result(timeout=10)
+    assert events == ["combine", "build"]
+
+    with ThreadPoolExecutor(1) as background, pytest.raises(CoverageError):
+        _run_steps(_grouped_pipeline([], threading.Event(), fail=True), background)
+
+
 class Arrived(BaseModel):
     partners: list[str]
 
