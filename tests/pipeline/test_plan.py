@@ -163,30 +163,49 @@ def test_a_folder_that_fails_to_build_beside_the_store_commits_nothing(tmp_path,
     assert not (tmp_path / "out" / ".work" / "2025").exists()
 
 
-def test_the_folder_build_never_opens_the_store(tmp_path, monkeypatch):
-    """`ctdc run` builds the folder while the commit holds the store's write transaction: a
-    build that read the store would wait for a commit that waits for the build. Every engine
-    made while the folder is built is caught here (the run in this process, in a row)."""
+def test_neither_the_assembly_nor_the_folder_build_opens_the_store(tmp_path, monkeypatch):
+    """`ctdc run` assembles the release and builds its folder while the commit holds the
+    store's write transaction: a step that read the store then would wait for a commit that
+    waits for it. Every engine made while either runs is caught here (the run in this
+    process, in a row), in a release with a carried partner, read before the commit by
+    read_carried_records."""
     import inspect
 
     import sqlalchemy
 
-    from ctdc_harmonizer.warehouse import schema
+    from ctdc_harmonizer.samples.next_year import next_year
+    from ctdc_harmonizer.warehouse import connection, schema
 
-    engines: list[bool] = []  # one per engine made: was the folder being built?
+    watched = {"assemble_release", "build_release_folder"}
+    engines: list[str | None] = []  # per engine or connection: the watched step, if any
 
     def recording(make):
         def create_engine(*args, **kwargs):
-            engines.append(any(f.function == "build_release_folder" for f in inspect.stack()))
+            steps = [f.function for f in inspect.stack() if f.function in watched]
+            engines.append(steps[0] if steps else None)
             return make(*args, **kwargs)
 
         return create_engine
 
+    landing = _two_partners(tmp_path, 30)
+    out, store = tmp_path / "out", tmp_path / "w.sqlite"
+    _run(landing, out, store, workers=1)
+    next_year(landing)  # the hotline's increment; the NGO (case_management) delivers nothing
     monkeypatch.setattr(sqlalchemy, "create_engine", recording(sqlalchemy.create_engine))
     monkeypatch.setattr(schema, "create_engine", recording(schema.create_engine))
-    _run(_two_partners(tmp_path, 30), tmp_path / "out", tmp_path / "w.sqlite", workers=1)
-    assert len(engines) >= 3  # the plan, the chains' comparisons and the commit did
-    assert not any(engines)
+    # A SQLite file is opened through ADBC, without an engine.
+    monkeypatch.setattr(connection, "open_warehouse", recording(connection.open_warehouse))
+    again = run_annual_update(
+        str(landing),
+        str(out),
+        "2026",
+        workers=1,
+        warehouse_url=f"sqlite:///{store}",
+    )
+    assert again.plan.partner_plans["case_management"].state == "carried"
+    assert again.assembled.rows == again.folder.rows > 0
+    assert len(engines) >= 3  # the plan, the chain's comparison, the carried read, the commit
+    assert engines.count(None) == len(engines), engines
 
 
 def test_a_commit_that_fails_after_writing_every_change_leaves_nothing(tmp_path, monkeypatch):
