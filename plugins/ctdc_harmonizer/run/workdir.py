@@ -145,6 +145,17 @@ class _Folder:
         with self._io("read", name):
             return self.path(name).read_text(encoding="utf-8")
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """A file as it was made elsewhere (a stored snapshot's Parquet)."""
+        with self._io("write", name):
+            if self.local:
+                self.path(name).parent.mkdir(parents=True, exist_ok=True)
+            self.path(name).write_bytes(data)
+
+    def read_bytes(self, name: str) -> bytes:
+        with self._io("read", name):
+            return self.path(name).read_bytes()
+
     def write_json(self, name: str, payload: Any) -> None:
         self._write_text(name, json.dumps(payload, indent=2, sort_keys=True))
 
@@ -213,8 +224,8 @@ class WorkDir(_Folder):
 
     @staticmethod
     def carried(partner: str) -> str:
-        """read_carried_records: a carried partner's records, as the release takes them."""
-        return f"carried/{partner}.arrow"
+        """read_carried_records: a carried partner's records (store.records.carried_parquet)."""
+        return f"carried/{partner}.parquet"
 
     def partner(self, partner: str) -> PartnerWork:
         work = PartnerWork(self.root / "partners" / partner, partner)

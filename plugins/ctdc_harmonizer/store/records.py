@@ -246,34 +246,55 @@ def current_records(
     return _from_tables(db, entity, base, codebook)
 
 
-def release_records(
+def carried_parquet(
     db: Warehouse, partner: str, base: int, columns: list[str], codebook: Codebook | None = None
-) -> pd.DataFrame:
-    """What a release takes of a carried partner's records current at `base`: HELD_BACK and
-    `columns` only, as `typed_records` types them except that the codebook's coded columns
-    are categorical (only the categories its released records use). Read from the snapshot,
-    column by column, the coded ones as Arrow dictionaries: no pseudonym, key or id decoded,
-    no text column made of a million Python strings. Equal to `current_records(...)[[
-    HELD_BACK, *columns]]` with those columns made categorical (tested)."""
+) -> bytes:
+    """What a release takes of a carried partner's records current at `base`, as Parquet
+    (`release_records_from` reads it): its snapshot as stored when one is valid and holds
+    HELD_BACK and `columns` (nothing decoded), else its records from the tables, encoded as a
+    snapshot is. PRIVACY: restricted, as the snapshot (keys and pseudonyms included)."""
     codebook = codebook or default_codebook()
-    coded = [v.name for v in codebook.variables if v.type != "year" and v.name in columns]
     wanted = [HELD_BACK, *columns]
     entity = entity_id(db, partner)
-    frame = None
     if entity is not None and base:
         found = _snapshot(db, partner, entity, base)
         if found is not None:
             data, rows = found
-            parquet = pq.ParquetFile(io.BytesIO(data), read_dictionary=coded)
+            parquet = pq.ParquetFile(io.BytesIO(data))
             if parquet.metadata.num_rows == rows and set(wanted) <= set(parquet.schema_arrow.names):
-                table = parquet.read(columns=wanted, use_pandas_metadata=False)
-                frame = table.to_pandas(types_mapper=_release_types)
-                frame[HELD_BACK] = frame[HELD_BACK].fillna(False).astype(bool)
-    if frame is None:  # no snapshot: the tables
-        frame = current_records(db, partner, base, codebook)[wanted]
+                return data
+    return snapshot_bytes(current_records(db, partner, base, codebook)[wanted])[0]
+
+
+def release_records_from(
+    parquet: bytes, columns: list[str], codebook: Codebook | None = None
+) -> pd.DataFrame:
+    """HELD_BACK and `columns` of a carried partner's records (`carried_parquet`), as
+    `typed_records` types them except that the codebook's coded columns are categorical
+    (only the categories its released records use). Read column by column, the coded ones as
+    Arrow dictionaries: no pseudonym, key or id decoded, no text column made of a million
+    Python strings."""
+    codebook = codebook or default_codebook()
+    coded = [v.name for v in codebook.variables if v.type != "year" and v.name in columns]
+    wanted = [HELD_BACK, *columns]
+    table = pq.ParquetFile(io.BytesIO(parquet), read_dictionary=coded).read(
+        columns=wanted, use_pandas_metadata=False
+    )
+    frame = table.to_pandas(types_mapper=_release_types)
+    frame[HELD_BACK] = frame[HELD_BACK].fillna(False).astype(bool)
     for name in coded:
         frame[name] = _as_category(frame[name])
     return frame
+
+
+def release_records(
+    db: Warehouse, partner: str, base: int, columns: list[str], codebook: Codebook | None = None
+) -> pd.DataFrame:
+    """What a release takes of a carried partner's records current at `base` (both functions
+    above, in one go). Equal to `current_records(...)[[HELD_BACK, *columns]]` with the coded
+    columns made categorical, from a snapshot and from the tables alike (tested)."""
+    parquet = carried_parquet(db, partner, base, columns, codebook)
+    return release_records_from(parquet, columns, codebook)
 
 
 def _as_category(column: pd.Series) -> pd.Series:

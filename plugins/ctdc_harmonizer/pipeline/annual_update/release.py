@@ -39,8 +39,12 @@ def read_carried_records(plan: ReleasePlan, partners: list[PartnerChanges]) -> C
     as the release takes them (coded columns as categories), into the work folder: the last
     read of the store before the commit, which the command line starts while the release is
     still being assembled (a reader waiting on that writer would wait for ever)."""
+    import io
+
+    import pyarrow.parquet as pq
+
     from ctdc_harmonizer.codebook import default_codebook
-    from ctdc_harmonizer.store.records import release_records
+    from ctdc_harmonizer.store.records import carried_parquet
     from ctdc_harmonizer.warehouse.connection import warehouse
 
     codebook = default_codebook()
@@ -51,9 +55,10 @@ def read_carried_records(plan: ReleasePlan, partners: list[PartnerChanges]) -> C
         keep = _release_columns(codebook)
         with warehouse(plan.warehouse(), "reading the store") as db:
             for partner in carried:
-                records = release_records(db, partner, plan.base, keep, codebook)
-                work.write_frame(work.carried(partner), records)
-                counts[partner] = len(records)
+                # The snapshot's Parquet as stored: the assembly decodes what it takes.
+                parquet = carried_parquet(db, partner, plan.base, keep, codebook)
+                work.write_bytes(work.carried(partner), parquet)
+                counts[partner] = pq.ParquetFile(io.BytesIO(parquet)).metadata.num_rows
     return CarriedRecords(release=plan.release, partners=counts, work=str(work.root))
 
 
@@ -85,7 +90,7 @@ def assemble_release(
     from ctdc_harmonizer.release.reconcile import delivery_files, reconcile, record_ledger
     from ctdc_harmonizer.run.workdir import PartnerWork
     from ctdc_harmonizer.store.identity import release_order
-    from ctdc_harmonizer.store.records import empty_records
+    from ctdc_harmonizer.store.records import empty_records, release_records_from
 
     codebook = default_codebook()
     changed = {p.partner: PartnerWork(p.work, p.partner) for p in partners}
@@ -104,7 +109,8 @@ def assemble_release(
             counts[partner] = work.read_json(work.CHANGE_COUNTS)
         else:
             if partner in carried.partners:  # carried forward: their records as they are
-                records = plan.work.read_frame(plan.work.carried(partner))
+                parquet = plan.work.read_bytes(plan.work.carried(partner))
+                records = release_records_from(parquet, keep, codebook)
             else:
                 records = empty_records(codebook)[[HELD_BACK, *keep]]
             counts[partner] = {"previous": len(records), "current": len(records)}
