@@ -18,7 +18,8 @@ command line `ctdc run` runs the same declaration):
 2. Per partner with work (mapped task group `partner`, instances named by partner):
    `stage_partner` -> `check_staged_contract` -> `harmonize_partner` ->
    `check_codebook_contract` -> `compare_with_store` (new, revised, unchanged, retired).
-3. `assemble_release` -> `write_receipts` (each delivering partner's counts-only receipt in
+3. `read_carried_records` (the carried partners' records, from their snapshots) ->
+   `assemble_release` -> `write_receipts` (each delivering partner's counts-only receipt in
    `<out>/receipts/<release>/<partner>/`, before approval) -> `send_receipts` (a copy to
    each partner's outbox, with a sources file) -> `build_release_folder` (built
    aside) -> `summarize_release`.
