@@ -130,15 +130,36 @@ class Stored(BaseModel):
     rows: int
 
 
-def _late_pipeline(events: list[str], store_started: threading.Event, fail: bool = False):
-    """combine -> build -> tell, then (after the gate) store, which takes the build as Late."""
+def _gated(name: str, steps: tuple, store) -> Pipeline:
+    """Two partners' chains (read, map_rows), then `steps`, then `store` after the gate."""
+    return Pipeline(
+        name=name,
+        plan=make_plan,
+        per_partner=(read, map_rows),
+        steps=steps,
+        gate="approve",
+        after_gate=(store,),
+    )
+
+
+def _building(events: list[str], fail: bool, held_until: threading.Event | None = None):
+    """A `build` step that notes it ran, and fails with a data error when asked to."""
 
     def build(plan: Plan, combined: Combined) -> Built:
-        store_started.wait(5)  # in the background: held until the store step is under way
+        if held_until is not None:  # in the background: held until the store step is under way
+            held_until.wait(5)
         events.append("build")
         if fail:
             raise CoverageError("too many unknown values")
         return Built(rows=combined.rows)
+
+    return build
+
+
+def _late_pipeline(events: list[str], store_started: threading.Event, fail: bool = False):
+    """combine -> build -> tell, then (after the gate) store, which takes the build as Late."""
+
+    build = _building(events, fail, held_until=store_started)
 
     def tell(plan: Plan, built: Built) -> Told:
         events.append("tell")
@@ -151,14 +172,7 @@ def _late_pipeline(events: list[str], store_started: threading.Event, fail: bool
         events.append("store has the build")
         return Stored(rows=rows)
 
-    return Pipeline(
-        name="late",
-        plan=make_plan,
-        per_partner=(read, map_rows),
-        steps=(combine, build, tell),
-        gate="approve",
-        after_gate=(store,),
-    )
+    return _gated("late", (combine, build, tell), store)
 
 
 def _run_steps(pipeline: Pipeline, background) -> dict:
@@ -210,11 +224,7 @@ def _grouped_pipeline(events: list[str], store_started: threading.Event, fail: b
         events.append("combine")
         return combine(plan, mapped)
 
-    def build(plan: Plan, combined: Combined) -> Built:
-        events.append("build")
-        if fail:
-            raise CoverageError("too many unknown values")
-        return Built(rows=combined.rows)
+    build = _building(events, fail)
 
     def tell(plan: Plan, combined: Combined) -> Told:
         events.append("tell")
@@ -230,14 +240,7 @@ def _grouped_pipeline(events: list[str], store_started: threading.Event, fail: b
         events.append("store has both")
         return Stored(rows=rows)
 
-    return Pipeline(
-        name="grouped",
-        plan=make_plan,
-        per_partner=(read, map_rows),
-        steps=(combine_late, tell, build),
-        gate="approve",
-        after_gate=(store,),
-    )
+    return _gated("grouped", (combine_late, tell, build), store)
 
 
 def test_background_steps_that_feed_each_other_run_there_in_order_beside_the_late_step():
