@@ -18,11 +18,10 @@ command line `ctdc run` runs the same declaration):
 2. Per partner with work (mapped task group `partner`, instances named by partner):
    `stage_partner` -> `check_staged_contract` -> `harmonize_partner` ->
    `check_codebook_contract` -> `compare_with_store` (new, revised, unchanged, retired).
-3. `read_carried_records` (the carried partners' records, from their snapshots) ->
-   `assemble_release` -> `write_receipts` (each delivering partner's counts-only receipt in
-   `<out>/receipts/<release>/<partner>/`, before approval) -> `send_receipts` (a copy to
-   each partner's outbox, with a sources file) -> `build_release_folder` (built
-   aside) -> `summarize_release`.
+3. `read_carried_records` (carried partners, from their snapshots) -> `assemble_release` ->
+   `write_receipts` (each delivering partner's counts-only receipt in
+   `<out>/receipts/<release>/<partner>/`, before approval) -> `send_receipts` (a copy to each
+   partner's outbox, with a sources file) -> `build_release_folder` (aside) -> `summarize_release`.
 4. **`approve`**: a member of the data team approves (UI: Required actions). Nothing before it
    changes the store or publishes anything; rejecting leaves everything as it was.
 5. `commit_release` (one transaction) -> `publish_release_folder` -> `purge_withdrawn_records`
