@@ -62,3 +62,17 @@ def collector_paused() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+@contextlib.contextmanager
+def imported_then_frozen() -> Iterator[None]:
+    """For a process of our own that imports much before it works (the fork server, the
+    background process): the imports inside run with the collector paused
+    (`collector_paused`), and what they made is frozen after (`gc.freeze`): moved to a
+    generation the collector never visits, so neither this process nor one forked from it
+    walks those objects again or copies their memory pages (a visit writes to every object's
+    header, and a write to a page shared with the parent copies it). Not for a process that
+    keeps running other code (a test session, an Airflow task): it could never collect them."""
+    with collector_paused():
+        yield
+    gc.freeze()

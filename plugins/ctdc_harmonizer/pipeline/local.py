@@ -20,7 +20,6 @@ team's own command). The teardown runs whatever happened.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -32,7 +31,11 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from multiprocessing import forkserver
 from typing import Any
 
-from ctdc_harmonizer.memory import collector_paused, release_unused_memory
+from ctdc_harmonizer.memory import (
+    collector_paused,
+    imported_then_frozen,
+    release_unused_memory,
+)
 from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, PLAN_PARAMETER, Pipeline, Step
 from ctdc_harmonizer.pipeline.results import AnnualUpdateRun
 
@@ -153,11 +156,10 @@ def _import_quality_checks() -> None:
 
 def _prepare_background_process() -> None:
     """The background process's first task: import Great Expectations as the fork server
-    imported the chains' libraries (collector paused, then frozen: pipeline/preload.py);
-    the process is ours alone, so freezing costs nothing later."""
-    with collector_paused():
+    imported the chains' libraries (memory.imported_then_frozen); the process is ours alone,
+    so freezing costs nothing later."""
+    with imported_then_frozen():
         _import_quality_checks()
-    gc.freeze()
 
 
 def _warm_store_creation(plan: Any) -> None:
