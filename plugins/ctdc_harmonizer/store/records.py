@@ -248,11 +248,12 @@ def current_records(
 
 def carried_parquet(
     db: Warehouse, partner: str, base: int, columns: list[str], codebook: Codebook | None = None
-) -> bytes:
+) -> tuple[bytes, int]:
     """What a release takes of a carried partner's records current at `base`, as Parquet
-    (`release_records_from` reads it): its snapshot as stored when one is valid and holds
-    HELD_BACK and `columns` (nothing decoded), else its records from the tables, encoded as a
-    snapshot is. PRIVACY: restricted, as the snapshot (keys and pseudonyms included)."""
+    (`release_records_from` reads it), and its row count: its snapshot as stored when one is
+    valid and holds HELD_BACK and `columns` (nothing decoded), else its records from the
+    tables, encoded as a snapshot is. PRIVACY: restricted, as the snapshot (keys and
+    pseudonyms included)."""
     codebook = codebook or default_codebook()
     wanted = [HELD_BACK, *columns]
     entity = entity_id(db, partner)
@@ -262,8 +263,9 @@ def carried_parquet(
             data, rows = found
             parquet = pq.ParquetFile(io.BytesIO(data))
             if parquet.metadata.num_rows == rows and set(wanted) <= set(parquet.schema_arrow.names):
-                return data
-    return snapshot_bytes(current_records(db, partner, base, codebook)[wanted])[0]
+                return data, rows
+    records = current_records(db, partner, base, codebook)[wanted]
+    return snapshot_bytes(records)[0], len(records)
 
 
 def release_records_from(
@@ -293,7 +295,7 @@ def release_records(
     """What a release takes of a carried partner's records current at `base` (both functions
     above, in one go). Equal to `current_records(...)[[HELD_BACK, *columns]]` with the coded
     columns made categorical, from a snapshot and from the tables alike (tested)."""
-    parquet = carried_parquet(db, partner, base, columns, codebook)
+    parquet, _ = carried_parquet(db, partner, base, columns, codebook)
     return release_records_from(parquet, columns, codebook)
 
 

@@ -39,10 +39,6 @@ def read_carried_records(plan: ReleasePlan, partners: list[PartnerChanges]) -> C
     as the release takes them (coded columns as categories), into the work folder: the last
     read of the store before the commit, which the command line starts while the release is
     still being assembled (a reader waiting on that writer would wait for ever)."""
-    import io
-
-    import pyarrow.parquet as pq
-
     from ctdc_harmonizer.codebook import default_codebook
     from ctdc_harmonizer.store.records import carried_parquet
     from ctdc_harmonizer.warehouse.connection import warehouse
@@ -56,9 +52,8 @@ def read_carried_records(plan: ReleasePlan, partners: list[PartnerChanges]) -> C
         with warehouse(plan.warehouse(), "reading the store") as db:
             for partner in carried:
                 # The snapshot's Parquet as stored: the assembly decodes what it takes.
-                parquet = carried_parquet(db, partner, plan.base, keep, codebook)
+                parquet, counts[partner] = carried_parquet(db, partner, plan.base, keep, codebook)
                 work.write_bytes(work.carried(partner), parquet)
-                counts[partner] = pq.ParquetFile(io.BytesIO(parquet)).metadata.num_rows
     return CarriedRecords(release=plan.release, partners=counts, work=str(work.root))
 
 
