@@ -12,7 +12,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 DEMO_DIR := $(CURDIR)/demo
 RELEASE ?= demo-$(shell date +%Y)  # the second year; the first is the year before
 
-.PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps sftp-deps compose-deps
+.PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps sftp-deps test-deps
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "python3.11 not found (set PYTHON=...)"; exit 1; }
@@ -36,7 +36,7 @@ demo: install
 	$(PY) scripts/run_demo.py --landing $(DEMO_DIR)/landing --out $(DEMO_DIR)/releases --release $(RELEASE)
 	$(PY) scripts/run_synthesis_demo.py --out $(DEMO_DIR)/releases --release $(RELEASE)
 
-test: install compose-deps
+test: install test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -m "not processes"
@@ -74,13 +74,16 @@ airflow-ui: install
 sftp-deps:
 	test -x /usr/sbin/sshd || { apt-get update -qq && apt-get install -y -qq openssh-server; }
 
-## A Compose CLI to check docker-compose.yml (`config -q` needs no Docker engine): Debian's
-## docker-compose where neither `docker compose` nor `docker-compose` is there. Without root or
-## a package mirror it says so and goes on; tests/dags/test_compose.py then skips its check.
-compose-deps:
+## Debian packages that tests of `make test` use: a Compose CLI to check docker-compose.yml
+## (`config -q` needs no Docker engine; Debian's docker-compose where neither `docker compose`
+## nor `docker-compose` is there) and OpenSSH's sftp-server (the pull test). Without root or a
+## package mirror it says so and goes on: those tests then skip with their reason.
+test-deps:
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq docker-compose; } || \
-		echo "compose-deps: no Compose CLI could be installed; docker-compose.yml's check will skip"
+		echo "test-deps: no Compose CLI could be installed; docker-compose.yml's check will skip"
+	@test -x /usr/sbin/sshd || $(MAKE) --no-print-directory sftp-deps || \
+		echo "test-deps: OpenSSH could not be installed; the SFTP pull test will skip"
 
 ## Debian's Chromium for the browser test (Playwright cannot download its own browsers here)
 browser-deps:
