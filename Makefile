@@ -10,6 +10,8 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 DEMO_DIR := $(CURDIR)/demo
+# How the *-deps targets install a Debian package they find missing.
+APT_INSTALL := apt-get update -qq && apt-get install -y -qq
 RELEASE ?= demo-$(shell date +%Y)  # the second year; the first is the year before
 
 .PHONY: install demo test test-e2e lint format bench clean airflow-ui browser-deps sftp-deps test-deps
@@ -72,7 +74,7 @@ airflow-ui: install
 
 ## Debian's OpenSSH server: the delivery tests start its sftp-server on a loopback port
 sftp-deps:
-	test -x /usr/sbin/sshd || { apt-get update -qq && apt-get install -y -qq openssh-server; }
+	test -x /usr/sbin/sshd || { $(APT_INSTALL) openssh-server; }
 
 ## Debian packages that tests of `make test` use: a Compose CLI to check docker-compose.yml
 ## (`config -q` needs no Docker engine; Debian's docker-compose where neither `docker compose`
@@ -80,14 +82,14 @@ sftp-deps:
 ## package mirror it says so and goes on: those tests then skip with their reason.
 test-deps:
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq docker-compose; } || \
+		{ $(APT_INSTALL) docker-compose; } || \
 		echo "test-deps: no Compose CLI could be installed; docker-compose.yml's check will skip"
-	@test -x /usr/sbin/sshd || $(MAKE) --no-print-directory sftp-deps || \
+	@$(MAKE) -s --no-print-directory sftp-deps || \
 		echo "test-deps: OpenSSH could not be installed; the SFTP pull test will skip"
 
 ## Debian's Chromium for the browser test (Playwright cannot download its own browsers here)
 browser-deps:
-	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	command -v chromium >/dev/null || { $(APT_INSTALL) chromium; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .airflow demo .pytest_cache .ruff_cache
