@@ -13,11 +13,13 @@ one after the other, K times (--repeat K, default 1):
 
 Reports the wall time of each (interpreter start-up and imports included in both), the ratio
 run / floor (the median of the pairs' ratios), rows/s, the floor per format and per partner,
-and memory: the process tree of each child is sampled every 50 ms (peak RSS of the main
-process, of the largest single process, of the sum over the tree), next to the kernel's
-ru_maxrss of the child and its descendants. Prints a summary and appends a JSON line to
-benchmarks/out/results.jsonl. Prints only counts, sizes and times, never a data value: the
-children's output goes to log files in the work folder, which is kept when a child fails.
+the CPU time of each child's whole process tree (on Linux, where this process becomes the
+subreaper of its descendants), and memory: the process tree of each child is sampled every
+50 ms (peak RSS of the main process, of the largest single process, of the sum over the
+tree), next to the kernel's ru_maxrss of the child and its descendants. Prints a summary
+and appends a JSON line to benchmarks/out/results.jsonl. Prints only counts, sizes and
+times, never a data value: the children's output goes to log files in the work folder,
+which is kept when a child fails.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import subprocess
@@ -160,12 +163,60 @@ class TreeSampler(threading.Thread):
         }
 
 
+# prctl(2): make this process the "subreaper" of its descendants.
+PR_SET_CHILD_SUBREAPER = 36
+# How long the processes a child leaves behind may take to end after it (the fork server
+# and the resource tracker of `ctdc run` end as soon as they see its pipe close).
+ORPHANS_WAIT_S = 10.0
+
+
+def adopt_orphans() -> bool:
+    """On Linux, make this process the subreaper of everything it starts: a process whose
+    parent ends before it (`ctdc run`'s fork server and resource tracker outlive its main
+    process by a moment, and the workers are the fork server's children) comes to this
+    process instead of init. Waiting for it then adds its CPU time, and that of every
+    process it waited for, to this process's RUSAGE_CHILDREN: the whole tree's CPU, exact.
+    False where that is not possible (the tree's CPU is then not reported)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reap_orphans(deadline_s: float) -> bool:
+    """Wait for the processes the measured child left behind (they came here: see
+    adopt_orphans); whether all of them ended in time. Nothing else of this process runs
+    while a child is measured, so every child of it now is one of them."""
+    deadline = time.perf_counter() + deadline_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return True
+        if pid == 0:  # some still running
+            if time.perf_counter() > deadline:
+                return False
+            time.sleep(0.01)
+
+
 @dataclass
 class Measured:
     """One child process: wall time, CPU time and peak RSS of it and its descendants."""
 
     wall_s: float
     cpu_s: float
+    # Every process of its tree (None: not known, see adopt_orphans).
+    tree_cpu_s: float | None
     ru_maxrss_mib: float
     memory: dict
     returncode: int
@@ -173,10 +224,14 @@ class Measured:
     stderr: Path
 
 
-def measure(command: list[str], env: dict, logs: Path, name: str, sampling: dict) -> Measured:
+def measure(
+    command: list[str], env: dict, logs: Path, name: str, sampling: dict, adopting: bool
+) -> Measured:
     """Run a child to its end, its output to log files (never to the terminal), sampling
-    the memory of its process tree meanwhile."""
+    the memory of its process tree meanwhile. `adopting`: this process is the subreaper of
+    its descendants (adopt_orphans), so the whole tree's CPU time is known."""
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
+    children_before = _children_cpu_s()
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -188,9 +243,13 @@ def measure(command: list[str], env: dict, logs: Path, name: str, sampling: dict
         wall = time.perf_counter() - started
         sampler.stop()
     child.returncode = os.waitstatus_to_exitcode(status)
+    all_ended = _reap_orphans(ORPHANS_WAIT_S) if adopting else False
+    if adopting and not all_ended:
+        print(f"bench: {name}: processes it started still run after {ORPHANS_WAIT_S:.0f} s")
     return Measured(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
+        tree_cpu_s=_children_cpu_s() - children_before if all_ended else None,
         ru_maxrss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
         memory=sampler.report(),
         returncode=child.returncode,
@@ -235,11 +294,14 @@ class Children:
     logs: Path
     keep: bool
     sampling: dict
+    adopting: bool  # this process is its descendants' subreaper (adopt_orphans)
 
 
 def run_floor(children: Children, spec_path: Path, target: Path, name: str) -> dict | None:
     command = [sys.executable, str(HERE / "floor.py"), str(spec_path), str(target)]
-    measured = measure(command, children.env, children.logs, name, children.sampling)
+    measured = measure(
+        command, children.env, children.logs, name, children.sampling, children.adopting
+    )
     if measured.returncode != 0:
         print(f"bench: the floor failed (exit code {measured.returncode}); see {measured.stderr}")
         return None
@@ -257,6 +319,7 @@ def run_floor(children: Children, spec_path: Path, target: Path, name: str) -> d
     return {
         "floor_s": measured.wall_s,
         "cpu_s": measured.cpu_s,
+        "tree_cpu_s": measured.tree_cpu_s,
         "ru_maxrss_mib": measured.ru_maxrss_mib,
         "memory": measured.memory,
         "rows": inside["rows"],
@@ -303,7 +366,9 @@ def run_ctdc(
         "--warehouse",
         warehouse or f"sqlite:///{out / 'warehouse.sqlite'}",
     ]
-    measured = measure(command, children.env, children.logs, name, children.sampling)
+    measured = measure(
+        command, children.env, children.logs, name, children.sampling, children.adopting
+    )
     if measured.returncode != 0:
         print(f"bench: ctdc run failed (exit code {measured.returncode}); see {measured.stderr}")
         return None
@@ -312,6 +377,7 @@ def run_ctdc(
     result = {
         "run_s": measured.wall_s,
         "cpu_s": measured.cpu_s,
+        "tree_cpu_s": measured.tree_cpu_s,
         "ru_maxrss_mib": measured.ru_maxrss_mib,
         "memory": measured.memory,
         "rows_read": recon["totals"]["rows_read"],
@@ -397,7 +463,9 @@ def main() -> int:
         env["CTDC_PSEUDONYM_KEY"] = secrets.token_hex(32)
         print("bench: throwaway pseudonym key (CTDC_PSEUDONYM_KEY not set)")
     sampling = {"interval": args.sample_ms / 1000, "use_psutil": args.sampler == "psutil"}
-    children = Children(env=env, logs=logs, keep=args.keep, sampling=sampling)
+    children = Children(
+        env=env, logs=logs, keep=args.keep, sampling=sampling, adopting=adopt_orphans()
+    )
 
     pairs = []
     for k in range(1, args.repeat + 1):
@@ -463,6 +531,7 @@ def summarize(args, partners: list[str], generated: float, pairs: list[dict], lo
         "ratio": ratio,
         "floor_cpu_s": median(f["cpu_s"] for f in floors),
         "run_cpu_s": median(r["cpu_s"] for r in runs),
+        "run_tree_cpu_s": _median_known(r["tree_cpu_s"] for r in runs),
         "rows_per_s": round(runs[0]["rows_read"] / run_s),
         "floor_rows_per_s": round(floors[0]["rows"] / floor_s),
         # As before: ru_maxrss of `ctdc run` (the largest process of its tree, exact).
@@ -529,10 +598,21 @@ def print_summary(r: dict) -> None:
 
     print(f"\nctdc run{of}:")
     print(
-        f"  {r['run_s']:.2f} s wall ({r['rows_per_s']:,} rows/s); {r['run_cpu_s']:.2f} s CPU; "
+        f"  {r['run_s']:.2f} s wall ({r['rows_per_s']:,} rows/s); "
         f"{r['rows_read']:,} rows read (floor: {r['floor_rows']:,}), "
         f"{r['rows_harmonized']:,} harmonized"
     )
+    tree = r["run_tree_cpu_s"]
+    if tree is None:
+        print(f"  CPU: {r['run_cpu_s']:.2f} s (main process and what it waited for)")
+    else:
+        # On n cores a run of this much CPU cannot take less than tree / n seconds.
+        print(
+            f"  CPU: {tree:.2f} s over the whole process tree ({tree / r['run_s']:.2f} of "
+            f"{r['cpus']} cores busy on average; at least {tree / r['cpus']:.2f} s of wall "
+            f"on {r['cpus']} cores); {r['run_cpu_s']:.2f} s in the main process and what it "
+            "waited for"
+        )
     print(
         f"  release written: harmonized.csv {run['csv_mib']:.1f} MiB, "
         f"harmonized.parquet {run['parquet_mib']:.1f} MiB"
@@ -597,6 +677,12 @@ def print_summary(r: dict) -> None:
             f"  {AIM_LARGE_RECORDS:,} records, within {AIM_RATIO:g}x of the floor and largest "
             "process under 1 GB: not this size"
         )
+
+
+def _median_known(values) -> float | None:
+    """The median of the values, or None when any is not known."""
+    values = list(values)
+    return None if any(v is None for v in values) else median(values)
 
 
 def _median_of(dicts) -> dict:
