@@ -165,6 +165,11 @@ def test_the_store_its_view_and_the_folders_agree_after_every_purge(releases):
             conn.execute("SELECT release_label, count(*) FROM ctdc_release_v3 GROUP BY 1")
         )
         counts = dict(conn.execute("SELECT label, row_count FROM data_release"))
+        snapshots = dict(
+            conn.execute("SELECT entity_id, count(*) FROM partner_snapshot GROUP BY 1")
+        )
+    # Twenty years do not pile up snapshots: a partner's latest and the one before it.
+    assert len(snapshots) == 4 and max(snapshots.values()) <= 2
     assert sorted(counts) == scenario.releases
     assert per_release == counts
     for year in scenario.releases:
