@@ -47,7 +47,7 @@ test: install test-deps
 ## deployment (~3-5 min), the CeleryExecutor path with two workers (Redis 127.0.0.1:6379),
 ## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait,
 ## `make airflow-ui` stopped by signals, the data team's first hour and the public explorer in
-## Chromium; and twenty releases into one store (~1-2 min)
+## Chromium; and twenty releases into one store, on SQLite and on PostgreSQL (~2 min)
 test-e2e: install sftp-deps browser-deps
 	$(PY) -m pytest -q -m processes tests/dags/test_airflow_processes.py tests/dags/test_celery_workers.py \
 		tests/dags/test_airflow_deliveries.py tests/dags/test_airflow_ui_stop.py tests/dags/test_browser.py \

@@ -1,21 +1,23 @@
-"""Twenty releases into one store, partners feeding it at their own pace (support.long_scenario):
-every release is what a fresh build of its landing folder gives, the ledgers chain from each
-release to the next, and the store, its view and the release folders agree throughout."""
+"""Twenty releases into one store, partners feeding it at their own pace (support.long_scenario),
+on SQLite and on PostgreSQL (the deployment's warehouse): every release is what a fresh build of
+its landing folder gives, the ledgers chain from each release to the next, and the store, its
+view and the release folders agree throughout."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
-from contextlib import closing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.privacy.keys import pseudonym_key
 from ctdc_harmonizer.privacy.pseudonyms import BY_RECORD_ID, pseudonymize
+from support.databases import postgres_schema
 from support.long_scenario import LongScenario, build_long
 
 pytestmark = pytest.mark.long
@@ -27,8 +29,10 @@ def _rows(folder: Path) -> Counter:
     return Counter(map(tuple, table.itertuples(index=False)))
 
 
-def _run(scenario: LongScenario, landing: Path, out: Path, year: str):
-    return run_annual_update(str(landing), str(out), year, mappings=str(scenario.mappings(year)))
+def _run(scenario: LongScenario, landing: Path, out: Path, year: str, url: str | None = None):
+    return run_annual_update(
+        str(landing), str(out), year, mappings=str(scenario.mappings(year)), warehouse_url=url
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +41,45 @@ def scenario(tmp_path_factory) -> LongScenario:
 
 
 @pytest.fixture(scope="module")
-def releases(scenario, tmp_path_factory) -> tuple[LongScenario, dict]:
+def fresh(scenario, tmp_path_factory) -> dict[str, Counter]:
+    """Each release built fresh from its year's landing folder alone (a new SQLite store)."""
+    root = tmp_path_factory.mktemp("twenty-fresh")
+    built = {}
+    for year in scenario.releases:
+        _run(scenario, scenario.landing(year), root / year, year)
+        built[year] = _rows(root / year / year)
+    return built
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def store_url(request, tmp_path_factory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('twenty-store') / 'warehouse.sqlite'}"
+        return
+    with postgres_schema("ctdc_twenty") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def releases(scenario, store_url, tmp_path_factory) -> tuple[LongScenario, dict]:
     """The scenario run release after release into one store (the command line's path)."""
     out = tmp_path_factory.mktemp("twenty-out")
     runs, made, stored_before = {}, {}, {}
     for year in scenario.years:
         # The survivors withdrawn this year who have a current record in the store.
-        stored_before[year] = _current_records_of(out, scenario.withdrawn[year])
-        runs[year] = _run(scenario, scenario.landing(year), out, year)
+        stored_before[year] = _current_records_of(store_url, scenario.withdrawn[year])
+        runs[year] = _run(scenario, scenario.landing(year), out, year, store_url)
         if (out / year).exists():
             made[year] = _rows(out / year)  # as made (a later withdrawal purges it)
-    return scenario, {"out": out, "runs": runs, "made": made, "stored_before": stored_before}
+    return scenario, {
+        "out": out,
+        "url": store_url,
+        "runs": runs,
+        "made": made,
+        "stored_before": stored_before,
+    }
 
 
 def _pseudonyms(case_ids: list[str]) -> list[str]:
@@ -55,17 +87,26 @@ def _pseudonyms(case_ids: list[str]) -> list[str]:
     return pseudonymize("iom", BY_RECORD_ID, ids, pseudonym_key()).tolist()
 
 
-def _current_records_of(out: Path, case_ids: list[str]) -> int:
-    """How many current staged records of IOM's the store holds for these case ids."""
-    if not case_ids or not (out / "warehouse.sqlite").exists():
+def _query(url: str, sql: str, **values) -> list[tuple]:
+    """Rows of a query on the store; a list value is bound as an IN list."""
+    statement = sa.text(sql).bindparams(
+        *(sa.bindparam(k, expanding=True) for k, v in values.items() if isinstance(v, list))
+    )
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(statement, values)]
+    finally:
+        engine.dispose()
+
+
+def _current_records_of(url: str, case_ids: list[str]) -> int:
+    """How many current staged records of IOM's the store holds for these case ids (nobody
+    withdraws in the first year, so the store exists when this asks)."""
+    if not case_ids:
         return 0
-    pseudonyms = _pseudonyms(case_ids)
-    with closing(sqlite3.connect(out / "warehouse.sqlite")) as conn:
-        return conn.execute(
-            f"SELECT count(*) FROM staged_record WHERE valid_to IS NULL AND pseudonym IN "
-            f"({', '.join('?' * len(pseudonyms))})",
-            pseudonyms,
-        ).fetchone()[0]
+    sql = "SELECT count(*) FROM staged_record WHERE valid_to IS NULL AND pseudonym IN :ps"
+    return _query(url, sql, ps=_pseudonyms(case_ids))[0][0]
 
 
 def _recon(out: Path, year: str) -> dict:
@@ -96,12 +137,10 @@ def test_each_partner_comes_in_as_scheduled(releases):
     assert sorted(done["made"]) == scenario.releases
 
 
-def test_every_release_equals_a_fresh_build_of_its_landing(releases, tmp_path):
+def test_every_release_equals_a_fresh_build_of_its_landing(releases, fresh):
     scenario, done = releases
     for year in scenario.releases:
-        fresh = tmp_path / year
-        _run(scenario, scenario.landing(year), fresh, year)
-        assert done["made"][year] == _rows(fresh / year), year
+        assert done["made"][year] == fresh[year], year
 
 
 def test_the_ledgers_chain_from_each_release_to_the_next(releases):
@@ -144,30 +183,21 @@ def test_each_withdrawal_erases_its_survivor_from_the_store_that_year(releases):
         assert erased == done["stored_before"][year], year
     # Nothing of any of them is left: no record, no version, whatever its validity.
     pseudonyms = _pseudonyms(withdrawn)
-    marks = ", ".join("?" * len(pseudonyms))
-    with closing(sqlite3.connect(done["out"] / "warehouse.sqlite")) as conn:
-        for table in ("staged_record", "case_record"):
-            found = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE pseudonym IN ({marks})", pseudonyms
-            ).fetchone()[0]
-            assert found == 0, table
-        registered = conn.execute(
-            f"SELECT count(*) FROM withdrawal_registry WHERE pseudonym IN ({marks})", pseudonyms
-        ).fetchone()[0]
-    assert registered == len(set(withdrawn))
+    for table in ("staged_record", "case_record"):
+        sql = f"SELECT count(*) FROM {table} WHERE pseudonym IN :ps"
+        assert _query(done["url"], sql, ps=pseudonyms) == [(0,)], table
+    sql = "SELECT count(*) FROM withdrawal_registry WHERE pseudonym IN :ps"
+    assert _query(done["url"], sql, ps=pseudonyms) == [(len(set(withdrawn)),)]
 
 
 def test_the_store_its_view_and_the_folders_agree_after_every_purge(releases):
     scenario, done = releases
-    out = done["out"]
-    with closing(sqlite3.connect(out / "warehouse.sqlite")) as conn:
-        per_release = dict(
-            conn.execute("SELECT release_label, count(*) FROM ctdc_release_v3 GROUP BY 1")
-        )
-        counts = dict(conn.execute("SELECT label, row_count FROM data_release"))
-        snapshots = dict(
-            conn.execute("SELECT entity_id, count(*) FROM partner_snapshot GROUP BY 1")
-        )
+    out, url = done["out"], done["url"]
+    per_release = dict(
+        _query(url, "SELECT release_label, count(*) FROM ctdc_release_v3 GROUP BY 1")
+    )
+    counts = dict(_query(url, "SELECT label, row_count FROM data_release"))
+    snapshots = dict(_query(url, "SELECT entity_id, count(*) FROM partner_snapshot GROUP BY 1"))
     # Twenty years do not pile up snapshots: a partner's latest and the one before it.
     assert len(snapshots) == 4 and max(snapshots.values()) <= 2
     assert sorted(counts) == scenario.releases
@@ -183,5 +213,5 @@ def test_a_rerun_of_the_latest_release_changes_nothing(releases):
     scenario, done = releases
     last = scenario.releases[-1]
     before = (done["out"] / last / "harmonized.csv").read_bytes()
-    _run(scenario, scenario.landing(last), done["out"], last)
+    _run(scenario, scenario.landing(last), done["out"], last, done["url"])
     assert (done["out"] / last / "harmonized.csv").read_bytes() == before
