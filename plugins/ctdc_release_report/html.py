@@ -520,9 +520,17 @@ def history_page(history: list[dict], dag_id: str) -> str:
                 f"<ul>{items}</ul></details>"
             )
         partners = ", ".join(f"{p} {n}" for p, n in sorted((newest["partners"] or {}).items()))
+        published = "no"
+        if newest["published"]:
+            # Named when a later run is listed first: that run did not touch the release.
+            published = (
+                "yes"
+                if newest is runs[0]
+                else f"yes, by {_link(RUN_LINK, dag_id, newest['run_id'], newest['run_id'])}"
+            )
         body.append(
             f'<tr><td>{_e(release)}</td><td class="n">{_e(newest["rows"])}</td>'
-            f"<td>{_e(partners)}</td><td>{'yes' if newest['published'] else 'no'}</td>"
+            f"<td>{_e(partners)}</td><td>{published}</td>"
             f"<td>{_e(newest['approval'])}</td><td>{run_cell(runs[0])}{earlier}</td></tr>"
         )
     latest = [

@@ -157,10 +157,15 @@ def test_releases_page_folds_runs_per_release_and_keeps_what_is_published():
     ]
     page = html.history_page(history, "ctdc_annual_update")
     assert page.count("<tr><td>2026</td>") == 1
-    assert '<td class="n">10</td>' in page and "<td>yes</td>" in page
+    assert '<td class="n">10</td>' in page
+    # The published figures name the run that published them, not the failed rerun above.
+    assert '<td>yes, by <a href="/dags/ctdc_annual_update/runs/manual__1"' in page
     assert "failed: stage failed" in page and "1 earlier run(s)" in page
     assert 'href="/dags/ctdc_annual_update/runs/manual__3"' in page
     assert 'href="/dags/ctdc_annual_update/runs/manual__1/plugin/release-report"' in page
+    # Published by the run listed first: a plain yes.
+    alone = html.history_page(history[1:], "ctdc_annual_update")
+    assert "<td>yes</td>" in alone and "yes, by" not in alone
 
 
 def test_a_run_without_report_gets_a_page_saying_why():
