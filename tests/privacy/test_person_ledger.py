@@ -27,7 +27,7 @@ from ctdc_harmonizer.synthesis import people
 from ctdc_harmonizer.synthesis.config import DpParams, PersonBudgetConfig, load_synthesis_config
 from ctdc_harmonizer.synthesis.ledger import FAILED, SPENT, Ledger, new_attempt_id
 from ctdc_harmonizer.warehouse import default_warehouse_url
-from support.databases import postgres_schema
+from support.databases import BACKENDS, warehouse_url
 from support.store_scenario import build
 
 CODEBOOK = default_codebook()
@@ -211,13 +211,10 @@ def test_a_release_the_store_does_not_hold_is_refused(releases, tmp_path):
 # --- the ledger's rules, on both backends ---------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'w.sqlite'}"
-        return
-    with postgres_schema("ctdc_people") as pg:
-        yield pg
+    with warehouse_url(request.param, tmp_path, "ctdc_people") as found:
+        yield found
 
 
 def test_sums_count_every_attempt_but_failed_ones(url):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.privacy.keys import pseudonym_key
 from ctdc_harmonizer.privacy.pseudonyms import BY_RECORD_ID, pseudonymize
-from support.databases import postgres_schema
+from support.databases import BACKENDS, warehouse_url
 from support.long_scenario import LongScenario, build_long
 
 pytestmark = pytest.mark.long
@@ -51,14 +51,10 @@ def fresh(scenario, tmp_path_factory) -> dict[str, Counter]:
     return built
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def store_url(request, tmp_path_factory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('twenty-store') / 'warehouse.sqlite'}"
-        return
-    with postgres_schema("ctdc_twenty") as url:
+    folder = tmp_path_factory.mktemp("twenty-store")
+    with warehouse_url(request.param, folder, "ctdc_twenty") as url:
         yield url
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,18 @@ def postgres_schema(prefix: str) -> Iterator[str]:
     finally:
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()
+
+
+# The warehouse backends a store test runs on: a SQLite file, and PostgreSQL where it answers.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def warehouse_url(backend: str, folder: Path, prefix: str) -> Iterator[str]:
+    """A throw-away warehouse on `backend` (one of BACKENDS): a SQLite file in `folder`, or a
+    fresh PostgreSQL schema named after `prefix`."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'warehouse.sqlite'}"
+        return
+    with postgres_schema(prefix) as url:
+        yield url
