@@ -137,7 +137,9 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
-def build_long(root: Path, seed: int = 17) -> LongScenario:
+def build_long(root: Path, seed: int = 17, records: int = RECORDS) -> LongScenario:
+    """The scenario under `root`; `records` per partner in the first year (the yearly changes
+    are the same few rows whatever the size: benchmarks/bench_years.py runs it larger)."""
     rng = random.Random(seed)
     years = [str(FIRST_YEAR + k) for k in range(RELEASES)]
     scenario = LongScenario(root, years)
@@ -145,7 +147,7 @@ def build_long(root: Path, seed: int = 17) -> LongScenario:
     hotline_stops = rng.randint(13, 17)
 
     first = years[0]
-    samples.generate_all(scenario.landing(first), RECORDS, seed)
+    samples.generate_all(scenario.landing(first), records, seed)
     shutil.copytree(REPO_MAPPINGS, scenario.mappings(first))
     scenario.states[first] = {
         "case_management": DELIVERED,
