@@ -102,13 +102,20 @@ def _release_folders(out: Path, labels: list[str]) -> dict[str, Path]:
 def _rewrite_folder(folder: Path, positions: np.ndarray, stored_rows: int, run: str) -> None:
     """Drop the rows at `positions` (the release's row order, store/commit.py) from the
     folder's harmonized table, atomically per file, and append an audit entry (counts)."""
+    # The CSV is written as the release wrote it (release.folder.write_csv: pandas' bytes,
+    # through Arrow; pandas' own writer took ~0.7 s per 175k-row folder, and a withdrawal
+    # rewrites every earlier folder that held the person).
+    from ctdc_harmonizer.release.folder import write_csv
+
     parquet = pd.read_parquet(folder / "harmonized.parquet")
-    kept = parquet.drop(index=parquet.index[positions]).reset_index(drop=True)
+    keep = np.ones(len(parquet), dtype=bool)
+    keep[positions] = False
+    kept = parquet[keep].reset_index(drop=True)
     tmp = folder / ".harmonized.parquet.tmp"
     kept.to_parquet(tmp, index=False)
     os.replace(tmp, folder / "harmonized.parquet")
     tmp = folder / ".harmonized.csv.tmp"
-    kept.to_csv(tmp, index=False, na_rep="", encoding="utf-8")
+    write_csv(kept, tmp)
     os.replace(tmp, folder / "harmonized.csv")
     audit_path = folder / AUDIT_FILE
     audit = json.loads(audit_path.read_text("utf-8")) if audit_path.exists() else {"entries": []}
