@@ -75,7 +75,7 @@ def main() -> int:
         count = recon["records"]["released"] if recon else None
         store = (out / "warehouse.sqlite").stat().st_size / 2**20
         cpu = measured.tree_cpu_s if measured.tree_cpu_s is not None else measured.cpu_s
-        rows.append({"year": year, "released": released, "wall_s": measured.wall_s, "cpu_s": cpu})
+        rows.append({"released": released, "wall_s": measured.wall_s})
         shown = f"{count:,}" if count is not None else "none"
         print(
             f"{year:<6} {states:<9} {read:>9,} {measured.wall_s:7.2f} {cpu:7.2f} {shown:>9} "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -20,16 +19,12 @@ from ctdc_harmonizer.run.plan import _may_release_held_back
 from ctdc_harmonizer.store.records import held_back_release_years, may_be_released
 from ctdc_harmonizer.warehouse.connection import warehouse
 from support.corpus import copy_mappings
+from support.store_scenario import release_rows
 
 PARTNER = "hotline"
 # Registration years given to three reports: two after the first release year, one before
 # the hotline's contribution starts (year_out_of_range too, but no release year lets it in).
 AHEAD, LATER, TOO_EARLY = 2025, 2026, 2010
-
-
-def _rows(folder: Path) -> Counter:
-    table = pd.read_csv(folder / "harmonized.csv", dtype=str, keep_default_na=False)
-    return Counter(map(tuple, table.itertuples(index=False)))
 
 
 def _set_years(path: Path, years: list[int]) -> None:
@@ -115,7 +110,7 @@ def test_each_release_equals_a_fresh_build(built, tmp_path):
     for release, landing in landings.items():
         fresh = tmp_path / f"fresh-{release}"
         _run(landing, fresh, release, mappings)
-        assert _rows(out / release) == _rows(fresh / release), release
+        assert release_rows(out / release) == release_rows(fresh / release), release
 
 
 def test_which_held_back_records_may_be_released():

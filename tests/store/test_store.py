@@ -8,7 +8,6 @@ import hmac
 import json
 import shutil
 import sqlite3
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,7 @@ from ctdc_harmonizer.privacy.pseudonyms import keyed_hash
 from ctdc_harmonizer.store import changes as rules
 from ctdc_harmonizer.store.identity import content_keys, identity_keys, release_order, row_text
 from ctdc_harmonizer.store.payload import decode_payloads, encode_payloads
-from support.store_scenario import Scenario, build
+from support.store_scenario import Scenario, build, release_rows
 
 KEY = b"k" * 32
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "warehouse_0004_two_releases.sqlite"
@@ -184,12 +183,6 @@ def test_payloads_round_trip():
 # --- three years, as partners deliver them -------------------------------------------------------
 
 
-def _rows(folder: Path) -> Counter:
-    """A release's table as a multiset of rows."""
-    table = pd.read_csv(folder / "harmonized.csv", dtype=str, keep_default_na=False)
-    return Counter(map(tuple, table.itertuples(index=False)))
-
-
 def _run(landing: Path, out: Path, release: str, mappings: Path, **extra):
     return run_annual_update(str(landing), str(out), release, mappings=str(mappings), **extra)
 
@@ -203,7 +196,7 @@ def years(tmp_path_factory) -> tuple[Scenario, dict]:
     runs, made = {}, {}
     for year in scenario.years:
         runs[year] = _run(scenario.landing(year), out, year, scenario.mappings(year))
-        made[year] = _rows(out / year)  # as made (a later withdrawal purges it)
+        made[year] = release_rows(out / year)  # as made (a later withdrawal purges it)
     return scenario, {"out": out, "runs": runs, "made": made}
 
 
@@ -212,7 +205,7 @@ def test_each_release_equals_a_fresh_build_of_its_effective_deliveries(years, tm
     for year in scenario.years:
         fresh = tmp_path / f"fresh-{year}"
         _run(scenario.effective(year), fresh, year, scenario.mappings(year))
-        assert done["made"][year] == _rows(fresh / year), year
+        assert done["made"][year] == release_rows(fresh / year), year
 
 
 def test_partners_come_in_by_delivery_mapping_change_or_carry(years):
@@ -546,7 +539,7 @@ def test_a_store_at_0005_upgrades_its_payloads_in_place(tmp_path):
     again = _run(landing, out, "2025", mappings, partners=["hotline"])
     assert again.plan.partner_plans["hotline"].state == "reharmonized"
     _run(landing, tmp_path / "fresh", "2025", mappings, partners=["hotline"])
-    assert _rows(out / "2025") == _rows(tmp_path / "fresh" / "2025")
+    assert release_rows(out / "2025") == release_rows(tmp_path / "fresh" / "2025")
 
 
 def test_a_release_reads_a_carried_partner_as_its_stored_records_are(years, tmp_path):

@@ -19,14 +19,9 @@ from ctdc_harmonizer.privacy.keys import pseudonym_key
 from ctdc_harmonizer.privacy.pseudonyms import BY_RECORD_ID, pseudonymize
 from support.databases import BACKENDS, warehouse_url
 from support.long_scenario import LongScenario, build_long
+from support.store_scenario import release_rows
 
 pytestmark = pytest.mark.long
-
-
-def _rows(folder: Path) -> Counter:
-    """A release's table as a multiset of rows."""
-    table = pd.read_csv(folder / "harmonized.csv", dtype=str, keep_default_na=False)
-    return Counter(map(tuple, table.itertuples(index=False)))
 
 
 def _run(scenario: LongScenario, landing: Path, out: Path, year: str, url: str | None = None):
@@ -47,7 +42,7 @@ def fresh(scenario, tmp_path_factory) -> dict[str, Counter]:
     built = {}
     for year in scenario.releases:
         _run(scenario, scenario.landing(year), root / year, year)
-        built[year] = _rows(root / year / year)
+        built[year] = release_rows(root / year / year)
     return built
 
 
@@ -68,7 +63,7 @@ def releases(scenario, store_url, tmp_path_factory) -> tuple[LongScenario, dict]
         stored_before[year] = _current_records_of(store_url, scenario.withdrawn[year])
         runs[year] = _run(scenario, scenario.landing(year), out, year, store_url)
         if (out / year).exists():
-            made[year] = _rows(out / year)  # as made (a later withdrawal purges it)
+            made[year] = release_rows(out / year)  # as made (a later withdrawal purges it)
     return scenario, {
         "out": out,
         "url": store_url,
@@ -200,7 +195,7 @@ def test_the_store_its_view_and_the_folders_agree_after_every_purge(releases):
     assert per_release == counts
     purged = 0
     for year in scenario.releases:
-        now = _rows(out / year)
+        now = release_rows(out / year)
         assert sum(now.values()) == counts[year], year
         # A later withdrawal only ever takes rows out of an earlier folder.
         assert not now - done["made"][year], year

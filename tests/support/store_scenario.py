@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pandas as pd
 
 from ctdc_harmonizer import samples
 from ctdc_harmonizer.samples import next_year
@@ -44,6 +47,12 @@ class Scenario:
 
     def withdrawn_case(self) -> str:
         return json.loads((self.root / "withdrawn.json").read_text())["iom"]
+
+
+def release_rows(folder: Path) -> Counter:
+    """A release folder's table as a multiset of rows (rows compared whatever their order)."""
+    table = pd.read_csv(folder / "harmonized.csv", dtype=str, keep_default_na=False)
+    return Counter(map(tuple, table.itertuples(index=False)))
 
 
 def _copy(src: Path, dst: Path) -> None:
