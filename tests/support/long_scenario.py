@@ -20,15 +20,13 @@ every withdrawal so far. A release built fresh from it must equal the store's re
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctdc_harmonizer import samples
-from ctdc_harmonizer.samples.next_year import CORRECTION
+from ctdc_harmonizer.samples import next_year
 
 REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 RECORDS = 40
@@ -68,68 +66,6 @@ class LongScenario:
         return self.root / "mappings" / year
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _withdrawn_ids(folder: Path) -> list[str]:
-    path = folder / "withdrawals.csv"
-    return [row["record_id"] for row in _read_csv(path)[1]] if path.exists() else []
-
-
-def _write_withdrawals(folder: Path, ids: list[str]) -> None:
-    with (folder / "withdrawals.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
-        writer.writerow(["record_id"])
-        writer.writerows([i] for i in ids)
-
-
-def _iom_re_extract(folder: Path, year: str, rng: random.Random) -> None:
-    """IOM's whole dataset again: ~8% of the cases gone (a withdrawn survivor stays in IOM's
-    own system), ~10% revised, 5 new; the new extract replaces the one in force."""
-    (source,) = folder.glob("iom_case_export_*.csv")
-    fields, rows = _read_csv(source)
-    withdrawn = set(_withdrawn_ids(folder))
-    kept = [r for r in rows if r["case_id"] in withdrawn or rng.random() > 0.08]
-    for row in kept:
-        if rng.random() < 0.1:
-            row["mimosa_gender"] = "Male" if row["mimosa_gender"] == "Female" else "Female"
-    new = [dict(r, case_id=f"{r['case_id']}-{year}") for r in rng.sample(kept, 5)]
-    source.unlink()
-    with (folder / f"iom_case_export_{year}.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, quoting=csv.QUOTE_ALL)
-        writer.writeheader()
-        writer.writerows(kept + new)
-
-
-def _iom_withdrawal(folder: Path, rng: random.Random) -> str:
-    """One more survivor of IOM's current extract withdraws consent."""
-    (source,) = folder.glob("iom_case_export_*.csv")
-    withdrawn = _withdrawn_ids(folder)
-    candidates = sorted({r["case_id"] for r in _read_csv(source)[1]} - set(withdrawn))
-    chosen = rng.choice(candidates)
-    _write_withdrawals(folder, [*withdrawn, chosen])
-    return chosen
-
-
-def _hotline_increment(folder: Path, year: str, rng: random.Random) -> None:
-    """The year's reports: 4 earlier ones revised under their report id, 5 new."""
-    latest: dict[str, dict] = {}
-    for path in sorted(folder.glob("hotline_reports_*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            report = json.loads(line)
-            latest[report["report_id"]] = report
-    reports = list(latest.values())
-    countries = sorted({r["exploitation_country"] for r in reports if r["exploitation_country"]})
-    revised = [dict(r, exploitation_country=rng.choice(countries)) for r in rng.sample(reports, 4)]
-    new = [dict(r, report_id=f"HL-{year}-{i:04d}") for i, r in enumerate(rng.sample(reports, 5))]
-    with (folder / f"hotline_reports_{year}.jsonl").open("w", encoding="utf-8") as f:
-        for report in revised + new:
-            f.write(json.dumps(report) + "\n")
-
-
 def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     if old not in text:
@@ -165,10 +101,10 @@ def build_long(root: Path, seed: int = 17, records: int = RECORDS) -> LongScenar
 
         iom_delivers = rng.random() < 0.5
         if iom_delivers:
-            _iom_re_extract(landing / "iom", year, rng)
+            next_year.iom_re_extract(landing / "iom", landing / "iom", rng, year, new=5)
         scenario.withdrawn[year] = []
         if rng.random() < 0.2:
-            scenario.withdrawn[year].append(_iom_withdrawal(landing / "iom", rng))
+            scenario.withdrawn[year].append(next_year.iom_withdrawal(landing / "iom", rng))
         # A withdrawal list is a delivery of its own.
         states["iom"] = DELIVERED if iom_delivers or scenario.withdrawn[year] else CARRIED
 
@@ -181,16 +117,15 @@ def build_long(root: Path, seed: int = 17, records: int = RECORDS) -> LongScenar
                 )
             states["hotline"] = DISCONTINUED
         elif rng.random() < 0.5:
-            _hotline_increment(landing / "hotline", year, rng)
+            next_year.hotline_increment(
+                landing / "hotline", landing / "hotline", rng, year, revised=4, new=5
+            )
             states["hotline"] = DELIVERED
         else:
             states["hotline"] = CARRIED
 
-        values = mappings / "case_management" / "values.csv"
-        if k == corrected:
-            _edit(values, *CORRECTION)
-        elif k == restored:
-            _edit(values, CORRECTION[1], CORRECTION[0])
+        if k in (corrected, restored):
+            next_year.correct_mapping(mappings, undo=k == restored)
         states["case_management"] = REHARMONIZED if k in (corrected, restored) else CARRIED
         scenario.states[year] = states
     return scenario

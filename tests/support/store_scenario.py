@@ -88,7 +88,8 @@ def build(root: Path, seed: int = 16) -> Scenario:
     next_year.correct_mapping(scenario.mappings(y2))
     # Year 3: IOM withdraws a year-1 survivor still in its dataset; the hotline stops.
     _copy(scenario.landing(y2), scenario.landing(y3))
-    withdrawn = sorted({r["case_id"] for r in iom_rows if not r["case_id"].endswith("-N")})[0]
+    year_one = {r["case_id"] for r in iom_rows if not r["case_id"].endswith("-2026")}
+    withdrawn = sorted(year_one)[0]
     iom_withdrawals = scenario.landing(y1) / "iom" / "withdrawals.csv"
     earlier = iom_withdrawals.read_text(encoding="utf-8").splitlines()[1:]
     _withdrawals(scenario.landing(y3) / "iom", "record_id", [*earlier, withdrawn])
