@@ -121,7 +121,9 @@ def _run(side: Side, landing: Path, out: Path, logs: Path, name: str, env: dict,
         f"sqlite:///{out / 'warehouse.sqlite'}",
     ]
     child_env = {**env, "PYTHONPATH": str(side.plugins)}
-    sampling = {"interval": 0.05, "use_psutil": bench_cli._psutil_available()}
+    # Memory is not compared here (bench_cli.py reports it): one sample a second keeps the
+    # sampler's own CPU, which competes with the runs for the cores, near nothing.
+    sampling = {"interval": 1.0, "use_psutil": bench_cli._psutil_available()}
     measured = bench_cli.measure(command, child_env, logs, name, sampling, adopting)
     shutil.rmtree(out, ignore_errors=True)
     return measured
