@@ -23,9 +23,9 @@ files, and reports them side by side.
 - Each run gets a new output folder and a new SQLite store (a first release).
 - Reports, per size: the median wall time of each commit and the range, the median of the
   pairs' ratios after / before, and the CPU time of each run's whole process tree (see
-  bench_cli.adopt_orphans). Appends a JSON line to benchmarks/out/compare.jsonl. Prints only
-  counts and times, never a data value; the runs' output goes to log files in the work
-  folder, which is kept when a run fails (or with --keep).
+  bench_cli.adopt_orphans). Appends a JSON line to benchmarks/out/compare.jsonl (or
+  --results). Prints only counts and times, never a data value; the runs' output goes to
+  log files in the work folder, which is kept when a run fails (or with --keep).
 """
 
 from __future__ import annotations
@@ -178,6 +178,12 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=5, help="pairs of runs per size (default 5)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS / "compare.jsonl",
+        help="the JSON lines file the summary is appended to",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.records_per_partner.split(",") if s.strip()]
     if args.pairs < 1 or not sizes or min(sizes) < 1:
@@ -239,7 +245,7 @@ def main() -> int:
             shutil.rmtree(landing)
             results.append(_summary(records, partners, pairs))
         _print_summary(before, after, results)
-        RESULTS.mkdir(exist_ok=True)
+        args.results.parent.mkdir(parents=True, exist_ok=True)
         line = {
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -247,9 +253,9 @@ def main() -> int:
             "after": after.commit,
             "sizes": bench_cli._rounded(results),
         }
-        with (RESULTS / "compare.jsonl").open("a", encoding="utf-8") as f:
+        with args.results.open("a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
-        print(f"compare: appended to {RESULTS / 'compare.jsonl'}")
+        print(f"compare: appended to {args.results}")
         return 0
     finally:
         for tree in trees:
