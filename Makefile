@@ -32,6 +32,12 @@ install: $(VENV)/.installed
 
 ## From a clean demo folder: sample extracts, two years of the annual update DAG (the second
 ## with a partner carried forward and a corrected mapping), then the synthesis DAG.
+## The demo's Airflow state (metadata database, logs) is its own, in demo/airflow/: removed with
+## the folder, never an AIRFLOW_HOME or metadata database of the caller's, and apart from
+## `make airflow-ui`'s .airflow/, which therefore starts empty with both DAGs active.
+DEMO_AIRFLOW := $(DEMO_DIR)/airflow
+demo: export AIRFLOW_HOME := $(DEMO_AIRFLOW)
+demo: export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(DEMO_AIRFLOW)/airflow.db
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(PY) -m ctdc_harmonizer.cli generate --out $(DEMO_DIR)/landing --seed 2025

@@ -1,7 +1,7 @@
 """Run the ctdc_annual_update DAG end to end in this process (what `make demo` does): two
 consecutive years.
 
-Sets up a local Airflow (AIRFLOW_HOME from the environment, else <repo>/.airflow; SQLite;
+Sets up a local Airflow (AIRFLOW_HOME from the environment, else <repo>/demo/airflow; SQLite;
 no example DAGs; the repository's dags/ folder), migrates its metadata database when
 needed, then runs the DAG with `dag.test()` twice:
 
@@ -34,7 +34,12 @@ QUIET = ("airflow", "alembic", "sqlalchemy", "httpx", "task", "py.warnings")
 
 def configure_airflow() -> Path:
     """Environment for an in-process Airflow; must run before `airflow` is imported."""
-    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(REPO_ROOT / ".airflow"))).resolve()
+    # Not <repo>/.airflow: DAGs that dag.test() creates are paused (Airflow's default), and a
+    # later `make airflow-ui` there would find the synthesis DAG paused, deaf to the release
+    # asset's events. With a home of its own, the demo leaves .airflow/ empty (Makefile).
+    home = Path(
+        os.environ.setdefault("AIRFLOW_HOME", str(REPO_ROOT / "demo" / "airflow"))
+    ).resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
