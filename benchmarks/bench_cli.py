@@ -341,6 +341,23 @@ def run_floor(children: Children, spec_path: Path, target: Path, name: str) -> d
     }
 
 
+def ctdc_run_command(
+    landing: Path,
+    out: Path,
+    release: str,
+    partners: list[str] | None = None,
+    warehouse: str | None = None,
+) -> list[str]:
+    """`ctdc run` as a benchmark starts it: every partner unless `partners`, and a SQLite
+    store of its own in `out` unless `warehouse` (a benchmark never loads into
+    $CTDC_WAREHOUSE_URL)."""
+    command = [sys.executable, "-m", "ctdc_harmonizer.cli", "run"]
+    command += ["--landing", str(landing), "--out", str(out), "--release", release]
+    if partners:
+        command += ["--partners", ",".join(partners)]
+    return command + ["--warehouse", warehouse or f"sqlite:///{out / 'warehouse.sqlite'}"]
+
+
 def run_ctdc(
     children: Children,
     landing: Path,
@@ -349,23 +366,7 @@ def run_ctdc(
     warehouse: str | None,
     name: str,
 ) -> dict | None:
-    command = [
-        sys.executable,
-        "-m",
-        "ctdc_harmonizer.cli",
-        "run",
-        "--landing",
-        str(landing),
-        "--out",
-        str(out),
-        "--release",
-        RELEASE,
-        "--partners",
-        ",".join(partners),
-        # A SQLite file of its own: a benchmark never loads into $CTDC_WAREHOUSE_URL.
-        "--warehouse",
-        warehouse or f"sqlite:///{out / 'warehouse.sqlite'}",
-    ]
+    command = ctdc_run_command(landing, out, RELEASE, partners, warehouse)
     measured = measure(
         command, children.env, children.logs, name, children.sampling, children.adopting
     )

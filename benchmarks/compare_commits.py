@@ -86,19 +86,9 @@ def _this_checkout(label: str) -> Side:
 
 
 def _generate(landing: Path, records: int, seed: int) -> None:
+    command = [sys.executable, "-m", "ctdc_harmonizer.cli", "generate", "--out", str(landing)]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ctdc_harmonizer.cli",
-            "generate",
-            "--out",
-            str(landing),
-            "--records",
-            str(records),
-            "--seed",
-            str(seed),
-        ],
+        command + ["--records", str(records), "--seed", str(seed)],
         check=True,
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
@@ -106,20 +96,7 @@ def _generate(landing: Path, records: int, seed: int) -> None:
 
 
 def _run(side: Side, landing: Path, out: Path, logs: Path, name: str, env: dict, adopting: bool):
-    command = [
-        sys.executable,
-        "-m",
-        "ctdc_harmonizer.cli",
-        "run",
-        "--landing",
-        str(landing),
-        "--out",
-        str(out),
-        "--release",
-        RELEASE,
-        "--warehouse",
-        f"sqlite:///{out / 'warehouse.sqlite'}",
-    ]
+    command = bench_cli.ctdc_run_command(landing, out, RELEASE)
     child_env = {**env, "PYTHONPATH": str(side.plugins)}
     # Memory is not compared here (bench_cli.py reports it): one sample a second keeps the
     # sampler's own CPU, which competes with the runs for the cores, near nothing.
