@@ -47,18 +47,20 @@ demo: install
 test: install test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -m "not processes and not long"
+	$(PY) -m pytest -q -m "not processes and not long and not benchmarks"
 
 ## Real Airflow processes against throw-away PostgreSQL databases (127.0.0.1:5432): the local
 ## deployment (~3-5 min), the CeleryExecutor path with two workers (Redis 127.0.0.1:6379),
 ## deliveries pulled over SFTP (OpenSSH, make sftp-deps) and S3 (moto) with a deferred wait,
 ## `make airflow-ui` stopped by signals, the data team's first hour and the public explorer in
-## Chromium; and twenty releases into one store, on SQLite and on PostgreSQL (~2 min)
+## Chromium; twenty releases into one store, on SQLite and on PostgreSQL (~2 min); and the
+## benchmark scripts run to their end at a tiny size (~1 min; timing nothing)
 test-e2e: install sftp-deps browser-deps
 	$(PY) -m pytest -q -m processes tests/dags/test_airflow_processes.py tests/dags/test_celery_workers.py \
 		tests/dags/test_airflow_deliveries.py tests/dags/test_airflow_ui_stop.py tests/dags/test_browser.py \
 		tests/synthesis/test_explorer_browser.py
 	$(PY) -m pytest -q -m long tests/store/test_twenty_releases.py
+	$(PY) -m pytest -q -m benchmarks tests/benchmarks
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -347,14 +347,17 @@ def ctdc_run_command(
     release: str,
     partners: list[str] | None = None,
     warehouse: str | None = None,
+    mappings: Path | None = None,
 ) -> list[str]:
-    """`ctdc run` as a benchmark starts it: every partner unless `partners`, and a SQLite
-    store of its own in `out` unless `warehouse` (a benchmark never loads into
-    $CTDC_WAREHOUSE_URL)."""
+    """`ctdc run` as a benchmark starts it: every partner unless `partners`, the repository's
+    mappings unless `mappings`, and a SQLite store of its own in `out` unless `warehouse` (a
+    benchmark never loads into $CTDC_WAREHOUSE_URL)."""
     command = [sys.executable, "-m", "ctdc_harmonizer.cli", "run"]
     command += ["--landing", str(landing), "--out", str(out), "--release", release]
     if partners:
         command += ["--partners", ",".join(partners)]
+    if mappings:
+        command += ["--mappings", str(mappings)]
     return command + ["--warehouse", warehouse or f"sqlite:///{out / 'warehouse.sqlite'}"]
 
 

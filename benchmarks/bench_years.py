@@ -26,7 +26,7 @@ from statistics import median
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from bench_cli import adopt_orphans, measure  # noqa: E402
+from bench_cli import adopt_orphans, ctdc_run_command, measure  # noqa: E402
 
 from support.long_scenario import build_long  # noqa: E402
 
@@ -59,11 +59,9 @@ def main() -> int:
     )
     rows = []
     for year in scenario.years:
-        command = [
-            sys.executable, "-m", "ctdc_harmonizer.cli", "run",
-            "--landing", str(scenario.landing(year)), "--out", str(out), "--release", year,
-            "--mappings", str(scenario.mappings(year)),
-        ]  # fmt: skip
+        command = ctdc_run_command(
+            scenario.landing(year), out, year, mappings=scenario.mappings(year)
+        )
         measured = measure(command, env, logs, year, sampling, adopting)
         if measured.returncode != 0:
             print(f"bench years: {year} failed (exit code {measured.returncode}); see {logs}")
