@@ -75,3 +75,13 @@ def test_the_mapping_correction_is_made_and_undone(tmp_path):
     assert values.read_text() != original and next_year.CORRECTION[1] in values.read_text()
     next_year.correct_mapping(mappings, undo=True)
     assert values.read_text() == original
+
+
+def test_a_partner_marked_discontinued_loads_as_discontinued(tmp_path):
+    from ctdc_harmonizer.mapping.partner import load_partner
+    from support.store_scenario import REPO_MAPPINGS
+
+    mappings = next_year.copy_mappings(REPO_MAPPINGS, tmp_path / "m")
+    assert load_partner(mappings / "hotline").delivery.status == "active"
+    next_year.mark_discontinued(mappings, "hotline")
+    assert load_partner(mappings / "hotline").delivery.status == "discontinued"

@@ -66,13 +66,6 @@ class LongScenario:
         return self.root / "mappings" / year
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    if old not in text:
-        raise ValueError(f"{path.name}: the text to replace is not there")
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
 def build_long(root: Path, seed: int = 17, records: int = RECORDS) -> LongScenario:
     """The scenario under `root`; `records` per partner in the first year (the yearly changes
     are the same few rows whatever the size: benchmarks/bench_years.py runs it larger)."""
@@ -110,11 +103,7 @@ def build_long(root: Path, seed: int = 17, records: int = RECORDS) -> LongScenar
 
         if k >= hotline_stops:
             if k == hotline_stops:
-                _edit(
-                    mappings / "hotline" / "partner.yaml",
-                    "  mode: incremental\n",
-                    "  mode: incremental\n  status: discontinued\n",
-                )
+                next_year.mark_discontinued(mappings, "hotline")
             states["hotline"] = DISCONTINUED
         elif rng.random() < 0.5:
             next_year.hotline_increment(

@@ -63,11 +63,6 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _withdrawals(folder: Path, column: str, values: list[str]) -> None:
-    lines = [column, *values]
-    (folder / "withdrawals.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def build(root: Path, seed: int = 16) -> Scenario:
     scenario = Scenario(root)
     rng = random.Random(seed)
@@ -90,18 +85,11 @@ def build(root: Path, seed: int = 16) -> Scenario:
     _copy(scenario.landing(y2), scenario.landing(y3))
     year_one = {r["case_id"] for r in iom_rows if not r["case_id"].endswith("-2026")}
     withdrawn = sorted(year_one)[0]
-    iom_withdrawals = scenario.landing(y1) / "iom" / "withdrawals.csv"
-    earlier = iom_withdrawals.read_text(encoding="utf-8").splitlines()[1:]
-    _withdrawals(scenario.landing(y3) / "iom", "record_id", [*earlier, withdrawn])
+    earlier = next_year.withdrawn_ids(scenario.landing(y1) / "iom")
+    next_year.write_withdrawals(scenario.landing(y3) / "iom", [*earlier, withdrawn])
     (root / "withdrawn.json").write_text(json.dumps({"iom": withdrawn}))
     _copy(scenario.mappings(y2), scenario.mappings(y3))
-    yaml = scenario.mappings(y3) / "hotline" / "partner.yaml"
-    yaml.write_text(
-        yaml.read_text(encoding="utf-8").replace(
-            "  mode: incremental\n", "  mode: incremental\n  status: discontinued\n"
-        ),
-        encoding="utf-8",
-    )
+    next_year.mark_discontinued(scenario.mappings(y3), "hotline")
     # What a fresh build must read each year: the files in force (the hotline's year-1 reports
     # beside its increment, IOM's re-extract alone) and every withdrawal so far: the landing
     # folder as the team keeps it is exactly that.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -121,6 +122,17 @@ def correct_mapping(mappings: Path, undo: bool = False) -> None:
     if old not in text:
         raise ValueError("the row to change is not in case_management/values.csv")
     values.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def mark_discontinued(mappings: Path, partner: str) -> None:
+    """A partner that stopped delivering: `status: discontinued` in its partner.yaml's
+    delivery block, under its mode (the folder is edited in place)."""
+    path = mappings / partner / "partner.yaml"
+    text = path.read_text(encoding="utf-8")
+    marked, count = re.subn(r"(?m)^(  mode: \S+\n)", r"\1  status: discontinued\n", text, count=1)
+    if not count:
+        raise ValueError(f"{partner}/partner.yaml has no delivery mode to mark discontinued")
+    path.write_text(marked, encoding="utf-8")
 
 
 def next_year(landing: Path, seed: int = 16, year: str = "2026") -> dict[str, str]:
