@@ -341,6 +341,24 @@ def run_floor(children: Children, spec_path: Path, target: Path, name: str) -> d
     }
 
 
+def generate_samples(
+    landing: Path,
+    records: int,
+    seed: int,
+    partners: list[str] | None = None,
+    env: dict | None = None,
+) -> None:
+    """`ctdc generate` into `landing`: `records` per partner (every sample partner unless
+    `partners`). In a child process: the kernel's ru_maxrss of a process counts the memory it
+    was forked with, so a benchmark process that held a million generated records itself
+    would lend that peak to every child it starts afterwards."""
+    command = [sys.executable, "-m", "ctdc_harmonizer.cli", "generate", "--out", str(landing)]
+    command += ["--records", str(records), "--seed", str(seed)]
+    if partners:
+        command += ["--partners", ",".join(partners)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
 def ctdc_run_command(
     landing: Path,
     out: Path,
@@ -436,27 +454,7 @@ def main() -> int:
     load_start = os.getloadavg()
 
     started = time.perf_counter()
-    # In a child process: the kernel's ru_maxrss of a process counts the memory it was forked
-    # with, so a benchmark process that held a million generated records itself would lend
-    # that peak to every child it starts afterwards.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ctdc_harmonizer.cli",
-            "generate",
-            "--out",
-            str(landing),
-            "--records",
-            str(args.records_per_partner),
-            "--seed",
-            str(args.seed),
-            "--partners",
-            ",".join(partners),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    generate_samples(landing, args.records_per_partner, args.seed, partners)
     generated = time.perf_counter() - started
 
     spec_path = work / "floor.json"

@@ -50,6 +50,7 @@ from bench_cli import (  # noqa: E402
     _psutil_available,
     adopt_orphans,
     ctdc_run_command,
+    generate_samples,
     measure,
 )
 
@@ -180,14 +181,7 @@ def main() -> int:
 
     started = time.perf_counter()
     first = work / "landing-1"  # every partner's first delivery
-    subprocess.run(
-        [python, "-m", "ctdc_harmonizer.cli", "generate", "--out", str(first)]
-        + ["--records", str(args.records_per_partner), "--seed", str(args.seed)]
-        + ["--partners", ",".join(PARTNERS)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=env,
-    )
+    generate_samples(first, args.records_per_partner, args.seed, PARTNERS, env)
     for path in first.glob("*/withdrawals.csv"):
         path.unlink()  # the benchmark measures deliveries, not erasures
     second = work / "landing-2"  # the same, and the hotline's increment beside its first file

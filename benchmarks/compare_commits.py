@@ -85,16 +85,6 @@ def _this_checkout(label: str) -> Side:
     return Side(label, "checkout", commit, REPO / "plugins")
 
 
-def _generate(landing: Path, records: int, seed: int) -> None:
-    command = [sys.executable, "-m", "ctdc_harmonizer.cli", "generate", "--out", str(landing)]
-    subprocess.run(
-        command + ["--records", str(records), "--seed", str(seed)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
-    )
-
-
 def _run(side: Side, landing: Path, out: Path, logs: Path, name: str, env: dict, adopting: bool):
     command = bench_cli.ctdc_run_command(landing, out, RELEASE)
     child_env = {**env, "PYTHONPATH": str(side.plugins)}
@@ -191,7 +181,9 @@ def main() -> int:
         for records in sizes:
             landing = work / f"landing-{records}"
             started = time.perf_counter()
-            _generate(landing, records, args.seed)
+            # This checkout's generator, for both commits.
+            checkout = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+            bench_cli.generate_samples(landing, records, args.seed, env=checkout)
             print(
                 f"compare: {records:,} records per partner generated in "
                 f"{time.perf_counter() - started:.1f} s"
