@@ -7,11 +7,12 @@ Per format (CSV: `iom`, JSON lines: `hotline`, Excel workbook: `case_management`
 N sample records (the partner's sample generator, seeded), writes them once as one file and
 once split into K files of the partner's format (each with its header; generation is timed
 apart and not counted), then runs `ctdc run --partners <partner>` on each landing in a fresh
-child process, one right after the other, and prints the wall times and the ratio many / one
-(the aim: at most 2), and the same for each child's CPU seconds. Prints counts and times
+child process, one right after the other (started and measured as bench_cli.py does), and
+prints the wall times and the ratio many / one (the aim: at most 2), and the same for the CPU
+seconds of each run's whole process tree (its workers included). Prints counts and times
 only, never a value; the children's output goes to log files in the work folder, kept when a
-child fails. Appends a JSON line to benchmarks/out/many_files.jsonl (git-ignored). Run it
-under the machine's lock (`flock /tmp/ctdc-heavy.lock ...`).
+child fails. Appends a JSON line to benchmarks/out/many_files.jsonl (git-ignored; or
+--results). Run it under the machine's lock (`flock /tmp/ctdc-heavy.lock ...`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,22 @@ import csv
 import datetime
 import json
 import os
-import resource
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ctdc_harmonizer import samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cli import (  # noqa: E402  (beside this file, not a package)
+    _psutil_available,
+    adopt_orphans,
+    ctdc_run_command,
+    measure,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "out"
@@ -108,31 +115,27 @@ def prepare(fmt: str, records: int, files: int, work: Path, seed: int) -> dict:
     }
 
 
-def run(landing: Path, out: Path, partner: str, env: dict, log: Path) -> tuple[float, float] | None:
-    command = [
-        sys.executable,
-        "-m",
-        "ctdc_harmonizer.cli",
-        "run",
-        "--landing",
-        str(landing),
-        "--out",
-        str(out),
-        "--partners",
-        partner,
-        "--release",
-        RELEASE,
-        "--warehouse",
-        f"sqlite:///{out / 'warehouse.sqlite'}",  # a file of its own, never $CTDC_WAREHOUSE_URL
-    ]
-    started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with log.open("w") as handle:
-        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return (elapsed, cpu) if code == 0 else None
+def run(
+    landing: Path, out: Path, partner: str, env: dict, logs: Path, name: str, adopting: bool
+) -> tuple[float, float | None] | None:
+    """`ctdc run --partners <partner>` on `landing` in a child, as bench_cli runs it: its wall
+    time and its whole process tree's CPU (None when the tree's CPU is not known: see
+    bench_cli.adopt_orphans); None when it failed (its log is kept)."""
+    command = ctdc_run_command(landing, out, RELEASE, [partner])
+    sampling = {"interval": 1.0, "use_psutil": _psutil_available()}
+    measured = measure(command, env, logs, name, sampling, adopting)
+    if measured.returncode != 0:
+        print(f"bench: {name} failed (exit code {measured.returncode}); see {measured.stderr}")
+        return None
+    return measured.wall_s, measured.tree_cpu_s
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _ratio(many: float | None, one: float | None) -> float | None:
+    return None if many is None or not one else round(many / one, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="csv,jsonl,xlsx")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS / "many_files.jsonl",
+        help="the JSON lines file the report is appended to",
+    )
     args = parser.parse_args(argv)
+    adopting = adopt_orphans()
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     env = dict(os.environ)
     if not env.get("CTDC_PSEUDONYM_KEY", "").strip():
@@ -161,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         times = {}
         for shape in ("one", "many"):
             out = work / fmt / f"out-{shape}"
-            times[shape] = run(case[shape], out, case["partner"], env, work / f"{fmt}-{shape}.log")
+            name = f"{fmt}-{shape}"
+            times[shape] = run(case[shape], out, case["partner"], env, work, name, adopting)
         ok = None not in times.values()
         failed |= not ok
         wall = {shape: t[0] if t else None for shape, t in times.items()}
@@ -171,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
             "records": case["records"],
             "files": case["files"],
             "generated_s": case["generated_s"],
-            "one_s": round(wall["one"], 2) if ok else None,
-            "many_s": round(wall["many"], 2) if ok else None,
-            "ratio": round(wall["many"] / wall["one"], 2) if ok else None,
-            # CPU seconds (user + system) of each run: steadier than wall time on a shared
-            # machine, where other processes take turns on the cores.
-            "one_cpu_s": round(cpu["one"], 2) if ok else None,
-            "many_cpu_s": round(cpu["many"], 2) if ok else None,
-            "cpu_ratio": round(cpu["many"] / cpu["one"], 2) if ok else None,
+            "one_s": _rounded(wall["one"]),
+            "many_s": _rounded(wall["many"]),
+            "ratio": _ratio(wall["many"], wall["one"]),
+            # CPU seconds (user + system) of each run's whole process tree, its workers
+            # included: steadier than wall time on a shared machine.
+            "one_cpu_s": _rounded(cpu["one"]),
+            "many_cpu_s": _rounded(cpu["many"]),
+            "cpu_ratio": _ratio(cpu["many"], cpu["one"]),
         }
         report["formats"][fmt] = entry
         print(
@@ -187,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {entry['ratio']}; CPU {entry['one_cpu_s']} s / {entry['many_cpu_s']} s, "
             f"ratio {entry['cpu_ratio']}; load {os.getloadavg()[0]:.1f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    with (RESULTS / "many_files.jsonl").open("a") as handle:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("a") as handle:
         handle.write(json.dumps(report) + "\n")
     if failed or args.keep:
         print(f"bench: work folder kept: {work}")

@@ -33,15 +33,38 @@ from support.long_scenario import build_long  # noqa: E402
 SHORT = {"delivered": "D", "carried": ".", "reharmonized": "R", "discontinued": "-"}
 
 
+def _summary(rows: list[dict]) -> str:
+    """The first release's wall time, the later releases' and the idle years' medians (a
+    short run, `--years`, may have no later release or no idle year)."""
+    made = [r["wall_s"] for r in rows if r["released"]]
+    idle = [r["wall_s"] for r in rows if not r["released"]]
+    parts = [f"first release {made[0]:.2f} s" if made else "no release"]
+    if len(made) > 1:
+        later = made[1:]
+        parts.append(
+            f"later releases median {median(later):.2f} s (first of them {later[0]:.2f} s, "
+            f"last {later[-1]:.2f} s)"
+        )
+    if idle:
+        parts.append(f"years with nothing to do median {median(idle):.2f} s")
+    return "; ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records-per-partner", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument(
+        "--years", type=int, default=None, help="run only the schedule's first N years"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="an empty folder to work in (default: a new one)"
+    )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="ctdc-years-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="ctdc-years-"))
     logs = work / "logs"
-    logs.mkdir()
+    logs.mkdir(parents=True)
     scenario = build_long(work / "scenario", seed=args.seed, records=args.records_per_partner)
     out = work / "out"
     env = dict(os.environ)
@@ -58,7 +81,7 @@ def main() -> int:
         f"{'released':>9} {'store MiB':>10}"
     )
     rows = []
-    for year in scenario.years:
+    for year in scenario.years[: args.years]:
         command = ctdc_run_command(
             scenario.landing(year), out, year, mappings=scenario.mappings(year)
         )
@@ -79,15 +102,7 @@ def main() -> int:
             f"{year:<6} {states:<9} {read:>9,} {measured.wall_s:7.2f} {cpu:7.2f} {shown:>9} "
             f"{store:10.1f}"
         )
-    made = [r for r in rows if r["released"]]
-    later = made[1:]
-    idle = [r for r in rows if not r["released"]]
-    print(
-        f"first release {made[0]['wall_s']:.2f} s; later releases median "
-        f"{median(r['wall_s'] for r in later):.2f} s (first of them {later[0]['wall_s']:.2f} s, "
-        f"last {later[-1]['wall_s']:.2f} s); years with nothing to do median "
-        f"{median(r['wall_s'] for r in idle):.2f} s"
-    )
+    print(_summary(rows))
     print(f"bench years: work folder {work}")
     return 0
 

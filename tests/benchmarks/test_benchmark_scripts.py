@@ -53,3 +53,37 @@ def test_bench_store_runs_its_six_releases(tmp_path):
 def test_bench_cli_runs_the_floor_and_the_run(tmp_path):
     done = _script("bench_cli.py", "--records-per-partner", "30")
     assert "ratio run / floor" in done.stdout
+
+
+def test_bench_many_files_counts_every_process_of_both_runs(tmp_path):
+    results = tmp_path / "many_files.jsonl"
+    _script(
+        "bench_many_files.py",
+        "--records",
+        "40",
+        "--files",
+        "4",
+        "--formats",
+        "csv,xlsx",
+        "--results",
+        str(results),
+    )
+    (line,) = results.read_text().splitlines()
+    formats = json.loads(line)["formats"]
+    assert set(formats) == {"csv", "xlsx"}
+    for entry in formats.values():
+        assert entry["files"] == 4 and entry["records"] == 40
+        # Both runs measured to their end: None would mean a run failed or its process tree's
+        # CPU was not known (bench_cli.adopt_orphans).
+        assert entry["one_cpu_s"] > 0 and entry["many_cpu_s"] > 0
+        assert entry["ratio"] is not None
+
+
+def test_bench_years_runs_the_schedules_first_years(tmp_path):
+    done = _script(
+        "bench_years.py", "--records-per-partner", "20", "--years", "3", "--work", str(tmp_path)
+    )
+    year_rows = [line for line in done.stdout.splitlines() if line[:4].isdigit()]
+    assert len(year_rows) == 3
+    assert "first release" in done.stdout
+    assert len(list((tmp_path / "logs").glob("*.err"))) == 3  # one run per year, each logged
