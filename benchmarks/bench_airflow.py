@@ -23,7 +23,8 @@ data team lives through (tests/dags/test_browser.py times the same two in a brow
 
 Only counts and times are printed; the run's logs stay in the temporary Airflow home (named
 when a run fails). Every process the launcher started is stopped at the end (SIGINT to it,
-then SIGKILL to its session). Appends a JSON line to benchmarks/out/results_airflow.jsonl.
+then SIGKILL to its session). Appends a JSON line to benchmarks/out/results_airflow.jsonl (or
+--results).
 """
 
 from __future__ import annotations
@@ -225,6 +226,9 @@ def main() -> int:
     parser.add_argument("--records-per-partner", type=int, default=600)
     parser.add_argument("--partners", default="case_management,iom,hotline,ctdc_legacy")
     parser.add_argument("--keep", action="store_true", help="keep the Airflow home")
+    parser.add_argument(
+        "--results", type=Path, default=OUT, help="the JSON lines file the result is appended to"
+    )
     args = parser.parse_args()
     partners = [p for p in args.partners.split(",") if p]
     name = f"ctdc_bench_{uuid.uuid4().hex[:10]}"
@@ -249,7 +253,7 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     entry = {
         "when": datetime.now().isoformat(timespec="seconds"),
         "records": records,
@@ -258,7 +262,7 @@ def main() -> int:
         "load_average": os.getloadavg(),
         **result,
     }
-    with OUT.open("a", encoding="utf-8") as handle:
+    with args.results.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
     return 0 if result["approve_to_public_dataset_seconds"] else 1
 

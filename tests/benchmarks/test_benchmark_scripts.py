@@ -87,3 +87,15 @@ def test_bench_years_runs_the_schedules_first_years(tmp_path):
     assert len(year_rows) == 3
     assert "first release" in done.stdout
     assert len(list((tmp_path / "logs").glob("*.err"))) == 3  # one run per year, each logged
+
+
+@pytest.mark.processes
+def test_bench_airflow_runs_the_first_hour_through_real_airflow(tmp_path):
+    results = tmp_path / "airflow.jsonl"
+    # Enough records for the synthesis to accept the release (synthesis config release_size).
+    _script("bench_airflow.py", "--records-per-partner", "80", "--results", str(results))
+    (line,) = results.read_text().splitlines()
+    result = json.loads(line)
+    assert result["state"] == "annual update success, synthesis success"
+    assert result["trigger_to_approval_seconds"] > 0
+    assert result["approve_to_public_dataset_seconds"] > 0
