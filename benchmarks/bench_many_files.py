@@ -33,6 +33,7 @@ from ctdc_harmonizer import samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cli import (  # noqa: E402  (beside this file, not a package)
+    Children,
     _psutil_available,
     adopt_orphans,
     ctdc_run_command,
@@ -116,14 +117,15 @@ def prepare(fmt: str, records: int, files: int, work: Path, seed: int) -> dict:
 
 
 def run(
-    landing: Path, out: Path, partner: str, env: dict, logs: Path, name: str, adopting: bool
+    children: Children, landing: Path, out: Path, partner: str, name: str
 ) -> tuple[float, float | None] | None:
     """`ctdc run --partners <partner>` on `landing` in a child, as bench_cli runs it: its wall
     time and its whole process tree's CPU (None when the tree's CPU is not known: see
     bench_cli.adopt_orphans); None when it failed (its log is kept)."""
     command = ctdc_run_command(landing, out, RELEASE, [partner])
-    sampling = {"interval": 1.0, "use_psutil": _psutil_available()}
-    measured = measure(command, env, logs, name, sampling, adopting)
+    measured = measure(
+        command, children.env, children.logs, name, children.sampling, children.adopting
+    )
     if measured.returncode != 0:
         print(f"bench: {name} failed (exit code {measured.returncode}); see {measured.stderr}")
         return None
@@ -152,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the JSON lines file the report is appended to",
     )
     args = parser.parse_args(argv)
-    adopting = adopt_orphans()
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     env = dict(os.environ)
     if not env.get("CTDC_PSEUDONYM_KEY", "").strip():
         env["CTDC_PSEUDONYM_KEY"] = secrets.token_hex(32)  # a throwaway key, as the demo's
     work = Path(tempfile.mkdtemp(prefix="bench-many-files-"))
+    # Memory is not reported here: one sample a second keeps the sampler's CPU near nothing.
+    sampling = {"interval": 1.0, "use_psutil": _psutil_available()}
+    children = Children(
+        env=env, logs=work, keep=args.keep, sampling=sampling, adopting=adopt_orphans()
+    )
     report = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "records": args.records,
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape in ("one", "many"):
             out = work / fmt / f"out-{shape}"
             name = f"{fmt}-{shape}"
-            times[shape] = run(case[shape], out, case["partner"], env, work, name, adopting)
+            times[shape] = run(children, case[shape], out, case["partner"], name)
         ok = None not in times.values()
         failed |= not ok
         wall = {shape: t[0] if t else None for shape, t in times.items()}
