@@ -55,7 +55,7 @@ def test_bench_cli_runs_the_floor_and_the_run(tmp_path):
     assert "ratio run / floor" in done.stdout
 
 
-def test_bench_many_files_counts_every_process_of_both_runs(tmp_path):
+def test_bench_many_files_measures_one_file_and_many(tmp_path):
     results = tmp_path / "many_files.jsonl"
     _script(
         "bench_many_files.py",
