@@ -35,6 +35,12 @@ def _partners(text: str | None) -> list[str] | None:
     return [p.strip() for p in text.split(",") if p.strip()] if text else None
 
 
+def _positive_count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError("expects a whole number of 1 or more")
+    return int(text)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -51,6 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         warehouse_url=args.warehouse,
         accept_retirements=_partners(args.accept_retirements),
         sources=args.sources,
+        workers=args.workers,
     )
     plan = done.plan
     for line in plan.arrivals.lines():
@@ -329,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sources_help = "where partners deliver (sources.yaml; default: $CTDC_SOURCES, else none)"
     run.add_argument("--sources", help=sources_help)
+    run.add_argument(
+        "--workers",
+        type=_positive_count,
+        help="processes for the partners' chains (default: one per core; 1: everything in "
+        "this one process, for a busy machine or a debugger)",
+    )
     run.set_defaults(func=_cmd_run)
     pull = sub.add_parser("pull", help="pull complete new deliveries from the partners' drops")
     pull.add_argument("--landing", required=True, help="folder receiving <partner>/ copies")

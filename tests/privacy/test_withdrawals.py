@@ -150,7 +150,13 @@ def assert_no_planted(*texts: str) -> None:
 
 
 def run_cli(
-    tmp_path, capsys, caplog, partner_yaml: str, withdrawals: str | bytes, name="withdrawals.csv"
+    tmp_path,
+    capsys,
+    caplog,
+    partner_yaml: str,
+    withdrawals: str | bytes,
+    name="withdrawals.csv",
+    *options: str,
 ):
     write_partner(tmp_path, **{"partner.yaml": partner_yaml})
     rows = [
@@ -178,6 +184,7 @@ def run_cli(
             str(tmp_path / "mappings"),
             "--warehouse",
             f"sqlite:///{tmp_path}/w.sqlite",
+            *options,
         ]
     )
     captured = capsys.readouterr()
@@ -267,7 +274,17 @@ def test_unreadable_file_is_an_error_not_a_skip(tmp_path, capsys, caplog, monkey
         return read_bytes(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_bytes", refuse)
-    code, err = run_cli(tmp_path, capsys, caplog, PARTNER_YAML, "record_id\nB2\n")
+    # In this process: a worker forked from the fork server would not have the patch.
+    code, err = run_cli(
+        tmp_path,
+        capsys,
+        caplog,
+        PARTNER_YAML,
+        "record_id\nB2\n",
+        "withdrawals.csv",
+        "--workers",
+        "1",
+    )
     assert code == 1
     assert "file 'withdrawals.csv': cannot be read: EACCES (Permission denied)" in err
 

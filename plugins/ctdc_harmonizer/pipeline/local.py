@@ -1,10 +1,13 @@
 """A declared pipeline in one command (`ctdc run`): the same steps as the DAG, in a row.
 
 Partners are independent until their chains end, so the chains run in parallel worker
-processes (one per core by default, one more for much work), forked from a fork server that
-imported the chain's libraries once (pipeline/preload.py); the largest delivery starts first,
-so no worker is left alone with a big partner at the end. Meanwhile this process loads a new
-store's migrations.
+processes (one per core by default, one more for much work; one for a single partner),
+forked from a fork server that imported the chain's libraries once (pipeline/preload.py);
+the largest delivery starts first, so no worker is left alone with a big partner at the end.
+Meanwhile this process loads a new store's migrations. A worker logs through this process's
+handlers (its records come over a queue, exceptions reduced to their type), so a run's log
+is one stream, whichever process wrote a line. `workers=1` (`ctdc run --workers 1`) runs
+everything in this process.
 Everything after the chains runs in this process, in the declared order, except, for a large
 run, the steps whose results a later step takes as `Late` (the assembled release and its
 folder, which the commit needs only before it commits): a process of its own imports Great
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import resource
@@ -56,12 +60,69 @@ BACKGROUND_FROM_WORK = 4 * 1024 * 1024
 EXTRA_WORKER_FROM_WORK = 256 * 1024 * 1024
 
 
-def _worker_logging() -> None:
+def _logger_levels() -> dict[str, int]:
+    """This process's logger levels that were set (the root's included): a worker applies
+    them, so it forwards only records this process would keep."""
+    levels = {"": logging.getLogger().getEffectiveLevel()}
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+def _worker_logging(records: Any, levels: dict[str, int]) -> None:
+    """A worker's log records go to the process that started it (`_logs_forwarded`), not to
+    a stream of their own: the run's one set of handlers prints them, and a test's capture
+    sees them. An exception is reduced to its type here, before the record is pickled."""
     from ctdc_harmonizer.safety import ValueFreeTracebacks
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ValueFreeTracebacks())
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    forward = logging.handlers.QueueHandler(records)
+    forward.addFilter(ValueFreeTracebacks())
+    root.addHandler(forward)
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+class _ThisProcessLoggers(logging.Handler):
+    """Hands a worker's record to the logger of its name here, as if logged here."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+@contextlib.contextmanager
+def _logs_forwarded(
+    context: multiprocessing.context.BaseContext,
+) -> Iterator[tuple[Any, dict[str, int]]]:
+    """A queue that workers log into (`_worker_logging`'s arguments) and a thread here that
+    hands its records on; on the way out, the records still queued are handed on too (the
+    pool is shut down first: a worker flushes its queue when it exits)."""
+    records = context.Queue()
+    listener = logging.handlers.QueueListener(records, _ThisProcessLoggers())
+    listener.start()
+    try:
+        yield records, _logger_levels()
+    finally:
+        listener.stop()
+        records.close()
+
+
+@contextlib.contextmanager
+def _process_pool(processes: int) -> Iterator[ProcessPoolExecutor]:
+    """`processes` forked from the fork server, logging through this process's handlers;
+    shut down (waiting for what runs, on failure too) before the logs stop."""
+    context = _start_fork_server()  # usually already running: started before the plan
+    with _logs_forwarded(context) as logs:
+        pool = ProcessPoolExecutor(processes, context, _worker_logging, logs)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def call_step(
@@ -127,7 +188,10 @@ def _total_work(plan: Any) -> float:
 
 
 def _largest_first(plan: Any) -> list[str]:
-    """Partners by expected work, largest first (longest-processing-time-first)."""
+    """Partners by expected work, largest first (longest-processing-time-first); in the
+    plan's order for a plan that names no partner's files."""
+    if not hasattr(plan, "partner_plans"):
+        return list(plan.partners)
     return sorted(plan.partners, key=lambda p: _expected_work(plan, p), reverse=True)
 
 
@@ -140,9 +204,10 @@ def _default_workers(plan: Any) -> int:
 
 
 def _in_workers(plan: Any, workers: int | None) -> bool:
-    """Whether the chains run in worker processes (else in this one)."""
-    partners = len(getattr(plan, "partners", []))
-    return partners > 1 and (workers or _default_workers(plan)) > 1
+    """Whether the chains run in worker processes (else in this one): whenever this run may
+    use more than one process, also for one partner (its chain then runs beside what this
+    process prepares for after it: Great Expectations' import, a new store's migrations)."""
+    return bool(getattr(plan, "partners", [])) and _parallel(workers)
 
 
 def _import_quality_checks() -> None:
@@ -218,29 +283,24 @@ def _background_process(
 ) -> Iterator[Executor | None]:
     """Where the release folder is built: for much work, a process of its own (forked from
     the fork server) that imports Great Expectations (~1.3 s of CPU, 140 MiB) while the chains
-    run, also when one partner's chain runs here; yields it. For little work, or when no step
-    is `wanted` in the background, None: the folder is built here."""
+    run; yields it. For little work, or when no step is `wanted` in the background, None: the
+    folder is built here."""
     if not (wanted and _parallel(workers) and _total_work(plan) >= BACKGROUND_FROM_WORK):
         yield None
         return
-    process = ProcessPoolExecutor(1, _start_fork_server(), _worker_logging)
-    try:
+    # On failure too, a folder still being built is finished before the teardown.
+    with _process_pool(1) as process:
         process.submit(_prepare_background_process)
         yield process
-    finally:
-        # On failure too: a folder still being built is finished before the teardown.
-        process.shutdown(wait=True, cancel_futures=True)
 
 
 def run_chains(pipeline: Pipeline, plan: Any, workers: int | None = None) -> list[Any]:
     """Every partner's chain; results in the plan's partner order. A partner's error is
     raised in partner order (the first failing partner, as the plan lists them)."""
-    workers = workers or _default_workers(plan)
-    if workers <= 1 or len(plan.partners) == 1:
+    if not _in_workers(plan, workers):
         return [run_chain(pipeline, plan, partner) for partner in plan.partners]
-    context = _start_fork_server()  # usually already running: started before the plan
     environment = dict(os.environ)
-    with ProcessPoolExecutor(workers, context, _worker_logging) as pool:
+    with _process_pool(min(workers or _default_workers(plan), len(plan.partners))) as pool:
         futures = {
             partner: pool.submit(run_chain, pipeline, plan, partner, environment)
             for partner in _largest_first(plan)
