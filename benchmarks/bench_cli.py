@@ -17,9 +17,9 @@ the CPU time of each child's whole process tree (on Linux, where this process be
 subreaper of its descendants), and memory: the process tree of each child is sampled every
 50 ms (peak RSS of the main process, of the largest single process, of the sum over the
 tree), next to the kernel's ru_maxrss of the child and its descendants. Prints a summary
-and appends a JSON line to benchmarks/out/results.jsonl. Prints only counts, sizes and
-times, never a data value: the children's output goes to log files in the work folder,
-which is kept when a child fails.
+and appends a JSON line to benchmarks/out/results.jsonl (or --results). Prints only counts,
+sizes and times, never a data value: the children's output goes to log files in the work
+folder, which is kept when a child fails.
 """
 
 from __future__ import annotations
@@ -444,6 +444,12 @@ def main() -> int:
         help="read the process tree's memory with psutil (default when installed) or /proc",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS / "results.jsonl",
+        help="the JSON lines file the report is appended to",
+    )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
@@ -484,10 +490,10 @@ def main() -> int:
 
     report = summarize(args, partners, generated, pairs, load_start)
     print_summary(report)
-    RESULTS.mkdir(exist_ok=True)
-    with (RESULTS / "results.jsonl").open("a") as handle:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("a") as handle:
         handle.write(json.dumps(report) + "\n")
-    print(f"bench: appended to {RESULTS / 'results.jsonl'}")
+    print(f"bench: appended to {args.results}")
     if not args.keep:
         shutil.rmtree(work)
     else:

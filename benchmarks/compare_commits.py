@@ -3,6 +3,8 @@
     python benchmarks/compare_commits.py --before 702b91b
     python benchmarks/compare_commits.py --before 702b91b --after HEAD \\
         --records-per-partner 2500,10000,50000,250000 --pairs 5
+    python benchmarks/compare_commits.py --before d7c87eb --partners iom \\
+        --records-per-partner 3000,10000 --pairs 3
 
 Issue 17 asks for a faster pipeline and for nothing slower than before "at any size". A
 machine's speed drifts from one minute to the next (by up to 30% on the shared two-core
@@ -16,8 +18,8 @@ files, and reports them side by side.
   PYTHONPATH: its own code, mappings and schemas, this venv's libraries. A commit that needs
   other libraries than this venv holds cannot be compared this way (its run fails, and the
   benchmark says so).
-- For each size (records per partner, every sample partner), the files are generated once,
-  by this checkout's generator, and both commits read them.
+- For each size (records per partner; every sample partner, or those `--partners` names),
+  the files are generated once, by this checkout's generator, and both commits read them.
 - Each pair runs both commits, one right after the other; the order alternates from one pair
   to the next, so that neither commit always runs second on a warmer page cache.
 - Each run gets a new output folder and a new SQLite store (a first release).
@@ -85,8 +87,17 @@ def _this_checkout(label: str) -> Side:
     return Side(label, "checkout", commit, REPO / "plugins")
 
 
-def _run(side: Side, landing: Path, out: Path, logs: Path, name: str, env: dict, adopting: bool):
-    command = bench_cli.ctdc_run_command(landing, out, RELEASE)
+def _run(
+    side: Side,
+    landing: Path,
+    out: Path,
+    logs: Path,
+    name: str,
+    env: dict,
+    adopting: bool,
+    partners: list[str] | None = None,
+):
+    command = bench_cli.ctdc_run_command(landing, out, RELEASE, partners)
     child_env = {**env, "PYTHONPATH": str(side.plugins)}
     # Memory is not compared here (bench_cli.py reports it): one sample a second keeps the
     # sampler's own CPU, which competes with the runs for the cores, near nothing.
@@ -143,6 +154,9 @@ def main() -> int:
         help="comma-separated sizes: records per sample partner (default 2500,10000,50000)",
     )
     parser.add_argument("--pairs", type=int, default=5, help="pairs of runs per size (default 5)")
+    parser.add_argument(
+        "--partners", help="comma-separated sample partners to run (default: every one)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
@@ -158,7 +172,11 @@ def main() -> int:
 
     from ctdc_harmonizer import samples  # this checkout's, as the generator
 
-    partners = len(samples.available())
+    chosen = [p.strip() for p in (args.partners or "").split(",") if p.strip()] or None
+    unknown = sorted(set(chosen or []) - set(samples.available()))
+    if unknown:
+        parser.error(f"--partners: no sample partner named {', '.join(unknown)}")
+    partners = len(chosen or samples.available())
     work = Path(tempfile.mkdtemp(prefix="ctdc-compare-"))
     logs = work / "logs"
     logs.mkdir()
@@ -183,7 +201,7 @@ def main() -> int:
             started = time.perf_counter()
             # This checkout's generator, for both commits.
             checkout = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
-            bench_cli.generate_samples(landing, records, args.seed, env=checkout)
+            bench_cli.generate_samples(landing, records, args.seed, chosen, env=checkout)
             print(
                 f"compare: {records:,} records per partner generated in "
                 f"{time.perf_counter() - started:.1f} s"
@@ -194,7 +212,7 @@ def main() -> int:
                 pair = {}
                 for side in order:
                     name = f"{records}-{k}-{side.label}"
-                    measured = _run(side, landing, work / name, logs, name, env, adopting)
+                    measured = _run(side, landing, work / name, logs, name, env, adopting, chosen)
                     if measured.returncode != 0:
                         print(
                             f"compare: {side.label} ({side.revision}) failed with exit code "
@@ -220,6 +238,7 @@ def main() -> int:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "before": before.commit,
             "after": after.commit,
+            "partners": chosen or "all",
             "sizes": bench_cli._rounded(results),
         }
         with args.results.open("a", encoding="utf-8") as f:

@@ -51,8 +51,11 @@ def test_bench_store_runs_its_six_releases(tmp_path):
 
 
 def test_bench_cli_runs_the_floor_and_the_run(tmp_path):
-    done = _script("bench_cli.py", "--records-per-partner", "30")
+    results = tmp_path / "results.jsonl"
+    done = _script("bench_cli.py", "--records-per-partner", "30", "--results", str(results))
     assert "ratio run / floor" in done.stdout
+    (line,) = results.read_text().splitlines()
+    assert json.loads(line)["records"] == 30 * 4
 
 
 def test_bench_many_files_measures_one_file_and_many(tmp_path):
@@ -99,3 +102,26 @@ def test_bench_airflow_runs_the_first_hour_through_real_airflow(tmp_path):
     assert result["state"] == "annual update success, synthesis success"
     assert result["trigger_to_approval_seconds"] > 0
     assert result["approve_to_public_dataset_seconds"] > 0
+
+
+def test_compare_commits_runs_both_commits_on_one_partner(tmp_path):
+    results = tmp_path / "compare.jsonl"
+    _script(
+        "compare_commits.py",
+        "--before",
+        "HEAD",
+        "--partners",
+        "iom",
+        "--records-per-partner",
+        "20",
+        "--pairs",
+        "1",
+        "--results",
+        str(results),
+    )
+    (line,) = results.read_text().splitlines()
+    report = json.loads(line)
+    assert report["partners"] == ["iom"]
+    (size,) = report["sizes"]
+    assert size["records"] == 20 and size["pairs"] == 1
+    assert size["before_cpu_s"][0] > 0 and size["after_cpu_s"][0] > 0  # whole trees counted
