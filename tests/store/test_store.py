@@ -418,7 +418,7 @@ def test_a_full_delivery_retiring_half_a_partner_fails_unless_accepted(tmp_path)
     assert retired >= stored // 2 - 3 and accepted.folder.rows == stored - retired
 
 
-def test_a_partner_not_delivered_for_long_is_flagged(tmp_path):
+def test_a_partner_not_delivered_for_long_is_flagged(tmp_path, caplog):
     from ctdc_harmonizer import samples
 
     landing, out = tmp_path / "landing", tmp_path / "out"
@@ -429,10 +429,14 @@ def test_a_partner_not_delivered_for_long_is_flagged(tmp_path):
         shutil.rmtree(landing / "iom")
         shutil.copytree(tmp_path / f"iom-{year}" / "iom", landing / "iom")
         (landing / "iom" / "withdrawals.csv").unlink()
+        caplog.clear()
         done = run_annual_update(str(landing), str(out), year, accept_retirements=["iom"])
     htcds = done.plan.partner_plans["case_management"]
     assert htcds.state == "carried" and htcds.releases_without_delivery == 3 and htcds.flagged
     assert "no delivery for 3 release(s)" in done.summary.body
+    # Said once, though the plan reads the store twice (before its lease and under it).
+    flagged = "partner case_management has not delivered for 3 release(s)"
+    assert [r.getMessage() for r in caplog.records].count(f"{flagged} (last: 2021)") == 1
 
 
 # --- a warehouse from before the store -----------------------------------------------------------

@@ -428,7 +428,13 @@ def _plan_partners(
         plans[partner] = _plan_partner(
             config, landing, state, may_read, codebook_version, release_year
         )
-        entry = plans[partner]
+    return plans
+
+
+def _log_partner_notes(plans: dict[str, PartnerPlan]) -> None:
+    """What the data team should know of the planned partners, said once per run (the plans
+    are read twice: before the store's lease and under it)."""
+    for partner, entry in plans.items():
         if entry.delivered and entry.status == "discontinued":
             log.info("partner %s is marked discontinued; its delivery is read", partner)
         if entry.flagged:
@@ -438,7 +444,6 @@ def _plan_partners(
                 entry.releases_without_delivery,
                 entry.last_delivery,
             )
-    return plans
 
 
 def plan_release(
@@ -521,6 +526,7 @@ def plan_release(
         except BaseException:
             locks.release(lock)
             raise
+    _log_partner_notes(plans)
     strays = unmapped_partner_folders(landing, known)
     if strays:
         log.warning(
