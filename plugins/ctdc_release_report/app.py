@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ctdc_release_report import html
+from ctdc_release_report.approval import DECISION
 from ctdc_release_report.status import run_status
 
 PREFIX = "/ctdc-report"
@@ -32,7 +33,8 @@ DAG_ID = "ctdc_annual_update"
 SYNTHESIS_DAG_ID = "ctdc_synthesis"
 SUMMARY_TASK = "summarize_release"
 PUBLISH_TASK = "publish_release_folder"
-GATE_TASKS = ("approve", "announce_release")
+APPROVE_TASK = "approve"
+GATE_TASKS = (APPROVE_TASK, "announce_release")
 
 app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)
 can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
@@ -76,6 +78,14 @@ def _runs(run_id: str | None = None) -> list[dict]:
                 ).first()
                 for task in (SUMMARY_TASK, PUBLISH_TASK)
             )
+            decision = session.scalars(
+                select(XComModel).where(
+                    XComModel.dag_id == DAG_ID,
+                    XComModel.run_id == rid,
+                    XComModel.task_id == APPROVE_TASK,
+                    XComModel.key == DECISION,
+                )
+            ).first()
             gates = dict(
                 session.execute(
                     select(TaskInstance.task_id, TaskInstance.state).where(
@@ -94,7 +104,9 @@ def _runs(run_id: str | None = None) -> list[dict]:
                     "published_dir": (
                         XComModel.deserialize_value(published)["release_dir"] if published else None
                     ),
-                    "approval": str(gates.get("approve") or "not reached"),
+                    "approval": str(gates.get(APPROVE_TASK) or "not reached"),
+                    # The answer and who gave it (a data team member's Airflow user name).
+                    "decision": XComModel.deserialize_value(decision) if decision else None,
                     "published": str(gates.get("announce_release")) == "success",
                 }
             )
@@ -147,6 +159,7 @@ def _history() -> list[dict]:
                 "rows": summary.get("rows"),
                 "partners": summary.get("partners", {}),
                 "approval": run["approval"],
+                "decision": run["decision"],
                 "published": run["published"],
             }
         )

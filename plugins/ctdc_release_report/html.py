@@ -36,6 +36,31 @@ STATE_WORDS = {
 }
 
 
+# The approval task's state, for a reader: "success" alone would also be a rejection
+# (ApprovalOperator succeeds either way and skips what follows a "Reject").
+APPROVAL_WORDS = {
+    "awaiting_input": "awaiting approval (Required actions)",
+    "deferred": "awaiting approval (Required actions)",
+    "upstream_failed": "not asked: an earlier step failed",
+    "skipped": "not asked",
+    "failed": "no answer: timed out after 7 days, or failed",
+    "not reached": "not asked yet",
+    "scheduled": "not asked yet",
+    "queued": "not asked yet",
+    "running": "being asked",
+    "success": "answered",
+}
+
+
+def approval_text(state: str | None, decision: dict | None = None) -> str:
+    """What happened at the approval: the recorded answer and who gave it where there is one
+    (approval.ReleaseApproval keeps it), else the approval task's state in words."""
+    if decision and decision.get("chosen"):
+        answer = "rejected" if "Reject" in decision["chosen"] else "approved"
+        return f"{answer} by {decision['by']}" if decision.get("by") else answer
+    return APPROVAL_WORDS.get(state or "not reached", state or "")
+
+
 def _e(value) -> str:
     return escape("" if value is None else str(value))
 
@@ -422,7 +447,8 @@ def report_page(report: dict, status: dict | None = None) -> str:
     status_text = (
         '<span class="ok">published (approved)</span>'
         if run["published"]
-        else f'<span class="bad">not published</span> (approval: {_e(run["approval"])})'
+        else '<span class="bad">not published</span> (approval: '
+        f"{_e(approval_text(run['approval'], run.get('decision')))})"
     )
     quality = report.get("quality") or {}
     results = report.get("quality_results") or []
@@ -531,7 +557,8 @@ def history_page(history: list[dict], dag_id: str) -> str:
         body.append(
             f'<tr><td>{_e(release)}</td><td class="n">{_e(newest["rows"])}</td>'
             f"<td>{_e(partners)}</td><td>{published}</td>"
-            f"<td>{_e(newest['approval'])}</td><td>{run_cell(runs[0])}{earlier}</td></tr>"
+            f"<td>{_e(approval_text(newest['approval'], newest.get('decision')))}</td>"
+            f"<td>{run_cell(runs[0])}{earlier}</td></tr>"
         )
     latest = [
         next(h for h in runs if h["rows"] is not None)

@@ -239,6 +239,7 @@ def test_release_history_lists_the_run(deployment, approved_run):
     history = api.json("GET", "/ctdc-report/api/releases")
     mine = [h for h in history if h["run_id"] == approved_run["run_id"]]
     assert mine and mine[0]["release"] == RELEASE and mine[0]["published"] is True
+    assert mine[0]["approval"] == "success" and mine[0]["decision"]["chosen"] == ["Approve"]
 
 
 def test_asset_event_carries_release_rows_and_report(deployment, approved_run):

@@ -168,6 +168,32 @@ def test_releases_page_folds_runs_per_release_and_keeps_what_is_published():
     assert "<td>yes</td>" in alone and "yes, by" not in alone
 
 
+def test_the_approval_is_said_in_words_with_who_answered():
+    """ApprovalOperator's task succeeds on "Reject" too: the recorded answer decides."""
+    from ctdc_release_report import html
+
+    rejected = {
+        "run_id": "manual__2",
+        "run_after": "2",
+        "state": "success",
+        "reason": None,
+        "release": "2027",
+        "rows": 12,
+        "partners": {"iom": 12},
+        "approval": "success",
+        "decision": {"chosen": ["Reject"], "by": "amira"},
+        "published": False,
+    }
+    page = html.history_page([rejected], "ctdc_annual_update")
+    assert "<td>rejected by amira</td>" in page and ">success<" not in page
+    approved = rejected | {"decision": {"chosen": ["Approve"], "by": "amira"}, "published": True}
+    assert "<td>approved by amira</td>" in html.history_page([approved], "ctdc_annual_update")
+    assert html.approval_text("upstream_failed") == "not asked: an earlier step failed"
+    assert html.approval_text("awaiting_input").startswith("awaiting approval")
+    assert html.approval_text(None) == "not asked yet"
+    assert html.approval_text("success") == "answered"  # no recorded answer: no guess
+
+
 def test_a_run_without_report_gets_a_page_saying_why():
     from ctdc_release_report import html
     from ctdc_release_report.status import advice
