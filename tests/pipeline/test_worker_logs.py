@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer import cli
+from ctdc_harmonizer.errors import InfrastructureError
 from ctdc_harmonizer.pipeline import local
 from ctdc_harmonizer.pipeline.declaration import Pipeline
 
@@ -73,6 +76,35 @@ def test_workers_log_through_this_process_without_values(partners, caplog):
     assert PLANTED.split()[1] not in caplog.text
     # The level set here holds there: the debug lines never crossed.
     assert not [r for r in caplog.records if r.levelno == logging.DEBUG and r.name == log.name]
+
+
+def read_or_die(plan: Plan, partner: str) -> Read:
+    """The out-of-memory killer, as a worker meets it: SIGKILL, no chance to clean up."""
+    log.info("partner %s: reading", partner)
+    if partner == "ngo":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Read(partner=partner, process=os.getpid())
+
+
+def test_a_worker_killed_ends_the_run_with_a_clear_error_not_a_hang(caplog):
+    if not local._parallel(None):
+        pytest.skip("one core: every chain runs in this process")
+    dying = Pipeline(name="dying", plan=make_plan, per_partner=(read_or_die,), steps=())
+    caplog.set_level(logging.INFO)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            local.run(dying, partners=["iom", "ngo"])
+        except BaseException as error:  # noqa: BLE001 - what the run raised is the finding
+            outcome["error"] = error
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(120)  # a hang would be the bug: the thread is left behind, the test fails
+    assert not runner.is_alive(), "the run hung after its worker was killed"
+    assert isinstance(outcome.get("error"), InfrastructureError)
+    assert "a worker process of this run ended abruptly" in str(outcome["error"])
 
 
 def test_one_worker_keeps_every_step_in_this_process(caplog):

@@ -6,8 +6,9 @@ forked from a fork server that imported the chain's libraries once (pipeline/pre
 the largest delivery starts first, so no worker is left alone with a big partner at the end.
 Meanwhile this process loads a new store's migrations. A worker logs through this process's
 handlers (its records come over a queue, exceptions reduced to their type), so a run's log
-is one stream, whichever process wrote a line. `workers=1` (`ctdc run --workers 1`) runs
-everything in this process.
+is one stream, whichever process wrote a line. A worker that dies (SIGKILL, the OOM killer)
+ends the run with an InfrastructureError, never a hang. `workers=1` (`ctdc run --workers 1`)
+runs everything in this process.
 Everything after the chains runs in this process, in the declared order, except, for a large
 run, the steps whose results a later step takes as `Late` (the assembled release and its
 folder, which the commit needs only before it commits): a process of its own imports Great
@@ -32,9 +33,11 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver
 from typing import Any
 
+from ctdc_harmonizer.errors import InfrastructureError
 from ctdc_harmonizer.memory import (
     collector_paused,
     imported_then_frozen,
@@ -58,6 +61,8 @@ BACKGROUND_FROM_WORK = 4 * 1024 * 1024
 # the last chains instead of leaving one idle. Below it the extra process costs more than it
 # saves (two cores, one worker more: 40k records +0.15 s, 133k and 500k even, 1M -0.9 s).
 EXTRA_WORKER_FROM_WORK = 256 * 1024 * 1024
+# How long the end of a run waits for its workers' last log lines (see _logs_forwarded).
+LOG_HAND_ON_SECONDS = 10
 
 
 def _logger_levels() -> dict[str, int]:
@@ -86,13 +91,17 @@ def _worker_logging(records: Any, levels: dict[str, int]) -> None:
         logging.getLogger(name or None).setLevel(level)
 
 
-class _ThisProcessLoggers(logging.Handler):
-    """Hands a worker's record to the logger of its name here, as if logged here."""
+def _to_this_process_loggers(record: logging.LogRecord) -> None:
+    """A worker's record, handed to the logger of its name here, as if logged here."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
+
+def _hand_on(records: Any) -> None:
+    """The forwarding thread: every record the workers log, until the end mark (None)."""
+    while (record := records.get()) is not None:
+        _to_this_process_loggers(record)
 
 
 @contextlib.contextmanager
@@ -101,14 +110,26 @@ def _logs_forwarded(
 ) -> Iterator[tuple[Any, dict[str, int]]]:
     """A queue that workers log into (`_worker_logging`'s arguments) and a thread here that
     hands its records on; on the way out, the records still queued are handed on too (the
-    pool is shut down first: a worker flushes its queue when it exits)."""
+    pool is shut down first: a worker flushes its queue when it exits).
+
+    Waited for a while, never forever: a worker killed while it wrote to the queue (the OOM
+    killer) may leave it locked or a record half written, and the run must still end (with
+    the pool's error) rather than hang; its last log lines are then missing, and said so."""
     records = context.Queue()
-    listener = logging.handlers.QueueListener(records, _ThisProcessLoggers())
-    listener.start()
+    forwarding = threading.Thread(target=_hand_on, args=(records,), daemon=True)
+    forwarding.start()
     try:
         yield records, _logger_levels()
     finally:
-        listener.stop()
+        records.put_nowait(None)
+        forwarding.join(LOG_HAND_ON_SECONDS)
+        if forwarding.is_alive():
+            log.warning(
+                "the worker processes' last log lines did not arrive within %d s (a worker "
+                "ended while writing them); they are missing from this log",
+                LOG_HAND_ON_SECONDS,
+            )
+        records.cancel_join_thread()  # the end mark may never be written: do not wait for it
         records.close()
 
 
@@ -121,6 +142,12 @@ def _process_pool(processes: int) -> Iterator[ProcessPoolExecutor]:
         pool = ProcessPoolExecutor(processes, context, _worker_logging, logs)
         try:
             yield pool
+        except BrokenProcessPool:
+            raise InfrastructureError(
+                "a worker process of this run ended abruptly (killed, for example by the "
+                "out-of-memory killer); the run stopped before its commit: run it again "
+                "(`--workers 1` uses less memory)"
+            ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
