@@ -63,6 +63,8 @@ def test_run_writes_one_receipt_per_delivering_partner(landing, tmp_path):
         assert sum(e.rows for e in receipt.excluded) == receipt.totals.excluded
         page = (where / "receipt.html").read_text()
         assert "<script" not in page and "http://" not in page and "https://" not in page
+        # The file's hash wraps in its cell, so the table fits a laptop's screen.
+        assert f"<td class='hash'>{receipt.files[0].sha256}</td>" in page
         other = "hotline" if partner == "iom" else "iom"
         assert other not in (where / "receipt.json").read_text()
     # Rerunning the release replaces each receipt as a whole.

@@ -457,23 +457,28 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #bbb
 padding:.25rem .6rem;text-align:left;vertical-align:top}th{background:#eee}
 td.n{text-align:right}.bad{color:#a40000;font-weight:bold}.ok{color:#006100;font-weight:bold}
 .small{color:#555;font-size:.9em}
+td.hash{font-family:monospace;font-size:.8em;word-break:break-all;min-width:12em;max-width:18em}
 """
 
 
-def _table(headers: list[str], rows: list[list[object]], numeric: set[int] = frozenset()) -> str:
+def _table(
+    headers: list[str],
+    rows: list[list[object]],
+    numeric: set[int] = frozenset(),
+    hashes: set[int] = frozenset(),
+) -> str:
+    """`numeric` columns align right; `hashes` wrap (a SHA-256 would widen the page past a
+    laptop's screen)."""
     if not rows:
         return "<p class='small'>none</p>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+
+    def cell(i: int, value: object) -> str:
+        kind = " class='n'" if i in numeric else " class='hash'" if i in hashes else ""
+        return f"<td{kind}>{html.escape(str(value))}</td>"
+
     body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td class='n'>{html.escape(str(c))}</td>"
-            if i in numeric
-            else f"<td>{html.escape(str(c))}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
+        "<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -541,6 +546,7 @@ def render_html(receipt: Receipt) -> str:
                 ]  # fmt: skip
             ],
             numeric={1, 2, 3, 4, 5, 6, 7, 9},
+            hashes={8},
         ),
         "<p>"
         + (
