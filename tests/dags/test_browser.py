@@ -249,6 +249,8 @@ def test_the_first_hour(deployment, page):
     page.get_by_text("CTDC releases").first.wait_for(timeout=30_000)
     text = page.locator("body").inner_text()
     assert "earlier run(s)" in text and "failed: " in text
+    # A failure is headed by the task as the grid names it, not by the function it called.
+    assert "failed: plan_release: release" in text and "plan_scheduled_release" not in text
     # The approval in words, with who gave it (the admin approved in step 5).
     assert "approved by admin" in text and "not asked: an earlier step failed" in text
     assert page.locator(f'a[href*="{quote(first, safe="")}"]').count() >= 1

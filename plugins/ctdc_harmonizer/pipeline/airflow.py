@@ -12,7 +12,8 @@ instances are named by partner. What crosses into a task:
   and unexpected exceptions, which would fail the same way again) become
   `AirflowFailException`: the task fails at once, without retry. Infrastructure errors (disk,
   database connection) become `RetryableStepError`, which keeps the task's retries. Both carry
-  `safety.describe()`'s value-free text, and `from None` keeps the original (possibly
+  `safety.describe()`'s value-free text, headed by the task's name as the grid shows it, and
+  `from None` keeps the original (possibly
   value-quoting) exception out of the traceback Airflow logs. The same text is also kept in
   the task's XCom under `ctdc_failure` (task, partner, error class as reason code, message),
   so that `outcome` and the report page say which step failed for which partner and why.
@@ -96,7 +97,7 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
                 bound.arguments[name] = _validated(hints.get(name), value)
             return to_xcom(step(*bound.args, **bound.kwargs))
         except Exception as exc:
-            message = describe(exc, step.__name__)
+            message = describe(exc, _running_task_name() or step.__name__)
             record_failure(exc, message, is_infrastructure(exc))
             if is_infrastructure(exc):
                 raise RetryableStepError(message) from None
@@ -105,6 +106,18 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
             raise AirflowFailException(message) from None
 
     return guarded
+
+
+def _running_task_name() -> str | None:
+    """The running task's id without its group, as the grid lists it (`plan_release`, not
+    the `plan_scheduled_release` it calls; `stage_partner` in the group `partner`); None
+    outside a task (the CLI, plain tests), where the step's own name is used."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context()["ti"].task_id.rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001 (not in a task)
+        return None
 
 
 def record_failure(exc: BaseException, message: str, retryable: bool) -> None:
