@@ -43,7 +43,7 @@ APPROVAL_WORDS = {
     "deferred": "awaiting approval (Required actions)",
     "upstream_failed": "not asked: an earlier step failed",
     "skipped": "not asked",
-    "failed": "no answer: timed out after 7 days, or failed",
+    "failed": "no answer in time (the approval's response_timeout), or failed",
     "not reached": "not asked yet",
     "scheduled": "not asked yet",
     "queued": "not asked yet",
