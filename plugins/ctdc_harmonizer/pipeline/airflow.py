@@ -13,10 +13,10 @@ instances are named by partner. What crosses into a task:
   `AirflowFailException`: the task fails at once, without retry. Infrastructure errors (disk,
   database connection) become `RetryableStepError`, which keeps the task's retries. Both carry
   `safety.describe()`'s value-free text, headed by the task's name as the grid shows it, and
-  `from None` keeps the original (possibly
-  value-quoting) exception out of the traceback Airflow logs. The same text is also kept in
-  the task's XCom under `ctdc_failure` (task, partner, error class as reason code, message),
-  so that `outcome` and the report page say which step failed for which partner and why.
+  `from None` keeps the original (possibly value-quoting) exception out of the traceback
+  Airflow logs. The same text is also kept in the task's XCom under `ctdc_failure` (task,
+  partner, error class as reason code, message), so that `outcome` and the report page say
+  which step failed for which partner and why.
 
 Also here, defined once for both DAGs: the release asset and the failure callback. This
 module imports Airflow's SDK and the step modules only (light: no pandas at parse time).
@@ -97,8 +97,12 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
                 bound.arguments[name] = _validated(hints.get(name), value)
             return to_xcom(step(*bound.args, **bound.kwargs))
         except Exception as exc:
-            message = describe(exc, _running_task_name() or step.__name__)
-            record_failure(exc, message, is_infrastructure(exc))
+            ti = _running_task_instance()
+            # Headed by the task as the grid lists it, without its group (`plan_release`, not
+            # the `plan_scheduled_release` it calls; `stage_partner` in the group `partner`).
+            task = ti.task_id.rsplit(".", 1)[-1] if ti is not None else step.__name__
+            message = describe(exc, task)
+            record_failure(ti, exc, message, is_infrastructure(exc))
             if is_infrastructure(exc):
                 raise RetryableStepError(message) from None
             from airflow.sdk.exceptions import AirflowFailException
@@ -108,26 +112,21 @@ def boundary(step: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _running_task_name() -> str | None:
-    """The running task's id without its group, as the grid lists it (`plan_release`, not
-    the `plan_scheduled_release` it calls; `stage_partner` in the group `partner`); None
-    outside a task (the CLI, plain tests), where the step's own name is used."""
+def _running_task_instance() -> Any | None:
+    """The running task's instance; None outside a task (the CLI, plain tests)."""
     try:
         from airflow.sdk import get_current_context
 
-        return get_current_context()["ti"].task_id.rsplit(".", 1)[-1]
+        return get_current_context()["ti"]
     except Exception:  # noqa: BLE001 (not in a task)
         return None
 
 
-def record_failure(exc: BaseException, message: str, retryable: bool) -> None:
+def record_failure(ti: Any | None, exc: BaseException, message: str, retryable: bool) -> None:
     """Keep a failed step's value-free record in its task's XCom (FAILURE_KEY); outside a
-    running task (the CLI, plain tests) there is nowhere to keep it, and nothing is done."""
-    try:
-        from airflow.sdk import get_current_context
-
-        ti = get_current_context()["ti"]
-    except Exception:  # noqa: BLE001 (not in a task)
+    running task (`ti` None: the CLI, plain tests) there is nowhere to keep it, and nothing
+    is done."""
+    if ti is None:
         return
     record = {
         "task": ti.task_id,

@@ -198,7 +198,10 @@ def _start_fork_server() -> multiprocessing.context.BaseContext:
 
 def _expected_work(plan: Any, partner: str) -> float:
     """A partner's chain's work, roughly: its delivered bytes weighted by format, and its
-    stored records when they are harmonized again."""
+    stored records when they are harmonized again (0 for a plan that names no partner's
+    files)."""
+    if not hasattr(plan, "partner_plans"):
+        return 0.0
     entry = plan.partner_plans[partner]
     delivered = sum(f.size_bytes for f in entry.files)
     work = delivered * WORK_PER_BYTE[plan.partner_config(partner).reader.format]
@@ -209,16 +212,12 @@ def _expected_work(plan: Any, partner: str) -> float:
 
 def _total_work(plan: Any) -> float:
     """The run's expected chain work (0 for a plan that names no partner's files)."""
-    if not hasattr(plan, "partner_plans"):
-        return 0.0
-    return sum(_expected_work(plan, partner) for partner in plan.partners)
+    return sum(_expected_work(plan, partner) for partner in getattr(plan, "partners", []))
 
 
 def _largest_first(plan: Any) -> list[str]:
-    """Partners by expected work, largest first (longest-processing-time-first); in the
-    plan's order for a plan that names no partner's files."""
-    if not hasattr(plan, "partner_plans"):
-        return list(plan.partners)
+    """Partners by expected work, largest first (longest-processing-time-first); equal work
+    keeps the plan's order."""
     return sorted(plan.partners, key=lambda p: _expected_work(plan, p), reverse=True)
 
 
