@@ -35,6 +35,9 @@ SUMMARY_TASK = "summarize_release"
 PUBLISH_TASK = "publish_release_folder"
 APPROVE_TASK = "approve"
 GATE_TASKS = (APPROVE_TASK, "announce_release")
+# What a run's row reads from XCom, read in one query per run (task -> key): its summary, its
+# publication and the approval's recorded answer.
+RUN_XCOMS = {SUMMARY_TASK: "return_value", PUBLISH_TASK: "return_value", APPROVE_TASK: DECISION}
 
 app = FastAPI(title="CTDC release report", docs_url=None, redoc_url=None, openapi_url=None)
 can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
@@ -67,25 +70,19 @@ def _runs(run_id: str | None = None) -> list[dict]:
     found = []
     with create_session() as session:
         for rid, state, run_after in session.execute(runs.order_by(DagRun.run_after)):
-            xcom, published = (
-                session.scalars(
+            xcoms = {
+                x.task_id: XComModel.deserialize_value(x)
+                for x in session.scalars(
                     select(XComModel).where(
                         XComModel.dag_id == DAG_ID,
                         XComModel.run_id == rid,
-                        XComModel.task_id == task,
-                        XComModel.key == "return_value",
+                        XComModel.task_id.in_(RUN_XCOMS),
+                        XComModel.key.in_(set(RUN_XCOMS.values())),
                     )
-                ).first()
-                for task in (SUMMARY_TASK, PUBLISH_TASK)
-            )
-            decision = session.scalars(
-                select(XComModel).where(
-                    XComModel.dag_id == DAG_ID,
-                    XComModel.run_id == rid,
-                    XComModel.task_id == APPROVE_TASK,
-                    XComModel.key == DECISION,
                 )
-            ).first()
+                if x.key == RUN_XCOMS[x.task_id]
+            }
+            published = xcoms.get(PUBLISH_TASK)
             gates = dict(
                 session.execute(
                     select(TaskInstance.task_id, TaskInstance.state).where(
@@ -100,13 +97,11 @@ def _runs(run_id: str | None = None) -> list[dict]:
                     "run_id": rid,
                     "state": str(getattr(state, "value", state)),
                     "run_after": run_after.isoformat() if run_after else None,
-                    "summary": XComModel.deserialize_value(xcom) if xcom else None,
-                    "published_dir": (
-                        XComModel.deserialize_value(published)["release_dir"] if published else None
-                    ),
+                    "summary": xcoms.get(SUMMARY_TASK),
+                    "published_dir": published["release_dir"] if published else None,
                     "approval": str(gates.get(APPROVE_TASK) or "not reached"),
                     # The answer and who gave it (a data team member's Airflow user name).
-                    "decision": XComModel.deserialize_value(decision) if decision else None,
+                    "decision": xcoms.get(APPROVE_TASK),
                     "published": str(gates.get("announce_release")) == "success",
                 }
             )
