@@ -92,6 +92,10 @@ def test_report_page_has_charts_and_no_identifier(releases):
     page = html.report_page(built)
     assert page.count("<svg") >= 3 and "<script" not in page and "http" not in page
     assert "r&lt;1&gt;" in page  # escaped
+    # Published after a task marked success: the page does not claim someone approved it.
+    assert "published</span> (approval: passed, no answer recorded)" in page
+    answered = built | {"run": built["run"] | {"decision": {"chosen": ["Approve"], "by": "amira"}}}
+    assert "published</span> (approval: approved by amira)" in html.report_page(answered)
     identifiers = set()
     for path in (root / "landing").rglob("*"):
         if path.suffix in {".csv", ".jsonl", ".json"}:
@@ -191,7 +195,8 @@ def test_the_approval_is_said_in_words_with_who_answered():
     assert html.approval_text("upstream_failed") == "not asked: an earlier step failed"
     assert html.approval_text("awaiting_input").startswith("awaiting approval")
     assert html.approval_text(None) == "not asked yet"
-    assert html.approval_text("success") == "answered"  # no recorded answer: no guess
+    # Marked success (the demo's dag.test does): nobody answered, nobody is named.
+    assert html.approval_text("success") == "passed, no answer recorded"
 
 
 def test_a_run_without_report_gets_a_page_saying_why():
