@@ -498,12 +498,13 @@ def report_page(report: dict, status: dict | None = None) -> str:
         parts.append('<p class="muted">no previous release in the same folder</p>')
     else:
         parts += [
-            f"<p>Previous release: {_e(change['previous'])}. Harmonized rows per partner:</p>",
+            f"<p>Previous release: {_e(change['previous'])}. Records in the release per "
+            "partner (a partner that did not deliver keeps its records):</p>",
             delta_bars(change["partners"], "partner"),
             table(
                 change["partners"],
-                ["partner", "harmonized_previous", "harmonized", "delta"],
-                {"harmonized_previous", "harmonized", "delta"},
+                ["partner", "released_previous", "released", "delta"],
+                {"released_previous", "released", "delta"},
             ),
             "<p>Per variable and value (changed counts only):</p>",
             table(

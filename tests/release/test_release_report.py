@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ctdc_harmonizer import samples
+from ctdc_harmonizer.codebook import default_codebook
 from ctdc_harmonizer.pipeline.local import run_annual_update
 from ctdc_harmonizer.release import report
 
@@ -70,6 +71,32 @@ def test_change_against_the_previous_release(releases):
         by_variable[row["variable"]] = by_variable.get(row["variable"], 0) + row["delta"]
     # Every variable has one value per row: the changes of each add up to the row change.
     assert set(by_variable.values()) == {partners["iom"]["delta"]}
+    # As the codebook lists them: its variables in order, each one's values NULL first, then
+    # the codebook's own order (age bins young to old), then unlisted ones ascending.
+    codebook = default_codebook()
+    variables = [var.name for var in codebook.variables]
+    seen = [row["variable"] for row in change["variables"]]
+    assert seen == sorted(seen, key=variables.index)
+    ages = [row["value"] for row in change["variables"] if row["variable"] == "ageBroad"]
+    bins = codebook.variable("ageBroad").allowed
+    assert ages and ages == sorted(ages, key=lambda v: -1 if v == "(null)" else bins.index(v))
+
+
+def test_values_are_listed_in_the_codebook_order():
+    counts = pd.DataFrame(
+        {
+            "variable": ["ageBroad", "ageBroad", "ageBroad", "gender", "yearOfRegistration"] * 1,
+            "value": ["9–17", "48+", "(null)", "Woman", "2019"],
+        }
+    )
+    ordered = report.in_codebook_order(counts.iloc[::-1], default_codebook())
+    names = [var.name for var in default_codebook().variables]
+    assert list(ordered["variable"]) == sorted(counts["variable"], key=names.index)
+    assert list(ordered.loc[ordered["variable"] == "ageBroad", "value"]) == [
+        "(null)",
+        "9–17",
+        "48+",
+    ]
 
 
 def test_headline_is_markdown_counts(releases):
@@ -96,6 +123,10 @@ def test_report_page_has_charts_and_no_identifier(releases):
     assert "published</span> (approval: passed, no answer recorded)" in page
     answered = built | {"run": built["run"] | {"decision": {"chosen": ["Approve"], "by": "amira"}}}
     assert "published</span> (approval: approved by amira)" in html.report_page(answered)
+    # The change against 2024: each partner's records before and now, in numbers.
+    for row in built["change"]["partners"]:
+        cells = [row["partner"], row["released_previous"], row["released"], row["delta"]]
+        assert "".join(f'<td class="n">{c}</td>' for c in cells[1:]) in page, row["partner"]
     identifiers = set()
     for path in (root / "landing").rglob("*"):
         if path.suffix in {".csv", ".jsonl", ".json"}:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ctdc_harmonizer.release.metadata import MARKER
 
+if TYPE_CHECKING:
+    from ctdc_harmonizer.codebook import Codebook
+
+NULL_VALUE = "(null)"
 OUTCOMES = ("harmonized", "rejected", "excluded", "erased", "duplicates_merged")
 
 
@@ -139,9 +144,40 @@ def variable_distribution(release_dir: Path) -> pd.DataFrame:
     """Counts of every value of every variable over the release (its table has no partner)."""
     frame = pd.read_parquet(release_dir / "harmonized.parquet")
     long = frame.astype("string").melt(var_name="variable", value_name="value")
-    long["value"] = long["value"].fillna("(null)")
+    long["value"] = long["value"].fillna(NULL_VALUE)
     counted = long.groupby(["variable", "value"]).size().rename("count").reset_index()
     return counted
+
+
+def in_codebook_order(counts: pd.DataFrame, codebook: Codebook | None = None) -> pd.DataFrame:
+    """Rows of (variable, value) as a reader of the codebook expects them: variables in the
+    codebook's order, and each one's values NULL first, then in the codebook's order (age
+    bins young to old, not "48+" before "9-17"); values it does not list (years, countries)
+    after those, ascending."""
+    from ctdc_harmonizer.codebook import default_codebook
+
+    codebook = codebook or default_codebook()
+    variables = {var.name: rank for rank, var in enumerate(codebook.variables)}
+    listed = {
+        (var.name, value): rank
+        for var in codebook.variables
+        for rank, value in enumerate(var.allowed)
+    }
+    unlisted = len(max((var.allowed for var in codebook.variables), key=len, default=[])) + 1
+    ranks = pd.DataFrame(
+        {
+            "variable": counts["variable"].map(variables).fillna(len(variables)),
+            "value": [
+                -1 if value == NULL_VALUE else listed.get((variable, value), unlisted)
+                for variable, value in zip(counts["variable"], counts["value"], strict=True)
+            ],
+        },
+        index=counts.index,
+    )
+    order = ranks.assign(name=counts["variable"], text=counts["value"]).sort_values(
+        ["variable", "name", "value", "text"], kind="stable"
+    )
+    return counts.loc[order.index].reset_index(drop=True)
 
 
 def change(release_dir: Path, previous_dir: Path | None) -> dict:
@@ -163,7 +199,7 @@ def change(release_dir: Path, previous_dir: Path | None) -> dict:
     )
     values = values.fillna(0).astype({"count": int, "count_previous": int})
     values["delta"] = values["count"] - values["count_previous"]
-    changed = values[values["delta"] != 0].sort_values(["variable", "value"])
+    changed = in_codebook_order(values[values["delta"] != 0])
     return {
         "previous": previous_dir.name,
         "partners": partners.to_dict("records"),
