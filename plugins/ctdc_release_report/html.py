@@ -256,6 +256,8 @@ def status_page(status: dict) -> str:
 
 
 def _fmt(value, digits: int = 4) -> str:
+    if isinstance(value, bool):  # for a reader, not Python's True or False
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return "" if value is None else str(value)

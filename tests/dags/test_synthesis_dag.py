@@ -180,6 +180,9 @@ def test_the_synthesis_tab_shows_what_was_spent_and_published(asset_run, annual_
     assert f"Synthesis of release {RELEASE}: succeeded" in page
     assert "ε spent by this run" in page and "counted against release" in page
     assert "records in classes below k" in page and "cells suppressed" in page
+    # A flag in words: this run fitted the aggregates, it did not reuse them.
+    reused = '<td>aggregates reused (nothing spent)</td><td class="n">no</td>'
+    assert reused in page and "False" not in page
     assert "Comparability (public view)" in page
     assert "/files/" in page and "synthetic.csv" in page
     # Called directly, nobody is the data team: the restricted view is only named.
