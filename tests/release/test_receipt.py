@@ -80,6 +80,33 @@ def test_run_writes_one_receipt_per_delivering_partner(landing, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["iom"]
 
 
+def test_the_receipt_says_what_a_full_extract_did_to_the_partners_records(tmp_path):
+    """A partner that sends its whole dataset again learns from its receipt which of its
+    records were revised, added and retired, as the release's partner ledger counts them."""
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    samples.generate("iom", landing, n=120, seed=11)
+    run = ["run", "--landing", str(landing), "--out", str(out), "--partners", "iom"]
+    assert cli.main([*run, "--release", "2024"]) == 0
+    first = receipts.read_receipt(out / "receipts" / "2024" / "iom").records
+    assert first is not None and first.previous == 0 and first.added == first.current > 0
+    samples.generate("iom", landing, n=100, seed=12)  # the whole dataset again, changed
+    assert cli.main([*run, "--release", "2025", "--accept-retirements", "iom"]) == 0
+    receipt = receipts.read_receipt(out / "receipts" / "2025" / "iom")
+    ledger = json.loads((out / "2025" / "reconciliation.json").read_text())["partners"]["iom"]
+    records = receipt.records
+    assert records == receipts.PartnerRecords.from_ledger(ledger)
+    assert records.mode == "full" and records.previous == first.current
+    assert records.retired.get("not_redelivered", 0) > 0  # the sample's ids changed
+    retired = sum(records.retired.values())
+    assert records.previous + records.added - retired - records.erased == records.current
+    assert records.current == records.released + records.held_back + records.merged
+    page = (out / "receipts" / "2025" / "iom" / "receipt.html").read_text()
+    assert "<h2>Your records in the dataset</h2>" in page and "a full extract" in page
+    row = "<tr><td>retired: not in this full extract</td><td class='n'>{}</td></tr>"
+    assert row.format(records.retired["not_redelivered"]) in page
+    assert f"{records.previous} before this release" in receipts.receipt_text(receipt)
+
+
 def test_the_check_before_sending_gives_the_receipt_the_run_gives(landing, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(["run", "--landing", str(landing), "--out", str(out), "--release", "2025"]) == 0
@@ -91,6 +118,7 @@ def test_the_check_before_sending_gives_the_receipt_the_run_gives(landing, tmp_p
         assert checked.totals == ran.totals, partner
         for key in ("rejected", "excluded", "unmapped", "value_issues"):
             assert getattr(checked, key) == getattr(ran, key), (partner, key)
+        assert checked.records is None and ran.records is not None  # only the store knows
         strip = {"new", "revised", "unchanged"}  # what only the store can say
         assert [f.model_dump(exclude=strip) for f in checked.files] == [
             f.model_dump(exclude=strip) for f in ran.files

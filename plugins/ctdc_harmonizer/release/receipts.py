@@ -10,7 +10,9 @@ no remote resource), in a folder readable by its owner only.
 PRIVACY: a receipt holds, for ONE partner: file names, checksums and sizes; rows read,
 harmonized, rejected (per file, column and reason code, with row numbers: they locate a row
 in the partner's own file, they are not values), excluded (per inclusion rule), erased
-(withdrawals) and merged duplicates; value-issue and coverage counts; and the unmapped list
+(withdrawals) and merged duplicates; after a run, what the delivery did to the partner's
+records in the store (counts: added, revised, retired, erased, released, held back, merged
+with another partner's record); value-issue and coverage counts; and the unmapped list
 under the restricted rules (harmonize/unmapped.py: a coded value seen in at least k rows,
 never free text, contact-like or rare values: those are counted only). Never a value of a
 record, a pseudonym, or anything of another partner.
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
     from ctdc_harmonizer.run.workdir import PartnerWork
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `records`, what the delivery did to the partner's records
 RECEIPTS_FOLDER = "receipts"  # <out>/receipts/<release>/<partner>/
 JSON_NAME = "receipt.json"
 HTML_NAME = "receipt.html"
@@ -132,6 +134,42 @@ class Problem(_Model):
     reason: str
 
 
+class PartnerRecords(_Model):
+    """After a run: what the delivery did to the partner's records in the dataset (the
+    release's partner ledger, reconciliation.json): previous + added - retired - erased =
+    current; current = released + held_back + merged."""
+
+    mode: str  # full: records the delivery no longer holds are retired; incremental: kept
+    previous: int
+    added: int
+    revised: int
+    retired: dict[str, int]  # by reason (store/changes.py RETIREMENT_REASONS)
+    erased: int
+    current: int
+    released: int
+    held_back: int
+    merged: int  # left out of the release: the same person as another partner's record
+
+    @classmethod
+    def from_ledger(cls, ledger: dict) -> PartnerRecords:
+        records = ledger["records"]
+        return cls(
+            mode=str(ledger.get("mode") or ""),
+            **{
+                key: int(records[key]) for key in cls.model_fields if key not in {"mode", "retired"}
+            },
+            retired={str(k): int(v) for k, v in sorted(records["retired"].items())},
+        )
+
+
+# Why a record was retired, for the partner reading it.
+RETIRED_WORDS = {
+    "not_redelivered": "not in this full extract",
+    "revision_excluded": "now left out by an inclusion rule (e.g. consent refused)",
+    "reharmonized_excluded": "left out by an inclusion rule when harmonized again",
+}
+
+
 class Receipt(_Model):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["run", "check"]  # after a run of the annual update / ctdc check-delivery
@@ -150,6 +188,7 @@ class Receipt(_Model):
     coverage: list[CoverageField]
     problems: list[Problem]
     notes: list[str]
+    records: PartnerRecords | None = None  # a run only (schema version 2 and later)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +223,7 @@ def build_receipt(
     problems: list[Problem] | None = None,
     notes: list[str] | None = None,
     store_counts: dict[str, dict] | None = None,
+    records: PartnerRecords | None = None,
 ) -> Receipt:
     """A partner's receipt from its chain's tables (delivered rows only).
 
@@ -192,7 +232,8 @@ def build_receipt(
     column; removed: per row erased or merged while staging FILE, ROW, outcome; unmapped:
     the restricted list (UNMAPPED_REPORT_COLUMNS, already restricted); issues:
     ISSUE_COLUMNS; coverage: harmonize/coverage.py's report; store_counts: per file, the
-    release ledger's new / revised / unchanged (a run only)."""
+    release ledger's new / revised / unchanged; records: the partner's records before and
+    after (both a run only)."""
     per_file = {name: dict.fromkeys(Counts.model_fields, 0) for name in files}
     for name, info in files.items():
         per_file[name]["rows_read"] = int(info.get("rows_read", 0))
@@ -280,6 +321,7 @@ def build_receipt(
         coverage=coverage_fields,
         problems=list(problems or []),
         notes=list(notes or []),
+        records=records,
     )
 
 
@@ -287,11 +329,12 @@ def receipt_from_work(
     work: PartnerWork,
     release: str,
     unmapped_min_rows: int,
-    store_counts: dict[str, dict] | None = None,
+    ledger: dict | None = None,
 ) -> Receipt:
     """A run's receipt for one partner, from what its chain wrote in its work folder
     (stage_partner and harmonize_partner): its delivered rows only, not the stored records
-    harmonized again with them."""
+    harmonized again with them. `ledger`: the partner's ledger in the release's
+    reconciliation (per file new / revised / unchanged, the partner's records)."""
     from ctdc_harmonizer.columns import FROM_DELIVERY, ORIGIN
 
     stage = work.read_json(work.STAGE_INFO)
@@ -310,7 +353,8 @@ def receipt_from_work(
         coverage=work.read_json(work.COVERAGE),
         unmapped_min_rows=unmapped_min_rows,
         notes=notes,
-        store_counts=store_counts,
+        store_counts=(ledger or {}).get("files"),
+        records=PartnerRecords.from_ledger(ledger) if ledger else None,
     )
 
 
@@ -405,6 +449,8 @@ def receipt_text(receipt: Receipt, limit: int = 20) -> str:
                 else ""
             )
         )
+    if receipt.records is not None:
+        lines.append(f"  your records: {records_sentence(receipt.records, receipt.release)}")
     sections = [
         (
             "problems (the delivery cannot be taken as it is)",
@@ -449,6 +495,51 @@ def receipt_text(receipt: Receipt, limit: int = 20) -> str:
             lines.append(f"    ... and {len(items) - limit} more (see the receipt files)")
     lines.extend(f"  note: {note}" for note in receipt.notes)
     return "\n".join(lines)
+
+
+def _retired_text(retired: dict[str, int]) -> str:
+    shown = [f"{n} {RETIRED_WORDS.get(reason, reason)}" for reason, n in retired.items() if n]
+    return f" ({'; '.join(shown)})" if shown else ""
+
+
+def records_sentence(records: PartnerRecords, release: str | None) -> str:
+    """What the delivery did to the partner's records, in one sentence of counts."""
+    r = records
+    return (
+        f"{r.previous} before this release, {r.added} added, {r.revised} revised, "
+        f"{sum(r.retired.values())} retired{_retired_text(r.retired)}, {r.erased} erased "
+        f"(withdrawals): {r.current} now; {r.released} in release {release}, {r.held_back} "
+        f"held back, {r.merged} left out as the same person as another partner's record"
+    )
+
+
+def _records_section(receipt: Receipt) -> list[str]:
+    """The delivery's effect on the partner's records in the dataset (a run only)."""
+    r = receipt.records
+    if r is None:
+        return []
+    mode = {
+        "full": "a full extract: your records it no longer holds were retired from the "
+        "dataset (they stay in its history, not in releases)",
+        "incremental": "an increment: your records it does not hold were kept as they were",
+    }.get(r.mode, f"delivery mode {r.mode}")
+    rows = [
+        ["records before this release", r.previous],
+        ["added (new in this delivery)", r.added],
+        ["revised (a new version replaces the stored one)", r.revised],
+        *[[f"retired: {RETIRED_WORDS.get(reason, reason)}", n] for reason, n in r.retired.items()],
+        ["stored records erased (withdrawals)", r.erased],
+        ["records now", r.current],
+        [f"of them in release {receipt.release}", r.released],
+        ["held back (kept, not released: harmonized again in a later release)", r.held_back],
+        ["left out as the same person as another partner's record", r.merged],
+    ]
+    return [
+        "<h2>Your records in the dataset</h2>",
+        f"<p class='small'>This delivery was {html.escape(mode)}. Before + added - retired - "
+        "erased = now; now = in the release + held back + left out.</p>",
+        _table(["", "records"], rows, numeric={1}),
+    ]
 
 
 _STYLE = """
@@ -557,6 +648,7 @@ def render_html(receipt: Receipt) -> str:
         )
         + "</p>",
     ]
+    parts += _records_section(receipt)
     if receipt.problems:
         parts += [
             "<h2 class='bad'>Problems</h2>",

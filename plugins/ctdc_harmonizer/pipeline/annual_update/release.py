@@ -257,7 +257,7 @@ def write_receipts(plan: ReleasePlan, assembled: AssembledRelease) -> PartnerRec
             PartnerWork(root, partner),
             plan.release,
             config.unmapped_min_rows,
-            store_counts=(ledgers.get(partner) or {}).get("files"),
+            ledger=ledgers.get(partner),
         )
         files = receipts.write_receipt(
             receipt, receipts.receipt_folder(plan.out_path, plan.release, partner)
