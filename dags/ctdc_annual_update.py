@@ -60,11 +60,12 @@ from ctdc_release_report import alerts  # light: Airflow's SmtpNotifier only
 from ctdc_release_report.approval import DECISION, ReleaseApproval
 
 from ctdc_harmonizer.deliveries.pull import pull_scheduled_deliveries
-from ctdc_harmonizer.deliveries.waiting import WaitForDeliveries
-from ctdc_harmonizer.paths import mapped_partners
+from ctdc_harmonizer.deliveries.waiting import WAIT_HOURS_HELP, WaitForDeliveries
+from ctdc_harmonizer.paths import DEFAULT_LANDING_RULE, DEFAULT_OUT_RULE, mapped_partners
 from ctdc_harmonizer.pipeline.airflow import (
     FAILURE_KEY,
     HEALTHY_PARTNERS_KEY,
+    OWNER,
     boundary,
     failures_of,
     kept_partner_reports,
@@ -107,6 +108,7 @@ def _partners(description: str) -> Param:
     tags=["ctdc", "harmonization"],
     # Infrastructure errors only: data errors raise AirflowFailException (pipeline/airflow.py)
     default_args={
+        "owner": OWNER,
         "retries": 1,
         "retry_delay": timedelta(minutes=5),
         "on_failure_callback": log_failure,
@@ -114,20 +116,14 @@ def _partners(description: str) -> Param:
     on_failure_callback=alerts.run_failed(),  # e-mail to the data team, link to the run
     params={
         "release": _text(f"Release label. Empty: {DEFAULT_RELEASE_RULE}."),
-        "landing": _text("Folder of partner subfolders. Empty: $CTDC_LANDING or the default."),
-        "out": _text("Folder receiving release folders. Empty: $CTDC_OUT or the default."),
+        "landing": _text(f"Folder of partner subfolders. Empty: {DEFAULT_LANDING_RULE}."),
+        "out": _text(f"Folder receiving release folders. Empty: {DEFAULT_OUT_RULE}."),
         "work": _text("Where intermediates live. Empty: $CTDC_WORK_URL, else <out>/.work."),
         "partners": _partners("Read only these partners' deliveries. Empty: every partner."),
         "accept_retirements": _partners(
             "Partners whose full delivery may retire more records than their mapping allows."
         ),
-        "wait_hours": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            description="With a sources file: hours to wait for every partner's delivery "
-            "before running with those that delivered. Empty: $CTDC_WAIT_HOURS, else 0.",
-        ),
+        "wait_hours": Param(None, type=["null", "number"], minimum=0, description=WAIT_HOURS_HELP),
     },
 )
 def ctdc_annual_update():

@@ -29,7 +29,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ctdc_harmonizer.pipeline.airflow import boundary, log_failure, pipeline_tasks, release_asset
+from ctdc_harmonizer.pipeline.airflow import (
+    OWNER,
+    boundary,
+    log_failure,
+    pipeline_tasks,
+    release_asset,
+)
 from ctdc_harmonizer.pipeline.synthesis import SYNTHESIS
 from ctdc_harmonizer.synthesis.plan import event_release, plan_synthesis
 
@@ -48,6 +54,7 @@ def _nullable(kind: str, description: str) -> Param:
     max_active_runs=1,
     tags=["ctdc", "synthesis"],
     default_args={
+        "owner": OWNER,
         "retries": 1,
         "retry_delay": timedelta(minutes=2),
         "on_failure_callback": log_failure,

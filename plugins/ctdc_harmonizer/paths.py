@@ -34,6 +34,11 @@ def ctdc_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "ctdc"
 
 
+# What an empty landing or out means, as the trigger form says it (one wording).
+DEFAULT_LANDING_RULE = "$CTDC_LANDING, else $AIRFLOW_HOME/ctdc/landing"
+DEFAULT_OUT_RULE = "$CTDC_OUT, else $AIRFLOW_HOME/ctdc/releases"
+
+
 def default_landing() -> str:
     """The landing folder when none is named: $CTDC_LANDING, else $AIRFLOW_HOME/ctdc/landing."""
     return os.environ.get("CTDC_LANDING") or str(ctdc_home() / "landing")

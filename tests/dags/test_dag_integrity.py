@@ -55,7 +55,7 @@ def test_no_import_errors(dagbag):
     assert DAG_ID in dagbag.dags
 
 
-def test_dag_settings(dag):
+def test_dag_settings(dagbag, dag):
     assert dag.doc_md and "CTDC annual update" in dag.doc_md
     assert dag.catchup is False
     assert dag.start_date is None  # with run_immediately=False: no past interval fires
@@ -63,6 +63,10 @@ def test_dag_settings(dag):
     assert dag.default_args["retries"] >= 1
     assert callable(dag.default_args["on_failure_callback"])
     assert dag.tags
+    # Both DAGs name the team as owner (the UI's owner filter), every task too.
+    synthesis = dagbag.dags["ctdc_synthesis"]
+    assert dag.owner == synthesis.owner == "ctdc-data-team"
+    assert {t.owner for d in (dag, synthesis) for t in d.tasks} == {"ctdc-data-team"}
     assert set(dag.params.keys()) == {
         "release",
         "landing",

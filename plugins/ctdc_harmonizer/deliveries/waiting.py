@@ -24,6 +24,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 READY = "ready"
 WAIT_ENV = "CTDC_WAIT_HOURS"
+WAIT_HOURS_HELP = (  # the trigger form's words for its wait_hours param
+    "With a sources file: hours to wait for every partner's delivery before running with "
+    f"those that delivered. Empty: ${WAIT_ENV}, else 0."
+)
 POLL_ENV = "CTDC_WAIT_POLL_SECONDS"  # how often the triggerer looks at the drops (default 60)
 
 

@@ -39,6 +39,7 @@ from ctdc_harmonizer.pipeline.declaration import PARTNER_PARAMETER, Pipeline, St
 log = logging.getLogger("ctdc.airflow")
 # The asset the annual update emits once a release is approved, committed and handed off;
 # the synthesis DAG is scheduled on it.
+OWNER = "ctdc-data-team"  # both DAGs' owner: the UI's owner filter finds them together
 RELEASE_ASSET_NAME = "ctdc_harmonized_release"
 RELEASE_ASSET_URI = "ctdc://harmonized-release"
 BY_PARTNER = "{{ task.op_kwargs['partner'] }}"  # mapped instances named by partner, not 0..n
