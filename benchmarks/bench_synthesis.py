@@ -34,9 +34,10 @@ def label(rows: int) -> str:
     return f"bench{rows // 1000}k-2025"  # no digits a year could be read from
 
 
-def make_release(rows: int, seed: int) -> Path:
-    """A harmonized release of about `rows` rows (cached), made with the command line."""
-    root = OUT / "releases" / f"n{rows}"
+def make_release(rows: int, seed: int, out: Path = OUT) -> Path:
+    """A harmonized release of about `rows` rows (cached under `out`), made with the command
+    line."""
+    root = out / "releases" / f"n{rows}"
     if (root / "handoff" / label(rows) / "manifest.json").is_file():
         return root
     env = {**os.environ}
@@ -220,6 +221,13 @@ def main() -> int:
         "passed on to stderr as it goes: how far a long run of its sampler got (generated "
         "benchmark data only)",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="folder of the cached releases, the runs and synthesis.jsonl (default: "
+        "benchmarks/out)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -239,12 +247,12 @@ def main() -> int:
         )
         print(json.dumps(result))
         return 0
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     for rows in [int(s) for s in args.sizes.split(",") if s]:
         t0 = time.perf_counter()
-        root = make_release(rows, args.seed)
+        root = make_release(rows, args.seed, args.out)
         made = round(time.perf_counter() - t0, 1)
-        work = OUT / "runs" / args.work / f"n{rows}" if args.work else root
+        work = args.out / "runs" / args.work / f"n{rows}" if args.work else root
         job = {"release_root": str(root), "root": str(work), "rows": rows}
         command = [sys.executable, __file__, "--child", json.dumps(job)]
         command += ["--pacsynth-up-to", str(args.pacsynth_up_to), "--threads", str(args.threads)]
@@ -259,7 +267,7 @@ def main() -> int:
         result["seconds_making_release"] = made
         result["load_average"] = os.getloadavg()
         print(json.dumps(result, indent=2))
-        with open(OUT / "synthesis.jsonl", "a", encoding="utf-8") as handle:
+        with open(args.out / "synthesis.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(result) + "\n")
     return 0
 

@@ -125,3 +125,32 @@ def test_compare_commits_runs_both_commits_on_one_partner(tmp_path):
     (size,) = report["sizes"]
     assert size["records"] == 20 and size["pairs"] == 1
     assert size["before_cpu_s"][0] > 0 and size["after_cpu_s"][0] > 0  # whole trees counted
+
+
+def test_bench_synthesis_and_compare_engines_run_on_a_small_release(tmp_path):
+    _script(
+        "bench_synthesis.py", "--sizes", "2000", "--pacsynth-up-to", "0", "--out", str(tmp_path)
+    )
+    (line,) = (tmp_path / "synthesis.jsonl").read_text().splitlines()
+    report = json.loads(line)
+    assert report["rows"] > 1500 and report["combinations"] > 0 and not report["reused_fit"]
+    assert set(report["seconds_by_step"]) >= {"fit_aggregates", "sample", "evaluate"}
+    handoff = tmp_path / "releases" / "n2000" / "handoff" / "bench2k-2025"
+    done = _script("compare_engines.py", "--release", str(handoff), "--fits", "1")
+    compared = json.loads(done.stdout[done.stdout.index("{") :])
+    assert compared["rows"] == report["rows"] and compared["fits_per_engine"] == 1
+    assert set(compared["seconds_per_fit"]) == {"own", "pacsynth"}
+    assert compared["measures"]["released_1"]["own"] > 0
+
+
+def test_bench_explorer_opens_the_page_in_chromium(tmp_path):
+    done = _script("bench_explorer.py", "--rows", "2000", "--repeat", "1")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["rows"] == 2000 and report["open_seconds_best"] > 0
+
+
+def test_bench_workbooks_reads_a_workbook_and_refuses_a_bomb(tmp_path):
+    done = _script(
+        "bench_workbooks.py", "--records", "200", "--bomb-mb", "5", "--workdir", str(tmp_path)
+    )
+    assert "refused:" in done.stdout and "read 200 rows" in done.stdout
