@@ -163,7 +163,7 @@ def in_codebook_order(counts: pd.DataFrame, codebook: Codebook | None = None) ->
         for var in codebook.variables
         for rank, value in enumerate(var.allowed)
     }
-    unlisted = len(max((var.allowed for var in codebook.variables), key=len, default=[])) + 1
+    unlisted = len(listed)  # after every listed value's rank
     ranks = pd.DataFrame(
         {
             "variable": counts["variable"].map(variables).fillna(len(variables)),
