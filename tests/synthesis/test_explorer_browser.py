@@ -145,6 +145,17 @@ def test_selected_values_show_exactly_the_published_counts(public, opened):
             assert "not released" in page.inner_text("#dp-count")
     # nothing selected: the protected number of records and every synthetic record
     assert _select(page, [])[:2] == (str(dp["(protected number of records)"]), str(len(synthetic)))
+    # More synthetic records than people: the page says by how many, and why.
+    surplus = len(synthetic) - dp["(protected number of records)"]
+    note = page.inner_text("#explain")
+    if surplus > 0:
+        undated = int((synthetic["yearOfRegistration"] == "").sum())
+        number = page.evaluate("(n) => n.toLocaleString('en-US')", surplus)
+        assert f"has {number} records more than that" in note
+        assert f"({undated:,} synthetic records have no year of registration)" in note
+        assert "not by counting synthetic records" in note
+    else:
+        assert "records more" not in note
 
 
 def test_no_more_than_the_reporting_length_can_be_selected(opened):
