@@ -34,6 +34,13 @@ from pydantic import BaseModel, ConfigDict
 
 from ctdc_harmonizer.columns import FILE, ROW, Outcome
 from ctdc_harmonizer.fileio import private_folder
+from ctdc_harmonizer.store.changes import (
+    FULL,
+    INCREMENTAL,
+    NOT_REDELIVERED,
+    REHARMONIZED_EXCLUDED,
+    REVISION_EXCLUDED,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,7 +150,7 @@ class PartnerRecords(_Model):
     previous: int
     added: int
     revised: int
-    retired: dict[str, int]  # by reason (store/changes.py RETIREMENT_REASONS)
+    retired: dict[str, int]  # by reason (RETIRED_WORDS: store/changes.py's reasons)
     erased: int
     current: int
     released: int
@@ -164,9 +171,9 @@ class PartnerRecords(_Model):
 
 # Why a record was retired, for the partner reading it.
 RETIRED_WORDS = {
-    "not_redelivered": "not in this full extract",
-    "revision_excluded": "now left out by an inclusion rule (e.g. consent refused)",
-    "reharmonized_excluded": "left out by an inclusion rule when harmonized again",
+    NOT_REDELIVERED: "not in this full extract",
+    REVISION_EXCLUDED: "now left out by an inclusion rule (e.g. consent refused)",
+    REHARMONIZED_EXCLUDED: "left out by an inclusion rule when harmonized again",
 }
 
 
@@ -519,9 +526,9 @@ def _records_section(receipt: Receipt) -> list[str]:
     if r is None:
         return []
     mode = {
-        "full": "a full extract: your records it no longer holds were retired from the "
+        FULL: "a full extract: your records it no longer holds were retired from the "
         "dataset (they stay in its history, not in releases)",
-        "incremental": "an increment: your records it does not hold were kept as they were",
+        INCREMENTAL: "an increment: your records it does not hold were kept as they were",
     }.get(r.mode, f"delivery mode {r.mode}")
     rows = [
         ["records before this release", r.previous],
