@@ -85,7 +85,7 @@ def test_change_against_the_previous_release(releases):
 def test_values_are_listed_in_the_codebook_order():
     counts = pd.DataFrame(
         {
-            "variable": ["ageBroad", "ageBroad", "ageBroad", "gender", "yearOfRegistration"] * 1,
+            "variable": ["ageBroad", "ageBroad", "ageBroad", "gender", "yearOfRegistration"],
             "value": ["9–17", "48+", "(null)", "Woman", "2019"],
         }
     )
